@@ -1,0 +1,32 @@
+"""MedCom FHIR messaging: build, parse (JSON and XML), validate and acknowledge messages; directory."""
+
+from messaging.acknowledge import build_acknowledgement, needs_acknowledgement
+from messaging.build import build_message
+from messaging.directory import Directory, DirectoryEntry, load_default_directory
+from messaging.errors import DirectoryError, MessageError, NotAccepted, UnknownOrganization
+from messaging.formats import from_xml, to_json, to_xml
+from messaging.model import *  # noqa: F401,F403  (the domain models are part of this package's API)
+from messaging import model as _model
+from messaging.parse import parse_message
+from messaging.validate import validate_message
+
+_model_names = [n for n, v in vars(_model).items() if isinstance(v, type) and v.__module__ == _model.__name__]
+
+__all__ = [
+    *_model_names,
+    "build_message",
+    "build_acknowledgement",
+    "needs_acknowledgement",
+    "parse_message",
+    "validate_message",
+    "to_json",
+    "to_xml",
+    "from_xml",
+    "Directory",
+    "DirectoryEntry",
+    "load_default_directory",
+    "MessageError",
+    "DirectoryError",
+    "UnknownOrganization",
+    "NotAccepted",
+]

@@ -1,0 +1,161 @@
+"""Reading an inbound message into a ParsedMessage: what routing and correlation need.
+
+JSON is read with plain dict access (cheap, on the API hot path); structural FHIR checks are
+validate_message's job. XML goes through fhir.resources, which yields the same JSON.
+"""
+
+from __future__ import annotations
+
+import json
+
+from messaging.bundle import (
+    ReferenceIndex,
+    header_id_of,
+    identifier_value,
+    organization_of,
+    parse_instant,
+    primary_destination,
+    resources,
+)
+from messaging.errors import MessageError
+from messaging.formats import JSON_TYPES, XML_TYPES, from_xml, looks_like_xml
+from messaging.identifiers import CPR_SYSTEM, is_replacement_cpr_system
+from messaging.model import AckCode, MessageKind, ParsedMessage, PatientData, ProvenanceLink, ValidationIssue
+
+_UUID_PREFIX = "urn:uuid:"
+
+
+def _issue(rule: str, path: str, message: str, code: str = "MSG_Datatype_Wrong") -> list[ValidationIssue]:
+    return [ValidationIssue(rule=rule, path=path, message=message, error_code=code)]
+
+
+def decode_body(body: bytes | str | dict, content_type: str = "application/fhir+json") -> dict:
+    """The Bundle as FHIR JSON, from JSON or XML text (media type parameters such as charset ignored)."""
+    if isinstance(body, dict):
+        return body
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    is_xml = media_type in XML_TYPES or media_type.endswith("+xml")
+    if media_type not in JSON_TYPES and not is_xml and not media_type.endswith("+json"):
+        # unknown or missing media type: let the content decide
+        is_xml = looks_like_xml(body)
+    if is_xml:
+        return from_xml(body)
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise MessageError("body is not valid JSON", _issue("syntax", "Bundle", "body is not valid JSON", "MSG_Damaged_durin_transport")) from None
+    if not isinstance(data, dict):
+        raise MessageError("body is not a JSON object", _issue("bundle-type", "Bundle", "body is not a FHIR resource"))
+    return data
+
+
+def _strip_uuid(value: object) -> str | None:
+    if not isinstance(value, str) or not value:
+        return None
+    return value[len(_UUID_PREFIX) :] if value.startswith(_UUID_PREFIX) else value
+
+
+def _service_request_id(bundle: dict, header: dict, index: ReferenceIndex) -> str | None:
+    """The pathway correlation id: a ServiceRequest's identifier, or the focus resource's basedOn."""
+    focus = [found[1] for f in header.get("focus") or [] if (found := index.resolve(f)) is not None]
+    focus_ids = {id(r) for r in focus}
+    candidates = focus + [r for _, r in resources(bundle) if id(r) not in focus_ids]
+    for resource in candidates:
+        if resource.get("resourceType") == "ServiceRequest":
+            for ident in resource.get("identifier") or []:
+                if isinstance(ident, dict) and (found := _strip_uuid(ident.get("value"))):
+                    return found
+    for resource in focus:
+        for based_on in resource.get("basedOn") or []:
+            if not isinstance(based_on, dict):
+                continue
+            ident = based_on.get("identifier")
+            if isinstance(ident, dict) and (found := _strip_uuid(ident.get("value"))):
+                return found
+    return None
+
+
+def _patient(bundle: dict) -> PatientData | None:
+    for _, resource in resources(bundle, "Patient"):
+        cpr = identifier_value(resource, CPR_SYSTEM)
+        if cpr is None:
+            cpr = next(
+                (
+                    i.get("value")
+                    for i in resource.get("identifier") or []
+                    if isinstance(i, dict) and is_replacement_cpr_system(i.get("system")) and isinstance(i.get("value"), str)
+                ),
+                None,
+            )
+        name = next((n for n in resource.get("name") or [] if isinstance(n, dict)), {})
+        given = name.get("given") or []
+        return PatientData(
+            cpr=cpr or "",
+            given_name=" ".join(g for g in given if isinstance(g, str)),
+            family_name=name.get("family") if isinstance(name.get("family"), str) else "",
+        )
+    return None
+
+
+def _provenance(bundle: dict) -> list[ProvenanceLink]:
+    links = []
+    for _, resource in resources(bundle, "Provenance"):
+        coding = ((resource.get("activity") or {}).get("coding") or [{}])[0]
+        target = next((header_id_of(t) for t in resource.get("target") or [] if header_id_of(t)), None)
+        previous = None
+        for entity in resource.get("entity") or []:
+            if isinstance(entity, dict) and (found := header_id_of(entity.get("what"))) and found != target:
+                if entity.get("role") == "revision" or previous is None:
+                    previous = found
+        links.append(
+            ProvenanceLink(
+                provenance_id=resource.get("id") if isinstance(resource.get("id"), str) else "",
+                activity=coding.get("code", "") if isinstance(coding, dict) else "",
+                target_header_id=target,
+                previous_header_id=previous,
+            )
+        )
+    return links
+
+
+def parse_message(body: bytes | str | dict, content_type: str = "application/fhir+json") -> ParsedMessage:
+    """Read a message Bundle. Raises MessageError when there is no message to speak of."""
+    bundle = decode_body(body, content_type)
+    if bundle.get("resourceType") != "Bundle":
+        raise MessageError("not a FHIR Bundle", _issue("bundle-type", "Bundle.resourceType", "resource is not a Bundle"))
+    header = next((r for _, r in resources(bundle, "MessageHeader")), None)
+    if header is None:
+        raise MessageError("no MessageHeader", _issue("header-first", "Bundle.entry[0].resource", "the Bundle has no MessageHeader"))
+    header_id = header.get("id")
+    if not isinstance(header_id, str) or not header_id:
+        raise MessageError("MessageHeader without id", _issue("header-id", "Bundle.entry[0].resource.id", "MessageHeader.id is missing"))
+
+    index = ReferenceIndex(bundle)
+    event = header.get("eventCoding") if isinstance(header.get("eventCoding"), dict) else {}
+    event_code = event.get("code") if isinstance(event.get("code"), str) else ""
+    try:
+        kind: MessageKind | None = MessageKind(event_code)
+    except ValueError:
+        kind = None
+    sender = index.resolve(header.get("sender"))
+    primary = primary_destination(header) or {}
+    receiver = index.resolve(primary.get("receiver"))
+    response = header.get("response") if isinstance(header.get("response"), dict) else {}
+    try:
+        response_code = AckCode(response["code"]) if "code" in response else None
+    except ValueError:
+        response_code = None
+    return ParsedMessage(
+        kind=kind,
+        event_code=event_code,
+        message_header_id=header_id,
+        bundle_id=bundle.get("id") if isinstance(bundle.get("id"), str) else "",
+        timestamp=parse_instant(bundle.get("timestamp")),
+        sender=organization_of(sender[1]) if sender else None,
+        receiver=organization_of(receiver[1]) if receiver else None,
+        patient=_patient(bundle),
+        service_request_id=_service_request_id(bundle, header, index),
+        response_identifier=response.get("identifier") if isinstance(response.get("identifier"), str) else None,
+        response_code=response_code,
+        provenance=_provenance(bundle),
+    )

@@ -1,0 +1,343 @@
+"""MedCom conformance rules for message Bundles, each issue naming its rule, element and error code.
+
+Structure is checked by fhir.resources (R4B models); the MedCom rules run on the plain JSON, so
+they also report on Bundles that fhir.resources rejects. Issue texts never quote element values:
+they may be patient data.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from pydantic import ValidationError
+
+from messaging.bundle import ReferenceIndex, destination_use, header_id_of, walk_references
+from messaging.identifiers import (
+    CPR_SYSTEM,
+    GLN_SYSTEMS,
+    SOR_SYSTEM,
+    is_replacement_cpr_system,
+    is_valid_cpr,
+    is_valid_gln,
+    is_valid_replacement_cpr,
+    is_valid_sor,
+)
+from messaging.model import AckCode, MessageKind, ValidationIssue
+from messaging.terminology import (
+    CAREFLOW_EVENT_SYSTEM,
+    CAREFLOW_KINDS,
+    CC_ALLOWED_EVENT_CODES,
+    MEDCOM_DESTINATION_USE_SYSTEM,
+    MEDCOM_EVENT_SYSTEM,
+    Terminology,
+    get_terminology,
+)
+
+# MedCom acknowledgement error codes (MedComAcknowledgementErrorCodes.fsh)
+DATATYPE_WRONG = "MSG_Datatype_Wrong"
+VALUESET_UNKNOWN = "MSG_VALUESET_VALUE_UNKNOWN"
+CODESYSTEM_UNKNOWN = "MSG_CodeSystem_VALUE_UNKNOWN"
+ELEMENT_TOO_LONG = "MSG_Element_To_Long"
+RECEIVER_MISSING = "MSG_Receiver_Identifier_MISSING"
+RECEIVER_UNKNOWN = "MSG_Receiver_Identifier_UNKNOWN"
+
+ACKNOWLEDGEMENT = MessageKind.ACKNOWLEDGEMENT.value
+EMPTY_MESSAGE = "empty-message"
+# Messages without clinical content carry no Patient.
+PATIENTLESS_EVENTS = frozenset({ACKNOWLEDGEMENT, EMPTY_MESSAGE})
+CAREFLOW_EVENT_CODES = frozenset(k.value for k in CAREFLOW_KINDS)
+MAX_ID_LENGTH = 64  # FHIR id: [A-Za-z0-9\-\.]{1,64}
+
+# Every rule id validate_message can report, with the MedCom error code it usually maps to.
+RULES: dict[str, str] = {
+    "fhir-structure": DATATYPE_WRONG,
+    "element-too-long": ELEMENT_TOO_LONG,
+    "bundle-type": VALUESET_UNKNOWN,
+    "bundle-id": DATATYPE_WRONG,
+    "bundle-timestamp": DATATYPE_WRONG,
+    "header-first": DATATYPE_WRONG,
+    "header-id": DATATYPE_WRONG,
+    "event-code": CODESYSTEM_UNKNOWN,
+    "patient-count": DATATYPE_WRONG,
+    "patient-cpr": DATATYPE_WRONG,
+    "sender-organization": DATATYPE_WRONG,
+    "receiver-organization": RECEIVER_MISSING,
+    "sor-identifier": DATATYPE_WRONG,
+    "ean-identifier": DATATYPE_WRONG,
+    "destination-primary": RECEIVER_MISSING,
+    "destination-cc": VALUESET_UNKNOWN,
+    "provenance-present": DATATYPE_WRONG,
+    "provenance-target": DATATYPE_WRONG,
+    "provenance-activity": CODESYSTEM_UNKNOWN,
+    "reference-resolves": DATATYPE_WRONG,
+    "ack-response": DATATYPE_WRONG,
+    "ack-provenance": DATATYPE_WRONG,
+    "ack-outcome": DATATYPE_WRONG,
+}
+
+
+class _Check:
+    """One validation run over one Bundle: collects issues, shares the reference index."""
+
+    def __init__(self, bundle: dict, terminology: Terminology) -> None:
+        self.bundle = bundle
+        self.terminology = terminology
+        self.issues: list[ValidationIssue] = []
+        self.index = ReferenceIndex(bundle)
+        self.entries = bundle.get("entry") if isinstance(bundle.get("entry"), list) else []
+        self.header: dict = {}
+        self.event_code = ""
+
+    def add(self, rule: str, path: str, message: str, code: str | None = None) -> None:
+        self.issues.append(ValidationIssue(rule=rule, path=path, message=message, error_code=code or RULES[rule]))
+
+    def typed(self, resource_type: str) -> list[tuple[int, dict]]:
+        found = []
+        for i, entry in enumerate(self.entries):
+            resource = entry.get("resource") if isinstance(entry, dict) else None
+            if isinstance(resource, dict) and resource.get("resourceType") == resource_type:
+                found.append((i, resource))
+        return found
+
+
+def _loc_path(loc: tuple) -> str:
+    return "Bundle" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
+
+
+def check_structure(c: _Check) -> None:
+    """FHIR R4 structure, as fhir.resources' R4B models see it."""
+    from fhir.resources.R4B import get_fhir_model_class
+    from fhir.resources.R4B.bundle import Bundle
+
+    known_entries = []
+    for i, entry in enumerate(c.entries):
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        resource_type = resource.get("resourceType") if isinstance(resource, dict) else None
+        try:
+            if not isinstance(resource_type, str):
+                raise ValueError
+            get_fhir_model_class(resource_type)
+        except ValueError:
+            c.add("fhir-structure", f"Bundle.entry[{i}].resource.resourceType", "unknown or missing FHIR resource type")
+            continue
+        known_entries.append(entry)
+    # unknown resource types were reported above; the model would only fail on them as a whole
+    candidate = {**c.bundle, "entry": known_entries} if len(known_entries) != len(c.entries) else c.bundle
+    try:
+        Bundle.model_validate(candidate)
+    except ValidationError as exc:
+        for error in exc.errors(include_input=False, include_url=False):
+            c.add("fhir-structure", _loc_path(error["loc"]), f"invalid FHIR content ({error['type']})")
+    except (KeyError, ValueError, TypeError) as exc:
+        c.add("fhir-structure", "Bundle", f"invalid FHIR content ({type(exc).__name__})")
+
+
+def check_ids(c: _Check) -> None:
+    if isinstance(c.bundle.get("id"), str) and len(c.bundle["id"]) > MAX_ID_LENGTH:
+        c.add("element-too-long", "Bundle.id", f"id longer than {MAX_ID_LENGTH} characters")
+    for i, entry in enumerate(c.entries):
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        rid = resource.get("id") if isinstance(resource, dict) else None
+        if isinstance(rid, str) and len(rid) > MAX_ID_LENGTH:
+            c.add("element-too-long", f"Bundle.entry[{i}].resource.id", f"id longer than {MAX_ID_LENGTH} characters")
+
+
+def check_bundle(c: _Check) -> None:
+    if c.bundle.get("type") != "message":
+        c.add("bundle-type", "Bundle.type", "Bundle.type must be 'message'")
+    if not isinstance(c.bundle.get("id"), str) or not c.bundle["id"]:
+        c.add("bundle-id", "Bundle.id", "Bundle.id is missing")
+    if not isinstance(c.bundle.get("timestamp"), str) or not c.bundle["timestamp"]:
+        c.add("bundle-timestamp", "Bundle.timestamp", "Bundle.timestamp is missing")
+
+
+def check_header(c: _Check) -> None:
+    headers = c.typed("MessageHeader")
+    first = c.entries[0].get("resource") if c.entries and isinstance(c.entries[0], dict) else None
+    if not isinstance(first, dict) or first.get("resourceType") != "MessageHeader":
+        c.add("header-first", "Bundle.entry[0].resource", "the first entry must be the MessageHeader")
+    if len(headers) > 1:
+        c.add("header-first", f"Bundle.entry[{headers[1][0]}].resource", "a message has exactly one MessageHeader")
+    if not headers:
+        return
+    index, c.header = headers[0]
+    path = f"Bundle.entry[{index}].resource"
+    if not isinstance(c.header.get("id"), str) or not c.header["id"]:
+        c.add("header-id", f"{path}.id", "MessageHeader.id is missing")
+    coding = c.header.get("eventCoding") if isinstance(c.header.get("eventCoding"), dict) else {}
+    system, code = coding.get("system"), coding.get("code")
+    c.event_code = code.lower() if isinstance(code, str) else ""
+    if system == MEDCOM_EVENT_SYSTEM:
+        if not c.terminology.has(MEDCOM_EVENT_SYSTEM, code):
+            c.add("event-code", f"{path}.eventCoding.code", "not a code of MedCom's event code system")
+    elif system == CAREFLOW_EVENT_SYSTEM:
+        if code not in CAREFLOW_EVENT_CODES:
+            c.add("event-code", f"{path}.eventCoding.code", "not a careflow event code")
+    else:
+        c.add("event-code", f"{path}.eventCoding.system", "event code system is neither MedCom's nor careflow's", VALUESET_UNKNOWN)
+
+
+def _check_organization(c: _Check, reference: object, path: str, role: str) -> None:
+    """The party at `reference` must be an Organization in the Bundle with a valid SOR and EAN."""
+    receiver = role != "sender"
+    rule = "sender-organization" if not receiver else "receiver-organization"
+    found = c.index.resolve(reference)
+    if found is None or found[1].get("resourceType") != "Organization":
+        c.add(rule, path, f"the {role} must reference an Organization in the Bundle")
+        return
+    index, org = found
+    org_path = f"Bundle.entry[{index}].resource"
+    identifiers = [i for i in org.get("identifier") or [] if isinstance(i, dict)]
+    for system_rule, systems, is_valid, label in (
+        ("sor-identifier", (SOR_SYSTEM,), is_valid_sor, "SOR code"),
+        ("ean-identifier", GLN_SYSTEMS, is_valid_gln, "EAN/GLN (13 digits, GS1 check digit)"),
+    ):
+        position = next((k for k, ident in enumerate(identifiers) if ident.get("system") in systems), None)
+        if position is None:
+            c.add(system_rule, f"{org_path}.identifier", f"the {role} Organization has no {label}", RECEIVER_MISSING if receiver else None)
+        elif not is_valid(identifiers[position].get("value")):
+            c.add(
+                system_rule,
+                f"{org_path}.identifier[{position}].value",
+                f"the {role} Organization's {label} is malformed",
+                RECEIVER_UNKNOWN if receiver else None,
+            )
+
+
+def check_parties(c: _Check) -> None:
+    if not c.header:
+        return
+    header_path = f"Bundle.entry[{next(i for i, r in c.typed('MessageHeader') if r is c.header)}].resource"
+    _check_organization(c, c.header.get("sender"), f"{header_path}.sender", "sender")
+    destinations = c.header.get("destination") if isinstance(c.header.get("destination"), list) else []
+    primaries = 0
+    for k, dest in enumerate(destinations):
+        if not isinstance(dest, dict):
+            continue
+        path = f"{header_path}.destination[{k}]"
+        use = destination_use(dest)
+        if use == "primary":
+            primaries += 1
+            _check_organization(c, dest.get("receiver"), f"{path}.receiver", "primary receiver")
+        elif use == "cc":
+            if c.event_code not in CC_ALLOWED_EVENT_CODES:
+                c.add("destination-cc", f"{path}.extension", "this message type does not allow carbon-copy destinations")
+            else:
+                _check_organization(c, dest.get("receiver"), f"{path}.receiver", "cc receiver")
+        else:
+            c.add(
+                "destination-cc",
+                f"{path}.extension",
+                f"destination use must be a code of {MEDCOM_DESTINATION_USE_SYSTEM}",
+            )
+    if primaries != 1:
+        c.add("destination-primary", f"{header_path}.destination", f"exactly one primary destination is required, found {primaries}")
+
+
+def check_patient(c: _Check) -> None:
+    patients = c.typed("Patient")
+    if c.event_code in PATIENTLESS_EVENTS:
+        if patients:
+            c.add("patient-count", f"Bundle.entry[{patients[0][0]}].resource", "this message type carries no Patient")
+        return
+    if len(patients) != 1:
+        c.add("patient-count", "Bundle.entry", f"exactly one Patient is required, found {len(patients)}")
+    for index, patient in patients[:1]:
+        path = f"Bundle.entry[{index}].resource.identifier"
+        identifiers = [i for i in patient.get("identifier") or [] if isinstance(i, dict)]
+        cpr = next((k for k, i in enumerate(identifiers) if i.get("system") == CPR_SYSTEM), None)
+        replacement = next((k for k, i in enumerate(identifiers) if is_replacement_cpr_system(i.get("system"))), None)
+        if cpr is not None:
+            if not is_valid_cpr(identifiers[cpr].get("value")):
+                c.add("patient-cpr", f"{path}[{cpr}].value", "CPR must be 10 digits with a valid day (01-31) and month (01-12)")
+        elif replacement is not None:
+            if not is_valid_replacement_cpr(identifiers[replacement].get("value")):
+                c.add("patient-cpr", f"{path}[{replacement}].value", "replacement CPR is malformed")
+        else:
+            c.add("patient-cpr", path, "the Patient has neither a CPR nor a replacement CPR")
+
+
+def check_provenance(c: _Check) -> None:
+    provenances = c.typed("Provenance")
+    if not provenances:
+        c.add("provenance-present", "Bundle.entry", "at least one Provenance is required")
+        return
+    header_id = c.header.get("id")
+    targets_header = any(
+        header_id_of(t) == header_id for _, p in provenances for t in p.get("target") or [] if isinstance(t, dict)
+    )
+    # MedCom's published empty-message example carries only the Provenance of the message it
+    # stands in for; an empty message is therefore not held to this rule.
+    if header_id and not targets_header and c.event_code != EMPTY_MESSAGE:
+        c.add("provenance-target", f"Bundle.entry[{provenances[-1][0]}].resource.target", "no Provenance targets this MessageHeader")
+    for index, provenance in provenances:
+        codings = ((provenance.get("activity") or {}).get("coding") or []) if isinstance(provenance.get("activity"), dict) else []
+        if not any(isinstance(cd, dict) and c.terminology.is_activity(cd.get("system"), cd.get("code")) for cd in codings):
+            c.add("provenance-activity", f"Bundle.entry[{index}].resource.activity", "activity must be a MedCom activity code")
+
+
+def check_references(c: _Check) -> None:
+    for i, entry in enumerate(c.entries):
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(resource, dict):
+            continue
+        is_provenance = resource.get("resourceType") == "Provenance"
+        for path, reference in walk_references(resource, f"Bundle.entry[{i}].resource"):
+            if reference.startswith("#") or c.index.resolve(reference) is not None:
+                continue
+            # Provenance points back at earlier messages of the chain, which are not in this Bundle
+            if is_provenance and header_id_of(reference) and (".target[" in path or ".what." in path):
+                continue
+            c.add("reference-resolves", path, "reference does not resolve inside the Bundle")
+
+
+def check_acknowledgement(c: _Check) -> None:
+    if c.event_code != ACKNOWLEDGEMENT:
+        return
+    header_index = next((i for i, r in c.typed("MessageHeader") if r is c.header), 0)
+    path = f"Bundle.entry[{header_index}].resource.response"
+    response = c.header.get("response") if isinstance(c.header.get("response"), dict) else None
+    if response is None:
+        c.add("ack-response", path, "an acknowledgement needs MessageHeader.response")
+        return
+    if not isinstance(response.get("identifier"), str) or not response["identifier"]:
+        c.add("ack-response", f"{path}.identifier", "response.identifier (the acknowledged MessageHeader.id) is missing")
+    code = response.get("code")
+    if code not in {a.value for a in AckCode}:
+        c.add("ack-response", f"{path}.code", "response.code must be ok, transient-error or fatal-error", VALUESET_UNKNOWN)
+    elif code != AckCode.OK.value:
+        outcome = c.index.resolve(response.get("details"))
+        if outcome is None or outcome[1].get("resourceType") != "OperationOutcome":
+            c.add("ack-outcome", f"{path}.details", "a not-ok acknowledgement references an OperationOutcome")
+    provenances = c.typed("Provenance")
+    if provenances and len(provenances) != 2:
+        c.add("ack-provenance", "Bundle.entry", f"an acknowledgement carries exactly two Provenances, found {len(provenances)}")
+
+
+CHECKS: tuple[Callable[[_Check], None], ...] = (
+    check_structure,
+    check_ids,
+    check_bundle,
+    check_header,
+    check_parties,
+    check_patient,
+    check_provenance,
+    check_references,
+    check_acknowledgement,
+)
+
+
+def validate_message(body: dict, *, terminology: Terminology | None = None, structure: bool = True) -> list[ValidationIssue]:
+    """Every broken rule of a message Bundle given as FHIR JSON; an empty list means valid.
+
+    `structure=False` skips the fhir.resources check, e.g. for input that was just parsed from XML
+    by fhir.resources itself.
+    """
+    if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
+        return [ValidationIssue(rule="bundle-type", path="Bundle.resourceType", message="resource is not a Bundle", error_code=DATATYPE_WRONG)]
+    c = _Check(body, terminology or get_terminology())
+    for check in CHECKS:
+        if check is check_structure and not structure:
+            continue
+        check(c)
+    return c.issues
