@@ -1,0 +1,1 @@
+"""Temporal activities: everything that touches the world (HTTP, database), grouped by what they touch."""

@@ -1,0 +1,101 @@
+"""Activities that talk to partner systems: build and send MedCom messages."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.models import ActivityErrors, SendMessageRequest, SendMessageResult
+from careflow.crypto import KeyRing
+from messaging import Directory, NotAccepted, UnknownOrganization, build_message, to_json
+from messaging.model import MessageKind
+from store.models import OutboundMessage, utcnow
+
+log = logging.getLogger(__name__)
+
+
+class MessageActivities:
+    def __init__(self, engine: Engine, http: httpx.AsyncClient, directory: Directory, key_ring: KeyRing) -> None:
+        self.engine = engine
+        self.http = http
+        self.directory = directory
+        self.key_ring = key_ring
+
+    @activity.defn
+    async def send_message(self, request: SendMessageRequest) -> SendMessageResult:
+        """Build (once) and POST a message. The Bundle.id is the idempotency key: a retry re-sends
+        the stored message, never a second one."""
+        envelope = request.envelope
+        try:
+            entry = self.directory.require_accepts(envelope.receiver.sor, request.kind)
+        except UnknownOrganization:
+            raise ApplicationError(f"receiver SOR {envelope.receiver.sor} is not in the directory", type=ActivityErrors.UNKNOWN_ORGANIZATION, non_retryable=True) from None
+        except NotAccepted as err:
+            raise ApplicationError(str(err), type=ActivityErrors.NOT_ACCEPTED, non_retryable=True) from None
+
+        body = self._stored_or_new(request, entry.endpoint)
+        try:
+            response = await self.http.post(entry.endpoint, content=body, headers={"Content-Type": "application/fhir+json"})
+        except httpx.HTTPError as err:
+            log.warning("send to %s failed (%s), will retry", envelope.receiver.sor, type(err).__name__)
+            raise
+        self._record_result(envelope.bundle_id, response.status_code)
+        if response.status_code >= 500:
+            raise RuntimeError(f"partner {envelope.receiver.sor} answered {response.status_code}")  # retried
+        if response.status_code >= 400:
+            raise ApplicationError(
+                f"partner {envelope.receiver.sor} refused the message ({response.status_code}): {_reason(response)}",
+                type=ActivityErrors.PARTNER_REJECTED,
+                non_retryable=True,
+            )
+        log.info("sent %s %s (bundle %s) to %s", request.kind.value, envelope.message_header_id, envelope.bundle_id, envelope.receiver.sor)
+        return SendMessageResult(bundle_id=envelope.bundle_id, http_status=response.status_code)
+
+    def _stored_or_new(self, request: SendMessageRequest, endpoint: str) -> bytes:
+        envelope = request.envelope
+        with Session(self.engine) as session:
+            stored = session.exec(select(OutboundMessage).where(OutboundMessage.bundle_id == envelope.bundle_id)).first()
+            if stored is not None:
+                return self.key_ring.decrypt_text(stored.body_enc).encode()
+            content = request.referral if request.kind is MessageKind.REFERRAL else request.cancellation
+            body = to_json(build_message(request.kind, envelope, content))
+            session.add(
+                OutboundMessage(
+                    message_header_id=envelope.message_header_id,
+                    bundle_id=envelope.bundle_id,
+                    flow_id=request.flow_id,
+                    step=request.step,
+                    event_code=request.kind.value,
+                    attempt=request.attempt,
+                    receiver_sor=envelope.receiver.sor,
+                    endpoint=endpoint,
+                    body_enc=self.key_ring.encrypt_text(body.decode()),
+                )
+            )
+            session.commit()
+            return body
+
+    def _record_result(self, bundle_id: str, status: int) -> None:
+        with Session(self.engine) as session:
+            stored = session.exec(select(OutboundMessage).where(OutboundMessage.bundle_id == bundle_id)).one()
+            stored.http_status = status
+            if status < 300:
+                stored.sent_at = stored.sent_at or utcnow()
+            session.add(stored)
+            session.commit()
+
+
+def _reason(response: httpx.Response) -> str:
+    """The partner's reason, from an OperationOutcome if it sent one."""
+    try:
+        outcome = response.json()
+        issues = outcome.get("issue", [])
+        texts = [i.get("diagnostics") or (i.get("details") or {}).get("text") or i.get("code", "") for i in issues]
+        return "; ".join(t for t in texts if t) or response.reason_phrase
+    except ValueError:
+        return response.text[:200] or response.reason_phrase

@@ -1,0 +1,1 @@
+"""careflow's HTTP API: referrals, flows, inbound messages, coordinator console, codec endpoint."""

@@ -1,0 +1,73 @@
+"""Dependencies as Annotated aliases: settings, session, Temporal client, current user, roles."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlmodel import Session
+from temporalio.client import Client
+
+from careflow.auth import InvalidToken, Principal, Role, verify_token
+from careflow.crypto import KeyRing
+from careflow.settings import Settings
+from messaging import Directory
+
+
+def get_settings_dep(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    with Session(request.app.state.engine, expire_on_commit=False) as session:
+        yield session
+
+
+def get_temporal(request: Request) -> Client:
+    return request.app.state.temporal
+
+
+def get_directory(request: Request) -> Directory:
+    return request.app.state.directory
+
+
+def get_key_ring(request: Request) -> KeyRing:
+    return request.app.state.key_ring
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+SessionDep = Annotated[Session, Depends(get_session)]
+TemporalDep = Annotated[Client, Depends(get_temporal)]
+DirectoryDep = Annotated[Directory, Depends(get_directory)]
+KeyRingDep = Annotated[KeyRing, Depends(get_key_ring)]
+
+_bearer = HTTPBearer(auto_error=False, description="careflow token (`careflow token --role ROLE`)")
+
+
+def get_current_user(settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
+    if credentials is None:
+        raise HTTPException(401, "authentication required: send 'Authorization: Bearer <token>'", headers={"WWW-Authenticate": "Bearer"})
+    try:
+        return verify_token(settings.token_secret, credentials.credentials)
+    except InvalidToken as err:
+        raise HTTPException(401, f"invalid token: {err}", headers={"WWW-Authenticate": "Bearer"}) from None
+
+
+CurrentUser = Annotated[Principal, Depends(get_current_user)]
+
+
+def require_roles(*roles: Role) -> Callable[[Principal], Principal]:
+    def check(user: CurrentUser) -> Principal:
+        if user.role not in roles and user.role is not Role.ADMIN:
+            raise HTTPException(403, f"role {user.role.value} may not do this; needs {' or '.join(r.value for r in roles)}")
+        return user
+
+    return check
+
+
+Clinician = Annotated[Principal, Depends(require_roles(Role.CLINICIAN))]
+Coordinator = Annotated[Principal, Depends(require_roles(Role.COORDINATOR))]
+FlowReader = Annotated[Principal, Depends(require_roles(Role.COORDINATOR, Role.CLINICIAN))]
+Partner = Annotated[Principal, Depends(require_roles(Role.PARTNER))]

@@ -1,0 +1,82 @@
+"""The FastAPI application: `create_app()` wires settings, database, Temporal and the routers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from temporalio.client import Client
+
+from api.errors import install_error_handlers
+from api.routes import codec, fhir, flows, health, referrals
+from careflow.codec import EncryptionCodec, data_converter
+from careflow.crypto import KeyRing
+from careflow.delivery import deliver, send_acknowledgement
+from careflow.settings import Settings, get_settings
+from messaging import Directory
+from store.db import make_engine, migrate
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, *, run_migrations: bool = True) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if run_migrations:
+            await asyncio.to_thread(migrate, settings.sqlalchemy_url)
+        app.state.settings = settings
+        app.state.engine = make_engine(settings.sqlalchemy_url)
+        app.state.key_ring = KeyRing.parse(settings.codec_keys)
+        app.state.temporal_codec = EncryptionCodec(app.state.key_ring)
+        app.state.directory = Directory.load(settings.directory_path)
+        # Lazy: the API starts, and stores inbound messages, even while Temporal is down.
+        app.state.temporal = await Client.connect(
+            settings.temporal_address, namespace=settings.temporal_namespace, data_converter=data_converter(settings.codec_keys), lazy=True
+        )
+        app.state.http = httpx.AsyncClient(timeout=settings.send_timeout.total_seconds())
+        tasks: set[asyncio.Task] = set()
+
+        async def _deliver_and_acknowledge(message_id: int) -> None:
+            await deliver(app.state.engine, app.state.temporal, message_id)
+            await send_acknowledgement(app.state.engine, app.state.http, app.state.directory, app.state.key_ring, message_id)
+
+        def after_store(message_id: int) -> None:
+            """Deliver and acknowledge right away; whatever fails here the relay picks up."""
+            task = asyncio.create_task(_deliver_and_acknowledge(message_id))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        app.state.after_store = after_store
+        try:
+            yield
+        finally:
+            if tasks:
+                await asyncio.wait(tasks, timeout=5)
+            await app.state.http.aclose()
+            app.state.engine.dispose()
+
+    app = FastAPI(
+        title="careflow",
+        summary="Durable care pathways over Danish health messaging (MedCom FHIR)",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    # The Temporal UI calls the codec endpoint from the browser.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=[f"http://127.0.0.1:{settings.temporal_ui_port}", f"http://localhost:{settings.temporal_ui_port}"],
+        allow_methods=["POST"],
+        allow_headers=["Authorization", "Content-Type", "X-Namespace"],
+        allow_credentials=True,
+    )
+    for router in (health.router, referrals.router, flows.router, fhir.router, codec.router):
+        app.include_router(router)
+    return app

@@ -1,0 +1,1 @@
+"""careflow: durable care pathways over Danish health messaging."""

@@ -1,0 +1,3 @@
+from careflow.cli import main
+
+main()

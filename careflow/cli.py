@@ -1,0 +1,113 @@
+"""The `careflow` command: run the pieces (dev, worker, api, simulator), tokens, demo load, messages."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from datetime import timedelta
+
+from careflow.auth import Role, issue_token
+from careflow.settings import get_settings
+
+
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from careflow.devstack import run_dev
+
+    return run_dev(get_settings(), demo_referrals=args.demo_referrals)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from workers.main import run_worker
+
+    _logging()
+    asyncio.run(run_worker(get_settings()))
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run("api.main:create_app", factory=True, host=settings.api_host, port=args.port or settings.api_port, log_level="info")
+    return 0
+
+
+def cmd_simulator(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from simulator.app import Behaviour, create_simulator
+
+    settings = get_settings()
+    behaviour = Behaviour.model_validate_json(args.behaviour) if args.behaviour else Behaviour()
+    uvicorn.run(create_simulator(settings, behaviour), host=settings.simulator_host, port=settings.simulator_port, log_level="warning")
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from store.db import migrate
+
+    migrate(get_settings().sqlalchemy_url)
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    role = Role(args.role)
+    sor = args.sor or ("200000000000001" if role is Role.PARTNER else None)
+    token = issue_token(settings.token_secret, subject=args.subject or f"dev-{role.value}", role=role, sor=sor, ttl=timedelta(days=args.days))
+    print(token)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from careflow.demo import run_demo
+
+    return asyncio.run(run_demo(get_settings(), referrals=args.referrals, api_url=args.api, concurrency=args.concurrency, timeout=args.timeout))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="careflow", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    dev = sub.add_parser("dev", help="run everything: Temporal dev server, worker, API, simulator, demo data")
+    dev.add_argument("--demo-referrals", type=int, default=5, help="referrals to create at start when the store is empty")
+    dev.set_defaults(func=cmd_dev)
+    sub.add_parser("worker", help="run a worker (and the relay)").set_defaults(func=cmd_worker)
+    api = sub.add_parser("api", help="run the HTTP API")
+    api.add_argument("--port", type=int, default=None)
+    api.set_defaults(func=cmd_api)
+    sim = sub.add_parser("simulator", help="run the simulated partner systems")
+    sim.add_argument("--behaviour", help="JSON of simulator.app.Behaviour")
+    sim.set_defaults(func=cmd_simulator)
+    sub.add_parser("migrate", help="create or upgrade the database schema").set_defaults(func=cmd_migrate)
+
+    token = sub.add_parser("token", help="print a dev token (alone on stdout)")
+    token.add_argument("--role", required=True, choices=[r.value for r in Role])
+    token.add_argument("--sor", help="partner tokens: the organisation's SOR code (default: the demo hospital)")
+    token.add_argument("--subject", help="who the token is for")
+    token.add_argument("--days", type=int, default=30)
+    token.set_defaults(func=cmd_token)
+
+    demo = sub.add_parser("demo", help="drive N referrals through the running stack and summarise")
+    demo.add_argument("--referrals", type=int, default=20)
+    demo.add_argument("--api", default=None, help="API base URL (default: the configured public URL)")
+    demo.add_argument("--concurrency", type=int, default=20)
+    demo.add_argument("--timeout", type=float, default=600, help="seconds to wait for the flows to settle")
+    demo.set_defaults(func=cmd_demo)
+
+    from messaging.cli import add_messages_commands
+
+    add_messages_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    sys.exit(args.func(args) or 0)

@@ -1,0 +1,153 @@
+"""Delivering stored inbound messages to their pathways, and acknowledgements back to senders.
+
+Used by the API right after storing a message, and by the relay for whatever is left undelivered
+(Temporal was down, the process died between store and signal, a partner's endpoint was down).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import httpx
+from sqlalchemy import Engine, update
+from sqlmodel import Session, col, select
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from careflow.crypto import KeyRing
+from messaging import Directory, UnknownOrganization
+from messaging.model import AckCode, MessageKind
+from store.models import Flow, InboundMessage, utcnow
+from workflows.models import InboundMessageSignal
+from workflows.steps import PathwayWorkflow
+
+log = logging.getLogger(__name__)
+
+
+class DeliveryStatus:
+    RECEIVED = "received"  # stored, not yet delivered
+    DELIVERED = "delivered"
+    UNDELIVERABLE = "undeliverable"  # no pathway to deliver it to
+    REJECTED = "rejected"  # invalid: answered with a fatal-error acknowledgement
+
+
+def signal_for(message: InboundMessage, summary: str = "") -> InboundMessageSignal:
+    return InboundMessageSignal(
+        message_header_id=message.message_header_id,
+        kind=MessageKind(message.event_code),
+        sender_sor=message.sender_sor,
+        received_at=message.received_at,
+        response_to=message.response_to,
+        response_code=AckCode(message.response_code) if message.response_code else None,
+        summary=summary,
+    )
+
+
+async def deliver(engine: Engine, client: Client, message_id: int) -> bool:
+    """Signal one stored message to its workflow; True when it is delivered (now or before).
+
+    The workflow ignores a MessageHeader.id it has applied, so a second delivery by the relay
+    racing the API has no effect."""
+    with Session(engine) as session:
+        message = session.get(InboundMessage, message_id)
+        if message is None or message.delivery_status != DeliveryStatus.RECEIVED:
+            return message is not None and message.delivery_status == DeliveryStatus.DELIVERED
+        flow = session.get(Flow, message.flow_id) if message.flow_id else None
+        if flow is None:
+            return False
+        signal, workflow_id = signal_for(message), flow.workflow_id
+    try:
+        await client.get_workflow_handle(workflow_id).signal(PathwayWorkflow.message_received, signal)
+    except RPCError as err:
+        if err.status is RPCStatusCode.NOT_FOUND:
+            # The workflow has finished: nothing left to deliver to.
+            _set_status(engine, message_id, DeliveryStatus.UNDELIVERABLE)
+            log.warning("message %s: workflow %s is closed", signal.message_header_id, workflow_id)
+            return False
+        _count_attempt(engine, message_id)
+        log.warning("message %s not delivered yet (%s): the relay will retry", signal.message_header_id, err.status.name if err.status else err)
+        return False
+    except Exception as err:  # Temporal unreachable: stays stored, the relay delivers it later
+        _count_attempt(engine, message_id)
+        log.warning("message %s not delivered yet (%s): the relay will retry", signal.message_header_id, type(err).__name__)
+        return False
+    _set_status(engine, message_id, DeliveryStatus.DELIVERED)
+    return True
+
+
+async def send_acknowledgement(engine: Engine, http: httpx.AsyncClient, directory: Directory, key_ring: KeyRing, message_id: int) -> bool:
+    """POST the acknowledgement stored with an inbound message to its sender's endpoint."""
+    with Session(engine) as session:
+        message = session.get(InboundMessage, message_id)
+        if message is None or message.ack_enc is None or message.ack_sent_at is not None:
+            return True
+        ack_body, sender = key_ring.decrypt_text(message.ack_enc), message.sender_sor
+    try:
+        endpoint = directory.get(sender).endpoint
+    except UnknownOrganization:
+        log.warning("no endpoint for SOR %s: acknowledgement of message %s kept unsent", sender, message_id)
+        return False
+    try:
+        response = await http.post(endpoint, content=ack_body.encode(), headers={"Content-Type": "application/fhir+json"})
+    except httpx.HTTPError as err:
+        _count_ack_attempt(engine, message_id)
+        log.warning("acknowledgement of message %s not sent (%s): the relay will retry", message_id, type(err).__name__)
+        return False
+    if response.status_code >= 500:
+        _count_ack_attempt(engine, message_id)
+        return False
+    with Session(engine) as session:
+        session.exec(update(InboundMessage).where(col(InboundMessage.id) == message_id).values(ack_sent_at=utcnow()))
+        session.commit()
+    if response.status_code >= 400:
+        log.warning("acknowledgement of message %s refused by %s with %s", message_id, sender, response.status_code)
+    return True
+
+
+def undelivered(engine: Engine, older_than: timedelta, limit: int = 200) -> list[int]:
+    """Stored messages not yet delivered, in arrival order (which is per-flow order too)."""
+    cutoff = utcnow() - older_than
+    with Session(engine) as session:
+        return list(
+            session.exec(
+                select(InboundMessage.id)
+                .where(InboundMessage.delivery_status == DeliveryStatus.RECEIVED, col(InboundMessage.flow_id).is_not(None), InboundMessage.received_at <= cutoff)
+                .order_by(col(InboundMessage.id))
+                .limit(limit)
+            ).all()
+        )
+
+
+def unsent_acknowledgements(engine: Engine, older_than: timedelta, limit: int = 200) -> list[int]:
+    cutoff = utcnow() - older_than
+    with Session(engine) as session:
+        return list(
+            session.exec(
+                select(InboundMessage.id)
+                .where(col(InboundMessage.ack_enc).is_not(None), col(InboundMessage.ack_sent_at).is_(None), InboundMessage.received_at <= cutoff, InboundMessage.ack_attempts < 50)
+                .order_by(col(InboundMessage.id))
+                .limit(limit)
+            ).all()
+        )
+
+
+def _set_status(engine: Engine, message_id: int, status: str) -> None:
+    with Session(engine) as session:
+        values = {"delivery_status": status}
+        if status == DeliveryStatus.DELIVERED:
+            values["delivered_at"] = utcnow()
+        session.exec(update(InboundMessage).where(col(InboundMessage.id) == message_id).values(**values))
+        session.commit()
+
+
+def _count_attempt(engine: Engine, message_id: int) -> None:
+    with Session(engine) as session:
+        session.exec(update(InboundMessage).where(col(InboundMessage.id) == message_id).values(delivery_attempts=InboundMessage.delivery_attempts + 1))
+        session.commit()
+
+
+def _count_ack_attempt(engine: Engine, message_id: int) -> None:
+    with Session(engine) as session:
+        session.exec(update(InboundMessage).where(col(InboundMessage.id) == message_id).values(ack_attempts=InboundMessage.ack_attempts + 1))
+        session.commit()

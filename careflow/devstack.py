@@ -1,0 +1,132 @@
+"""`careflow dev` / `make run`: every process of careflow on one machine, stopped together by Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from careflow.auth import Role, issue_token
+from careflow.settings import Settings
+from careflow.temporal import dev_server_args, temporal_cli
+
+# Short timings so the demo shows deadlines and escalations within minutes, not weeks.
+DEV_TIMINGS = {
+    "CAREFLOW_PATHWAYS__REFERRAL__ACK_TIMEOUT": "PT20S",
+    "CAREFLOW_PATHWAYS__REFERRAL__APPOINTMENT_DEADLINE": "PT2M",
+    "CAREFLOW_PATHWAYS__REFERRAL__TEST_RESULT_DEADLINE": "PT2M",
+    "CAREFLOW_PATHWAYS__REFERRAL__TREATMENT_PLAN_DEADLINE": "PT2M",
+}
+# One referral in ten goes unanswered by the hospital: the console then has escalations to show.
+DEV_SIMULATOR = '{"no_reply_fraction": 0.1, "appointment_delay": 2, "test_result_delay": 2, "treatment_plan_delay": 2}'
+
+
+def wait_for_port(host: str, port: int, timeout: float, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{' '.join(map(str, process.args[:4]))} exited with {process.returncode}")
+        with socket.socket() as sock:
+            sock.settimeout(0.5)
+            if sock.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout:.0f}s")
+
+
+def _port(address: str) -> int:
+    return int(address.rsplit(":", 1)[1])
+
+
+def run_dev(settings: Settings, *, demo_referrals: int) -> int:
+    data = Path(settings.data_dir)
+    data.mkdir(parents=True, exist_ok=True)
+    logs = data / "logs"
+    logs.mkdir(exist_ok=True)
+    env = {**os.environ, **{k: v for k, v in DEV_TIMINGS.items() if k not in os.environ}}
+    processes: list[subprocess.Popen] = []
+
+    def start(name: str, args: list[str]) -> subprocess.Popen:
+        log_file = open(logs / f"{name}.log", "ab")  # noqa: SIM115 (lives as long as the process)
+        process = subprocess.Popen(args, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        processes.append(process)
+        return process
+
+    def stop_all() -> None:
+        for process in reversed(processes):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in reversed(processes):
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        print("careflow: starting the Temporal dev server, worker, API and simulated partners …", flush=True)
+        temporal_port = _port(settings.temporal_address)
+        temporal = start("temporal", [temporal_cli(), *dev_server_args(settings, db_file=data / "temporal.db", port=temporal_port, ui_port=settings.temporal_ui_port)])
+        wait_for_port("127.0.0.1", temporal_port, 60, temporal)
+        subprocess.run([sys.executable, "-m", "careflow", "migrate"], env=env, check=True)
+        worker = start("worker", [sys.executable, "-m", "careflow", "worker"])
+        api = start("api", [sys.executable, "-m", "careflow", "api"])
+        simulator = start("simulator", [sys.executable, "-m", "careflow", "simulator", "--behaviour", DEV_SIMULATOR])
+        wait_for_port(settings.api_host, settings.api_port, 60, api)
+        wait_for_port(settings.simulator_host, settings.simulator_port, 60, simulator)
+        time.sleep(1)
+        if worker.poll() is not None:
+            raise RuntimeError(f"the worker exited with {worker.returncode}: see {logs / 'worker.log'}")
+        if demo_referrals:
+            from careflow.demo import seed_demo
+
+            asyncio.run(seed_demo(settings, demo_referrals))
+        _print_banner(settings, logs)
+        while all(p.poll() is None for p in processes):
+            time.sleep(1)
+        dead = [p for p in processes if p.poll() is not None]
+        print(f"careflow: a process stopped ({' '.join(map(str, dead[0].args[:4]))}); see {logs}; stopping the rest", flush=True)
+        return 1
+    except KeyboardInterrupt:
+        print("\ncareflow: stopping …", flush=True)
+        return 0
+    except (RuntimeError, TimeoutError, subprocess.CalledProcessError) as err:
+        print(f"careflow: could not start: {err} (logs in {logs})", file=sys.stderr)
+        return 1
+    finally:
+        stop_all()
+
+
+def _print_banner(settings: Settings, logs: Path) -> None:
+    ttl = timedelta(days=30)
+    token = {role: issue_token(settings.token_secret, subject=f"dev-{role.value}", role=role, ttl=ttl, sor="200000000000001" if role is Role.PARTNER else None) for role in Role}
+    base = settings.public_url
+    print(
+        f"""
+careflow is running.
+
+  API docs (OpenAPI)    {base}/docs
+  Coordinator console   {base}/console        (log in with the coordinator token below)
+  Flows (JSON)          {base}/flows
+  Temporal UI           http://127.0.0.1:{settings.temporal_ui_port}
+  Simulated partners    http://{settings.simulator_host}:{settings.simulator_port}/stats
+  Logs                  {logs}
+
+Demo tokens (valid 30 days; `careflow token --role ROLE` makes more):
+  clinician    {token[Role.CLINICIAN]}
+  coordinator  {token[Role.COORDINATOR]}
+  admin        {token[Role.ADMIN]}
+
+Try:  curl -s -X POST {base}/referrals -H "Authorization: Bearer $(.venv/bin/careflow token --role clinician)" \\
+        -H "Content-Type: application/json" -d @examples/referral.json
+
+Ctrl-C stops everything.
+""",
+        flush=True,
+    )

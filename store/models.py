@@ -1,0 +1,144 @@
+"""SQLModel tables. Tables are not API schemas: the API has its own *Public models."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import Column, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class FlowStatus:
+    ACTIVE = "active"
+    ESCALATED = "escalated"  # active, with an open escalation
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+class FlowBase(SQLModel):
+    pathway: str = Field(index=True)
+    status: str = Field(default=FlowStatus.ACTIVE, index=True)
+    step: str = Field(default="referral", index=True)
+    referring_sor: str
+    receiving_sor: str = Field(index=True)
+    priority: str = "routine"
+    next_deadline: datetime | None = Field(default=None, index=True)
+    open_escalations: int = 0
+
+
+class Flow(FlowBase, table=True):
+    """The coordinators' read model of one pathway. Temporal holds the truth; this is its projection."""
+
+    id: str = Field(primary_key=True)
+    workflow_id: str = Field(unique=True)
+    # Patient data: keyed hash for look-up, ciphertext for display. Never in clear.
+    cpr_hash: str = Field(index=True)
+    patient_enc: str = Field(sa_column=Column(Text, nullable=False))
+    reason_enc: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    updated_at: datetime = Field(default_factory=utcnow)
+    completed_at: datetime | None = None
+    # The workflow's steps (name, status, deadline, completed_at) as JSON: no patient data.
+    steps_json: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))
+    # Monotonic version of the workflow's state, so a late projection never overwrites a newer one.
+    state_version: int = 0
+
+
+class FlowEvent(SQLModel, table=True):
+    """One line of a flow's timeline: a message sent or received, an acknowledgement, an escalation, an action."""
+
+    __table_args__ = (UniqueConstraint("flow_id", "event_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    flow_id: str = Field(foreign_key="flow.id", index=True)
+    event_key: str  # idempotency key: a retried activity records the same event once
+    at: datetime = Field(default_factory=utcnow)
+    kind: str  # sent | received | acknowledged | escalated | deadline | action | completed
+    step: str = ""
+    detail: str = ""
+    message_header_id: str | None = None
+    actor: str | None = None
+
+
+class Escalation(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("flow_id", "escalation_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    flow_id: str = Field(foreign_key="flow.id", index=True)
+    escalation_key: str
+    step: str
+    reason: str
+    opened_at: datetime = Field(default_factory=utcnow, index=True)
+    resolved_at: datetime | None = Field(default=None, index=True)
+    resolved_by: str | None = None
+    resolution: str | None = None
+
+
+class InboundMessage(SQLModel, table=True):
+    """Every message a partner posted, stored before it is answered. Unique by MessageHeader.id."""
+
+    __table_args__ = (Index("ix_inbound_undelivered", "delivery_status", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    message_header_id: str = Field(unique=True)
+    bundle_id: str
+    event_code: str
+    sender_sor: str = Field(index=True)
+    receiver_sor: str = ""
+    flow_id: str | None = Field(default=None, index=True)
+    response_to: str | None = Field(default=None, index=True)  # acknowledgements: the acknowledged header id
+    response_code: str | None = None
+    content_type: str
+    body_enc: str = Field(sa_column=Column(Text, nullable=False))
+    received_at: datetime = Field(default_factory=utcnow)
+    # received -> delivered | undeliverable (no flow) | rejected (invalid)
+    delivery_status: str = Field(default="received")
+    delivered_at: datetime | None = None
+    delivery_attempts: int = 0
+    # The answer given the first time, replayed for duplicates.
+    answer_status: int = 202
+    answer_body: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    # The acknowledgement careflow sends back to the sender.
+    ack_code: str | None = None
+    ack_enc: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    ack_sent_at: datetime | None = None
+    ack_attempts: int = 0
+
+
+class OutboundMessage(SQLModel, table=True):
+    """Every message careflow sent; a resend keeps MessageHeader.id and gets a new Bundle.id (a new row)."""
+
+    __table_args__ = (UniqueConstraint("bundle_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    message_header_id: str = Field(index=True)
+    bundle_id: str
+    flow_id: str | None = Field(default=None, index=True)
+    step: str = ""
+    event_code: str
+    attempt: int = 0
+    receiver_sor: str
+    endpoint: str
+    body_enc: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+    sent_at: datetime | None = None
+    http_status: int | None = None
+    ack_code: str | None = None
+    acked_at: datetime | None = None
+
+
+class AuditEntry(SQLModel, table=True):
+    """Who read or changed which pathway, and when."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, index=True)
+    actor: str
+    role: str
+    action: str
+    flow_id: str | None = Field(default=None, index=True)
+    detail: str = ""

@@ -1,0 +1,74 @@
+"""Authentication and roles on every endpoint but the health checks."""
+
+from __future__ import annotations
+
+import pytest
+
+from careflow.auth import Role
+from tests.conftest import Stack, referral_payload
+
+pytestmark = pytest.mark.e2e
+
+
+async def test_no_token_is_401(stack: Stack) -> None:
+    for method, path in [("POST", "/referrals"), ("GET", "/flows"), ("GET", "/flows/x"), ("POST", "/fhir/$process-message"), ("POST", "/codec/decode")]:
+        response = await stack.api.request(method, path)
+        assert response.status_code == 401, path
+        assert response.json()["resourceType"] == "OperationOutcome"
+
+
+async def test_bad_token_is_401(stack: Stack) -> None:
+    response = await stack.api.get("/flows", headers={"Authorization": "Bearer cf1.forged.token"})
+    assert response.status_code == 401
+
+
+async def test_wrong_role_is_403(stack: Stack) -> None:
+    assert (await stack.api.post("/referrals", json=referral_payload(), headers=stack.headers(Role.COORDINATOR))).status_code == 403
+    assert (await stack.api.get("/flows", headers=stack.headers(Role.PARTNER, "200000000000001"))).status_code == 403
+    assert (await stack.api.post("/fhir/$process-message", content=b"{}", headers={**stack.headers(Role.CLINICIAN), "Content-Type": "application/fhir+json"})).status_code == 403
+    assert (await stack.api.post("/codec/decode", json={"payloads": []}, headers=stack.headers(Role.CLINICIAN))).status_code == 403
+
+
+async def test_health_needs_no_token(stack: Stack) -> None:
+    assert (await stack.api.get("/healthz")).status_code == 200
+    ready = await stack.api.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok", "temporal": "ok"}
+
+
+async def test_unknown_flow_is_404(stack: Stack) -> None:
+    response = await stack.api.get("/flows/does-not-exist", headers=stack.headers(Role.COORDINATOR))
+    assert response.status_code == 404
+    assert response.json()["resourceType"] == "OperationOutcome"
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"patient": {"cpr": "3213501234"}}, "patient.cpr"),
+        ({"receiving_sor": "abc"}, "receiving_sor"),
+        ({"reason": ""}, "reason"),
+        ({"priority": "whenever"}, "priority"),
+    ],
+)
+async def test_bad_referral_is_422_without_echoing_patient_data(stack: Stack, change: dict, field: str) -> None:
+    body = {**referral_payload(), **change}
+    response = await stack.api.post("/referrals", json=body, headers=stack.headers(Role.CLINICIAN))
+    assert response.status_code == 422
+    outcome = response.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert any(field in issue["diagnostics"] for issue in outcome["issue"])
+    assert "3213501234" not in response.text
+
+
+async def test_unknown_receiver_is_422(stack: Stack) -> None:
+    response = await stack.api.post("/referrals", json=referral_payload(receiving_sor="999999999999999"), headers=stack.headers(Role.CLINICIAN))
+    assert response.status_code == 422
+    assert "unknown organisation" in response.json()["issue"][0]["diagnostics"]
+
+
+async def test_idempotency_key_starts_once(stack: Stack) -> None:
+    headers = {**stack.headers(Role.CLINICIAN), "Idempotency-Key": "referral-test-123"}
+    first = await stack.api.post("/referrals", json=referral_payload("0404505123"), headers=headers)
+    second = await stack.api.post("/referrals", json=referral_payload("0404505123"), headers=headers)
+    assert first.status_code == 202 and second.status_code == 409
+    assert first.json()["url"] in second.json()["issue"][0]["diagnostics"]

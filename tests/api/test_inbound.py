@@ -1,0 +1,118 @@
+"""Inbound messages: stored once, delivered once, answered the same; bad input gets an OperationOutcome."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlmodel import Session, select
+
+from careflow.auth import Role
+from messaging import build_message, to_json
+from messaging.model import AppointmentContent, Envelope, MessageKind, Organization, PatientData
+from store.db import make_engine
+from store.models import InboundMessage
+from tests.conftest import Stack, referral_payload, wait_for
+from workflows.referral import ReferralPathwayWorkflow
+
+pytestmark = pytest.mark.e2e
+
+HOSPITAL = Organization(sor="200000000000001", ean="5790020000016", name="Kardiologisk afdeling, Demo Hospital")
+GP = Organization(sor="100000000000001", ean="5790010000019", name="Lægerne Nørrebro (demo GP)")
+
+
+def appointment(service_request_id: str, header_id: str | None = None) -> bytes:
+    envelope = Envelope(
+        message_header_id=header_id or str(uuid.uuid4()),
+        bundle_id=str(uuid.uuid4()),
+        timestamp=datetime.now(UTC),
+        sender=HOSPITAL,
+        receiver=GP,
+        patient=PatientData(cpr="0101505123", given_name="Testa", family_name="Syntetisk"),
+    )
+    content = AppointmentContent(service_request_id=service_request_id, start=datetime.now(UTC) + timedelta(days=3))
+    return to_json(build_message(MessageKind.APPOINTMENT, envelope, content))
+
+
+def post(stack: Stack, body: bytes, content_type: str = "application/fhir+json", sor: str = HOSPITAL.sor):  # noqa: ANN201
+    return stack.api.post("/fhir/$process-message", content=body, headers={**stack.headers(Role.PARTNER, sor), "Content-Type": content_type})
+
+
+def operation_outcome(response) -> dict:  # noqa: ANN001
+    body = response.json()
+    assert body["resourceType"] == "OperationOutcome", body
+    assert body["issue"] and body["issue"][0]["diagnostics"]
+    return body
+
+
+async def test_duplicate_is_delivered_once_and_answered_the_same(stack: Stack) -> None:
+    # A flow whose hospital never answers, so the appointment below is ours to send.
+    stack.simulator_app.state.simulator.behaviour.reply = False
+    try:
+        accepted = (await stack.api.post("/referrals", json=referral_payload("0303505123"), headers=stack.headers(Role.CLINICIAN))).json()
+    finally:
+        stack.simulator_app.state.simulator.behaviour.reply = True
+    body = appointment(accepted["id"])
+    first = await post(stack, body)
+    second = await post(stack, body)
+    assert first.status_code == second.status_code == 202
+    assert first.content == second.content
+    engine = make_engine(stack.settings.sqlalchemy_url)
+    with Session(engine) as session:
+        rows = session.exec(select(InboundMessage).where(InboundMessage.flow_id == accepted["id"], InboundMessage.event_code == MessageKind.APPOINTMENT.value)).all()
+    assert len(rows) == 1
+    handle = stack.client.get_workflow_handle_for(ReferralPathwayWorkflow.run, f"referral-{accepted['id']}")
+
+    async def appointment_applied() -> bool:
+        state = await handle.query(ReferralPathwayWorkflow.pathway_state)
+        return state.step == "test_result"
+
+    await wait_for(appointment_applied)
+    state = await handle.query(ReferralPathwayWorkflow.pathway_state)
+    assert state.received_header_ids.count(rows[0].message_header_id) == 1
+    # The acknowledgement went back to the hospital once.
+    await wait_for(lambda: _ack_sent(engine, rows[0].id))
+    await handle.cancel()
+
+
+async def _ack_sent(engine, row_id: int) -> bool:  # noqa: ANN001
+    with Session(engine) as session:
+        return session.get(InboundMessage, row_id).ack_sent_at is not None
+
+
+async def test_message_for_unknown_flow_gets_negative_acknowledgement(stack: Stack) -> None:
+    response = await post(stack, appointment(str(uuid.uuid4())))
+    assert response.status_code == 422
+    outcome = operation_outcome(response)
+    assert "no pathway" in outcome["issue"][0]["diagnostics"]
+    engine = make_engine(stack.settings.sqlalchemy_url)
+    header_id = None
+    with Session(engine) as session:
+        row = session.exec(select(InboundMessage).order_by(InboundMessage.id.desc())).first()
+        assert row.delivery_status == "undeliverable" and row.ack_code == "fatal-error"
+        header_id = row.message_header_id
+    assert header_id
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "expected"),
+    [
+        (b'{"resourceType": "Bundle", "type": ', "application/fhir+json", 400, ""),
+        (b"<not-json/>", "text/plain", 415, "content type"),
+        (b'{"resourceType": "Bundle", "id": "x", "type": "message", "entry": [{"resource": {"resourceType": "Patient", "id": "p"}}]}', "application/fhir+json", 400, ""),
+        (b'{"resourceType": "Patient", "id": "p"}', "application/fhir+json", 400, ""),
+    ],
+    ids=["malformed-json", "wrong-content-type", "missing-messageheader", "not-a-bundle"],
+)
+async def test_bad_input_gets_operation_outcome(stack: Stack, body: bytes, content_type: str, status: int, expected: str) -> None:
+    response = await post(stack, body, content_type)
+    assert response.status_code == status
+    outcome = operation_outcome(response)
+    assert expected.lower() in str(outcome).lower()
+
+
+async def test_partner_cannot_send_as_another_organisation(stack: Stack) -> None:
+    response = await post(stack, appointment(str(uuid.uuid4())), sor="300000000000001")
+    assert response.status_code == 403
+    assert "sender" in operation_outcome(response)["issue"][0]["diagnostics"]

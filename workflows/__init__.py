@@ -1,0 +1,1 @@
+"""Temporal workflow definitions: one pathway per module, shared step helpers, a registry."""
