@@ -27,6 +27,7 @@ from messaging.identifiers import SOR_ENDPOINT_PREFIX
 from messaging.model import AckCode, MessageKind, Organization, ParsedMessage, ValidationIssue
 from messaging.terminology import (
     HL7_OPERATION_OUTCOME_SYSTEM,
+    MEDCOM_ACTIVITY_SYSTEM,
     MEDCOM_ERROR_SYSTEM,
     MEDCOM_EVENT_SYSTEM,
     get_terminology,
@@ -139,6 +140,12 @@ def build_acknowledgement(
         # Its agent was the original's sender; point at that organisation as it appears here.
         earlier["agent"] = [{"who": {"reference": ref(ack_receiver)}}]
         earlier["target"] = [{"reference": f"MessageHeader/{original_header_id}"}]
+        codings = (earlier.get("activity") or {}).get("coding") if isinstance(earlier.get("activity"), dict) else None
+        terminology = get_terminology()
+        if not any(isinstance(c, dict) and terminology.is_activity(c.get("system"), c.get("code")) for c in codings or []):
+            # A broken original may carry a non-MedCom activity; the answer must still be valid,
+            # so it records the exchange generically as a sent message.
+            earlier["activity"] = {"coding": [{"system": MEDCOM_ACTIVITY_SYSTEM, "code": "new-message"}]}
     else:
         earlier = provenance_resource(
             derived_id(original_header_id, "provenance"),
