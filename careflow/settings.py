@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     send_timeout: timedelta = timedelta(seconds=10)
     relay_interval: timedelta = timedelta(seconds=2)
 
+    # Fault-injection hook for tests/faults: the API exits (os._exit) with this probability right
+    # after storing an inbound message and before delivering it. Honoured only when env == "dev".
+    test_crash_after_store_ratio: float = 0.0
+
     @model_validator(mode="after")
     def _refuse_dev_secrets_outside_dev(self) -> "Settings":
         if self.env != "dev":

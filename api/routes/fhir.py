@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import random
 import uuid
 
 from fastapi import APIRouter, Request, Response
@@ -13,6 +15,7 @@ from sqlmodel import Session, select
 from api.deps import DirectoryDep, KeyRingDep, Partner, SessionDep
 from api.errors import FHIR_JSON, operation_outcome, outcome_response
 from careflow.delivery import DeliveryStatus
+from careflow.settings import Settings
 from messaging import MessageError, build_acknowledgement, needs_acknowledgement, parse_message, validate_message
 from messaging.model import AckCode, MessageKind, ParsedMessage, ValidationIssue
 from store.models import Flow, InboundMessage, OutboundMessage, utcnow
@@ -77,8 +80,18 @@ async def process_message(request: Request, partner: Partner, session: SessionDe
     if parsed.kind is MessageKind.ACKNOWLEDGEMENT and parsed.response_identifier:
         _record_acknowledgement(session, parsed)
     log.info("stored message %s (%s) from %s as %s", parsed.message_header_id, parsed.event_code, parsed.sender.sor, row.delivery_status)
+    _maybe_crash_after_store(request.app.state.settings)
     request.app.state.after_store(row.id)
     return _stored_answer(row)
+
+
+def _maybe_crash_after_store(settings: Settings) -> None:
+    """Fault injection (tests/faults): die between storing and delivering, as a power cut would."""
+    ratio = settings.test_crash_after_store_ratio
+    if ratio > 0 and settings.env == "dev" and random.random() < ratio:
+        log.warning("test hook: exiting after store, before delivery")
+        logging.shutdown()
+        os._exit(1)
 
 
 def _decide(session: Session, parsed: ParsedMessage, issues: list[ValidationIssue], row: InboundMessage) -> tuple[int, dict, AckCode | None]:
