@@ -49,8 +49,10 @@ class Behaviour(BaseModel):
     appointment_delay: float = 0.5
     test_result_delay: float = 0.5
     treatment_plan_delay: float = 0.5
-    failure: Literal["none", "503", "stall"] = "none"  # how the endpoint answers careflow
+    failure: Literal["none", "503", "stall", "reject"] = "none"  # how the endpoint answers careflow ("reject": 422 + OperationOutcome)
+    reject_reason: str = "receiver cannot process this message"
     stall_seconds: float = 15.0
+    answer_delay: float = 0.0  # answer careflow's POST this late: its acknowledgement can overtake the answer
     copies: int = 1  # post every message this many times (the extra ones concurrently)
     post_attempts: int = 30  # partners retry posting to careflow, bounded
 
@@ -62,6 +64,7 @@ class Stats(BaseModel):
     sent: dict[str, int]
     headers_per_step: dict[str, int]  # (service request, event) pairs seen with more than one MessageHeader.id
     post_failures: int
+    refused: int = 0  # careflow's POSTs answered 503 or 4xx by the failure mode
 
 
 class PartnerSimulator:
@@ -75,6 +78,7 @@ class PartnerSimulator:
         self.duplicates = 0
         self.sent: Counter[str] = Counter()
         self.post_failures = 0
+        self.refused = 0
         self.cancelled: set[str] = set()
         self.tasks: set[asyncio.Task] = set()
 
@@ -86,6 +90,7 @@ class PartnerSimulator:
             sent=dict(self.sent),
             headers_per_step={f"{sr}|{ev}": len(h) for (sr, ev), h in self.headers_per_step.items() if len(h) > 1},
             post_failures=self.post_failures,
+            refused=self.refused,
         )
 
     async def receive(self, partner_sor: str, message: ParsedMessage, original: dict) -> None:
@@ -202,7 +207,12 @@ def create_simulator(settings: Settings, behaviour: Behaviour | None = None) -> 
         """A partner system's inbound endpoint."""
         b = simulator.behaviour
         if b.failure == "503":
+            simulator.refused += 1
             return Response(status_code=503, content="temporarily unavailable")
+        if b.failure == "reject":
+            simulator.refused += 1
+            outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "processing", "diagnostics": b.reject_reason}]}
+            return Response(status_code=422, content=json.dumps(outcome), media_type="application/fhir+json")
         if b.failure == "stall":
             await asyncio.sleep(b.stall_seconds)
         body = await request.body()
@@ -214,6 +224,8 @@ def create_simulator(settings: Settings, behaviour: Behaviour | None = None) -> 
         if message.receiver is None or message.receiver.sor != sor:
             return Response(status_code=400, content="message not addressed to this partner")
         await simulator.receive(sor, message, original)
+        if b.answer_delay:
+            await asyncio.sleep(b.answer_delay)
         return Response(status_code=202)
 
     @app.get("/control", response_model=Behaviour)
