@@ -64,3 +64,15 @@ def dev_server_args(settings: Settings, *, db_file: Path | None, port: int, ui_p
     for name, kind in SEARCH_ATTRIBUTE_TYPES.items():
         args += ["--search-attribute", f"{name}={kind}"]
     return args
+
+
+async def register_search_attributes(client: Client, namespace: str) -> None:
+    """Register careflow's search attributes on a server that was not started with them
+    (the time-skipping test server, or a cluster): an operator step, idempotent."""
+    from temporalio.api.enums.v1 import IndexedValueType
+    from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+
+    types = {"Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD, "Datetime": IndexedValueType.INDEXED_VALUE_TYPE_DATETIME}
+    await client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(namespace=namespace, search_attributes={name: types[kind] for name, kind in SEARCH_ATTRIBUTE_TYPES.items()})
+    )

@@ -22,7 +22,7 @@ from temporalio.testing import WorkflowEnvironment
 from careflow.auth import Role, issue_token
 from careflow.codec import data_converter
 from careflow.settings import Settings
-from careflow.temporal import temporal_cli, temporal_test_server
+from careflow.temporal import register_search_attributes, temporal_cli, temporal_test_server
 from store.db import make_engine, migrate
 from workflows.steps import SEARCH_ATTRIBUTES
 
@@ -124,6 +124,7 @@ async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
 async def time_skipping_server() -> AsyncIterator[WorkflowEnvironment]:
     """The time-skipping test server, for deadlines of days and weeks."""
     env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=temporal_test_server())
+    await register_search_attributes(env.client, "default")
     yield env
     await env.shutdown()
 
