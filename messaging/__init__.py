@@ -7,8 +7,8 @@ from messaging.errors import DirectoryError, MessageError, NotAccepted, UnknownO
 from messaging.formats import from_xml, to_json, to_xml
 from messaging.model import *  # noqa: F401,F403  (the domain models are part of this package's API)
 from messaging import model as _model
-from messaging.parse import parse_message
-from messaging.validate import validate_message
+from messaging.parse import decode_body, parse_message
+from messaging.validate import validate_message, warm_up
 
 _model_names = [n for n, v in vars(_model).items() if isinstance(v, type) and v.__module__ == _model.__name__]
 
@@ -18,6 +18,8 @@ __all__ = [
     "build_acknowledgement",
     "needs_acknowledgement",
     "parse_message",
+    "decode_body",
+    "warm_up",
     "validate_message",
     "to_json",
     "to_xml",

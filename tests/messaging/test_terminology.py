@@ -43,3 +43,9 @@ def test_careflow_kinds_use_their_own_event_system() -> None:
 def test_loaded_once_per_folder() -> None:
     folder = get_settings().medcom_terminology_dir
     assert load_terminology(folder) is load_terminology(folder)
+
+
+def test_warm_up_runs_on_synthetic_data() -> None:
+    from messaging import warm_up
+
+    warm_up()
