@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from temporalio.client import Client
 
+from api import console
 from api.errors import install_error_handlers
 from api.routes import codec, fhir, flows, health, referrals
 from careflow.codec import EncryptionCodec, data_converter
@@ -77,6 +78,6 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
         allow_headers=["Authorization", "Content-Type", "X-Namespace"],
         allow_credentials=True,
     )
-    for router in (health.router, referrals.router, flows.router, fhir.router, codec.router):
+    for router in (health.router, referrals.router, flows.router, fhir.router, codec.router, console.router):
         app.include_router(router)
     return app

@@ -1,0 +1,190 @@
+"""Console plumbing: HTML error handling, templates, the logged-in coordinator, CSRF, flash messages."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
+
+from fastapi import Depends, Form, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.routing import APIRoute
+from fastapi.templating import Jinja2Templates
+
+from api.console.session import COOKIE_NAME, COOKIE_PATH, FLASH_COOKIE, ConsoleSession, csrf_valid, decode_flash, encode_flash
+from careflow.auth import Role
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).parent
+COPENHAGEN = ZoneInfo("Europe/Copenhagen")
+CONSOLE_ROLES = (Role.COORDINATOR.value, Role.ADMIN.value)
+
+# Coordinators work in Danish: the pathway terms they expect, beside the English ones.
+TERMS = {
+    "referral": "Referral · henvisning",
+    "appointment": "Appointment · indkaldelse",
+    "test_result": "Test result · prøvesvar",
+    "treatment_plan": "Treatment plan · behandlingsplan",
+    "acknowledgement": "Acknowledgement · kvittering",
+    "cancellation": "Cancellation · annullering",
+    "completed": "Completed · afsluttet",
+    "careflow-referral-message": "Referral · henvisning",
+    "careflow-appointment-message": "Appointment · indkaldelse",
+    "careflow-test-result-message": "Test result · prøvesvar",
+    "careflow-treatment-plan-message": "Treatment plan · behandlingsplan",
+    "careflow-cancellation-message": "Cancellation · annullering",
+    "acknowledgement-message": "Acknowledgement · kvittering",
+    "care-communication-message": "Care communication · korrespondance",
+}
+
+# Security headers for every console page: no third-party content, no inline script, no framing.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+class LoginRequired(Exception):
+    """No valid coordinator session: pages go to the login form, fragments answer 401."""
+
+
+def aware(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def local_time(moment: datetime | None) -> str:
+    moment = aware(moment)
+    return moment.astimezone(COPENHAGEN).strftime("%Y-%m-%d %H:%M") if moment else "—"
+
+
+def iso_time(moment: datetime | None) -> str:
+    moment = aware(moment)
+    return moment.astimezone(UTC).isoformat() if moment else ""
+
+
+def term(name: str | None) -> str:
+    return TERMS.get(name or "", (name or "").replace("_", " "))
+
+
+def query_string(params: dict[str, Any], **changes: Any) -> str:
+    merged = {**params, **changes}
+    return urlencode({k: v for k, v in merged.items() if v not in (None, "", False)})
+
+
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+templates.env.filters.update(local=local_time, iso=iso_time, term=term)
+templates.env.globals.update(query_string=query_string, json=json)
+
+
+class ConsoleRoute(APIRoute):
+    """Answers the console's errors as HTML pages (the API's are FHIR OperationOutcomes)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def console_handler(request: Request) -> Response:
+            try:
+                response = await handler(request)
+            except LoginRequired:
+                if request.headers.get("x-console-fragment"):
+                    response = HTMLResponse("login required", status_code=401)
+                else:
+                    response = RedirectResponse("/console/login", status_code=303)
+            except HTTPException as exc:
+                response = error_page(request, exc.status_code, str(exc.detail))
+            except RequestValidationError as exc:
+                problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ())[1:])}: {e.get('msg', 'invalid')}" for e in exc.errors())
+                response = error_page(request, 422, f"the request was not understood ({problems})")
+            for name, value in SECURITY_HEADERS.items():
+                response.headers.setdefault(name, value)
+            return response
+
+        return console_handler
+
+
+def error_page(request: Request, status: int, message: str) -> HTMLResponse:
+    return templates.TemplateResponse(request, "error.html", {"status": status, "message": message, "user": None}, status_code=status)
+
+
+def read_session(request: Request) -> ConsoleSession | None:
+    return ConsoleSession.decode(request.app.state.settings.token_secret, request.cookies.get(COOKIE_NAME))
+
+
+def set_session_cookie(response: Response, request: Request, session: ConsoleSession) -> None:
+    response.set_cookie(
+        COOKIE_NAME,
+        session.encode(request.app.state.settings.token_secret),
+        max_age=max(0, session.exp - int(datetime.now(UTC).timestamp())),
+        path=COOKIE_PATH,
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+    )
+
+
+def clear_session_cookie(response: Response) -> None:
+    response.delete_cookie(COOKIE_NAME, path=COOKIE_PATH, httponly=True, samesite="lax")
+
+
+@dataclass(frozen=True)
+class ConsoleUser:
+    subject: str
+    role: str
+    csrf: str
+
+
+def get_console_user(request: Request) -> ConsoleUser:
+    session = read_session(request)
+    if session is None or not session.authenticated or session.role not in CONSOLE_ROLES:
+        raise LoginRequired()
+    return ConsoleUser(subject=session.sub, role=session.role, csrf=session.csrf)  # type: ignore[arg-type]
+
+
+CurrentCoordinator = Annotated[ConsoleUser, Depends(get_console_user)]
+
+
+def require_csrf(user: CurrentCoordinator, request: Request, csrf_token: Annotated[str | None, Form()] = None) -> ConsoleUser:
+    """Every console POST carries the session's CSRF token; without it nothing happens."""
+    if not csrf_valid(read_session(request), csrf_token):
+        log.warning("console POST %s refused: missing or wrong CSRF token (user %s)", request.url.path, user.subject)
+        raise HTTPException(403, "This form has expired or did not come from the console (CSRF token missing or wrong). Nothing was changed; reload the page and try again.")
+    return user
+
+
+CsrfCheckedCoordinator = Annotated[ConsoleUser, Depends(require_csrf)]
+
+
+def flash_redirect(request: Request, url: str, kind: str, text: str) -> RedirectResponse:
+    response = RedirectResponse(url, status_code=303)
+    response.set_cookie(FLASH_COOKIE, encode_flash(request.app.state.settings.token_secret, kind, text), max_age=60, path=COOKIE_PATH, httponly=True, samesite="lax")
+    return response
+
+
+def render(request: Request, template: str, context: dict[str, Any], *, status_code: int = 200) -> HTMLResponse:
+    """A page, with the flash message (if any) shown once."""
+    flash = decode_flash(request.app.state.settings.token_secret, request.cookies.get(FLASH_COOKIE))
+    response = templates.TemplateResponse(request, template, {"flash": flash, **context}, status_code=status_code)
+    if FLASH_COOKIE in request.cookies:
+        response.delete_cookie(FLASH_COOKIE, path=COOKIE_PATH, httponly=True, samesite="lax")
+    return response
+
+
+def safe_next(url: str | None, default: str = "/console/escalations") -> str:
+    """Only ever redirect inside the console (no open redirect)."""
+    if url and url.startswith("/console") and not url.startswith("//") and "\\" not in url:
+        return url
+    return default
