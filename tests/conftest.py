@@ -208,3 +208,12 @@ async def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1):  # 
 
 def load_json(path: Path) -> dict:
     return json.loads(path.read_text())
+
+
+async def record_history(client: Client, workflow_id: str, name: str) -> None:
+    """Keep a finished workflow's history for the replay test, when asked to."""
+    target = os.environ.get("CAREFLOW_RECORD_HISTORIES")
+    if not target:
+        return
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    Path(target, f"{name}.json").write_text(history.to_json())

@@ -8,7 +8,7 @@ from temporalio.client import Client
 from temporalio.converter import DataConverter
 
 from careflow.auth import Role
-from tests.conftest import Stack, referral_payload, wait_for
+from tests.conftest import Stack, record_history, referral_payload, wait_for
 from workflows.referral import ReferralPathwayWorkflow
 
 pytestmark = pytest.mark.e2e
@@ -57,6 +57,7 @@ async def test_referral_reaches_completed_and_read_model_matches_query(stack: St
     assert flow["patient"]["cpr"] == "0101505123"
     result = await handle.result()
     assert result.status.value == "completed"
+    await record_history(stack.client, handle.id, "referral-completed")
 
 
 async def test_history_holds_no_patient_data(stack: Stack) -> None:

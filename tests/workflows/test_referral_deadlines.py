@@ -25,7 +25,7 @@ from messaging.model import AckCode, MessageKind, Organization, PatientData
 from simulator.app import Behaviour, PartnerSimulator, create_simulator
 from store.db import make_engine, migrate
 from store.models import Escalation, Flow, OutboundMessage
-from tests.conftest import LoopbackServer, encrypted_client, free_port, wait_for, write_directory
+from tests.conftest import LoopbackServer, encrypted_client, free_port, record_history, wait_for, write_directory
 from workers.main import build_worker
 from workflows.models import (
     CancelRequest,
@@ -169,6 +169,7 @@ async def test_late_appointment_escalates_then_completes(harness: Harness) -> No
     assert result.status is PathwayStatus.COMPLETED and result.escalations == 1
     final = await state(handle)
     assert final.escalations[0].resolution == "careflow-appointment-message received"
+    await record_history(harness.client, handle.id, "referral-late-appointment")
     assert [e.resolved_at is not None for e in harness.escalations(final.flow_id)] == [True]
 
 
@@ -220,5 +221,6 @@ async def test_cancel_sends_a_cancellation_to_the_receiver(harness: Harness) -> 
     result = await handle.result()
     assert result.status is PathwayStatus.CANCELLED
     assert harness.simulator.received.get(MessageKind.CANCELLATION.value) == 1
+    await record_history(harness.client, handle.id, "referral-cancelled")
     with pytest.raises((WorkflowUpdateFailedError, RPCError)):  # a closed workflow takes no update
         await handle.execute_update(ReferralPathwayWorkflow.cancel, CancelRequest(actor="coordinator-1", reason="again"))

@@ -1,0 +1,38 @@
+"""Recorded histories of earlier pathway versions must replay on the current code: a change to a
+running pathway needs `workflow.patched(...)`, or this test fails with a NondeterminismError.
+
+Record a new history with `CAREFLOW_RECORD_HISTORIES=tests/replay/histories make test PYTEST_ARGS=tests/e2e tests/workflows`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.worker import Replayer
+
+from careflow.codec import data_converter
+from careflow.settings import DEV_CODEC_KEYS
+from workers.main import PASSTHROUGH
+from workflows.registry import WORKFLOWS
+
+HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+
+
+def test_histories_are_recorded() -> None:
+    assert HISTORIES, "no recorded histories under tests/replay/histories"
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
+async def test_replay(path: Path) -> None:
+    from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    replayer = Replayer(
+        workflows=WORKFLOWS,
+        data_converter=data_converter(DEV_CODEC_KEYS),  # recorded in dev mode, with the dev key
+        workflow_runner=SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)),
+    )
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
+    assert result.replay_failure is None
