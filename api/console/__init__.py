@@ -8,7 +8,7 @@ from fastapi.responses import FileResponse
 from api.console import actions, login, pages
 from api.console.web import HERE
 
-STATIC = {"console.css": "text/css", "console.js": "text/javascript"}
+STATIC = {"console.css": "text/css", "console.js": "text/javascript", "favicon.svg": "image/svg+xml"}
 
 router = APIRouter(include_in_schema=False)
 

@@ -72,6 +72,10 @@ def _filter_choices(directory: DirectoryDep) -> dict:
     }
 
 
+def _names(directory: DirectoryDep) -> dict[str, str]:
+    return {e.sor: e.name for e in directory.entries}
+
+
 # ----- overview -----------------------------------------------------------------------------
 
 
@@ -156,7 +160,7 @@ def flows(
 ) -> Response:
     """Pathways (no patient data), filtered, soonest deadline first, paginated; refreshes itself."""
     context = _list_context(session, pathway, step, status, overdue, receiving_sor, escalated, awaiting_ack, sort, page)
-    return render(request, "flows.html", {"user": user, "choices": _filter_choices(directory), "search": None, **context})
+    return render(request, "flows.html", {"user": user, "choices": _filter_choices(directory), "organisations": _names(directory), "search": None, **context})
 
 
 @router.get("/flows/table", response_class=HTMLResponse)
@@ -164,6 +168,7 @@ def flows_table(
     request: Request,
     user: CurrentCoordinator,
     session: SessionDep,
+    directory: DirectoryDep,
     pathway: str | None = None,
     step: str | None = None,
     status: str | None = None,
@@ -176,7 +181,7 @@ def flows_table(
 ) -> Response:
     """The list's table alone, fetched by the page every few seconds."""
     context = _list_context(session, pathway, step, status, overdue, receiving_sor, escalated, awaiting_ack, sort, page)
-    return templates.TemplateResponse(request, "_flows_table.html", {"user": user, "search": None, **context})
+    return templates.TemplateResponse(request, "_flows_table.html", {"user": user, "organisations": _names(directory), "search": None, **context})
 
 
 @router.post("/flows/search", response_class=HTMLResponse)
@@ -192,13 +197,13 @@ def search_by_cpr(
     normalised = cpr.replace("-", "").replace(" ", "").strip()
     if not (len(normalised) == 10 and normalised.isdigit()):
         context = _list_context(session, None, None, None, None, None, None, None, "deadline", 1)
-        return render(request, "flows.html", {"user": user, "choices": _filter_choices(directory), "search": {"error": "A CPR number has 10 digits (DDMMYY-XXXX)."}, **context}, status_code=422)
+        return render(request, "flows.html", {"user": user, "choices": _filter_choices(directory), "organisations": _names(directory), "search": {"error": "A CPR number has 10 digits (DDMMYY-XXXX)."}, **context}, status_code=422)
     flt = FlowFilter(cpr_hash=cpr_lookup_hash(normalised, settings.cpr_hash_key))
     items, total = list_flows(session, flt, limit=200, offset=0, sort="newest")
     session.add(AuditEntry(actor=user.subject, role=user.role, action="console-search-by-cpr", detail=f"{total} flows"))
     session.commit()
     context = {"items": items, "total": total, "page": 1, "pages": 1, "params": {}, "now": utcnow()}
-    return render(request, "flows.html", {"user": user, "choices": _filter_choices(directory), "search": {"total": total}, **context})
+    return render(request, "flows.html", {"user": user, "choices": _filter_choices(directory), "organisations": _names(directory), "search": {"total": total}, **context})
 
 
 # ----- flow detail --------------------------------------------------------------------------
@@ -223,7 +228,7 @@ def flow_page(request: Request, flow_id: str, user: CurrentCoordinator, session:
     session.add(AuditEntry(actor=user.subject, role=user.role, action="console-read-flow", flow_id=flow_id))
     session.commit()
     detail = flow_detail(session, flow, key_ring)
-    names = {e.sor: e.name for e in directory.entries}
+    names = _names(directory)
     return render(
         request,
         "flow.html",

@@ -16,7 +16,7 @@
       if (isNaN(at)) return;
       if (!el.dataset.label) el.dataset.label = el.textContent;
       var left = at - now;
-      el.textContent = el.dataset.label + " (" + humanize(left) + ")";
+      el.textContent = el.classList.contains("bare") ? humanize(left) : el.dataset.label + " (" + humanize(left) + ")";
       el.classList.toggle("late", left < 0);
       el.classList.toggle("soon", left >= 0 && left < 86400000);
     });
