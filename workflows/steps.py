@@ -58,6 +58,8 @@ PARTNER_RETRY = RetryPolicy(
 # Partner retries above are bounded by time, not count: a send that has not gone through in this
 # long becomes an escalation.
 SEND_TIMEOUT = timedelta(hours=2)
+# workflow.patched ids: histories recorded before a change replay the old way.
+ACK_BEFORE_SEND_RETURNED = "ack-before-send-returned"
 DATABASE_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10))
 RECORD_TIMEOUT = timedelta(seconds=30)
 
@@ -235,9 +237,12 @@ class PathwayWorkflow:
         self._enter_step(step.name)
         attempt = 0
         while True:
+            # Count the acknowledgements before the send: a partner may acknowledge before it answers
+            # the POST, and that acknowledgement must end the wait, not be taken for an old one.
+            acks_before_send = len(self._acks.get(header_id, []))
             if not await self._send(step, outbound, attempt):
                 return  # the partner refused it for good: escalated
-            seen = len(self._acks.get(header_id, []))
+            seen = acks_before_send if workflow.patched(ACK_BEFORE_SEND_RETURNED) else len(self._acks.get(header_id, []))
             try:
                 await workflow.wait_condition(
                     lambda: len(self._acks.get(header_id, [])) > seen or self._reply_arrived_after(step) or self._cancel is not None,
