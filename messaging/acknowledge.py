@@ -15,6 +15,8 @@ from typing import Iterable
 
 from messaging.build import derived_id, destination, entry, organization_resource, provenance_resource, ref
 from messaging.bundle import (
+    as_dict,
+    as_list,
     ReferenceIndex,
     fhir_instant,
     header_id_of,
@@ -71,7 +73,7 @@ def _latest_provenance(original: dict, header_id: str) -> dict | None:
     """The original's own Provenance (targeting its MessageHeader), else its last one."""
     candidates = [r for _, r in resources(original, "Provenance")]
     for provenance in reversed(candidates):
-        if any(header_id_of(t) == header_id for t in provenance.get("target") or [] if isinstance(t, dict)):
+        if any(header_id_of(t) == header_id for t in as_list(provenance.get("target")) if isinstance(t, dict)):
             return provenance
     return candidates[-1] if candidates else None
 

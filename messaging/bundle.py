@@ -12,6 +12,15 @@ from typing import Any, Iterator
 from messaging.identifiers import GLN_SYSTEMS, SOR_SYSTEM
 from messaging.model import Organization
 
+def as_dict(value: object) -> dict:
+    """`value` if it is a JSON object, else an empty one: broken input must not crash a reader."""
+    return value if isinstance(value, dict) else {}
+
+
+def as_list(value: object) -> list:
+    return value if isinstance(value, list) else []
+
+
 # fullUrl base of careflow-built resources; references are relative "Type/id", as in MedCom's examples
 FULL_URL_BASE = "https://careflow.dk/fhir/"
 
@@ -33,14 +42,15 @@ def parse_instant(value: object) -> datetime | None:
         return None
 
 
-def entries(bundle: dict) -> list[dict]:
+def _entry_list(bundle: object) -> list:
+    """Bundle.entry as a list, whatever the (possibly broken) input holds there."""
     found = bundle.get("entry") if isinstance(bundle, dict) else None
-    return [e for e in found if isinstance(e, dict)] if isinstance(found, list) else []
+    return found if isinstance(found, list) else []
 
 
 def resources(bundle: dict, resource_type: str | None = None) -> Iterator[tuple[int, dict]]:
     """(entry index, resource) pairs, optionally of one type."""
-    for index, entry in enumerate(bundle.get("entry") or [] if isinstance(bundle, dict) else []):
+    for index, entry in enumerate(_entry_list(bundle)):
         resource = entry.get("resource") if isinstance(entry, dict) else None
         if isinstance(resource, dict) and (resource_type is None or resource.get("resourceType") == resource_type):
             yield index, resource
@@ -51,7 +61,7 @@ class ReferenceIndex:
 
     def __init__(self, bundle: dict) -> None:
         self.by_key: dict[str, tuple[int, dict]] = {}
-        for index, entry in enumerate(bundle.get("entry") or [] if isinstance(bundle, dict) else []):
+        for index, entry in enumerate(_entry_list(bundle)):
             if not isinstance(entry, dict):
                 continue
             resource = entry.get("resource")
@@ -93,7 +103,7 @@ def header_id_of(reference: object) -> str | None:
 def identifier_value(resource: dict, systems: tuple[str, ...] | str) -> str | None:
     if isinstance(systems, str):
         systems = (systems,)
-    for ident in resource.get("identifier") or []:
+    for ident in as_list(resource.get("identifier")):
         if isinstance(ident, dict) and ident.get("system") in systems and isinstance(ident.get("value"), str):
             return ident["value"]
     return None
@@ -113,7 +123,7 @@ def organization_of(resource: dict | None) -> Organization | None:
 
 def primary_destination(header: dict) -> dict | None:
     """The destination marked primary by MedCom's destinationUse extension (else the first one)."""
-    destinations = [d for d in header.get("destination") or [] if isinstance(d, dict)]
+    destinations = [d for d in as_list(header.get("destination")) if isinstance(d, dict)]
     for destination in destinations:
         if destination_use(destination) == "primary":
             return destination
@@ -123,7 +133,7 @@ def primary_destination(header: dict) -> dict | None:
 def destination_use(destination: dict) -> str | None:
     from messaging.terminology import DESTINATION_USE_EXTENSION
 
-    for ext in destination.get("extension") or []:
+    for ext in as_list(destination.get("extension")):
         if isinstance(ext, dict) and ext.get("url") == DESTINATION_USE_EXTENSION:
             coding = ext.get("valueCoding")
             return coding.get("code") if isinstance(coding, dict) else None

@@ -35,7 +35,7 @@ def to_xml(bundle: dict) -> bytes:
     """FHIR XML of a Bundle given as FHIR JSON (raises MessageError if it is not valid FHIR)."""
     try:
         model = _bundle_model().model_validate(bundle)
-    except (ValidationError, KeyError, ValueError, TypeError) as exc:
+    except (ValidationError, KeyError, ValueError, TypeError, AttributeError) as exc:
         raise MessageError("not a valid FHIR Bundle", [_structure_issue(exc)]) from None
     text = model.model_dump_xml(xml_declaration=True)
     return text.encode("utf-8") if isinstance(text, str) else text

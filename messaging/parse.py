@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 
 from messaging.bundle import (
+    as_dict,
+    as_list,
     ReferenceIndex,
     header_id_of,
     identifier_value,
@@ -23,6 +25,7 @@ from messaging.identifiers import CPR_SYSTEM, is_replacement_cpr_system
 from messaging.model import AckCode, MessageKind, ParsedMessage, PatientData, ProvenanceLink, ValidationIssue
 
 _UUID_PREFIX = "urn:uuid:"
+ACK_CODES = frozenset(a.value for a in AckCode)
 
 
 def _issue(rule: str, path: str, message: str, code: str = "MSG_Datatype_Wrong") -> list[ValidationIssue]:
@@ -57,16 +60,16 @@ def _strip_uuid(value: object) -> str | None:
 
 def _service_request_id(bundle: dict, header: dict, index: ReferenceIndex) -> str | None:
     """The pathway correlation id: a ServiceRequest's identifier, or the focus resource's basedOn."""
-    focus = [found[1] for f in header.get("focus") or [] if (found := index.resolve(f)) is not None]
+    focus = [found[1] for f in as_list(header.get("focus")) if (found := index.resolve(f)) is not None]
     focus_ids = {id(r) for r in focus}
     candidates = focus + [r for _, r in resources(bundle) if id(r) not in focus_ids]
     for resource in candidates:
         if resource.get("resourceType") == "ServiceRequest":
-            for ident in resource.get("identifier") or []:
+            for ident in as_list(resource.get("identifier")):
                 if isinstance(ident, dict) and (found := _strip_uuid(ident.get("value"))):
                     return found
     for resource in focus:
-        for based_on in resource.get("basedOn") or []:
+        for based_on in as_list(resource.get("basedOn")):
             if not isinstance(based_on, dict):
                 continue
             ident = based_on.get("identifier")
@@ -82,13 +85,13 @@ def _patient(bundle: dict) -> PatientData | None:
             cpr = next(
                 (
                     i.get("value")
-                    for i in resource.get("identifier") or []
+                    for i in as_list(resource.get("identifier"))
                     if isinstance(i, dict) and is_replacement_cpr_system(i.get("system")) and isinstance(i.get("value"), str)
                 ),
                 None,
             )
-        name = next((n for n in resource.get("name") or [] if isinstance(n, dict)), {})
-        given = name.get("given") or []
+        name = next((n for n in as_list(resource.get("name")) if isinstance(n, dict)), {})
+        given = as_list(name.get("given"))
         return PatientData(
             cpr=cpr or "",
             given_name=" ".join(g for g in given if isinstance(g, str)),
@@ -100,17 +103,17 @@ def _patient(bundle: dict) -> PatientData | None:
 def _provenance(bundle: dict) -> list[ProvenanceLink]:
     links = []
     for _, resource in resources(bundle, "Provenance"):
-        coding = ((resource.get("activity") or {}).get("coding") or [{}])[0]
-        target = next((header_id_of(t) for t in resource.get("target") or [] if header_id_of(t)), None)
+        coding = (as_list(as_dict(resource.get("activity")).get("coding")) or [{}])[0]
+        target = next((header_id_of(t) for t in as_list(resource.get("target")) if header_id_of(t)), None)
         previous = None
-        for entity in resource.get("entity") or []:
+        for entity in as_list(resource.get("entity")):
             if isinstance(entity, dict) and (found := header_id_of(entity.get("what"))) and found != target:
                 if entity.get("role") == "revision" or previous is None:
                     previous = found
         links.append(
             ProvenanceLink(
                 provenance_id=resource.get("id") if isinstance(resource.get("id"), str) else "",
-                activity=coding.get("code", "") if isinstance(coding, dict) else "",
+                activity=code if isinstance(coding, dict) and isinstance(code := coding.get("code"), str) else "",
                 target_header_id=target,
                 previous_header_id=previous,
             )
@@ -141,10 +144,8 @@ def parse_message(body: bytes | str | dict, content_type: str = "application/fhi
     primary = primary_destination(header) or {}
     receiver = index.resolve(primary.get("receiver"))
     response = header.get("response") if isinstance(header.get("response"), dict) else {}
-    try:
-        response_code = AckCode(response["code"]) if "code" in response else None
-    except ValueError:
-        response_code = None
+    code = response.get("code")
+    response_code = AckCode(code) if isinstance(code, str) and code in ACK_CODES else None
     return ParsedMessage(
         kind=kind,
         event_code=event_code,

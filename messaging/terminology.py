@@ -81,6 +81,8 @@ class Terminology:
         return {url: cs for url, cs in self.code_systems.items() if "activit" in cs.id.lower()}
 
     def is_activity(self, system: object, code: object) -> bool:
+        if not isinstance(system, str) or not isinstance(code, str):
+            return False
         if any(cs.has(code) for url, cs in self.activity_systems.items() if url == system):
             return True
         # value sets of activities (e.g. CareCommunication's) may include codes of other systems

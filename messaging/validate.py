@@ -11,7 +11,7 @@ from typing import Callable
 
 from pydantic import ValidationError
 
-from messaging.bundle import ReferenceIndex, destination_use, header_id_of, walk_references
+from messaging.bundle import ReferenceIndex, as_dict, as_list, destination_use, header_id_of, walk_references
 from messaging.identifiers import (
     CPR_SYSTEM,
     GLN_SYSTEMS,
@@ -128,7 +128,8 @@ def check_structure(c: _Check) -> None:
     except ValidationError as exc:
         for error in exc.errors(include_input=False, include_url=False):
             c.add("fhir-structure", _loc_path(error["loc"]), f"invalid FHIR content ({error['type']})")
-    except (KeyError, ValueError, TypeError) as exc:
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
+        # fhir.resources itself trips over some hostile input (e.g. a boolean where a url belongs)
         c.add("fhir-structure", "Bundle", f"invalid FHIR content ({type(exc).__name__})")
 
 
@@ -187,7 +188,7 @@ def _check_organization(c: _Check, reference: object, path: str, role: str) -> N
         return
     index, org = found
     org_path = f"Bundle.entry[{index}].resource"
-    identifiers = [i for i in org.get("identifier") or [] if isinstance(i, dict)]
+    identifiers = [i for i in as_list(org.get("identifier")) if isinstance(i, dict)]
     for system_rule, systems, is_valid, label in (
         ("sor-identifier", (SOR_SYSTEM,), is_valid_sor, "SOR code"),
         ("ean-identifier", GLN_SYSTEMS, is_valid_gln, "EAN/GLN (13 digits, GS1 check digit)"),
@@ -244,7 +245,7 @@ def check_patient(c: _Check) -> None:
         c.add("patient-count", "Bundle.entry", f"exactly one Patient is required, found {len(patients)}")
     for index, patient in patients[:1]:
         path = f"Bundle.entry[{index}].resource.identifier"
-        identifiers = [i for i in patient.get("identifier") or [] if isinstance(i, dict)]
+        identifiers = [i for i in as_list(patient.get("identifier")) if isinstance(i, dict)]
         cpr = next((k for k, i in enumerate(identifiers) if i.get("system") == CPR_SYSTEM), None)
         replacement = next((k for k, i in enumerate(identifiers) if is_replacement_cpr_system(i.get("system"))), None)
         if cpr is not None:
@@ -264,14 +265,14 @@ def check_provenance(c: _Check) -> None:
         return
     header_id = c.header.get("id")
     targets_header = any(
-        header_id_of(t) == header_id for _, p in provenances for t in p.get("target") or [] if isinstance(t, dict)
+        header_id_of(t) == header_id for _, p in provenances for t in as_list(p.get("target")) if isinstance(t, dict)
     )
     # MedCom's published empty-message example carries only the Provenance of the message it
     # stands in for; an empty message is therefore not held to this rule.
     if header_id and not targets_header and c.event_code != EMPTY_MESSAGE:
         c.add("provenance-target", f"Bundle.entry[{provenances[-1][0]}].resource.target", "no Provenance targets this MessageHeader")
     for index, provenance in provenances:
-        codings = ((provenance.get("activity") or {}).get("coding") or []) if isinstance(provenance.get("activity"), dict) else []
+        codings = as_list(as_dict(provenance.get("activity")).get("coding"))
         if not any(isinstance(cd, dict) and c.terminology.is_activity(cd.get("system"), cd.get("code")) for cd in codings):
             c.add("provenance-activity", f"Bundle.entry[{index}].resource.activity", "activity must be a MedCom activity code")
 
@@ -303,7 +304,7 @@ def check_acknowledgement(c: _Check) -> None:
     if not isinstance(response.get("identifier"), str) or not response["identifier"]:
         c.add("ack-response", f"{path}.identifier", "response.identifier (the acknowledged MessageHeader.id) is missing")
     code = response.get("code")
-    if code not in {a.value for a in AckCode}:
+    if not isinstance(code, str) or code not in {a.value for a in AckCode}:
         c.add("ack-response", f"{path}.code", "response.code must be ok, transient-error or fatal-error", VALUESET_UNKNOWN)
     elif code != AckCode.OK.value:
         outcome = c.index.resolve(response.get("details"))
