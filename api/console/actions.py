@@ -99,6 +99,9 @@ async def act_on_escalation(
     flow = session.get(Flow, escalation.flow_id)
     if flow is None:
         raise HTTPException(404, f"There is no flow {escalation.flow_id}.")
+    if escalation.resolved_at is not None:
+        # A stale page: the pathway has moved on since it was loaded.
+        return flash_redirect(request, back, "error", f"This escalation was already resolved ({escalation.resolution or 'no detail'}). Nothing was changed.")
     deadline = None
     if action == "extend-deadline":
         try:

@@ -7,6 +7,7 @@ import pytest
 from temporalio.client import WorkflowHandle
 
 from careflow.auth import Role
+from store.models import Escalation
 from tests.conftest import Stack, token, wait_for
 from tests.console.conftest import console_client, csrf_of, read_audit, read_escalations
 from workflows.referral import ReferralPathwayWorkflow
@@ -102,34 +103,56 @@ async def test_action_without_valid_csrf_is_403_and_changes_nothing(stack: Stack
 async def test_actions_through_http(stack: Stack, escalated_flow) -> None:  # noqa: ANN001
     """Each action is a workflow update: a refusal is shown and changes nothing; a success is
     recorded in the timeline, the audit log and the escalation's resolved_by."""
-    flow = await escalated_flow()
-    escalation = next(e for e in read_escalations(stack, flow.flow_id) if e.resolved_at is None)
+    booked, moved = await escalated_flow(), await escalated_flow()
     async with console_client(stack, subject="coordinator-anna") as client:
         csrf = csrf_of((await client.get("/console/escalations")).text)
-        post = lambda action, **data: client.post(  # noqa: E731
-            f"/console/escalations/{escalation.id}/{action}", data={"csrf_token": csrf, "next": f"/console/flows/{flow.flow_id}", **data}, follow_redirects=True
-        )
-        refused = await post("extend-deadline", reason="", new_deadline="2049-01-01T10:00")
-        assert "The pathway refused this action: a reason is required" in refused.text
-        refused = await post("extend-deadline", reason="wait", new_deadline="not a date")
-        assert "is not a date and time" in refused.text
-        assert read_escalations(stack, flow.flow_id)[0].resolved_at is None
-        done = await post("complete-step", reason="booked by phone")
-        assert "Done: appointment recorded as done outside careflow" in done.text
 
-        async def resolved() -> bool:
-            row = next(e for e in read_escalations(stack, flow.flow_id) if e.id == escalation.id)
-            return row.resolved_at is not None
+        async def post(flow_id: str, action: str, **data: str) -> str:
+            escalation = read_escalations(stack, flow_id)[0]
+            response = await client.post(
+                f"/console/escalations/{escalation.id}/{action}", data={"csrf_token": csrf, "next": f"/console/flows/{flow_id}", **data}, follow_redirects=True
+            )
+            assert response.status_code == 200
+            return response.text
 
-        await wait_for(resolved)
-        row = next(e for e in read_escalations(stack, flow.flow_id) if e.id == escalation.id)
+        async def resolved(flow_id: str) -> Escalation:
+            async def done() -> Escalation | None:
+                row = read_escalations(stack, flow_id)[0]
+                return row if row.resolved_at is not None else None
+
+            return await wait_for(done)
+
+        assert "The pathway refused this action: a reason is required" in await post(booked.flow_id, "extend-deadline", reason=" ", new_deadline="2049-01-01T10:00")
+        assert "is not a date and time" in await post(booked.flow_id, "extend-deadline", reason="wait", new_deadline="not a date")
+        assert read_escalations(stack, booked.flow_id)[0].resolved_at is None
+        assert "Done: appointment recorded as done outside careflow" in await post(booked.flow_id, "complete-step", reason="booked by phone")
+        row = await resolved(booked.flow_id)
         assert row.resolved_by == "coordinator-anna" and "booked by phone" in (row.resolution or "")
-        actions = [a.action for a in read_audit(stack, flow.flow_id)]
+        actions = [a.action for a in read_audit(stack, booked.flow_id)]
         assert "console-extend-deadline-refused" in actions and "console-complete-step" in actions
-        # Cancel works while the pathway runs; afterwards the workflow refuses anything more.
-        cancelled = await post("cancel", reason="patient moved away")
-        assert "Done: cancellation requested" in cancelled.text
-        handle = stack.client.get_workflow_handle_for(ReferralPathwayWorkflow.run, flow.workflow_id)
+        # A stale page: the escalation is resolved, so nothing more is done through it.
+        assert "already resolved" in await post(booked.flow_id, "extend-deadline", reason="late click", new_deadline="2049-01-01T10:00")
+
+        assert "Done: cancellation requested" in await post(moved.flow_id, "cancel", reason="patient moved away")
+        handle = stack.client.get_workflow_handle_for(ReferralPathwayWorkflow.run, moved.workflow_id)
         assert (await handle.result()).status.value == "cancelled"
-        again = await post("resend", reason="try again")
-        assert "Nothing was changed" in again.text
+        row = await resolved(moved.flow_id)
+        assert row.resolved_by == "coordinator-anna" and row.resolution == "pathway cancelled"
+        assert any(a.action == "console-cancel" and "patient moved away" in a.detail for a in read_audit(stack, moved.flow_id))
+
+
+async def test_action_on_an_ended_workflow_is_explained(stack: Stack, escalated_flow) -> None:  # noqa: ANN001
+    """The read model can lag behind Temporal: an action on a workflow that has ended says so."""
+    flow = await escalated_flow()
+    await stack.client.get_workflow_handle(flow.workflow_id).terminate(reason="ended outside the console")
+    escalation = read_escalations(stack, flow.flow_id)[0]
+    async with console_client(stack) as client:
+        csrf = csrf_of((await client.get("/console/escalations")).text)
+        response = await client.post(
+            f"/console/escalations/{escalation.id}/extend-deadline",
+            data={"csrf_token": csrf, "reason": "more time", "new_deadline": "2049-01-01T10:00"},
+            follow_redirects=True,
+        )
+    assert response.status_code == 200
+    assert "could not take the action" in response.text and "Nothing was changed" in response.text
+    assert read_escalations(stack, flow.flow_id)[0].resolved_by is None
