@@ -58,6 +58,9 @@ async def test_coordinator_and_admin_log_in_and_out(stack: Stack, role: Role) ->
         assert cookie.path == "/console" and cookie.has_nonstandard_attr("HttpOnly")
         overview = await client.get("/console")
         assert overview.status_code == 200 and "Open escalations" in overview.text
+        for path in ("/console/flows?awaiting_ack=1", "/console/flows?escalated=1&sort=newest&page=2", "/console/flows?status=completed&overdue=0", "/console/escalations"):
+            assert (await client.get(path)).status_code == 200, path
+        assert "not understood" in (await client.get("/console/flows?page=0")).text
         # Logging out needs the CSRF token too.
         assert (await client.post("/console/logout")).status_code == 403
         assert (await client.post("/console/logout", data={"csrf_token": csrf_of(overview.text)})).status_code == 303
