@@ -47,8 +47,21 @@ def build_worker(client: Client, settings: Settings, *, http: httpx.AsyncClient,
     )
 
 
+async def connect_when_reachable(settings: Settings) -> Client:
+    """Connect to Temporal, waiting for it if it is not up yet (started after the worker, or
+    restarting): a worker that exits instead takes the relay with it, and `careflow dev` with it."""
+    delay = 0.5
+    while True:
+        try:
+            return await connect(settings)
+        except RuntimeError as err:  # the SDK's "Failed client connect"
+            log.warning("Temporal at %s not reachable (%s); retrying in %.1fs", settings.temporal_address, str(err).split(":")[0], delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10)
+
+
 async def run_worker(settings: Settings) -> None:
-    client = await connect(settings)
+    client = await connect_when_reachable(settings)
     async with AsyncExitStack() as stack:
         http = await stack.enter_async_context(httpx.AsyncClient(timeout=settings.send_timeout.total_seconds()))
         executor = stack.enter_context(ThreadPoolExecutor(max_workers=32))
