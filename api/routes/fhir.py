@@ -16,7 +16,7 @@ from api.deps import DirectoryDep, KeyRingDep, Partner, SessionDep
 from api.errors import FHIR_JSON, operation_outcome, outcome_response
 from careflow.delivery import DeliveryStatus
 from careflow.settings import Settings
-from messaging import MessageError, build_acknowledgement, needs_acknowledgement, parse_message, validate_message
+from messaging import MessageError, build_acknowledgement, decode_body, needs_acknowledgement, parse_message, validate_message
 from messaging.model import AckCode, MessageKind, ParsedMessage, ValidationIssue
 from store.models import Flow, InboundMessage, OutboundMessage, utcnow
 
@@ -41,7 +41,8 @@ async def process_message(request: Request, partner: Partner, session: SessionDe
     if len(body) > MAX_BODY:
         return outcome_response(413, "message too large")
     try:
-        parsed = parse_message(body, content_type)
+        as_json = decode_body(body, content_type)  # once: XML conversion is the costly part
+        parsed = parse_message(as_json)
     except MessageError as err:
         return outcome_response(400, [f"{i.rule}: {i.message}" for i in err.issues] or [str(err)], expression=[i.path for i in err.issues])
     if parsed.sender is None or (partner.sor and parsed.sender.sor != partner.sor):
@@ -52,7 +53,6 @@ async def process_message(request: Request, partner: Partner, session: SessionDe
         log.info("duplicate message %s: answering as the first time", parsed.message_header_id)
         return _stored_answer(existing)
 
-    as_json = _as_json(body, content_type, parsed)
     issues = validate_message(as_json)
     row = InboundMessage(
         message_header_id=parsed.message_header_id,
@@ -147,11 +147,3 @@ def _existing(session: Session, header_id: str) -> InboundMessage | None:
 
 def _stored_answer(row: InboundMessage) -> Response:
     return Response(content=row.answer_body, status_code=row.answer_status, media_type=FHIR_JSON)
-
-
-def _as_json(body: bytes, content_type: str, parsed: ParsedMessage) -> dict:
-    if "xml" in content_type:
-        from messaging import from_xml
-
-        return from_xml(body)
-    return json.loads(body)

@@ -73,7 +73,7 @@ async def test_duplicate_is_delivered_once_and_answered_the_same(stack: Stack) -
     assert state.received_header_ids.count(rows[0].message_header_id) == 1
     # The acknowledgement went back to the hospital once.
     await wait_for(lambda: _ack_sent(engine, rows[0].id))
-    await handle.cancel()
+    await handle.terminate("test finished")
 
 
 async def _ack_sent(engine, row_id: int) -> bool:  # noqa: ANN001
@@ -116,3 +116,26 @@ async def test_partner_cannot_send_as_another_organisation(stack: Stack) -> None
     response = await post(stack, appointment(str(uuid.uuid4())), sor="300000000000001")
     assert response.status_code == 403
     assert "sender" in operation_outcome(response)["issue"][0]["diagnostics"]
+
+
+async def test_xml_message_is_accepted_like_json(stack: Stack) -> None:
+    stack.simulator_app.state.simulator.behaviour.reply = False
+    try:
+        accepted = (await stack.api.post("/referrals", json=referral_payload("0505505123"), headers=stack.headers(Role.CLINICIAN))).json()
+    finally:
+        stack.simulator_app.state.simulator.behaviour.reply = True
+    from messaging import from_xml, to_xml
+    import json as _json
+
+    bundle = _json.loads(appointment(accepted["id"]))
+    xml = to_xml(bundle)
+    assert from_xml(xml)["id"] == bundle["id"]
+    response = await post(stack, xml, "application/fhir+xml; charset=utf-8")
+    assert response.status_code == 202, response.text
+    handle = stack.client.get_workflow_handle_for(ReferralPathwayWorkflow.run, f"referral-{accepted['id']}")
+
+    async def applied() -> bool:
+        return (await handle.query(ReferralPathwayWorkflow.pathway_state)).step == "test_result"
+
+    await wait_for(applied)
+    await handle.terminate("test finished")
