@@ -28,6 +28,25 @@ class MessageKind(StrEnum):
     HOMECARE_OBSERVATION = "homecareobservation-message"
 
 
+# What coordinators call each message, in English and Danish.
+MESSAGE_LABELS: dict[str, str] = {
+    "careflow-referral-message": "referral (henvisning)",
+    "careflow-appointment-message": "appointment (indkaldelse)",
+    "careflow-test-result-message": "test result (prøvesvar)",
+    "careflow-treatment-plan-message": "treatment plan (behandlingsplan)",
+    "careflow-cancellation-message": "cancellation (annullering)",
+    "acknowledgement-message": "acknowledgement (kvittering)",
+    "care-communication-message": "care communication (korrespondance)",
+    "hospital-notification-message": "hospital notification (sygehusadvis)",
+    "homecareobservation-message": "home-care observation (hjemmeplejeobservation)",
+}
+
+
+def message_label(kind: "MessageKind | str") -> str:
+    code = kind.value if isinstance(kind, StrEnum) else kind
+    return MESSAGE_LABELS.get(code, code)
+
+
 class AckCode(StrEnum):
     OK = "ok"
     TRANSIENT_ERROR = "transient-error"

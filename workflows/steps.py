@@ -17,7 +17,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.flows import FlowActivities
     from activities.messages import MessageActivities
     from activities.models import ActivityErrors, RecordStateRequest, SendMessageRequest, TimelineEvent
-    from messaging.model import AckCode, CancellationContent, Envelope, MessageKind, ReferralContent
+    from messaging.model import AckCode, CancellationContent, Envelope, MessageKind, ReferralContent, message_label
     from workflows.models import (
         ActionResult,
         CancelRequest,
@@ -121,7 +121,7 @@ class PathwayWorkflow:
             return
         if self.state is not None:
             self.state.received_header_ids.append(message.message_header_id)
-            detail = message.kind.value + (f" {message.response_code.value}" if message.response_code else "")
+            detail = message_label(message.kind) + (f" {message.response_code.value}" if message.response_code else "")
             self._event("received", self._step_for_kind(message.kind), detail + (f": {message.summary}" if message.summary else ""), message.message_header_id)
 
     @workflow.query
@@ -259,13 +259,13 @@ class PathwayWorkflow:
                 break
             if ack is not None and ack.response_code is AckCode.FATAL_ERROR:
                 outbound.ack_code = AckCode.FATAL_ERROR
-                await self.escalate(step.name, f"{step.kind.value} refused by the receiver (fatal-error acknowledgement)")
+                await self.escalate(step.name, f"{message_label(step.kind)} refused by the receiver (fatal-error acknowledgement)")
                 break
             if ack is not None:
                 outbound.ack_code = ack.response_code
             if attempt >= timings.max_resends:
                 reason = "transient-error acknowledgements" if ack else "no acknowledgement"
-                await self.escalate(step.name, f"{reason} after {attempt} resends of {step.kind.value}")
+                await self.escalate(step.name, f"{reason} after {attempt} resends of the {message_label(step.kind)}")
                 break
             attempt += 1
         self._finish_step(step.name, StepStatus.DONE, header_id)
@@ -283,7 +283,7 @@ class PathwayWorkflow:
             self._check_cancel()
             if step.kind in self._replies:
                 self._finish_step(step.name, StepStatus.DONE, self._replies[step.kind].message_header_id)
-                self._resolve_escalations(step.name, f"{step.kind.value} received")
+                self._resolve_escalations(step.name, f"{message_label(step.kind)} received")
                 break
             if step.name in self._done_outside:
                 request = self._done_outside[step.name]
@@ -296,7 +296,7 @@ class PathwayWorkflow:
             remaining = (state.deadline - workflow.now()) if state.deadline else None
             if remaining is not None and remaining <= timedelta(0) and state.status is not StepStatus.OVERDUE:
                 state.status = StepStatus.OVERDUE
-                await self.escalate(step.name, f"no {step.kind.value} by the deadline {state.deadline:%Y-%m-%d %H:%M} UTC")
+                await self.escalate(step.name, f"no {message_label(step.kind)} by its deadline")
                 continue
             changes = self._deadline_changes
             wait_for = remaining if remaining is not None and remaining > timedelta(0) else None
@@ -377,12 +377,12 @@ class PathwayWorkflow:
             )
         except Exception as err:  # ActivityError: the send failed for good
             cause = getattr(err, "cause", None) or err
-            await self.escalate(step.name, f"{step.kind.value} could not be sent: {cause}")
+            await self.escalate(step.name, f"{message_label(step.kind)} could not be sent: {cause}")
             return False
         outbound.bundle_ids.append(bundle_id)
         outbound.first_sent_at = outbound.first_sent_at or workflow.now()
         label = "sent" if attempt == 0 else f"resent (attempt {attempt + 1})"
-        self._event("sent", step.name, f"{step.kind.value} {label}", outbound.message_header_id, key=f"sent-{bundle_id}")
+        self._event("sent", step.name, f"{message_label(step.kind)} {label}", outbound.message_header_id, key=f"sent-{bundle_id}")
         return True
 
     async def _resend_last(self) -> None:

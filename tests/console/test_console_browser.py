@@ -136,7 +136,7 @@ async def test_coordinator_resolves_an_escalation_in_the_browser(stack: Stack, b
         # Escalation inbox: a deadline in the past is refused, with the pathway's own reason.
         await page.goto("/console/escalations")
         card = page.locator(f"article[data-escalation-id='{escalation.id}']")
-        await expect(card).to_contain_text("appointment-message by the deadline")
+        await expect(card).to_contain_text("no appointment (indkaldelse) by its deadline")
         await _shot(page, "07-escalation-inbox")
         await card.locator("summary", has_text="Extend deadline").click()
         await card.locator("input[name=new_deadline]").fill(_local(datetime.now(UTC) - timedelta(days=1)))

@@ -126,7 +126,7 @@ async def test_no_acknowledgement_means_two_resends_then_escalation(harness: Har
     assert all(m.http_status == 202 for m in outbound)
     assert harness.simulator.stats().resends_received == 2
     assert current.status is PathwayStatus.ESCALATED
-    assert [e.reason for e in current.escalations] == ["no acknowledgement after 2 resends of careflow-referral-message"]
+    assert [e.reason for e in current.escalations] == ["no acknowledgement after 2 resends of the referral (henvisning)"]
     assert [e.step for e in harness.escalations(current.flow_id)] == ["referral"]
     # The pathway goes on: it now waits for the appointment.
     assert current.step == "appointment"
@@ -159,7 +159,7 @@ async def test_late_appointment_escalates_then_completes(harness: Harness) -> No
     current = await state(handle)
     assert current.step == "appointment"
     assert current.steps[1].status is StepStatus.OVERDUE
-    assert len(current.open_escalations) == 1 and "careflow-appointment-message" in current.open_escalations[0].reason
+    assert len(current.open_escalations) == 1 and "appointment (indkaldelse)" in current.open_escalations[0].reason
     # Still waiting after the escalation: no second escalation for the same deadline.
     await harness.env.sleep(timedelta(days=5))
     assert len((await state(handle)).escalations) == 1
@@ -168,7 +168,7 @@ async def test_late_appointment_escalates_then_completes(harness: Harness) -> No
     result = await handle.result()
     assert result.status is PathwayStatus.COMPLETED and result.escalations == 1
     final = await state(handle)
-    assert final.escalations[0].resolution == "careflow-appointment-message received"
+    assert final.escalations[0].resolution == "appointment (indkaldelse) received"
     await record_history(harness.client, handle.id, "referral-late-appointment")
     assert [e.resolved_at is not None for e in harness.escalations(final.flow_id)] == [True]
 
