@@ -44,7 +44,7 @@ def _port(address: str) -> int:
     return int(address.rsplit(":", 1)[1])
 
 
-def run_dev(settings: Settings, *, demo_referrals: int) -> int:
+def run_dev(settings: Settings, *, demo_referrals: int, simulator_behaviour: str | None = None) -> int:
     data = Path(settings.data_dir)
     data.mkdir(parents=True, exist_ok=True)
     logs = data / "logs"
@@ -77,7 +77,7 @@ def run_dev(settings: Settings, *, demo_referrals: int) -> int:
         subprocess.run([sys.executable, "-m", "careflow", "migrate"], env=env, check=True)
         worker = start("worker", [sys.executable, "-m", "careflow", "worker"])
         api = start("api", [sys.executable, "-m", "careflow", "api"])
-        simulator = start("simulator", [sys.executable, "-m", "careflow", "simulator", "--behaviour", DEV_SIMULATOR])
+        simulator = start("simulator", [sys.executable, "-m", "careflow", "simulator", "--behaviour", simulator_behaviour or DEV_SIMULATOR])
         wait_for_port(settings.api_host, settings.api_port, 60, api)
         wait_for_port(settings.simulator_host, settings.simulator_port, 60, simulator)
         time.sleep(1)

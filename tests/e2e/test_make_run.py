@@ -1,0 +1,84 @@
+"""What `make run` promises: `careflow dev` starts every process, prints the URLs and tokens, takes the
+README's referral to completed, and Ctrl-C stops everything it started."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import free_port, write_directory
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_careflow_dev_runs_the_readme_referral_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    ports = {name: free_port() for name in ("temporal", "ui", "api", "simulator")}
+    api_url = f"http://127.0.0.1:{ports['api']}"
+    env = {
+        **os.environ,
+        "CAREFLOW_DATA_DIR": str(tmp_path / "data"),
+        "CAREFLOW_TEMPORAL_ADDRESS": f"127.0.0.1:{ports['temporal']}",
+        "CAREFLOW_TEMPORAL_UI_PORT": str(ports["ui"]),
+        "CAREFLOW_API_PORT": str(ports["api"]),
+        "CAREFLOW_PUBLIC_URL": api_url,
+        "CAREFLOW_SIMULATOR_PORT": str(ports["simulator"]),
+        "CAREFLOW_DIRECTORY_PATH": str(write_directory(tmp_path / "directory.json", api_url=api_url, simulator_url=f"http://127.0.0.1:{ports['simulator']}")),
+    }
+    dev = subprocess.Popen([sys.executable, "-m", "careflow", "dev", "--demo-referrals", "2"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    banner: list[str] = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = dev.stdout.readline()
+            if not line:
+                break
+            banner.append(line)
+            if line.startswith("Ctrl-C stops everything"):
+                break
+        text = "".join(banner)
+        assert "careflow is running." in text, text
+        for url in (f"{api_url}/docs", f"{api_url}/console", f"http://127.0.0.1:{ports['ui']}"):
+            assert url in text
+        token = subprocess.run([sys.executable, "-m", "careflow", "token", "--role", "clinician"], cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout
+        assert token.count("\n") == 1 and token.startswith("cf1."), "the token alone on stdout"
+        coordinator = subprocess.run([sys.executable, "-m", "careflow", "token", "--role", "coordinator"], cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout.strip()
+        with httpx.Client(timeout=30) as http:
+            demo = http.get(f"{api_url}/flows", headers={"Authorization": f"Bearer {coordinator}"}).json()
+            assert demo["total"] == 2, "demo data"
+            referral = json.loads((ROOT / "examples" / "referral.json").read_text())
+            response = http.post(f"{api_url}/referrals", json=referral, headers={"Authorization": f"Bearer {token.strip()}"})
+            assert response.status_code == 202, response.text
+            url = response.json()["url"]
+            status = None
+            for _ in range(120):
+                status = http.get(url, headers={"Authorization": f"Bearer {coordinator}"}).json()["status"]
+                if status == "completed":
+                    break
+                time.sleep(0.5)
+            assert status == "completed"
+    finally:
+        dev.send_signal(signal.SIGINT)
+        try:
+            dev.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            dev.kill()
+            raise
+    assert dev.returncode == 0
+    for name, port in ports.items():
+        assert not _listening(port), f"{name} still listening after Ctrl-C"
