@@ -91,11 +91,11 @@ async def send_acknowledgement(engine: Engine, http: httpx.AsyncClient, director
     try:
         response = await http.post(endpoint, content=ack_body.encode(), headers={"Content-Type": "application/fhir+json"})
     except httpx.HTTPError as err:
-        _count_ack_attempt(engine, message_id)
+        _count_attempt(engine, message_id, "ack_attempts")
         log.warning("acknowledgement of message %s not sent (%s): the relay will retry", message_id, type(err).__name__)
         return False
     if response.status_code >= 500:
-        _count_ack_attempt(engine, message_id)
+        _count_attempt(engine, message_id, "ack_attempts")
         return False
     with Session(engine) as session:
         session.exec(update(InboundMessage).where(col(InboundMessage.id) == message_id).values(ack_sent_at=utcnow()))
@@ -141,13 +141,8 @@ def _set_status(engine: Engine, message_id: int, status: str) -> None:
         session.commit()
 
 
-def _count_attempt(engine: Engine, message_id: int) -> None:
+def _count_attempt(engine: Engine, message_id: int, column: str = "delivery_attempts") -> None:
+    """One more failed try at delivering (or, with column="ack_attempts", acknowledging) a message."""
     with Session(engine) as session:
-        session.exec(update(InboundMessage).where(col(InboundMessage.id) == message_id).values(delivery_attempts=InboundMessage.delivery_attempts + 1))
-        session.commit()
-
-
-def _count_ack_attempt(engine: Engine, message_id: int) -> None:
-    with Session(engine) as session:
-        session.exec(update(InboundMessage).where(col(InboundMessage.id) == message_id).values(ack_attempts=InboundMessage.ack_attempts + 1))
+        session.exec(update(InboundMessage).where(col(InboundMessage.id) == message_id).values({column: getattr(InboundMessage, column) + 1}))
         session.commit()

@@ -6,8 +6,10 @@ from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from workflows.models import PathwayTimings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -15,16 +17,6 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEV_TOKEN_SECRET = "dev-token-secret-not-for-production"
 DEV_CODEC_KEYS = "dev1:Y2FyZWZsb3ctZGV2LWtleS1ub3QtZm9yLXByb2QhISE="  # 32 bytes, base64
 DEV_CPR_HASH_KEY = "dev-cpr-hash-key-not-for-production"
-
-
-class PathwayTimings(BaseModel):
-    """Deadlines and the resend rule of one pathway."""
-
-    ack_timeout: timedelta = timedelta(minutes=30)
-    max_resends: int = 2
-    appointment_deadline: timedelta = timedelta(days=30)
-    test_result_deadline: timedelta = timedelta(days=14)
-    treatment_plan_deadline: timedelta = timedelta(days=14)
 
 
 class Settings(BaseSettings):

@@ -13,7 +13,9 @@ from pydantic import BaseModel, Field
 from messaging.model import AckCode, MessageKind, Organization, PatientData
 
 
-class PathwayTimingsInput(BaseModel):
+class PathwayTimings(BaseModel):
+    """Deadlines and the resend rule of one pathway (set per pathway in settings)."""
+
     ack_timeout: timedelta = timedelta(minutes=30)
     max_resends: int = 2
     appointment_deadline: timedelta = timedelta(days=30)
@@ -31,7 +33,7 @@ class PathwayInput(BaseModel):
     receiving: Organization
     reason: str
     priority: str = "routine"
-    timings: PathwayTimingsInput = Field(default_factory=PathwayTimingsInput)
+    timings: PathwayTimings = Field(default_factory=PathwayTimings)
 
 
 class PathwayStatus(StrEnum):

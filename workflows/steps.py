@@ -78,7 +78,7 @@ class ReplyStep:
 
     name: str
     kind: MessageKind
-    deadline: str  # name of the timing in PathwayTimingsInput
+    deadline: str  # name of the timing in PathwayTimings
 
 
 class PathwayCancelled(Exception):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Form, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import func
 from sqlmodel import Session, col, select
@@ -112,75 +112,52 @@ def overview(request: Request, user: CurrentCoordinator, session: SessionDep) ->
 # ----- flow list ----------------------------------------------------------------------------
 
 
-def _list_context(
-    session: Session,
-    pathway: str | None,
-    step: str | None,
-    status: str | None,
-    overdue: str | None,
-    receiving_sor: str | None,
-    escalated: str | None,
-    awaiting_ack: str | None,
-    sort: str,
-    page: int,
-) -> dict:
+@dataclass
+class ListQuery:
+    """The flow list's query string: filters, sort and page (shared by the page and its table)."""
+
+    pathway: str | None = None
+    step: str | None = None
+    status: str | None = None
+    overdue: str | None = None
+    receiving_sor: str | None = None
+    escalated: str | None = None
+    awaiting_ack: str | None = None
+    sort: str = "deadline"
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1
+
+
+ListQueryDep = Annotated[ListQuery, Depends()]
+
+
+def _list_context(session: Session, query: ListQuery) -> dict:
     flt = ConsoleFilter(
-        pathway=pathway or None,
-        step=step or None,
-        status=status or None,
-        overdue=_flag(overdue),
-        receiving_sor=receiving_sor or None,
-        escalated=_flag(escalated),
-        awaiting_ack=_flag(awaiting_ack),
+        pathway=query.pathway or None,
+        step=query.step or None,
+        status=query.status or None,
+        overdue=_flag(query.overdue),
+        receiving_sor=query.receiving_sor or None,
+        escalated=_flag(query.escalated),
+        awaiting_ack=_flag(query.awaiting_ack),
     )
-    sort = sort if sort in SORTS else "deadline"
+    sort = query.sort if query.sort in SORTS else "deadline"
+    page = query.page
     items, total = list_flows(session, flt, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE, sort=sort)
-    params = {"pathway": pathway, "step": step, "status": status, "overdue": overdue, "receiving_sor": receiving_sor, "escalated": escalated, "awaiting_ack": awaiting_ack, "sort": sort}
+    params = {"pathway": query.pathway, "step": query.step, "status": query.status, "overdue": query.overdue, "receiving_sor": query.receiving_sor, "escalated": query.escalated, "awaiting_ack": query.awaiting_ack, "sort": sort}
     return {"items": items, "total": total, "page": page, "pages": max(1, math.ceil(total / PAGE_SIZE)), "params": params, "now": utcnow()}
 
 
-Page = Annotated[int, Query(ge=1, le=100_000)]
-
-
 @router.get("/flows", response_class=HTMLResponse)
-def flows(
-    request: Request,
-    user: CurrentCoordinator,
-    session: SessionDep,
-    directory: DirectoryDep,
-    pathway: str | None = None,
-    step: str | None = None,
-    status: str | None = None,
-    overdue: str | None = None,
-    receiving_sor: str | None = None,
-    escalated: str | None = None,
-    awaiting_ack: str | None = None,
-    sort: str = "deadline",
-    page: Page = 1,
-) -> Response:
+def flows(request: Request, user: CurrentCoordinator, session: SessionDep, directory: DirectoryDep, query: ListQueryDep) -> Response:
     """Pathways (no patient data), filtered, soonest deadline first, paginated; refreshes itself."""
-    context = _list_context(session, pathway, step, status, overdue, receiving_sor, escalated, awaiting_ack, sort, page)
+    context = _list_context(session, query)
     return render(request, "flows.html", {"user": user, "choices": _filter_choices(directory), "organisations": _names(directory), "search": None, **context})
 
 
 @router.get("/flows/table", response_class=HTMLResponse)
-def flows_table(
-    request: Request,
-    user: CurrentCoordinator,
-    session: SessionDep,
-    directory: DirectoryDep,
-    pathway: str | None = None,
-    step: str | None = None,
-    status: str | None = None,
-    overdue: str | None = None,
-    receiving_sor: str | None = None,
-    escalated: str | None = None,
-    awaiting_ack: str | None = None,
-    sort: str = "deadline",
-    page: Page = 1,
-) -> Response:
+def flows_table(request: Request, user: CurrentCoordinator, session: SessionDep, directory: DirectoryDep, query: ListQueryDep) -> Response:
     """The list's table alone, fetched by the page every few seconds."""
-    context = _list_context(session, pathway, step, status, overdue, receiving_sor, escalated, awaiting_ack, sort, page)
+    context = _list_context(session, query)
     return templates.TemplateResponse(request, "_flows_table.html", {"user": user, "organisations": _names(directory), "search": None, **context})
 
 

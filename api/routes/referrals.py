@@ -15,7 +15,7 @@ from careflow.crypto import cpr_lookup_hash
 from messaging import NotAccepted, UnknownOrganization
 from messaging.model import MessageKind, PatientData
 from store.models import AuditEntry, Flow
-from workflows.models import PathwayInput, PathwayTimingsInput
+from workflows.models import PathwayInput
 from workflows.registry import PATHWAYS
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,6 @@ async def create_referral(
     session.add(AuditEntry(actor=clinician.subject, role=clinician.role.value, action="create-referral", flow_id=flow_id))
     session.commit()
 
-    timings = settings.timings(definition.name)
     try:
         await temporal.start_workflow(
             definition.workflow.run,
@@ -80,7 +79,7 @@ async def create_referral(
                 receiving=receiving,
                 reason=referral.reason,
                 priority=referral.priority,
-                timings=PathwayTimingsInput(**timings.model_dump()),
+                timings=settings.timings(definition.name),
             ),
             id=flow.workflow_id,
             task_queue=settings.task_queue,

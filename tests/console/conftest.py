@@ -22,7 +22,7 @@ from messaging.model import PatientData
 from store.db import make_engine
 from store.models import AuditEntry, Escalation, Flow
 from tests.conftest import Stack, token, wait_for
-from workflows.models import PathwayInput, PathwayTimingsInput
+from workflows.models import PathwayInput, PathwayTimings
 from workflows.referral import ReferralPathwayWorkflow
 from workflows.registry import PATHWAYS
 
@@ -115,7 +115,7 @@ async def start_escalating_flow(stack: Stack, appointment_deadline: timedelta = 
                 referring=directory.get(GP_SOR).organization,
                 receiving=directory.get(HOSPITAL_SOR).organization,
                 reason=reason,
-                timings=PathwayTimingsInput(appointment_deadline=appointment_deadline),
+                timings=PathwayTimings(appointment_deadline=appointment_deadline),
             ),
             id=definition.workflow_id(flow_id),
             task_queue=settings.task_queue,
