@@ -72,15 +72,15 @@ async def process_message(request: Request, partner: Partner, session: SessionDe
         row.ack_code, row.ack_enc = ack_code.value, key_ring.encrypt_text(json.dumps(ack))
     session.add(row)
     try:
+        if parsed.kind is MessageKind.ACKNOWLEDGEMENT and parsed.response_identifier:
+            _record_acknowledgement(session, parsed)  # same transaction: a crash cannot split the two
         session.commit()  # durable before any answer
     except IntegrityError:
         # The same MessageHeader.id committed a moment ago (another request or API process).
         session.rollback()
         return _stored_answer(_existing(session, parsed.message_header_id))
-    if parsed.kind is MessageKind.ACKNOWLEDGEMENT and parsed.response_identifier:
-        _record_acknowledgement(session, parsed)
-    log.info("stored message %s (%s) from %s as %s", parsed.message_header_id, parsed.event_code, parsed.sender.sor, row.delivery_status)
     _maybe_crash_after_store(request.app.state.settings)
+    log.info("stored message %s (%s) from %s as %s", parsed.message_header_id, parsed.event_code, parsed.sender.sor, row.delivery_status)
     request.app.state.after_store(row.id)
     return _stored_answer(row)
 
@@ -131,14 +131,14 @@ def _accepted(parsed: ParsedMessage) -> dict:
 
 
 def _record_acknowledgement(session: Session, parsed: ParsedMessage) -> None:
-    """Mark the acknowledged outbound message (all its sends), for the coordinators' views."""
+    """Mark the acknowledged outbound message (all its sends), for the coordinators' views; the
+    caller commits it with the stored acknowledgement."""
     for sent in session.exec(select(OutboundMessage).where(OutboundMessage.message_header_id == parsed.response_identifier)).all():
         if sent.ack_code is None:
             sent.ack_code, sent.acked_at = parsed.response_code.value if parsed.response_code else None, utcnow()
             session.add(sent)
         else:
             log.info("late or duplicate acknowledgement for %s ignored", parsed.response_identifier)
-    session.commit()
 
 
 def _existing(session: Session, header_id: str) -> InboundMessage | None:
