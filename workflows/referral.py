@@ -33,5 +33,6 @@ class ReferralPathwayWorkflow(PathwayWorkflow):
     async def run(self, pathway_input: PathwayInput) -> PathwayResult:
         self.start(pathway_input)
         workflow.upsert_search_attributes([SA_PATHWAY.value_set(pathway_input.pathway)])
-        await self.record()
+        if not self.lean_projections:
+            await self.record()  # the API made the read-model row: nothing new to project yet
         return await self.run_steps()
