@@ -50,23 +50,28 @@ async def create_referral(
 
     flow_id = str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{clinician.subject}:{idempotency_key}")) if idempotency_key else str(uuid.uuid4())
     url = f"{settings.public_url}/flows/{flow_id}"
-    if session.get(Flow, flow_id) is not None:
-        raise HTTPException(409, f"this referral was already started: {url}")
     patient = PatientData(cpr=referral.patient.cpr, given_name=referral.patient.given_name, family_name=referral.patient.family_name)
-    flow = Flow(
-        id=flow_id,
-        workflow_id=definition.workflow_id(flow_id),
-        pathway=definition.name,
-        referring_sor=referring.sor,
-        receiving_sor=receiving.sor,
-        priority=referral.priority,
-        cpr_hash=cpr_lookup_hash(patient.cpr, settings.cpr_hash_key),
-        patient_enc=key_ring.encrypt_text(patient.model_dump_json()),
-        reason_enc=key_ring.encrypt_text(referral.reason),
-    )
-    session.add(flow)
-    session.add(AuditEntry(actor=clinician.subject, role=clinician.role.value, action="create-referral", flow_id=flow_id))
-    session.commit()
+    cpr_hash = cpr_lookup_hash(patient.cpr, settings.cpr_hash_key)
+    flow = session.get(Flow, flow_id)
+    if flow is None:
+        flow = Flow(
+            id=flow_id,
+            workflow_id=definition.workflow_id(flow_id),
+            pathway=definition.name,
+            referring_sor=referring.sor,
+            receiving_sor=receiving.sor,
+            priority=referral.priority,
+            cpr_hash=cpr_hash,
+            patient_enc=key_ring.encrypt_text(patient.model_dump_json()),
+            reason_enc=key_ring.encrypt_text(referral.reason),
+        )
+        session.add(flow)
+        session.add(AuditEntry(actor=clinician.subject, role=clinician.role.value, action="create-referral", flow_id=flow_id))
+        session.commit()
+    elif flow.cpr_hash != cpr_hash or flow.receiving_sor != receiving.sor:
+        raise HTTPException(409, "this Idempotency-Key was already used for another referral")
+    # else: a retry with the same Idempotency-Key. Its first attempt may have died before (or while)
+    # starting the workflow, so start it now; a workflow that did start answers 409 below.
 
     try:
         await temporal.start_workflow(
@@ -88,9 +93,11 @@ async def create_referral(
     except WorkflowAlreadyStartedError:
         raise HTTPException(409, f"this referral was already started: {url}") from None
     except Exception as err:
-        # Not started: take the row back so nothing half-accepted stays behind.
-        session.delete(flow)
-        session.commit()
+        # Unknown whether it started. With an Idempotency-Key the row stays: the client's retry
+        # starts the workflow or learns that it did. Without one, take the row back.
+        if idempotency_key is None:
+            session.delete(flow)
+            session.commit()
         log.error("could not start workflow for flow %s: %s", flow_id, type(err).__name__)
         raise HTTPException(503, "the workflow service is unreachable; the referral was not accepted, try again") from None
     response.headers["Location"] = url

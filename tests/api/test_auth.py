@@ -72,3 +72,33 @@ async def test_idempotency_key_starts_once(stack: Stack) -> None:
     second = await stack.api.post("/referrals", json=referral_payload("0404505123"), headers=headers)
     assert first.status_code == 202 and second.status_code == 409
     assert first.json()["url"] in second.json()["issue"][0]["diagnostics"]
+
+
+async def test_retry_with_idempotency_key_starts_a_referral_whose_first_attempt_died(stack: Stack) -> None:
+    """The API died between storing the flow and starting its workflow: the client's retry starts it."""
+    import uuid
+
+    from sqlmodel import Session
+
+    from api.routes.referrals import IDEMPOTENCY_NAMESPACE
+    from careflow.crypto import KeyRing, cpr_lookup_hash
+    from store.db import make_engine
+    from store.models import Flow
+    from workflows.referral import ReferralPathwayWorkflow
+
+    key = f"orphan-{uuid.uuid4()}"
+    flow_id = str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"test-clinician:{key}"))
+    key_ring = KeyRing.parse(stack.settings.codec_keys)
+    with Session(make_engine(stack.settings.sqlalchemy_url)) as session:
+        session.add(Flow(id=flow_id, workflow_id=f"referral-{flow_id}", pathway="referral", referring_sor="100000000000001", receiving_sor="200000000000001", cpr_hash=cpr_lookup_hash("0606505123", stack.settings.cpr_hash_key), patient_enc=key_ring.encrypt_text("{}"), reason_enc=key_ring.encrypt_text("r")))
+        session.commit()
+    headers = {**stack.headers(Role.CLINICIAN), "Idempotency-Key": key}
+    other_patient = await stack.api.post("/referrals", json=referral_payload("0707505123"), headers=headers)
+    assert other_patient.status_code == 409 and "another referral" in other_patient.text
+    retry = await stack.api.post("/referrals", json=referral_payload("0606505123"), headers=headers)
+    assert retry.status_code == 202, retry.text
+    assert retry.json()["id"] == flow_id
+    result = await stack.client.get_workflow_handle_for(ReferralPathwayWorkflow.run, f"referral-{flow_id}").result()
+    assert result.status.value == "completed"
+    again = await stack.api.post("/referrals", json=referral_payload("0606505123"), headers=headers)
+    assert again.status_code == 409
