@@ -82,3 +82,9 @@ def test_careflow_dev_runs_the_readme_referral_and_stops_on_ctrl_c(tmp_path: Pat
     assert dev.returncode == 0
     for name, port in ports.items():
         assert not _listening(port), f"{name} still listening after Ctrl-C"
+    logs = sorted((tmp_path / "data" / "logs").glob("*.log"))
+    assert {p.name for p in logs} >= {"api.log", "worker.log", "simulator.log", "temporal.log"}
+    written = "".join(p.read_text(errors="replace") for p in logs)
+    assert "POST /referrals" in written and "POST /fhir/" in written, "the logs saw the traffic"
+    for patient_data in (referral["patient"]["cpr"], referral["patient"]["family_name"], referral["patient"]["given_name"]):
+        assert patient_data not in written, "patient data in a log"
