@@ -86,7 +86,15 @@ def query_string(params: dict[str, Any], **changes: Any) -> str:
 
 
 templates = Jinja2Templates(directory=str(HERE / "templates"))
-templates.env.filters.update(local=local_time, iso=iso_time, term=term)
+def age(seconds: float) -> str:
+    """How long something has waited, coarsely: '45 s', '12 min', '3 h', '2 d'."""
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)} {unit}"
+    return f"{int(seconds)} s"
+
+
+templates.env.filters.update(local=local_time, iso=iso_time, term=term, age=age)
 templates.env.globals.update(query_string=query_string, json=json)
 
 

@@ -96,3 +96,9 @@ def test_flash_round_trip() -> None:
 )
 def test_redirects_stay_inside_the_console(url: str, expected: str) -> None:
     assert safe_next(url) == expected
+
+
+def test_age_is_coarse_and_readable() -> None:
+    from api.console.web import age
+
+    assert [age(s) for s in (5, 59, 60, 3599, 7200, 3 * 86400 + 5)] == ["5 s", "59 s", "1 min", "59 min", "2 h", "3 d"]
