@@ -35,6 +35,23 @@ def appointment(service_request_id: str, header_id: str | None = None) -> bytes:
     return to_json(build_message(MessageKind.APPOINTMENT, envelope, content))
 
 
+async def silent_referral(stack: Stack, cpr: str) -> dict:
+    """A referral the hospital acknowledges but never answers: the test plays its replies.
+    Replies stay off until the referral has reached the hospital (the send is asynchronous)."""
+    simulator = stack.simulator_app.state.simulator
+    simulator.behaviour.reply = False
+    try:
+        accepted = (await stack.api.post("/referrals", json=referral_payload(cpr), headers=stack.headers(Role.CLINICIAN))).json()
+
+        async def received() -> bool:
+            return any(sr == accepted["id"] for sr, _event in simulator.headers_per_step)
+
+        await wait_for(received)
+    finally:
+        simulator.behaviour.reply = True
+    return accepted
+
+
 def post(stack: Stack, body: bytes, content_type: str = "application/fhir+json", sor: str = HOSPITAL.sor):  # noqa: ANN201
     return stack.api.post("/fhir/$process-message", content=body, headers={**stack.headers(Role.PARTNER, sor), "Content-Type": content_type})
 
@@ -47,12 +64,7 @@ def operation_outcome(response) -> dict:  # noqa: ANN001
 
 
 async def test_duplicate_is_delivered_once_and_answered_the_same(stack: Stack) -> None:
-    # A flow whose hospital never answers, so the appointment below is ours to send.
-    stack.simulator_app.state.simulator.behaviour.reply = False
-    try:
-        accepted = (await stack.api.post("/referrals", json=referral_payload("0303505123"), headers=stack.headers(Role.CLINICIAN))).json()
-    finally:
-        stack.simulator_app.state.simulator.behaviour.reply = True
+    accepted = await silent_referral(stack, "0303505123")
     body = appointment(accepted["id"])
     first = await post(stack, body)
     second = await post(stack, body)
@@ -119,11 +131,7 @@ async def test_partner_cannot_send_as_another_organisation(stack: Stack) -> None
 
 
 async def test_xml_message_is_accepted_like_json(stack: Stack) -> None:
-    stack.simulator_app.state.simulator.behaviour.reply = False
-    try:
-        accepted = (await stack.api.post("/referrals", json=referral_payload("0505505123"), headers=stack.headers(Role.CLINICIAN))).json()
-    finally:
-        stack.simulator_app.state.simulator.behaviour.reply = True
+    accepted = await silent_referral(stack, "0505505123")
     from messaging import from_xml, to_xml
     import json as _json
 
