@@ -8,6 +8,7 @@ import hmac
 import os
 from dataclasses import dataclass
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 NONCE_BYTES = 12
@@ -44,7 +45,10 @@ class KeyRing:
             key = self.keys[key_id]
         except KeyError:
             raise ValueError(f"unknown key id {key_id!r}") from None
-        return key.decrypt(ciphertext[:NONCE_BYTES], ciphertext[NONCE_BYTES:], associated_data)
+        try:
+            return key.decrypt(ciphertext[:NONCE_BYTES], ciphertext[NONCE_BYTES:], associated_data)
+        except InvalidTag:
+            raise ValueError(f"ciphertext does not authenticate under key {key_id!r}") from None
 
     def encrypt_text(self, text: str) -> str:
         """Self-describing ciphertext for storing in a text column: `kid$base64`."""
