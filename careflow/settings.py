@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     # Outbound HTTP to partner systems
     send_timeout: timedelta = timedelta(seconds=10)
     relay_interval: timedelta = timedelta(seconds=2)
+    reconcile_interval: timedelta = timedelta(minutes=1)
 
     # Fault-injection hook for tests/faults: the API exits (os._exit) with this probability right
     # after storing an inbound message and before delivering it. Honoured only when env == "dev".

@@ -1,4 +1,5 @@
-"""The careflow worker: registers every pathway workflow and the activities, and runs the relay."""
+"""The careflow worker: registers every pathway workflow and the activities, and runs the relay and
+the reconciler of the read model."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from careflow.settings import Settings
 from careflow.temporal import connect
 from messaging import Directory
 from store.db import make_engine
-from workers.relay import Relay
+from workers.reconcile import Reconciler
+from workers.relay import Relay, repeat
 from workflows.registry import WORKFLOWS
 
 log = logging.getLogger(__name__)
@@ -68,11 +70,16 @@ async def run_worker(settings: Settings) -> None:
         worker = build_worker(client, settings, http=http, executor=executor)
         relay = Relay(make_engine(settings.sqlalchemy_url), client, http, Directory.load(settings.directory_path), KeyRing.parse(settings.codec_keys))
         log.info("worker polling task queue %s on %s", settings.task_queue, settings.temporal_address)
-        relay_task = asyncio.create_task(relay.run(settings.relay_interval))
+        reconciler = Reconciler(relay.engine, client)
+        background = [
+            asyncio.create_task(relay.run(settings.relay_interval)),
+            asyncio.create_task(repeat(reconciler.run_once, settings.reconcile_interval, "reconcile")),
+        ]
         try:
             await worker.run()
         finally:
-            relay_task.cancel()
+            for task in background:
+                task.cancel()
 
 
 def main() -> None:

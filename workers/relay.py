@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import httpx
@@ -21,6 +22,16 @@ log = logging.getLogger(__name__)
 
 # Leave the API a moment to deliver what it just stored before the relay steps in.
 GRACE = timedelta(seconds=3)
+
+
+async def repeat(one_pass: Callable[[], Awaitable[object]], interval: timedelta, name: str) -> None:
+    """Run a pass every `interval`, for as long as the worker runs; a failed pass is retried."""
+    while True:
+        try:
+            await one_pass()
+        except Exception:  # a background loop must outlive a bad pass (database restarting, ...)
+            log.exception("%s pass failed; retrying", name)
+        await asyncio.sleep(interval.total_seconds())
 
 
 class Relay:
@@ -46,12 +57,7 @@ class Relay:
         return delivered
 
     async def run(self, interval: timedelta) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except Exception:  # the relay must outlive a bad pass (database restarting, ...)
-                log.exception("relay pass failed; retrying")
-            await asyncio.sleep(interval.total_seconds())
+        await repeat(self.run_once, interval, "relay")
 
     def _flow_of(self, message_id: int) -> str | None:
         with Session(self.engine) as session:
