@@ -39,8 +39,9 @@ async def test_terminated_workflow_and_never_started_flow_are_marked_failed(stac
         await wait_for(waiting_for_appointment)
     finally:
         simulator.behaviour.reply = True
-    # A healthy running pathway is left alone.
-    assert await reconciler.run_once() == 0
+    # A healthy running pathway is left alone (other tests' ended workflows may be marked here).
+    await reconciler.run_once()
+    assert _flow(stack, accepted["id"]).status == "active"
     await handle.terminate("operator cleaned up")
     # An orphan row: the API died between storing it and starting its workflow, long ago.
     orphan_id = str(uuid.uuid4())
@@ -49,15 +50,12 @@ async def test_terminated_workflow_and_never_started_flow_are_marked_failed(stac
         session.add(Flow(id=orphan_id, workflow_id=f"referral-{orphan_id}", pathway="referral", referring_sor="100000000000001", receiving_sor="200000000000001", cpr_hash="h", patient_enc=key_ring.encrypt_text("{}"), reason_enc=key_ring.encrypt_text("r"), created_at=utcnow() - timedelta(minutes=10)))
         session.commit()
 
-    marked: list[int] = []
-
     async def reconciled() -> bool:  # visibility is eventually consistent
-        marked.append(await reconciler.run_once())
+        await reconciler.run_once()
         return _flow(stack, accepted["id"]).status == "failed"
 
     await wait_for(reconciled, timeout=30, interval=0.5)
     assert _flow(stack, orphan_id).status == "failed"
-    assert sum(marked) == 2
     with Session(engine) as session:
         details = {e.flow_id: e.detail for e in session.exec(select(FlowEvent).where(FlowEvent.kind == "failed")).all()}
         assert "terminated" in details[accepted["id"]] and "never started" in details[orphan_id]
