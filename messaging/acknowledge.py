@@ -15,7 +15,6 @@ from typing import Iterable
 
 from messaging.build import derived_id, destination, entry, organization_resource, provenance_resource, ref
 from messaging.bundle import (
-    as_dict,
     as_list,
     ReferenceIndex,
     fhir_instant,

@@ -32,7 +32,7 @@ class Reconciler:
         async for execution in self.client.list_workflows(ENDED_FROM_OUTSIDE, limit=limit):
             status = execution.status.name.lower() if execution.status else "closed"
             marked += self._mark(execution.id, f"workflow {status} outside the pathway")
-        for flow_id, workflow_id in self._unprojected(limit):
+        for workflow_id in self._unprojected(limit):
             try:
                 await self.client.get_workflow_handle(workflow_id).describe()
             except RPCError as err:
@@ -42,15 +42,15 @@ class Reconciler:
             log.warning("marked %d pathways as failed: they ended outside their own code", marked)
         return marked
 
-    def _unprojected(self, limit: int) -> list[tuple[str, str]]:
+    def _unprojected(self, limit: int) -> list[str]:
         """Rows the workflow has never projected into, older than a start could take."""
         with Session(self.engine) as session:
             rows = session.exec(
-                select(Flow.id, Flow.workflow_id)
+                select(Flow.workflow_id)
                 .where(Flow.state_version == 0, col(Flow.status).in_([FlowStatus.ACTIVE, FlowStatus.ESCALATED]), Flow.created_at < utcnow() - NEVER_STARTED_AFTER)
                 .limit(limit)
             ).all()
-        return [(flow_id, workflow_id) for flow_id, workflow_id in rows]
+        return list(rows)
 
     def _mark(self, workflow_id: str, reason: str) -> int:
         with Session(self.engine) as session:

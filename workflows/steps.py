@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.flows import FlowActivities
@@ -160,6 +161,8 @@ class PathwayWorkflow:
             raise ValueError("nothing has been sent yet")
         if self._resend is not None:
             raise ValueError("a resend is already under way")
+        if any(isinstance(s, OutboundStep) and s.name == self.state.step for s in self.steps):
+            raise ValueError("the message is still within its acknowledgement window: careflow resends it by itself")
 
     @workflow.update
     async def extend_deadline(self, request: ExtendDeadlineRequest) -> ActionResult:
@@ -386,8 +389,8 @@ class PathwayWorkflow:
                 MessageActivities.send_message, request, start_to_close_timeout=timedelta(seconds=30),
                 schedule_to_close_timeout=SEND_TIMEOUT, retry_policy=PARTNER_RETRY,
             )
-        except Exception as err:  # ActivityError: the send failed for good
-            cause = getattr(err, "cause", None) or err
+        except ActivityError as err:  # the send failed for good (refused, or retried past its time)
+            cause = err.cause or err
             await self.escalate(step.name, f"{message_label(step.kind)} could not be sent: {cause}")
             return False
         outbound.bundle_ids.append(bundle_id)

@@ -35,6 +35,7 @@ from workflows.models import (
     PathwayInput,
     PathwayState,
     PathwayStatus,
+    ResendRequest,
     StepStatus,
 )
 from workflows.referral import ReferralPathwayWorkflow
@@ -224,3 +225,21 @@ async def test_cancel_sends_a_cancellation_to_the_receiver(harness: Harness) -> 
     await record_history(harness.client, handle.id, "referral-cancelled")
     with pytest.raises((WorkflowUpdateFailedError, RPCError)):  # a closed workflow takes no update
         await handle.execute_update(ReferralPathwayWorkflow.cancel, CancelRequest(actor="coordinator-1", reason="again"))
+
+
+async def test_resend_is_refused_inside_the_acknowledgement_window_and_done_after(harness: Harness) -> None:
+    handle = await harness.start()
+    await wait_for(lambda: _has_sent(handle))
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await handle.execute_update(ReferralPathwayWorkflow.resend, ResendRequest(actor="coordinator-1", reason="partner asked"))
+    assert "acknowledgement window" in str(refused.value.cause)
+    await acknowledge(handle)
+    await harness.env.sleep(timedelta(minutes=1))
+    assert (await state(handle)).step == "appointment"
+    await handle.execute_update(ReferralPathwayWorkflow.resend, ResendRequest(actor="coordinator-1", reason="partner lost it"))
+    outbound = harness.outbound((await state(handle)).flow_id)
+    assert len(outbound) == 2 and len({m.message_header_id for m in outbound}) == 1 and len({m.bundle_id for m in outbound}) == 2
+
+
+async def _has_sent(handle: WorkflowHandle) -> bool:
+    return bool((await state(handle)).outbound)
