@@ -6,6 +6,7 @@ Used by the API right after storing a message, and by the relay for whatever is 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import timedelta
 
@@ -48,7 +49,32 @@ async def deliver(engine: Engine, client: Client, message_id: int) -> bool:
     """Signal one stored message to its workflow; True when it is delivered (now or before).
 
     The workflow ignores a MessageHeader.id it has applied, so a second delivery by the relay
-    racing the API has no effect."""
+    racing the API has no effect. Database I/O runs in a thread, off the event loop."""
+    target = await asyncio.to_thread(_delivery_target, engine, message_id)
+    if isinstance(target, bool):
+        return target
+    signal, workflow_id = target
+    try:
+        await client.get_workflow_handle(workflow_id).signal(PathwayWorkflow.message_received, signal)
+    except RPCError as err:
+        if err.status is RPCStatusCode.NOT_FOUND:
+            # The workflow has finished: nothing left to deliver to.
+            await asyncio.to_thread(_set_status, engine, message_id, DeliveryStatus.UNDELIVERABLE)
+            log.warning("message %s: workflow %s is closed", signal.message_header_id, workflow_id)
+            return False
+        await asyncio.to_thread(_count_attempt, engine, message_id)
+        log.warning("message %s not delivered yet (%s): the relay will retry", signal.message_header_id, err.status.name if err.status else err)
+        return False
+    except Exception as err:  # Temporal unreachable: stays stored, the relay delivers it later
+        await asyncio.to_thread(_count_attempt, engine, message_id)
+        log.warning("message %s not delivered yet (%s): the relay will retry", signal.message_header_id, type(err).__name__)
+        return False
+    await asyncio.to_thread(_set_status, engine, message_id, DeliveryStatus.DELIVERED)
+    return True
+
+
+def _delivery_target(engine: Engine, message_id: int) -> tuple[InboundMessageSignal, str] | bool:
+    """The signal and workflow id for a stored message, or whether it counts as delivered already."""
     with Session(engine) as session:
         message = session.get(InboundMessage, message_id)
         if message is None or message.delivery_status != DeliveryStatus.RECEIVED:
@@ -56,33 +82,15 @@ async def deliver(engine: Engine, client: Client, message_id: int) -> bool:
         flow = session.get(Flow, message.flow_id) if message.flow_id else None
         if flow is None:
             return False
-        signal, workflow_id = signal_for(message), flow.workflow_id
-    try:
-        await client.get_workflow_handle(workflow_id).signal(PathwayWorkflow.message_received, signal)
-    except RPCError as err:
-        if err.status is RPCStatusCode.NOT_FOUND:
-            # The workflow has finished: nothing left to deliver to.
-            _set_status(engine, message_id, DeliveryStatus.UNDELIVERABLE)
-            log.warning("message %s: workflow %s is closed", signal.message_header_id, workflow_id)
-            return False
-        _count_attempt(engine, message_id)
-        log.warning("message %s not delivered yet (%s): the relay will retry", signal.message_header_id, err.status.name if err.status else err)
-        return False
-    except Exception as err:  # Temporal unreachable: stays stored, the relay delivers it later
-        _count_attempt(engine, message_id)
-        log.warning("message %s not delivered yet (%s): the relay will retry", signal.message_header_id, type(err).__name__)
-        return False
-    _set_status(engine, message_id, DeliveryStatus.DELIVERED)
-    return True
+        return signal_for(message), flow.workflow_id
 
 
 async def send_acknowledgement(engine: Engine, http: httpx.AsyncClient, directory: Directory, key_ring: KeyRing, message_id: int) -> bool:
     """POST the acknowledgement stored with an inbound message to its sender's endpoint."""
-    with Session(engine) as session:
-        message = session.get(InboundMessage, message_id)
-        if message is None or message.ack_enc is None or message.ack_sent_at is not None:
-            return True
-        ack_body, sender = key_ring.decrypt_text(message.ack_enc), message.sender_sor
+    pending = await asyncio.to_thread(_unsent_acknowledgement, engine, key_ring, message_id)
+    if pending is None:
+        return True
+    ack_body, sender = pending
     try:
         endpoint = directory.get(sender).endpoint
     except UnknownOrganization:
@@ -91,18 +99,30 @@ async def send_acknowledgement(engine: Engine, http: httpx.AsyncClient, director
     try:
         response = await http.post(endpoint, content=ack_body.encode(), headers={"Content-Type": "application/fhir+json"})
     except httpx.HTTPError as err:
-        _count_attempt(engine, message_id, "ack_attempts")
+        await asyncio.to_thread(_count_attempt, engine, message_id, "ack_attempts")
         log.warning("acknowledgement of message %s not sent (%s): the relay will retry", message_id, type(err).__name__)
         return False
     if response.status_code >= 500:
-        _count_attempt(engine, message_id, "ack_attempts")
+        await asyncio.to_thread(_count_attempt, engine, message_id, "ack_attempts")
         return False
-    with Session(engine) as session:
-        session.exec(update(InboundMessage).where(col(InboundMessage.id) == message_id).values(ack_sent_at=utcnow()))
-        session.commit()
+    await asyncio.to_thread(_mark_acknowledgement_sent, engine, message_id)
     if response.status_code >= 400:
         log.warning("acknowledgement of message %s refused by %s with %s", message_id, sender, response.status_code)
     return True
+
+
+def _unsent_acknowledgement(engine: Engine, key_ring: KeyRing, message_id: int) -> tuple[str, str] | None:
+    with Session(engine) as session:
+        message = session.get(InboundMessage, message_id)
+        if message is None or message.ack_enc is None or message.ack_sent_at is not None:
+            return None
+        return key_ring.decrypt_text(message.ack_enc), message.sender_sor
+
+
+def _mark_acknowledgement_sent(engine: Engine, message_id: int) -> None:
+    with Session(engine) as session:
+        session.exec(update(InboundMessage).where(col(InboundMessage.id) == message_id).values(ack_sent_at=utcnow()))
+        session.commit()
 
 
 def undelivered(engine: Engine, older_than: timedelta, limit: int = 200) -> list[int]:

@@ -9,11 +9,13 @@ import random
 import uuid
 
 from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from api.deps import DirectoryDep, KeyRingDep, Partner, SessionDep
+from api.deps import KeyRingDep, Partner, SessionDep
 from api.errors import FHIR_JSON, operation_outcome, outcome_response
+from careflow.crypto import KeyRing
 from careflow.delivery import DeliveryStatus
 from careflow.settings import Settings
 from messaging import MessageError, build_acknowledgement, decode_body, needs_acknowledgement, parse_message, validate_message
@@ -32,7 +34,7 @@ MAX_BODY = 5 * 1024 * 1024
     status_code=202,
     responses={400: {"description": "unreadable message"}, 403: {"description": "sender is not the authenticated partner"}, 415: {"description": "unsupported content type"}, 422: {"description": "invalid message; a fatal-error acknowledgement follows"}},
 )
-async def process_message(request: Request, partner: Partner, session: SessionDep, key_ring: KeyRingDep, directory: DirectoryDep) -> Response:
+async def process_message(request: Request, partner: Partner, session: SessionDep, key_ring: KeyRingDep) -> Response:
     """Receive a message: store it durably, deliver it to its pathway, acknowledge it to the sender."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in ACCEPTED_TYPES:
@@ -48,11 +50,23 @@ async def process_message(request: Request, partner: Partner, session: SessionDe
     if parsed.sender is None or (partner.sor and parsed.sender.sor != partner.sor):
         return outcome_response(403, f"the MessageHeader sender must be the authenticated organisation (SOR {partner.sor})")
 
+    row, stored_now = await run_in_threadpool(_store, session, key_ring, parsed, as_json, body, content_type)
+    if stored_now:
+        _maybe_crash_after_store(request.app.state.settings)
+        log.info("stored message %s (%s) from %s as %s", parsed.message_header_id, parsed.event_code, parsed.sender.sor, row.delivery_status)
+        request.app.state.after_store(row.id)
+    else:
+        log.info("duplicate message %s: answering as the first time", parsed.message_header_id)
+    return _stored_answer(row)
+
+
+def _store(session: Session, key_ring: KeyRing, parsed: ParsedMessage, as_json: dict, body: bytes, content_type: str) -> tuple[InboundMessage, bool]:
+    """Validate, correlate and commit the message with its answer and acknowledgement (in a worker
+    thread: database I/O stays off the event loop). Returns the row and whether it is new; a
+    duplicate returns the row stored the first time."""
     existing = _existing(session, parsed.message_header_id)
     if existing is not None:
-        log.info("duplicate message %s: answering as the first time", parsed.message_header_id)
-        return _stored_answer(existing)
-
+        return existing, False
     issues = validate_message(as_json)
     row = InboundMessage(
         message_header_id=parsed.message_header_id,
@@ -78,11 +92,8 @@ async def process_message(request: Request, partner: Partner, session: SessionDe
     except IntegrityError:
         # The same MessageHeader.id committed a moment ago (another request or API process).
         session.rollback()
-        return _stored_answer(_existing(session, parsed.message_header_id))
-    _maybe_crash_after_store(request.app.state.settings)
-    log.info("stored message %s (%s) from %s as %s", parsed.message_header_id, parsed.event_code, parsed.sender.sor, row.delivery_status)
-    request.app.state.after_store(row.id)
-    return _stored_answer(row)
+        return _existing(session, parsed.message_header_id), False
+    return row, True
 
 
 def _maybe_crash_after_store(settings: Settings) -> None:

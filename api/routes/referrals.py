@@ -6,6 +6,7 @@ import logging
 import uuid
 
 from fastapi import APIRouter, Header, HTTPException, Response
+from fastapi.concurrency import run_in_threadpool
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
@@ -52,27 +53,35 @@ async def create_referral(
     url = f"{settings.public_url}/flows/{flow_id}"
     patient = PatientData(cpr=referral.patient.cpr, given_name=referral.patient.given_name, family_name=referral.patient.family_name)
     cpr_hash = cpr_lookup_hash(patient.cpr, settings.cpr_hash_key)
-    flow = session.get(Flow, flow_id)
-    if flow is None:
-        flow = Flow(
-            id=flow_id,
-            workflow_id=definition.workflow_id(flow_id),
-            pathway=definition.name,
-            referring_sor=referring.sor,
-            receiving_sor=receiving.sor,
-            priority=referral.priority,
-            cpr_hash=cpr_hash,
-            patient_enc=key_ring.encrypt_text(patient.model_dump_json()),
-            reason_enc=key_ring.encrypt_text(referral.reason),
-        )
-        session.add(flow)
-        session.add(AuditEntry(actor=clinician.subject, role=clinician.role.value, action="create-referral", flow_id=flow_id))
-        session.commit()
-    elif flow.cpr_hash != cpr_hash or flow.receiving_sor != receiving.sor:
-        raise HTTPException(409, "this Idempotency-Key was already used for another referral")
-    # else: a retry with the same Idempotency-Key. Its first attempt may have died before (or while)
-    # starting the workflow, so start it now; a workflow that did start answers 409 below.
+    def store_flow() -> Flow:
+        """The read-model row, committed before the workflow starts (in a worker thread)."""
+        flow = session.get(Flow, flow_id)
+        if flow is None:
+            flow = Flow(
+                id=flow_id,
+                workflow_id=definition.workflow_id(flow_id),
+                pathway=definition.name,
+                referring_sor=referring.sor,
+                receiving_sor=receiving.sor,
+                priority=referral.priority,
+                cpr_hash=cpr_hash,
+                patient_enc=key_ring.encrypt_text(patient.model_dump_json()),
+                reason_enc=key_ring.encrypt_text(referral.reason),
+            )
+            session.add(flow)
+            session.add(AuditEntry(actor=clinician.subject, role=clinician.role.value, action="create-referral", flow_id=flow_id))
+            session.commit()
+        elif flow.cpr_hash != cpr_hash or flow.receiving_sor != receiving.sor:
+            raise HTTPException(409, "this Idempotency-Key was already used for another referral")
+        # else: a retry with the same Idempotency-Key. Its first attempt may have died before (or
+        # while) starting the workflow, so start it now; a workflow that did start answers 409 below.
+        return flow
 
+    def take_back(flow: Flow) -> None:
+        session.delete(flow)
+        session.commit()
+
+    flow = await run_in_threadpool(store_flow)
     try:
         await temporal.start_workflow(
             definition.workflow.run,
@@ -96,8 +105,7 @@ async def create_referral(
         # Unknown whether it started. With an Idempotency-Key the row stays: the client's retry
         # starts the workflow or learns that it did. Without one, take the row back.
         if idempotency_key is None:
-            session.delete(flow)
-            session.commit()
+            await run_in_threadpool(take_back, flow)
         log.error("could not start workflow for flow %s: %s", flow_id, type(err).__name__)
         raise HTTPException(503, "the workflow service is unreachable; the referral was not accepted, try again") from None
     response.headers["Location"] = url
