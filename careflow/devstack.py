@@ -40,6 +40,12 @@ def wait_for_port(host: str, port: int, timeout: float, process: subprocess.Pope
     raise TimeoutError(f"nothing listening on {host}:{port} after {timeout:.0f}s")
 
 
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 def _port(address: str) -> int:
     return int(address.rsplit(":", 1)[1])
 
@@ -59,6 +65,9 @@ def run_dev(settings: Settings, *, demo_referrals: int, simulator_behaviour: str
         return process
 
     def stop_all() -> None:
+        # A second Ctrl-C (or SIGTERM) must not cut the shutdown short and leave servers behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for process in reversed(processes):
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
@@ -72,6 +81,9 @@ def run_dev(settings: Settings, *, demo_referrals: int, simulator_behaviour: str
     try:
         print("careflow: starting the Temporal dev server, worker, API and simulated partners …", flush=True)
         temporal_port = _port(settings.temporal_address)
+        busy = [f"{name} port {port}" for name, port in (("Temporal", temporal_port), ("Temporal UI", settings.temporal_ui_port), ("API", settings.api_port), ("simulator", settings.simulator_port)) if _listening(port)]
+        if busy:
+            raise RuntimeError(f"{', '.join(busy)} already in use: is another careflow running? Stop it, or set CAREFLOW_*_PORT")
         temporal = start("temporal", [temporal_cli(), *dev_server_args(settings, db_file=data / "temporal.db", port=temporal_port, ui_port=settings.temporal_ui_port)])
         wait_for_port("127.0.0.1", temporal_port, 60, temporal)
         subprocess.run([sys.executable, "-m", "careflow", "migrate"], env=env, check=True)

@@ -74,6 +74,8 @@ def test_careflow_dev_runs_the_readme_referral_and_stops_on_ctrl_c(tmp_path: Pat
             assert status == "completed"
     finally:
         dev.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        dev.send_signal(signal.SIGINT)  # an impatient second Ctrl-C must not leave servers behind
         try:
             dev.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -88,3 +90,14 @@ def test_careflow_dev_runs_the_readme_referral_and_stops_on_ctrl_c(tmp_path: Pat
     assert "POST /referrals" in written and "POST /fhir/" in written, "the logs saw the traffic"
     for patient_data in (referral["patient"]["cpr"], referral["patient"]["family_name"], referral["patient"]["given_name"]):
         assert patient_data not in written, "patient data in a log"
+
+
+def test_careflow_dev_refuses_to_start_beside_a_running_one(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "CAREFLOW_DATA_DIR": str(tmp_path), "CAREFLOW_API_PORT": str(port), "CAREFLOW_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}", "CAREFLOW_TEMPORAL_UI_PORT": str(free_port()), "CAREFLOW_SIMULATOR_PORT": str(free_port())}
+        result = subprocess.run([sys.executable, "-m", "careflow", "dev"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert f"API port {port} already in use" in result.stderr
