@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     dev = sub.add_parser("dev", help="run everything: Temporal dev server, worker, API, simulator, demo data")
     dev.add_argument("--demo-referrals", type=int, default=5, help="referrals to create at start when the store is empty")
-    dev.add_argument("--simulator-behaviour", default=None, help="JSON of simulator.app.Behaviour (default: 2 s answers, 1 in 10 unanswered)")
+    dev.add_argument("--simulator-behaviour", default=None, help="JSON of simulator.app.Behaviour (default: answers after 2 s; the demo lab never answers)")
     dev.set_defaults(func=cmd_dev)
     sub.add_parser("worker", help="run a worker (and the relay)").set_defaults(func=cmd_worker)
     api = sub.add_parser("api", help="run the HTTP API")

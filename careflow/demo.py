@@ -16,6 +16,9 @@ from careflow.settings import Settings
 
 REFERRING_SOR = "100000000000001"
 RECEIVING_SOR = "200000000000001"
+# The demo lab: under `make run` it acknowledges referrals but never answers (escalations to show).
+QUIET_SOR = "300000000000001"
+QUIET_SHARE = 0.1
 STEPS = ("referral", "appointment", "test_result", "treatment_plan")
 SETTLED = {"completed", "cancelled", "failed"}
 
@@ -29,11 +32,11 @@ def synthetic_cpr(rng: random.Random) -> str:
     return f"{rng.randint(1, 28):02d}{rng.randint(1, 12):02d}{rng.randint(30, 57):02d}{rng.randint(5, 8)}{rng.randint(0, 999):03d}"
 
 
-def referral_body(rng: random.Random) -> dict:
+def referral_body(rng: random.Random, receiving_sor: str = RECEIVING_SOR) -> dict:
     return {
         "patient": {"cpr": synthetic_cpr(rng), "given_name": rng.choice(GIVEN), "family_name": rng.choice(FAMILY)},
         "referring_sor": REFERRING_SOR,
-        "receiving_sor": RECEIVING_SOR,
+        "receiving_sor": receiving_sor,
         "reason": rng.choice(REASONS),
         "priority": rng.choice(["routine", "routine", "urgent"]),
     }
@@ -55,8 +58,9 @@ async def seed_demo(settings: Settings, count: int) -> None:
         if existing.status_code == 200 and existing.json()["total"] > 0:
             return
         rng = random.Random()
-        for _ in range(count):
-            await http.post("/referrals", json=referral_body(rng), headers={"Authorization": f"Bearer {clinician}"})
+        for i in range(count):
+            receiving = QUIET_SOR if i == count - 1 and count > 1 else RECEIVING_SOR  # one will escalate
+            await http.post("/referrals", json=referral_body(rng, receiving), headers={"Authorization": f"Bearer {clinician}"})
 
 
 def _bar(done: int, total: int, started: float) -> None:
@@ -80,7 +84,8 @@ async def run_demo(settings: Settings, *, referrals: int, api_url: str | None, c
             nonlocal failed_to_start
             try:
                 async with semaphore:
-                    response = await http.post("/referrals", json=referral_body(rng), headers={"Authorization": f"Bearer {clinician}"})
+                    receiving = QUIET_SOR if rng.random() < QUIET_SHARE else RECEIVING_SOR
+                    response = await http.post("/referrals", json=referral_body(rng, receiving), headers={"Authorization": f"Bearer {clinician}"})
             except httpx.HTTPError:
                 failed_to_start += 1
                 return

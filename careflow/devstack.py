@@ -23,8 +23,9 @@ DEV_TIMINGS = {
     "CAREFLOW_PATHWAYS__REFERRAL__TEST_RESULT_DEADLINE": "PT2M",
     "CAREFLOW_PATHWAYS__REFERRAL__TREATMENT_PLAN_DEADLINE": "PT2M",
 }
-# One referral in ten goes unanswered by the hospital: the console then has escalations to show.
-DEV_SIMULATOR = '{"no_reply_fraction": 0.1, "appointment_delay": 2, "test_result_delay": 2, "treatment_plan_delay": 2}'
+# The demo lab acknowledges referrals but never answers them: `careflow demo` sends it one referral
+# in ten, so the console has escalations to show, while referrals to the hospital always complete.
+DEV_SIMULATOR = '{"quiet_partners": ["300000000000001"], "appointment_delay": 2, "test_result_delay": 2, "treatment_plan_delay": 2}'
 
 
 def wait_for_port(host: str, port: int, timeout: float, process: subprocess.Popen | None = None) -> None:

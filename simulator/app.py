@@ -46,6 +46,10 @@ class Behaviour(BaseModel):
     ack_code: Literal["ok", "transient-error", "fatal-error", "none"] = "ok"
     reply: bool = True  # answer referrals with appointment, test result, treatment plan
     no_reply_fraction: float = 0.0  # this share of referrals is never answered (deadlines escalate)
+    quiet_partners: list[str] = []  # these SORs acknowledge referrals but never answer them
+
+    def answers_referral(self, partner_sor: str) -> bool:
+        return self.reply and partner_sor not in self.quiet_partners and random.random() >= self.no_reply_fraction
     appointment_delay: float = 0.5
     test_result_delay: float = 0.5
     treatment_plan_delay: float = 0.5
@@ -110,7 +114,7 @@ class PartnerSimulator:
             return  # a resend: acknowledged again, not answered twice
         if message.kind is MessageKind.CANCELLATION and message.service_request_id:
             self.cancelled.add(message.service_request_id)
-        elif message.kind is MessageKind.REFERRAL and self.behaviour.reply and random.random() >= self.behaviour.no_reply_fraction:
+        elif message.kind is MessageKind.REFERRAL and self.behaviour.answers_referral(partner_sor):
             self._spawn(self._answer_referral(partner_sor, message))
 
     async def _acknowledge(self, message: ParsedMessage, original: dict) -> None:

@@ -101,3 +101,17 @@ def test_careflow_dev_refuses_to_start_beside_a_running_one(tmp_path: Path) -> N
         result = subprocess.run([sys.executable, "-m", "careflow", "dev"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert f"API port {port} already in use" in result.stderr
+
+
+def test_demo_sends_some_referrals_to_the_quiet_lab() -> None:
+    import random
+
+    from careflow.demo import QUIET_SOR, RECEIVING_SOR, referral_body
+    from careflow.devstack import DEV_SIMULATOR
+    from simulator.app import Behaviour
+
+    assert referral_body(random.Random(1))["receiving_sor"] == RECEIVING_SOR
+    assert referral_body(random.Random(1), QUIET_SOR)["receiving_sor"] == QUIET_SOR
+    under_make_run = Behaviour.model_validate_json(DEV_SIMULATOR)
+    assert not under_make_run.answers_referral(QUIET_SOR)
+    assert all(under_make_run.answers_referral(RECEIVING_SOR) for _ in range(200)), "the hospital always answers under make run"
