@@ -54,22 +54,8 @@ def list_flows(session: Session, flt: FlowFilter, *, limit: int, offset: int, so
 
 
 def flow_public(flow: Flow) -> FlowPublic:
-    now = utcnow()
-    return FlowPublic(
-        id=flow.id,
-        pathway=flow.pathway,
-        status=flow.status,
-        step=flow.step,
-        referring_sor=flow.referring_sor,
-        receiving_sor=flow.receiving_sor,
-        priority=flow.priority,
-        next_deadline=flow.next_deadline,
-        overdue=bool(flow.next_deadline and flow.next_deadline < now and flow.status in ("active", "escalated")),
-        open_escalations=flow.open_escalations,
-        created_at=flow.created_at,
-        updated_at=flow.updated_at,
-        completed_at=flow.completed_at,
-    )
+    overdue = bool(flow.next_deadline and _aware(flow.next_deadline) < utcnow() and flow.status in ("active", "escalated"))
+    return FlowPublic(**flow.model_dump(include=set(FlowPublic.model_fields) - {"overdue"}), overdue=overdue)
 
 
 def flow_detail(session: Session, flow: Flow, key_ring: KeyRing) -> FlowDetail:
