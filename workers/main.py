@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
 
 import httpx
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 PASSTHROUGH = ("pydantic", "pydantic_core", "annotated_types", "messaging", "activities", "workflows.models", "careflow", "store", "httpx", "sqlalchemy", "sqlmodel")
 
 
-def build_worker(client: Client, settings: Settings, *, http: httpx.AsyncClient, executor: ThreadPoolExecutor, task_queue: str | None = None) -> Worker:
+def build_worker(client: Client, settings: Settings, *, http: httpx.AsyncClient, executor: ThreadPoolExecutor, task_queue: str | None = None, workflows: Sequence[type] = WORKFLOWS) -> Worker:
     engine = make_engine(settings.sqlalchemy_url)
     key_ring = KeyRing.parse(settings.codec_keys)
     directory = Directory.load(settings.directory_path)
@@ -40,7 +41,7 @@ def build_worker(client: Client, settings: Settings, *, http: httpx.AsyncClient,
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
-        workflows=WORKFLOWS,
+        workflows=workflows,
         activities=[messages.send_message, flows.record_state],
         activity_executor=executor,
         workflow_runner=SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)),

@@ -7,7 +7,7 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from messaging.model import MessageKind
     from workflows.models import PathwayInput, PathwayResult
-    from workflows.steps import SA_PATHWAY, OutboundStep, PathwayWorkflow, ReplyStep
+    from workflows.steps import OutboundStep, PathwayWorkflow, ReplyStep
 
 
 @workflow.defn
@@ -31,8 +31,4 @@ class ReferralPathwayWorkflow(PathwayWorkflow):
 
     @workflow.run
     async def run(self, pathway_input: PathwayInput) -> PathwayResult:
-        self.start(pathway_input)
-        workflow.upsert_search_attributes([SA_PATHWAY.value_set(pathway_input.pathway)])
-        if not self.lean_projections:
-            await self.record()  # the API made the read-model row: nothing new to project yet
-        return await self.run_steps()
+        return await self.run_pathway(pathway_input)

@@ -201,11 +201,8 @@ class PathwayWorkflow:
 
     # ----- step helpers -------------------------------------------------------------------
 
-    @property
-    def lean_projections(self) -> bool:
-        return self._lean_projections
-
-    def start(self, pathway_input: PathwayInput) -> None:
+    async def run_pathway(self, pathway_input: PathwayInput) -> PathwayResult:
+        """What a pathway's `run` does: set up its state, then run its declared steps."""
         self.input = pathway_input
         self._lean_projections = workflow.patched(LEAN_PROJECTIONS)
         self.state = PathwayState(
@@ -214,6 +211,10 @@ class PathwayWorkflow:
             step=self.steps[0].name,
             steps=[StepState(name=s.name) for s in self.steps],
         )
+        workflow.upsert_search_attributes([SA_PATHWAY.value_set(pathway_input.pathway)])
+        if not self._lean_projections:
+            await self.record()  # the API made the read-model row: nothing new to project yet
+        return await self.run_steps()
 
     async def run_steps(self) -> PathwayResult:
         """Run the declared steps in order, then complete. Cancellation ends it at any wait."""

@@ -1,0 +1,80 @@
+"""A second pathway is mostly declarations: a lab order (tests/workflows/lab_order.py, a dozen lines)
+runs on the same machinery with its own steps, deadline and escalation."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest_asyncio
+from sqlmodel import Session, select
+from temporalio.testing import WorkflowEnvironment
+
+from careflow.crypto import KeyRing
+from careflow.settings import Settings
+from messaging.model import AckCode, MessageKind, Organization, PatientData
+from simulator.app import Behaviour, create_simulator
+from store.db import make_engine, migrate
+from store.models import Escalation, Flow
+from tests.conftest import LoopbackServer, encrypted_client, free_port, wait_for, write_directory
+from workers.main import build_worker
+from workflows.models import InboundMessageSignal, PathwayInput, PathwayStatus, PathwayTimings
+from tests.workflows.lab_order import LabOrderWorkflow
+
+
+GP = Organization(sor="100000000000001", ean="5790010000019", name="Lægerne Nørrebro (demo GP)")
+LAB = Organization(sor="300000000000001", ean="5790030000013", name="Klinisk Biokemisk Afdeling, Demo Lab")
+
+
+@pytest_asyncio.fixture
+async def lab_order(time_skipping_server: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[tuple[WorkflowEnvironment, Settings]]:
+    port = free_port()
+    settings = Settings(data_dir=tmp_path, task_queue=f"careflow-{uuid.uuid4()}", directory_path=write_directory(tmp_path / "d.json", api_url="http://127.0.0.1:9", simulator_url=f"http://127.0.0.1:{port}"))
+    migrate(settings.sqlalchemy_url)
+    client = await encrypted_client(time_skipping_server, settings)
+    async with LoopbackServer(create_simulator(settings, Behaviour(ack_code="none", reply=False)), port), httpx.AsyncClient(timeout=10) as http:
+        with ThreadPoolExecutor(max_workers=4) as executor:
+            async with build_worker(client, settings, http=http, executor=executor, workflows=[LabOrderWorkflow]):
+                yield time_skipping_server, settings
+
+
+async def test_a_declared_pathway_runs_escalates_and_completes(lab_order: tuple[WorkflowEnvironment, Settings]) -> None:
+    env, settings = lab_order
+    client = await encrypted_client(env, settings)
+    flow_id = str(uuid.uuid4())
+    key_ring = KeyRing.parse(settings.codec_keys)
+    engine = make_engine(settings.sqlalchemy_url)
+    with Session(engine) as session:
+        session.add(Flow(id=flow_id, workflow_id=f"lab-order-{flow_id}", pathway="lab-order", referring_sor=GP.sor, receiving_sor=LAB.sor, cpr_hash="h", patient_enc=key_ring.encrypt_text("{}"), reason_enc=key_ring.encrypt_text("r")))
+        session.commit()
+    handle = await client.start_workflow(
+        LabOrderWorkflow.run,
+        PathwayInput(flow_id=flow_id, pathway="lab-order", patient=PatientData(cpr="0101505123"), referring=GP, receiving=LAB, reason="Lipidstatus", timings=PathwayTimings(test_result_deadline=timedelta(days=3))),
+        id=f"lab-order-{flow_id}",
+        task_queue=settings.task_queue,
+    )
+
+    async def sent() -> str | None:
+        state = await handle.query(LabOrderWorkflow.pathway_state)
+        return state.outbound[0].message_header_id if state.outbound else None
+
+    header_id = await wait_for(sent)
+
+    def signal(kind: MessageKind, **fields: object) -> InboundMessageSignal:
+        return InboundMessageSignal(message_header_id=str(uuid.uuid4()), kind=kind, sender_sor=LAB.sor, received_at=datetime.now(UTC), **fields)
+
+    await handle.signal(LabOrderWorkflow.message_received, signal(MessageKind.ACKNOWLEDGEMENT, response_to=header_id, response_code=AckCode.OK))
+    await env.sleep(timedelta(days=4))
+    state = await handle.query(LabOrderWorkflow.pathway_state)
+    assert state.step == "test_result" and [e.step for e in state.open_escalations] == ["test_result"]
+    await handle.signal(LabOrderWorkflow.message_received, signal(MessageKind.TEST_RESULT))
+    result = await handle.result()
+    assert result.status is PathwayStatus.COMPLETED and result.escalations == 1
+    with Session(engine) as session:
+        flow = session.get(Flow, flow_id)
+        assert (flow.status, flow.step) == ("completed", "completed")
+        assert [e.resolved_at is not None for e in session.exec(select(Escalation).where(Escalation.flow_id == flow_id)).all()] == [True]
