@@ -64,6 +64,8 @@ ACK_BEFORE_SEND_RETURNED = "ack-before-send-returned"
 # Project once per step change instead of twice (finishing a step and entering the next are one
 # projection): half the activities per pathway.
 LEAN_PROJECTIONS = "lean-projections"
+# A resend update answers once the read model shows it, so the console's next page is current.
+RESEND_ANSWERS_AFTER_PROJECTION = "resend-answers-after-projection"
 DATABASE_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10))
 RECORD_TIMEOUT = timedelta(seconds=30)
 
@@ -407,8 +409,12 @@ class PathwayWorkflow:
         self._event("action", outbound.step, f"resend requested: {self._resend.reason}", actor=self._resend.actor)
         await self._send(step, outbound, len(outbound.bundle_ids))
         self._resolve_escalations(outbound.step, f"resent by {self._resend.actor}: {self._resend.reason}")
-        self._resend = None
-        await self.record()
+        if workflow.patched(RESEND_ANSWERS_AFTER_PROJECTION):
+            await self.record()
+            self._resend = None  # answers the update: the read model already shows the resend
+        else:
+            self._resend = None
+            await self.record()
 
     async def _send_cancellation(self) -> None:
         assert self.state is not None

@@ -24,7 +24,7 @@ from careflow.settings import Settings
 from messaging.model import AckCode, MessageKind, Organization, PatientData
 from simulator.app import Behaviour, PartnerSimulator, create_simulator
 from store.db import make_engine, migrate
-from store.models import Escalation, Flow, OutboundMessage
+from store.models import Escalation, Flow, FlowEvent, OutboundMessage
 from tests.conftest import LoopbackServer, encrypted_client, free_port, record_history, wait_for, write_directory
 from workers.main import build_worker
 from workflows.models import (
@@ -110,7 +110,10 @@ async def harness(time_skipping_server: WorkflowEnvironment, tmp_path: Path) -> 
             async with build_worker(client, settings, http=http, executor=executor):
                 harness = Harness(time_skipping_server, client, settings, app.state.simulator, [])
                 yield harness
-                # Leave nothing open on the shared server: open work would hold its clock.
+                # Leave nothing open on the shared server: open work would hold its clock. Let
+                # in-flight activities finish first: the test server does not release its clock
+                # for an activity whose workflow is terminated while it runs.
+                await time_skipping_server.sleep(timedelta(seconds=1))
                 for handle in harness.started:
                     with contextlib.suppress(RPCError):  # already closed
                         await handle.terminate("test finished")
@@ -239,6 +242,13 @@ async def test_resend_is_refused_inside_the_acknowledgement_window_and_done_afte
     await handle.execute_update(ReferralPathwayWorkflow.resend, ResendRequest(actor="coordinator-1", reason="partner lost it"))
     outbound = harness.outbound((await state(handle)).flow_id)
     assert len(outbound) == 2 and len({m.message_header_id for m in outbound}) == 1 and len({m.bundle_id for m in outbound}) == 2
+    # The update answers once the read model shows the resend: the console's next page is current.
+    with Session(make_engine(harness.settings.sqlalchemy_url)) as session:
+        details = session.exec(select(FlowEvent.detail).where(FlowEvent.flow_id == outbound[0].flow_id)).all()
+    assert "resend requested: partner lost it" in details
+    await handle.execute_update(ReferralPathwayWorkflow.cancel, CancelRequest(actor="coordinator-1", reason="test over"))
+    await handle.result()
+    await record_history(harness.client, handle.id, "referral-resent-then-cancelled")
 
 
 async def _has_sent(handle: WorkflowHandle) -> bool:
