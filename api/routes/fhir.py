@@ -33,6 +33,18 @@ MAX_BODY = 5 * 1024 * 1024
     "/$process-message",
     status_code=202,
     responses={400: {"description": "unreadable message"}, 403: {"description": "sender is not the authenticated partner"}, 415: {"description": "unsupported content type"}, 422: {"description": "invalid message; a fatal-error acknowledgement follows"}},
+    # The body is read raw (JSON or XML), so describe it for partner developers here.
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "A MedCom FHIR message: a Bundle of type `message` whose first entry is the MessageHeader. "
+            "The MessageHeader's sender must be the authenticated partner's organisation (SOR).",
+            "content": {
+                "application/fhir+json": {"schema": {"type": "object", "required": ["resourceType", "type", "entry"]}},
+                "application/fhir+xml": {"schema": {"type": "string"}},
+            },
+        }
+    },
 )
 async def process_message(request: Request, partner: Partner, session: SessionDep, key_ring: KeyRingDep) -> Response:
     """Receive a message: store it durably, deliver it to its pathway, acknowledge it to the sender."""

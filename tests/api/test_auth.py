@@ -102,3 +102,10 @@ async def test_retry_with_idempotency_key_starts_a_referral_whose_first_attempt_
     assert result.status.value == "completed"
     again = await stack.api.post("/referrals", json=referral_payload("0606505123"), headers=headers)
     assert again.status_code == 409
+
+
+async def test_openapi_describes_the_inbound_message_body(stack: Stack) -> None:
+    spec = (await stack.api.get("/openapi.json")).json()
+    body = spec["paths"]["/fhir/$process-message"]["post"]["requestBody"]
+    assert set(body["content"]) == {"application/fhir+json", "application/fhir+xml"}
+    assert {"/referrals", "/flows", "/flows/{flow_id}", "/healthz", "/readyz"} <= set(spec["paths"])
