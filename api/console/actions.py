@@ -8,10 +8,12 @@ who resolved the escalation.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from sqlmodel import Session, col, select
 from temporalio.client import Client, WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
@@ -79,6 +81,24 @@ def _mark_resolved_by(session: Session, flow: Flow, action: Action, escalation: 
         session.add(row)
 
 
+def _load(session: Session, escalation_id: int) -> tuple[Escalation, Flow]:
+    escalation = session.get(Escalation, escalation_id)
+    if escalation is None:
+        raise HTTPException(404, f"There is no escalation {escalation_id}.")
+    flow = session.get(Flow, escalation.flow_id)
+    if flow is None:
+        raise HTTPException(404, f"There is no flow {escalation.flow_id}.")
+    return escalation, flow
+
+
+def _audit(session: Session, entry: AuditEntry, also: Callable[[], None] | None = None) -> None:
+    """Write the audit entry (and whatever goes with it) in one transaction, in a worker thread."""
+    session.add(entry)
+    if also is not None:
+        also()
+    session.commit()
+
+
 @router.post("/escalations/{escalation_id}/{action}")
 async def act_on_escalation(
     request: Request,
@@ -93,12 +113,7 @@ async def act_on_escalation(
 ) -> Response:
     """Resend, extend the deadline, record the step done outside careflow, or cancel the pathway."""
     back = safe_next(next)
-    escalation = session.get(Escalation, escalation_id)
-    if escalation is None:
-        raise HTTPException(404, f"There is no escalation {escalation_id}.")
-    flow = session.get(Flow, escalation.flow_id)
-    if flow is None:
-        raise HTTPException(404, f"There is no flow {escalation.flow_id}.")
+    escalation, flow = await run_in_threadpool(_load, session, escalation_id)
     if escalation.resolved_at is not None:
         # A stale page: the pathway has moved on since it was loaded.
         return flash_redirect(request, back, "error", f"This escalation was already resolved ({escalation.resolution or 'no detail'}). Nothing was changed.")
@@ -113,8 +128,7 @@ async def act_on_escalation(
         result = await _update(temporal, flow, action, escalation, user, reason, deadline)
     except WorkflowUpdateFailedError as err:
         refusal = _refusal(err)
-        session.add(AuditEntry(actor=user.subject, role=user.role, action=f"console-{action}-refused", flow_id=flow.id, detail=f"{audit_detail} — refused: {refusal}"))
-        session.commit()
+        await run_in_threadpool(_audit, session, AuditEntry(actor=user.subject, role=user.role, action=f"console-{action}-refused", flow_id=flow.id, detail=f"{audit_detail} — refused: {refusal}"))
         return flash_redirect(request, back, "error", f"The pathway refused this action: {refusal}. Nothing was changed.")
     except WorkflowUpdateRPCTimeoutOrCancelledError:
         log.warning("console %s on flow %s: no answer from Temporal in time", action, flow.id)
@@ -122,8 +136,6 @@ async def act_on_escalation(
     except RPCError as err:
         log.warning("console %s on flow %s failed: %s", action, flow.id, err.status.name if err.status else "rpc error")
         return flash_redirect(request, back, "error", f"The workflow service could not take the action ({err.message}). Nothing was changed.")
-    session.add(AuditEntry(actor=user.subject, role=user.role, action=f"console-{action}", flow_id=flow.id, detail=audit_detail))
-    _mark_resolved_by(session, flow, action, escalation, user.subject)
-    session.commit()
+    await run_in_threadpool(_audit, session, AuditEntry(actor=user.subject, role=user.role, action=f"console-{action}", flow_id=flow.id, detail=audit_detail), lambda: _mark_resolved_by(session, flow, action, escalation, user.subject))
     log.info("console %s on flow %s by %s", action, flow.id, user.subject)
     return flash_redirect(request, back, "ok", f"Done: {result.detail}.")
