@@ -125,13 +125,14 @@ def _mark_acknowledgement_sent(engine: Engine, message_id: int) -> None:
         session.commit()
 
 
-def undelivered(engine: Engine, older_than: timedelta, limit: int = 200) -> list[int]:
-    """Stored messages not yet delivered, in arrival order (which is per-flow order too)."""
+def undelivered(engine: Engine, older_than: timedelta, limit: int = 200) -> list[tuple[int, str]]:
+    """(message id, flow id) of stored messages not yet delivered, in arrival order (which is
+    per-flow order too)."""
     cutoff = utcnow() - older_than
     with Session(engine) as session:
         return list(
             session.exec(
-                select(InboundMessage.id)
+                select(InboundMessage.id, InboundMessage.flow_id)
                 .where(InboundMessage.delivery_status == DeliveryStatus.RECEIVED, col(InboundMessage.flow_id).is_not(None), InboundMessage.received_at <= cutoff)
                 .order_by(col(InboundMessage.id))
                 .limit(limit)

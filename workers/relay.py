@@ -10,13 +10,11 @@ from datetime import timedelta
 
 import httpx
 from sqlalchemy import Engine
-from sqlmodel import Session
 from temporalio.client import Client
 
 from careflow.crypto import KeyRing
 from careflow.delivery import deliver, send_acknowledgement, undelivered, unsent_acknowledgements
 from messaging import Directory
-from store.models import InboundMessage
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +40,7 @@ class Relay:
         """One pass; returns how many messages it delivered."""
         delivered = 0
         blocked_flows: set[str] = set()
-        for message_id in await asyncio.to_thread(undelivered, self.engine, grace):
-            flow_id = await asyncio.to_thread(self._flow_of, message_id)
+        for message_id, flow_id in await asyncio.to_thread(undelivered, self.engine, grace):
             if flow_id in blocked_flows:
                 continue  # keep per-flow order: nothing overtakes a message that failed
             if await deliver(self.engine, self.client, message_id):
@@ -58,8 +55,3 @@ class Relay:
 
     async def run(self, interval: timedelta) -> None:
         await repeat(self.run_once, interval, "relay")
-
-    def _flow_of(self, message_id: int) -> str | None:
-        with Session(self.engine) as session:
-            message = session.get(InboundMessage, message_id)
-            return message.flow_id if message else None
