@@ -124,7 +124,7 @@ class PathwayWorkflow:
         elif message.kind not in self._replies:
             self._replies[message.kind] = message
         else:
-            workflow.logger.info("ignoring a second %s reply", message.kind.value)
+            workflow.logger.info("ignoring a second %s reply %s", message.kind.value, message.message_header_id)
             return
         if self.state is not None:
             self.state.received_header_ids.append(message.message_header_id)

@@ -20,6 +20,8 @@ class Inbound:
     flow_id: str | None
     event_code: str
     delivery_status: str
+    received_at: str = ""  # for the problem report only
+    delivery_attempts: int = 0
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class FlowOutcome:
 
     state: PathwayState | None
     closed: bool = False
+    signalled: dict[str, str] = field(default_factory=dict)  # header id -> when its signal entered the history
 
 
 @dataclass
@@ -51,6 +54,7 @@ class Summary:
     delivered_twice: list[str] = field(default_factory=list)  # header ids applied more than once
     sent_twice: list[str] = field(default_factory=list)  # "flow|step|event": more than one header id built
     late_acknowledgements: int = 0  # acks that reached a closed workflow: nothing left to apply them to
+    report: list[str] = field(default_factory=list)  # one line per problem message or flow, to explain a failure
 
     def line(self) -> str:
         return (
@@ -68,7 +72,27 @@ class Summary:
             values = getattr(self, name)
             if values:
                 parts.append(f"{name}: {values[:10]}")
-        return "; ".join(parts)
+        return "; ".join(parts) + ("\n" + "\n".join(self.report) if self.report else "")
+
+
+def describe_flow(flow_id: str, outcome: FlowOutcome | None) -> str:
+    """A flow's own state in one line, without patient data: status, step, steps, what it applied."""
+    if outcome is None or outcome.state is None:
+        return f"flow {flow_id}: no workflow state"
+    state = outcome.state
+    steps = ",".join(f"{s.name}={s.status.value}" for s in state.steps)
+    escalations = "; ".join(e.reason for e in state.open_escalations)
+    return (
+        f"flow {flow_id}: {state.status.value}{' (closed)' if outcome.closed else ''} at {state.step or '-'} [{steps}], "
+        f"applied {len(state.received_header_ids)} messages" + (f", open escalations: {escalations}" if escalations else "")
+    )
+
+
+def describe_message(message: Inbound) -> str:
+    return (
+        f"message {message.message_header_id} kind {message.event_code} flow {message.flow_id} status {message.delivery_status} "
+        f"attempts {message.delivery_attempts} received {message.received_at or '?'}"
+    )
 
 
 def account(
@@ -93,6 +117,7 @@ def account(
         state = outcome.state if outcome else None
         if state is None:
             summary.unsettled.append(flow_id)
+            summary.report.append(f"unsettled: {describe_flow(flow_id, outcome)}")
             continue
         if state.status is PathwayStatus.COMPLETED:
             summary.completed += 1
@@ -100,8 +125,11 @@ def account(
             summary.escalated += 1
         else:
             summary.unsettled.append(flow_id)
+            summary.report.append(f"unsettled: {describe_flow(flow_id, outcome)}")
         counts = Counter(state.received_header_ids)
-        summary.delivered_twice += [h for h, n in counts.items() if n > 1]
+        twice = [h for h, n in counts.items() if n > 1]
+        summary.delivered_twice += twice
+        summary.report += [f"delivered twice: {h} in {describe_flow(flow_id, outcome)}" for h in twice]
 
     applied = {f: set(o.state.received_header_ids) for f, o in outcomes.items() if o.state is not None}
     for message in inbound:
@@ -114,11 +142,15 @@ def account(
             summary.late_acknowledgements += 1
             continue
         summary.lost.append(message.message_header_id)
+        signal = (outcome.signalled.get(message.message_header_id) if outcome else None) or "none"
+        summary.report.append(f"lost: {describe_message(message)}; signal in history: {signal}; {describe_flow(message.flow_id, outcome)}")
 
     headers: dict[tuple[str, str, str], set[str]] = defaultdict(set)
     for row in outbound:
         headers[(row.flow_id or "", row.step, row.event_code)].add(row.message_header_id)
-    summary.sent_twice += sorted("|".join(key) for key, ids in headers.items() if len(ids) > 1)
+    twice = sorted("|".join(key) for key, ids in headers.items() if len(ids) > 1)
+    summary.sent_twice += twice
+    summary.report += [f"sent twice: {key} as {sorted(headers[tuple(key.split('|'))])}" for key in twice]
     # The partners' own count (service request | event with more than one header id seen).
     summary.sent_twice += sorted(f"partner:{key}" for key, n in (partner_headers_per_step or {}).items() if n > 1)
     return summary

@@ -3,14 +3,18 @@ processes, while the worker is SIGKILLed, the Temporal dev server restarted, the
 storing and signalling, and the partners refuse connections, answer 503, stall and post every
 message two or three times. Then the message store is compared with the workflows' own state.
 
-Bounded by default (about 20 pathways); `make faults` (CAREFLOW_FAULTS_FULL=1) runs 200 or more.
-Fixed seeds: the fault schedule and the synthetic patients are the same on every run."""
+Bounded by default (about 20 pathways); `make faults` (CAREFLOW_FAULTS_FULL=1) runs 200 or more,
+then again contended (CAREFLOW_FAULTS_CONTENDED=1: CPU-bound hog processes beside the stack for the
+whole chaos phase, as on a busy machine). Fixed seeds: the fault schedule and the synthetic patients
+are the same on every run. When the check fails it reports every problem message and its flow."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import random
+import subprocess
+import sys
 import time
 import uuid
 from collections import Counter
@@ -31,6 +35,7 @@ from store.models import Flow, InboundMessage, OutboundMessage
 from tests.conftest import token
 from tests.faults.accounting import FlowOutcome, Inbound, Outbound, account
 from tests.faults.processes import ProcessStack
+from workflows.models import InboundMessageSignal
 from workflows.referral import ReferralPathwayWorkflow
 
 pytestmark = [pytest.mark.faults, pytest.mark.e2e]
@@ -41,6 +46,8 @@ PATHWAYS = int(os.environ.get("CAREFLOW_FAULTS_PATHWAYS", 200 if FULL else 20))
 CHAOS_SECONDS = 240 if FULL else 50  # faults are injected this long, referrals created over most of it
 SETTLE_SECONDS = 900 if FULL else 150  # then this long at most for every flow to end or escalate
 API_CRASH_RATIO = 0.02 if FULL else 0.05
+CONTENDED = os.environ.get("CAREFLOW_FAULTS_CONTENDED") == "1"
+HOGS = int(os.environ.get("CAREFLOW_FAULTS_HOGS", os.cpu_count() or 2))  # CPU-bound processes in contended mode
 
 TIMINGS = {
     "CAREFLOW_PATHWAYS__REFERRAL__ACK_TIMEOUT": "PT10S",
@@ -236,6 +243,8 @@ async def test_nothing_lost_nothing_twice(processes: ProcessStack) -> None:
                 await asyncio.sleep(spacing)
             return list(await asyncio.gather(*tasks))
 
+        hogs = _start_hogs(HOGS) if CONTENDED else []
+        faults.injected["cpu hogs"] = len(hogs)
         supervisor = asyncio.create_task(supervise())
         chaos_task = asyncio.create_task(chaos())
         try:
@@ -249,6 +258,7 @@ async def test_nothing_lost_nothing_twice(processes: ProcessStack) -> None:
             await control(failure="none")
             await asyncio.wait_for(supervisor, timeout=120)
         finally:
+            _stop_hogs(hogs)
             chaos_over.set()
             chaos_task.cancel()
             supervisor.cancel()
@@ -277,7 +287,7 @@ async def test_nothing_lost_nothing_twice(processes: ProcessStack) -> None:
         engine.dispose()
     elapsed = time.monotonic() - started
     print()
-    print(summary.line())
+    print(summary.line() + (" (contended)" if CONTENDED else ""))
     print(
         f"faults: injected {dict(sorted(faults.injected.items()))}, api starts {processes.restarts.get('api', 0)}, "
         f"worker starts {processes.restarts.get('worker', 0)}, temporal starts {processes.restarts.get('temporal', 0)}; "
@@ -289,18 +299,51 @@ async def test_nothing_lost_nothing_twice(processes: ProcessStack) -> None:
     reasons = Counter(e.reason.split(" by the deadline")[0] for o in outcomes.values() if o.state for e in o.state.open_escalations)
     print(f"faults: open escalations {dict(reasons)}")
     assert not unrecorded, f"the coordinators' view misses these acknowledgements: {unrecorded[:10]}"
+    if not summary.ok:
+        print(summary.problems())
+        print(_log_lines_about(processes, summary.lost + summary.delivered_twice))
     assert summary.ok, summary.problems() + "\n" + "\n".join(f"--- {n}\n{processes.log_tail(n, 15)}" for n in ("worker", "api"))
+
+
+def _start_hogs(count: int) -> list[subprocess.Popen]:
+    """CPU-bound processes at the stack's own priority: every careflow process gets less CPU and
+    later than it expects, as on a machine shared with other work."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True) for _ in range(count)]
+
+
+def _stop_hogs(hogs: list[subprocess.Popen]) -> None:
+    for hog in hogs:
+        hog.kill()
+    for hog in hogs:
+        hog.wait(timeout=10)
+
+
+def _log_lines_about(processes: ProcessStack, header_ids: list[str], per_message: int = 12) -> str:
+    """What each process logged about each problem message (header ids are random UUIDs, no patient data)."""
+    lines = []
+    for header_id in header_ids[:20]:
+        lines.append(f"--- logs about {header_id}")
+        for name in ("api", "worker", "simulator"):
+            path = processes.logs / f"{name}.log"
+            if path.exists():
+                hits = [line for line in path.read_text(errors="replace").splitlines() if header_id in line]
+                lines += [f"{name}: {line}" for line in hits[:per_message]]
+    return "\n".join(lines)
 
 
 async def _account(processes: ProcessStack, engine, flow_ids: list[str], faults: FaultLog):  # noqa: ANN001, ANN202
     def rows() -> tuple[list[Inbound], list[Outbound], dict[str, str]]:
         with Session(engine) as session:
-            inbound = [Inbound(m.message_header_id, m.flow_id, m.event_code, m.delivery_status) for m in session.exec(select(InboundMessage)).all()]
+            inbound = [
+                Inbound(m.message_header_id, m.flow_id, m.event_code, m.delivery_status, m.received_at.isoformat(), m.delivery_attempts)
+                for m in session.exec(select(InboundMessage)).all()
+            ]
             outbound = [Outbound(m.flow_id, m.step, m.event_code, m.message_header_id, m.bundle_id) for m in session.exec(select(OutboundMessage)).all()]
             workflow_ids = dict(session.exec(select(Flow.id, Flow.workflow_id)).all())
         return inbound, outbound, workflow_ids
 
     inbound, outbound, workflow_ids = await asyncio.to_thread(rows)
+    print(f"faults: store read for the accounting at {time.strftime('%H:%M:%S')}")
     client = await _temporal(processes)
     outcomes: dict[str, FlowOutcome] = {}
     signals = {"signals": 0, "applied": 0}
@@ -318,11 +361,15 @@ async def _account(processes: ProcessStack, engine, flow_ids: list[str], faults:
                 print(f"faults: flow {flow_id}: no state ({type(err).__name__}: {err})")
                 outcomes[flow_id] = FlowOutcome(None)
                 return
-        signals["signals"] += sum(
-            1 for e in history.events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED and e.workflow_execution_signaled_event_attributes.signal_name == "message_received"
-        )
+        signalled = {}
+        for event in history.events:
+            attributes = event.workflow_execution_signaled_event_attributes
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED and attributes.signal_name == "message_received":
+                [signal] = await client.data_converter.decode(attributes.input.payloads, [InboundMessageSignal])
+                signalled[signal.message_header_id] = f"event {event.event_id} at {event.event_time.ToDatetime():%H:%M:%S.%f}"
+                signals["signals"] += 1
         signals["applied"] += len(state.received_header_ids)
-        outcomes[flow_id] = FlowOutcome(state, closed=description.status is not WorkflowExecutionStatus.RUNNING)
+        outcomes[flow_id] = FlowOutcome(state, closed=description.status is not WorkflowExecutionStatus.RUNNING, signalled=signalled)
 
     await asyncio.gather(*(outcome(f) for f in flow_ids))
     return account(flow_ids, outcomes, inbound, outbound, faults.partner_headers_per_step), signals, outcomes
