@@ -20,8 +20,10 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The fault suite at full size, then again with CPU hogs beside the stack for the whole chaos phase.
 faults: $(STAMP)
 	CAREFLOW_FAULTS_FULL=1 $(BIN)/python -m pytest tests/faults -s $(PYTEST_ARGS)
+	CAREFLOW_FAULTS_FULL=1 CAREFLOW_FAULTS_CONTENDED=1 $(BIN)/python -m pytest tests/faults/test_nothing_lost.py -s $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_messaging.py

@@ -29,8 +29,9 @@ log = logging.getLogger(__name__)
 class DeliveryStatus:
     RECEIVED = "received"  # stored, not yet delivered
     DELIVERED = "delivered"
-    UNDELIVERABLE = "undeliverable"  # no pathway to deliver it to
+    UNDELIVERABLE = "undeliverable"  # an acknowledgement with no pathway to apply it to
     REJECTED = "rejected"  # invalid: answered with a fatal-error acknowledgement
+    TRIAGE = "triage"  # a partner's message its pathway cannot take (it has ended): kept for a coordinator
 
 
 def signal_for(message: InboundMessage, summary: str = "") -> InboundMessageSignal:
@@ -58,9 +59,14 @@ async def deliver(engine: Engine, client: Client, message_id: int) -> bool:
         await client.get_workflow_handle(workflow_id).signal(PathwayWorkflow.message_received, signal)
     except RPCError as err:
         if err.status is RPCStatusCode.NOT_FOUND:
-            # The workflow has finished: nothing left to deliver to.
-            await asyncio.to_thread(_set_status, engine, message_id, DeliveryStatus.UNDELIVERABLE)
-            log.warning("message %s: workflow %s is closed", signal.message_header_id, workflow_id)
+            # The workflow has ended. A late acknowledgement has nothing left to apply to (it is
+            # recorded on its outbound message already); a partner's clinical message is kept for
+            # a coordinator, never dropped.
+            if signal.kind == MessageKind.ACKNOWLEDGEMENT:
+                await asyncio.to_thread(_set_status, engine, message_id, DeliveryStatus.UNDELIVERABLE, "its pathway has ended")
+            else:
+                await asyncio.to_thread(_set_status, engine, message_id, DeliveryStatus.TRIAGE, "its pathway had ended when it arrived")
+            log.warning("message %s: workflow %s is closed; kept as %s", signal.message_header_id, workflow_id, "undeliverable" if signal.kind == MessageKind.ACKNOWLEDGEMENT else "triage")
             return False
         await asyncio.to_thread(_count_attempt, engine, message_id)
         log.warning("message %s not delivered yet (%s): the relay will retry", signal.message_header_id, err.status.name if err.status else err)
@@ -153,9 +159,11 @@ def unsent_acknowledgements(engine: Engine, older_than: timedelta, limit: int = 
         )
 
 
-def _set_status(engine: Engine, message_id: int, status: str) -> None:
+def _set_status(engine: Engine, message_id: int, status: str, reason: str | None = None) -> None:
     with Session(engine) as session:
-        values = {"delivery_status": status}
+        values: dict = {"delivery_status": status}
+        if reason is not None:
+            values["status_reason"] = reason
         if status == DeliveryStatus.DELIVERED:
             values["delivered_at"] = utcnow()
         session.exec(update(InboundMessage).where(col(InboundMessage.id) == message_id).values(**values))

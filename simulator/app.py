@@ -69,6 +69,7 @@ class Stats(BaseModel):
     headers_per_step: dict[str, int]  # (service request, event) pairs seen with more than one MessageHeader.id
     post_failures: int
     refused: int = 0  # careflow's POSTs answered 503 or 4xx by the failure mode
+    in_flight: int = 0  # acknowledgements and answers not yet posted (or still being retried)
 
 
 class PartnerSimulator:
@@ -95,6 +96,7 @@ class PartnerSimulator:
             headers_per_step={f"{sr}|{ev}": len(h) for (sr, ev), h in self.headers_per_step.items() if len(h) > 1},
             post_failures=self.post_failures,
             refused=self.refused,
+            in_flight=len(self.tasks),
         )
 
     async def receive(self, partner_sor: str, message: ParsedMessage, original: dict) -> None:

@@ -47,6 +47,8 @@ class Flow(FlowBase, table=True):
     steps_json: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))
     # Monotonic version of the workflow's state, so a late projection never overwrites a newer one.
     state_version: int = 0
+    # The pathway's parties, role -> SOR code (JSON): who may send what into this flow.
+    parties_json: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}", server_default="{}"))
 
 
 class FlowEvent(SQLModel, table=True):
@@ -96,8 +98,13 @@ class InboundMessage(SQLModel, table=True):
     content_type: str
     body_enc: str = Field(sa_column=Column(Text, nullable=False))
     received_at: datetime = Field(default_factory=utcnow)
-    # received -> delivered | undeliverable (no flow) | rejected (invalid)
+    # received -> delivered | undeliverable (an acknowledgement for no flow, or a late one) | rejected
+    # (invalid) | triage (a reply its pathway cannot take any more: kept for a coordinator)
     delivery_status: str = Field(default="received")
+    status_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))  # why it was refused or left for triage
+    patient_hash: str | None = Field(default=None, index=True)  # keyed hash of the message's CPR
+    triaged_by: str | None = None
+    triaged_at: datetime | None = None
     delivered_at: datetime | None = None
     delivery_attempts: int = 0
     # The answer given the first time, replayed for duplicates.

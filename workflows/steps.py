@@ -66,6 +66,9 @@ ACK_BEFORE_SEND_RETURNED = "ack-before-send-returned"
 LEAN_PROJECTIONS = "lean-projections"
 # A resend update answers once the read model shows it, so the console's next page is current.
 RESEND_ANSWERS_AFTER_PROJECTION = "resend-answers-after-projection"
+# A second reply of a type replaces the first and shows on the timeline (before: logged and
+# ignored — a message careflow had accepted and acknowledged, then dropped).
+SECOND_REPLY_APPLIED = "second-reply-applied"
 DATABASE_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10))
 RECORD_TIMEOUT = timedelta(seconds=30)
 
@@ -119,16 +122,20 @@ class PathwayWorkflow:
             workflow.logger.info("ignoring duplicate message %s", message.message_header_id)
             return
         self._applied.add(message.message_header_id)
+        replaced = False
         if message.kind is MessageKind.ACKNOWLEDGEMENT and message.response_to:
             self._acks.setdefault(message.response_to, []).append(message)
         elif message.kind not in self._replies:
             self._replies[message.kind] = message
+        elif workflow.patched(SECOND_REPLY_APPLIED):
+            self._replies[message.kind] = message  # e.g. a rescheduled appointment: the newer one holds
+            replaced = True
         else:
             workflow.logger.info("ignoring a second %s reply %s", message.kind.value, message.message_header_id)
             return
         if self.state is not None:
             self.state.received_header_ids.append(message.message_header_id)
-            detail = message_label(message.kind) + (f" {message.response_code.value}" if message.response_code else "")
+            detail = message_label(message.kind) + (f" {message.response_code.value}" if message.response_code else "") + (" (replaces the earlier one)" if replaced else "")
             self._event("received", self._step_for_kind(message.kind), detail + (f": {message.summary}" if message.summary else ""), message.message_header_id)
 
     @workflow.query

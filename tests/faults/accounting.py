@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from workflows.models import PathwayState, PathwayStatus
 
 ACKNOWLEDGEMENT = "acknowledgement-message"
-CORRELATED = ("received", "delivered", "undeliverable")  # "rejected" messages never reach a workflow
+CORRELATED = ("received", "delivered", "undeliverable", "triage")  # "rejected" messages never reach a workflow
+TRIAGE = "triage"
 
 
 @dataclass(frozen=True)
@@ -54,12 +55,14 @@ class Summary:
     delivered_twice: list[str] = field(default_factory=list)  # header ids applied more than once
     sent_twice: list[str] = field(default_factory=list)  # "flow|step|event": more than one header id built
     late_acknowledgements: int = 0  # acks that reached a closed workflow: nothing left to apply them to
+    triaged: list[str] = field(default_factory=list)  # replies to a closed pathway, kept for a coordinator
     report: list[str] = field(default_factory=list)  # one line per problem message or flow, to explain a failure
 
     def line(self) -> str:
         return (
             f"faults: flows {self.flows}, completed {self.completed}, escalated {self.escalated}, "
-            f"lost {len(self.lost)}, delivered-twice {len(self.delivered_twice)}, sent-twice {len(self.sent_twice)}"
+            f"lost {len(self.lost)}, delivered-twice {len(self.delivered_twice)}, sent-twice {len(self.sent_twice)}, "
+            f"held for triage {len(self.triaged)}"
         )
 
     @property
@@ -105,8 +108,10 @@ def account(
     """Compare the store with the workflows.
 
     - lost: a stored message correlated to a flow whose workflow never applied its MessageHeader.id.
-      The one excuse: an acknowledgement that arrived after its workflow had closed (a late ack of a
-      resend): the relay marks it undeliverable and there is nothing left to apply it to.
+      Two excuses, both only once the workflow has closed: an acknowledgement that arrived after
+      (a late ack of a resend: undeliverable, nothing left to apply it to, recorded on its outbound
+      message), and a partner's message held for triage (kept and shown to coordinators, counted
+      as `triaged`). A message held for triage while its workflow still runs is lost.
     - delivered-twice: a MessageHeader.id the workflow applied more than once.
     - sent-twice: a step of a flow for which more than one MessageHeader.id was built (resends keep
       the header id, so they never count), from the store and from what the partners saw.
@@ -140,6 +145,9 @@ def account(
         outcome = outcomes.get(message.flow_id)
         if message.event_code == ACKNOWLEDGEMENT and message.delivery_status == "undeliverable" and outcome is not None and outcome.closed:
             summary.late_acknowledgements += 1
+            continue
+        if message.event_code != ACKNOWLEDGEMENT and message.delivery_status == TRIAGE and outcome is not None and outcome.closed:
+            summary.triaged.append(message.message_header_id)
             continue
         summary.lost.append(message.message_header_id)
         signal = (outcome.signalled.get(message.message_header_id) if outcome else None) or "none"

@@ -39,7 +39,7 @@ def _healthy() -> tuple[list[str], dict[str, FlowOutcome], list[Inbound], list[O
 def test_healthy_run_passes() -> None:
     summary = account(*_healthy())
     assert summary.ok, summary.problems()
-    assert summary.line() == "faults: flows 2, completed 1, escalated 1, lost 0, delivered-twice 0, sent-twice 0"
+    assert summary.line() == "faults: flows 2, completed 1, escalated 1, lost 0, delivered-twice 0, sent-twice 0, held for triage 0"
     assert summary.late_acknowledgements == 1
 
 
@@ -61,6 +61,30 @@ def test_a_clinical_reply_to_a_closed_flow_is_not_excused() -> None:
     flows, outcomes, inbound, outbound = _healthy()
     inbound.append(Inbound("r4", "f1", APPOINTMENT, "undeliverable"))
     assert account(flows, outcomes, inbound, outbound).lost == ["r4"]
+
+
+def test_a_reply_to_a_closed_flow_held_for_triage_is_counted_not_lost() -> None:
+    flows, outcomes, inbound, outbound = _healthy()
+    inbound.append(Inbound("r5", "f1", APPOINTMENT, "triage"))  # f1 has closed: kept for a coordinator
+    summary = account(flows, outcomes, inbound, outbound)
+    assert summary.ok and summary.triaged == ["r5"] and summary.lost == []
+    assert summary.line().endswith("held for triage 1")
+
+
+def test_a_message_held_for_triage_while_its_flow_runs_is_lost() -> None:
+    flows, outcomes, inbound, outbound = _healthy()
+    inbound.append(Inbound("r6", "f2", APPOINTMENT, "triage"))  # f2 still runs: it should have had it
+    summary = account(flows, outcomes, inbound, outbound)
+    assert not summary.ok and summary.lost == ["r6"]
+
+
+def test_the_report_names_each_lost_message_and_its_flow() -> None:
+    flows, outcomes, inbound, outbound = _healthy()
+    inbound.append(Inbound("r7", "f2", APPOINTMENT, "delivered", "2026-11-29T10:00:00+00:00", 1))
+    outcomes["f2"] = FlowOutcome(outcomes["f2"].state, signalled={"r7": "event 9 at 10:00:00.000000"})
+    report = account(flows, outcomes, inbound, outbound).problems()
+    assert "lost: message r7 kind careflow-appointment-message flow f2 status delivered attempts 1" in report
+    assert "signal in history: event 9" in report and "flow f2: escalated at completed" in report
 
 
 def test_a_header_applied_twice_is_delivered_twice() -> None:

@@ -266,7 +266,17 @@ async def test_nothing_lost_nothing_twice(processes: ProcessStack) -> None:
 
         engine = make_engine(settings.sqlalchemy_url)
 
+        async def partners_idle() -> bool:
+            """The partners have posted everything they mean to: nothing arrives after the count."""
+            try:
+                return (await http.get(f"{processes.simulator_url}/stats")).json().get("in_flight", 0) == 0
+            except httpx.HTTPError:
+                return False
+
         async def settled() -> bool:
+            if not await partners_idle():
+                return False
+
             def check() -> bool:
                 with Session(engine) as session:
                     statuses = dict(session.exec(select(Flow.id, Flow.status).where(Flow.id.in_(flow_ids))).all())
