@@ -30,7 +30,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if run_migrations:
+        if run_migrations and settings.migrate_on_start:
             await asyncio.to_thread(migrate, settings.sqlalchemy_url)
         app.state.settings = settings
         app.state.engine = make_engine(settings.sqlalchemy_url)

@@ -57,6 +57,28 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_setup(args: argparse.Namespace) -> int:
+    import json
+
+    from careflow.operations import SetupError, run_setup
+
+    _logging()
+    try:
+        summary = asyncio.run(run_setup(get_settings(), register_namespace=not args.no_register_namespace, timeout=args.timeout))
+    except SetupError as err:
+        print(f"careflow setup: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(summary))
+    return 0
+
+
+def cmd_secrets(args: argparse.Namespace) -> int:
+    from careflow.operations import generate_secrets
+
+    print(generate_secrets(args.env), end="")
+    return 0
+
+
 def cmd_token(args: argparse.Namespace) -> int:
     settings = get_settings()
     role = Role(args.role)
@@ -88,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--behaviour", help="JSON of simulator.app.Behaviour")
     sim.set_defaults(func=cmd_simulator)
     sub.add_parser("migrate", help="create or upgrade the database schema").set_defaults(func=cmd_migrate)
+    setup = sub.add_parser("setup", help="migrations + Temporal namespace and search attributes (idempotent; run before API and workers)")
+    setup.add_argument("--no-register-namespace", action="store_true", help="the namespace is managed elsewhere (e.g. Temporal Cloud): only check it")
+    setup.add_argument("--timeout", type=float, default=120, help="seconds to wait for Temporal")
+    setup.set_defaults(func=cmd_setup)
+    secrets_cmd = sub.add_parser("secrets", help="print an env file with freshly generated secrets")
+    secrets_cmd.add_argument("--env", default="production", help="CAREFLOW_ENV of the deployment (default: production)")
+    secrets_cmd.set_defaults(func=cmd_secrets)
 
     token = sub.add_parser("token", help="print a dev token (alone on stdout)")
     token.add_argument("--role", required=True, choices=[r.value for r in Role])

@@ -55,6 +55,13 @@ class Settings(BaseSettings):
     relay_interval: timedelta = timedelta(seconds=2)
     reconcile_interval: timedelta = timedelta(minutes=1)
 
+    # Operations (README "Running in production"). The API migrates at start unless told not to:
+    # a deployment runs `careflow setup` once instead, before API and workers.
+    migrate_on_start: bool = True
+    metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int = 0  # careflow's worker metrics (Prometheus); 0: not served
+    temporal_metrics_port: int = 0  # the Temporal SDK's runtime metrics of the worker; 0: not served
+
     # Fault-injection hook for tests/faults: the API exits (os._exit) with this probability right
     # after storing an inbound message and before delivering it. Honoured only when env == "dev".
     test_crash_after_store_ratio: float = 0.0

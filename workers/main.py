@@ -64,6 +64,9 @@ async def connect_when_reachable(settings: Settings) -> Client:
 
 
 async def run_worker(settings: Settings) -> None:
+    from careflow.metrics import serve_worker_metrics
+
+    serve_worker_metrics(settings)
     client = await connect_when_reachable(settings)
     async with AsyncExitStack() as stack:
         http = await stack.enter_async_context(httpx.AsyncClient(timeout=settings.send_timeout.total_seconds()))
