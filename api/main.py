@@ -14,10 +14,11 @@ from temporalio.client import Client
 
 from api import console
 from api.errors import install_error_handlers
-from api.routes import codec, fhir, flows, health, referrals
+from api.routes import codec, fhir, flows, health, metrics, referrals
 from careflow.codec import EncryptionCodec, data_converter
 from careflow.crypto import KeyRing
 from careflow.delivery import deliver, send_acknowledgement
+from careflow.metrics import ApiMetrics
 from careflow.settings import Settings, get_settings
 from messaging import Directory
 from store.db import make_engine, migrate
@@ -34,6 +35,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
             await asyncio.to_thread(migrate, settings.sqlalchemy_url)
         app.state.settings = settings
         app.state.engine = make_engine(settings.sqlalchemy_url)
+        app.state.metrics.watch_read_model(app.state.engine)
         app.state.key_ring = KeyRing.parse(settings.codec_keys)
         app.state.temporal_codec = EncryptionCodec(app.state.key_ring)
         app.state.directory = Directory.load(settings.directory_path)
@@ -70,6 +72,8 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.state.metrics = ApiMetrics()
+    app.add_middleware(metrics.RequestMetricsMiddleware)
     # The Temporal UI calls the codec endpoint from the browser.
     app.add_middleware(
         CORSMiddleware,
@@ -78,6 +82,6 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
         allow_headers=["Authorization", "Content-Type", "X-Namespace"],
         allow_credentials=True,
     )
-    for router in (health.router, referrals.router, flows.router, fhir.router, codec.router, console.router):
+    for router in (health.router, metrics.router, referrals.router, flows.router, fhir.router, codec.router, console.router):
         app.include_router(router)
     return app

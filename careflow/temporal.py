@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from temporalio.client import Client
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from careflow.codec import data_converter
 from careflow.settings import Settings
@@ -20,12 +21,23 @@ SEARCH_ATTRIBUTE_TYPES = {
 }
 
 
-async def connect(settings: Settings) -> Client:
+async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Client:
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
         data_converter=data_converter(settings.codec_keys),
+        runtime=runtime,
     )
+
+
+def runtime_for(settings: Settings) -> Runtime | None:
+    """A Temporal runtime that serves the SDK's metrics (polls, task latencies, slots, sticky cache)
+    to Prometheus on CAREFLOW_TEMPORAL_METRICS_PORT; None (the default runtime) when not configured.
+    One per process: make it once, at start."""
+    if not settings.temporal_metrics_port:
+        return None
+    prometheus = PrometheusConfig(bind_address=f"{settings.metrics_host}:{settings.temporal_metrics_port}")
+    return Runtime(telemetry=TelemetryConfig(metrics=prometheus))
 
 
 def _binary(name: str) -> str:

@@ -145,6 +145,7 @@ class Stack:
     api: httpx.AsyncClient
     simulator_url: str
     simulator_app: object
+    worker_metrics: object = None  # careflow.metrics.WorkerMetrics of the stack's worker
 
     def headers(self, role: Role, sor: str | None = None) -> dict[str, str]:
         return auth(self.settings, role, sor)
@@ -154,6 +155,7 @@ class Stack:
 async def stack(dev_server: WorkflowEnvironment, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
     from api.main import create_app
     from simulator.app import Behaviour, create_simulator
+    from careflow.metrics import WorkerMetrics
     from workers.main import build_worker
 
     data = tmp_path_factory.mktemp("stack")
@@ -178,9 +180,10 @@ async def stack(dev_server: WorkflowEnvironment, tmp_path_factory: pytest.TempPa
         httpx.AsyncClient(base_url=api_url, timeout=30) as api,
     ):
         with ThreadPoolExecutor(max_workers=16) as executor:
-            worker = build_worker(client, settings, http=worker_http, executor=executor)
+            worker_metrics = WorkerMetrics()
+            worker = build_worker(client, settings, http=worker_http, executor=executor, metrics=worker_metrics)
             async with worker:
-                yield Stack(settings=settings, client=client, api=api, simulator_url=simulator_url, simulator_app=simulator_app)
+                yield Stack(settings=settings, client=client, api=api, simulator_url=simulator_url, simulator_app=simulator_app, worker_metrics=worker_metrics)
 
 
 def referral_payload(cpr: str = "0101505123", receiving_sor: str = "200000000000001") -> dict:

@@ -11,14 +11,16 @@ from contextlib import AsyncExitStack
 
 import httpx
 from temporalio.client import Client
+from temporalio.runtime import Runtime
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.flows import FlowActivities
 from activities.messages import MessageActivities
 from careflow.crypto import KeyRing
+from careflow.metrics import WorkerMetrics
 from careflow.settings import Settings
-from careflow.temporal import connect
+from careflow.temporal import connect, runtime_for
 from messaging import Directory
 from store.db import make_engine
 from workers.reconcile import Reconciler
@@ -32,7 +34,9 @@ log = logging.getLogger(__name__)
 PASSTHROUGH = ("pydantic", "pydantic_core", "annotated_types", "messaging", "activities", "workflows.models", "careflow", "store", "httpx", "sqlalchemy", "sqlmodel")
 
 
-def build_worker(client: Client, settings: Settings, *, http: httpx.AsyncClient, executor: ThreadPoolExecutor, task_queue: str | None = None, workflows: Sequence[type] = WORKFLOWS) -> Worker:
+def build_worker(
+    client: Client, settings: Settings, *, http: httpx.AsyncClient, executor: ThreadPoolExecutor, task_queue: str | None = None, workflows: Sequence[type] = WORKFLOWS, metrics: WorkerMetrics | None = None
+) -> Worker:
     engine = make_engine(settings.sqlalchemy_url)
     key_ring = KeyRing.parse(settings.codec_keys)
     directory = Directory.load(settings.directory_path)
@@ -47,16 +51,17 @@ def build_worker(client: Client, settings: Settings, *, http: httpx.AsyncClient,
         workflow_runner=SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)),
         max_cached_workflows=2000,  # below the flows in flight, throughput drops by two thirds
         max_concurrent_activities=executor._max_workers,  # one thread per running activity
+        interceptors=[(metrics or WorkerMetrics()).interceptor()],
     )
 
 
-async def connect_when_reachable(settings: Settings) -> Client:
+async def connect_when_reachable(settings: Settings, runtime: Runtime | None = None) -> Client:
     """Connect to Temporal, waiting for it if it is not up yet (started after the worker, or
     restarting): a worker that exits instead takes the relay with it, and `careflow dev` with it."""
     delay = 0.5
     while True:
         try:
-            return await connect(settings)
+            return await connect(settings, runtime=runtime)
         except RuntimeError as err:  # the SDK's "Failed client connect"
             log.warning("Temporal at %s not reachable (%s); retrying in %.1fs", settings.temporal_address, str(err).split(":")[0], delay)
             await asyncio.sleep(delay)
@@ -64,14 +69,13 @@ async def connect_when_reachable(settings: Settings) -> Client:
 
 
 async def run_worker(settings: Settings) -> None:
-    from careflow.metrics import serve_worker_metrics
-
-    serve_worker_metrics(settings)
-    client = await connect_when_reachable(settings)
+    metrics = WorkerMetrics()
+    metrics.serve(settings)
+    client = await connect_when_reachable(settings, runtime_for(settings))
     async with AsyncExitStack() as stack:
         http = await stack.enter_async_context(httpx.AsyncClient(timeout=settings.send_timeout.total_seconds()))
         executor = stack.enter_context(ThreadPoolExecutor(max_workers=32))
-        worker = build_worker(client, settings, http=http, executor=executor)
+        worker = build_worker(client, settings, http=http, executor=executor, metrics=metrics)
         relay = Relay(make_engine(settings.sqlalchemy_url), client, http, Directory.load(settings.directory_path), KeyRing.parse(settings.codec_keys))
         log.info("worker polling task queue %s on %s", settings.task_queue, settings.temporal_address)
         reconciler = Reconciler(relay.engine, client)

@@ -63,6 +63,7 @@ async def process_message(request: Request, partner: Partner, session: SessionDe
         return outcome_response(403, f"the MessageHeader sender must be the authenticated organisation (SOR {partner.sor})")
 
     row, stored_now = await run_in_threadpool(_store, session, key_ring, parsed, as_json, body, content_type)
+    request.app.state.metrics.observe_inbound(row.event_code, row.delivery_status, row.response_code, duplicate=not stored_now)
     if stored_now:
         _maybe_crash_after_store(request.app.state.settings)
         log.info("stored message %s (%s) from %s as %s", parsed.message_header_id, parsed.event_code, parsed.sender.sor, row.delivery_status)
