@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from datetime import timedelta
 
@@ -13,8 +12,9 @@ from careflow.settings import get_settings
 
 
 def _logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    from careflow.logs import configure_logging
+
+    configure_logging(get_settings())
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
@@ -35,7 +35,8 @@ def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = get_settings()
-    uvicorn.run("api.main:create_app", factory=True, host=settings.api_host, port=args.port or settings.api_port, log_level="info")
+    _logging()
+    uvicorn.run("api.main:create_app", factory=True, host=settings.api_host, port=args.port or settings.api_port, log_level="info", log_config=None)
     return 0
 
 

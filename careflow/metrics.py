@@ -24,9 +24,10 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
+from careflow.health import relay_backlog
 from careflow.settings import Settings
 from messaging.model import MessageKind
-from store.models import Escalation, Flow, FlowStatus, InboundMessage, OutboundMessage, utcnow
+from store.models import Escalation, Flow, FlowStatus, OutboundMessage
 
 KNOWN_MESSAGE_TYPES = frozenset(kind.value for kind in MessageKind)
 # Escalation reasons are the workflow's own sentences; this one is a missed deadline.
@@ -116,10 +117,7 @@ class ReadModelCollector(Collector):
             resent = select(Flow.pathway, OutboundMessage.step, func.count()).join(Flow, col(Flow.id) == col(OutboundMessage.flow_id)).where(OutboundMessage.attempt > 0)
             for pathway, step, n in session.exec(resent.group_by(Flow.pathway, OutboundMessage.step)).all():
                 resends.add_metric([pathway, step], n)
-            waiting = session.exec(
-                select(func.count()).select_from(InboundMessage).where(InboundMessage.delivery_status == "received", col(InboundMessage.flow_id).is_not(None), InboundMessage.received_at <= utcnow() - RELAY_GRACE)
-            ).one()
-            backlog.add_metric([], waiting)
+        backlog.add_metric([], relay_backlog(self.engine, RELAY_GRACE))
         return [open_pathways, escalations, escalations_open, breaches, resends, backlog]
 
 

@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     worker_metrics_port: int = 0  # careflow's worker metrics (Prometheus); 0: not served
     temporal_metrics_port: int = 0  # the Temporal SDK's runtime metrics of the worker; 0: not served
+    log_format: str = "text"  # "json": one JSON object per line, with trace and span ids
+    # /readyz: a worker that has not polled for this long is gone (idle workers long-poll ~1 min);
+    # an inbound message undelivered for this long means the relay is not keeping up.
+    worker_stale_after: timedelta = timedelta(minutes=2, seconds=30)
+    relay_backlog_threshold: timedelta = timedelta(minutes=1)
 
     # Fault-injection hook for tests/faults: the API exits (os._exit) with this probability right
     # after storing an inbound message and before delivering it. Honoured only when env == "dev".

@@ -32,7 +32,7 @@ async def test_wrong_role_is_403(stack: Stack) -> None:
 async def test_health_needs_no_token(stack: Stack) -> None:
     assert (await stack.api.get("/healthz")).status_code == 200
     ready = await stack.api.get("/readyz")
-    assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok", "temporal": "ok"}
+    assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok", "temporal": "ok", "workers": "ok", "relay": "ok"}
 
 
 async def test_unknown_flow_is_404(stack: Stack) -> None:
