@@ -20,14 +20,16 @@ from careflow.crypto import KeyRing
 from careflow.delivery import deliver, send_acknowledgement
 from careflow.metrics import ApiMetrics
 from careflow.settings import Settings, get_settings
+from careflow.tracing import Tracing
 from messaging import Directory
 from store.db import make_engine, migrate
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None, *, run_migrations: bool = True) -> FastAPI:
+def create_app(settings: Settings | None = None, *, run_migrations: bool = True, tracing: Tracing | None = None) -> FastAPI:
     settings = settings or get_settings()
+    tracing = tracing or Tracing.from_settings(settings, "careflow-api")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -41,9 +43,13 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
         app.state.directory = Directory.load(settings.directory_path)
         # Lazy: the API starts, and stores inbound messages, even while Temporal is down.
         app.state.temporal = await Client.connect(
-            settings.temporal_address, namespace=settings.temporal_namespace, data_converter=data_converter(settings.codec_keys), lazy=True
+            settings.temporal_address,
+            namespace=settings.temporal_namespace,
+            data_converter=data_converter(settings.codec_keys),
+            lazy=True,
+            interceptors=tracing.temporal_interceptors(),
         )
-        app.state.http = httpx.AsyncClient(timeout=settings.send_timeout.total_seconds())
+        app.state.http = tracing.instrument_http(httpx.AsyncClient(timeout=settings.send_timeout.total_seconds()))
         tasks: set[asyncio.Task] = set()
 
         async def _deliver_and_acknowledge(message_id: int) -> None:
@@ -64,6 +70,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
                 await asyncio.wait(tasks, timeout=5)
             await app.state.http.aclose()
             app.state.engine.dispose()
+            tracing.shutdown()
 
     app = FastAPI(
         title="careflow",
@@ -74,6 +81,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     install_error_handlers(app)
     app.state.metrics = ApiMetrics()
     app.add_middleware(metrics.RequestMetricsMiddleware)
+    tracing.instrument_app(app)
     # The Temporal UI calls the codec endpoint from the browser.
     app.add_middleware(
         CORSMiddleware,

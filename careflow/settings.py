@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     worker_metrics_port: int = 0  # careflow's worker metrics (Prometheus); 0: not served
     temporal_metrics_port: int = 0  # the Temporal SDK's runtime metrics of the worker; 0: not served
+    otlp_endpoint: str = ""  # OTLP/HTTP collector for traces, e.g. http://otel-collector:4318; empty: no tracing
     log_format: str = "text"  # "json": one JSON object per line, with trace and span ids
     # /readyz: a worker that has not polled for this long is gone (idle workers long-poll ~1 min);
     # an inbound message undelivered for this long means the relay is not keeping up.

@@ -21,6 +21,7 @@ from fastapi import FastAPI, Request, Response
 from pydantic import BaseModel
 
 from careflow.auth import Role, issue_token
+from careflow.tracing import Tracing
 from careflow.settings import Settings
 from messaging import Directory, MessageError, build_acknowledgement, build_message, parse_message, to_json
 from messaging.model import (
@@ -203,9 +204,13 @@ class PartnerSimulator:
         task.add_done_callback(self.tasks.discard)
 
 
-def create_simulator(settings: Settings, behaviour: Behaviour | None = None) -> FastAPI:
+def create_simulator(settings: Settings, behaviour: Behaviour | None = None, tracing: Tracing | None = None) -> FastAPI:
     simulator = PartnerSimulator(settings, Directory.load(settings.directory_path), behaviour or Behaviour())
     app = FastAPI(title="careflow partner simulator")
+    # Like a partner system that traces: its acknowledgement carries the trace of the message it answers.
+    tracing = tracing or Tracing.from_settings(settings, "careflow-simulator")
+    tracing.instrument_app(app)
+    tracing.instrument_http(simulator.http)
     app.state.simulator = simulator
 
     @app.post("/partners/{sor}/$process-message", status_code=202)

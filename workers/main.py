@@ -21,6 +21,7 @@ from careflow.crypto import KeyRing
 from careflow.metrics import WorkerMetrics
 from careflow.settings import Settings
 from careflow.temporal import connect, runtime_for
+from careflow.tracing import Tracing
 from messaging import Directory
 from store.db import make_engine
 from workers.reconcile import Reconciler
@@ -55,13 +56,13 @@ def build_worker(
     )
 
 
-async def connect_when_reachable(settings: Settings, runtime: Runtime | None = None) -> Client:
+async def connect_when_reachable(settings: Settings, runtime: Runtime | None = None, tracing: Tracing | None = None) -> Client:
     """Connect to Temporal, waiting for it if it is not up yet (started after the worker, or
     restarting): a worker that exits instead takes the relay with it, and `careflow dev` with it."""
     delay = 0.5
     while True:
         try:
-            return await connect(settings, runtime=runtime)
+            return await connect(settings, runtime=runtime, interceptors=tracing.temporal_interceptors() if tracing else ())
         except RuntimeError as err:  # the SDK's "Failed client connect"
             log.warning("Temporal at %s not reachable (%s); retrying in %.1fs", settings.temporal_address, str(err).split(":")[0], delay)
             await asyncio.sleep(delay)
@@ -71,9 +72,11 @@ async def connect_when_reachable(settings: Settings, runtime: Runtime | None = N
 async def run_worker(settings: Settings) -> None:
     metrics = WorkerMetrics()
     metrics.serve(settings)
-    client = await connect_when_reachable(settings, runtime_for(settings))
+    tracing = Tracing.from_settings(settings, "careflow-worker")
+    client = await connect_when_reachable(settings, runtime_for(settings), tracing)
     async with AsyncExitStack() as stack:
-        http = await stack.enter_async_context(httpx.AsyncClient(timeout=settings.send_timeout.total_seconds()))
+        stack.callback(tracing.shutdown)
+        http = await stack.enter_async_context(tracing.instrument_http(httpx.AsyncClient(timeout=settings.send_timeout.total_seconds())))
         executor = stack.enter_context(ThreadPoolExecutor(max_workers=32))
         worker = build_worker(client, settings, http=http, executor=executor, metrics=metrics)
         relay = Relay(make_engine(settings.sqlalchemy_url), client, http, Directory.load(settings.directory_path), KeyRing.parse(settings.codec_keys))
