@@ -15,6 +15,7 @@ from typing import Iterable
 
 from messaging.build import derived_id, destination, entry, organization_resource, provenance_resource, ref
 from messaging.bundle import (
+    as_dict,
     as_list,
     ReferenceIndex,
     fhir_instant,
@@ -141,9 +142,9 @@ def build_acknowledgement(
         # Its agent was the original's sender; point at that organisation as it appears here.
         earlier["agent"] = [{"who": {"reference": ref(ack_receiver)}}]
         earlier["target"] = [{"reference": f"MessageHeader/{original_header_id}"}]
-        codings = (earlier.get("activity") or {}).get("coding") if isinstance(earlier.get("activity"), dict) else None
+        codings = as_list(as_dict(earlier.get("activity")).get("coding"))
         terminology = get_terminology()
-        if not any(isinstance(c, dict) and terminology.is_activity(c.get("system"), c.get("code")) for c in codings or []):
+        if not any(isinstance(c, dict) and terminology.is_activity(c.get("system"), c.get("code")) for c in codings):
             # A broken original may carry a non-MedCom activity; the answer must still be valid,
             # so it records the exchange generically as a sent message.
             earlier["activity"] = {"coding": [{"system": MEDCOM_ACTIVITY_SYSTEM, "code": "new-message"}]}

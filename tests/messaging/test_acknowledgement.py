@@ -119,3 +119,13 @@ def test_acknowledgements_are_never_acknowledged(referral: dict) -> None:
     assert needs_acknowledgement(parse_message(referral))
     assert not needs_acknowledgement(parse_message(ack_of(referral)))
     assert not needs_acknowledgement(parse_message(ack_of(referral, AckCode.FATAL_ERROR)))
+
+
+@pytest.mark.parametrize("coding", [True, "new-message", 7, {"code": "new-message"}])
+def test_ack_of_original_whose_activity_coding_is_not_a_list(referral: dict, coding: object) -> None:
+    # Found by the corruption test: a boolean where Provenance.activity.coding belongs crashed the builder.
+    broken = copy.deepcopy(referral)
+    provenance = next(e["resource"] for e in broken["entry"] if e["resource"]["resourceType"] == "Provenance")
+    provenance["activity"]["coding"] = coding
+    ack = ack_of(broken, AckCode.FATAL_ERROR)
+    assert validate_message(ack) == []
