@@ -25,6 +25,7 @@ from messaging.bundle import (
     resources,
 )
 from messaging.errors import MessageError
+from messaging.profiles import apply_profiles
 from messaging.identifiers import SOR_ENDPOINT_PREFIX
 from messaging.model import AckCode, MessageKind, Organization, ParsedMessage, ValidationIssue
 from messaging.terminology import (
@@ -177,10 +178,12 @@ def build_acknowledgement(
         outcome = _operation_outcome(derived_id(message_header_id, "operation-outcome"), code, issues)
         ack_header["response"]["details"] = {"reference": ref(outcome)}
         parts.append(outcome)
-    return {
-        "resourceType": "Bundle",
-        "id": bundle_id,
-        "type": "message",
-        "timestamp": stamp,
-        "entry": [entry(r) for r in parts],
-    }
+    return apply_profiles(
+        {
+            "resourceType": "Bundle",
+            "id": bundle_id,
+            "type": "message",
+            "timestamp": stamp,
+            "entry": [entry(r) for r in parts],
+        }
+    )

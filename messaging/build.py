@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from messaging.bundle import FULL_URL_BASE, fhir_instant
 from messaging.errors import MessageError
+from messaging.profiles import apply_profiles
 from messaging.identifiers import CPR_SYSTEM, GLN_SYSTEM, SOR_ENDPOINT_PREFIX, SOR_SYSTEM, URI_SYSTEM
 from messaging.model import (
     AppointmentContent,
@@ -379,10 +380,13 @@ def build_message(kind: MessageKind, envelope: Envelope, content: BaseModel) -> 
     )
     assert ctx.patient is not None
     resources = [header, ctx.patient, *focus, *others, ctx.sender, ctx.receiver, provenance]
-    return {
-        "resourceType": "Bundle",
-        "id": envelope.bundle_id,
-        "type": "message",
-        "timestamp": ctx.timestamp,
-        "entry": [entry(r) for r in resources],
-    }
+    # MedCom's released message types declare their profiles; careflow's own types get none
+    return apply_profiles(
+        {
+            "resourceType": "Bundle",
+            "id": envelope.bundle_id,
+            "type": "message",
+            "timestamp": ctx.timestamp,
+            "entry": [entry(r) for r in resources],
+        }
+    )

@@ -5,9 +5,21 @@ from __future__ import annotations
 import re
 
 CPR_SYSTEM = "urn:oid:1.2.208.176.1.2"
-# Replacement CPR ("erstatnings-CPR") is issued per region/authority under this arc,
-# e.g. urn:oid:1.2.208.176.1.6.1.1 in MedCom's own examples.
-REPLACEMENT_CPR_PREFIX = "urn:oid:1.2.208.176.1.6.1."
+# Replacement CPR ("erstatnings-CPR") is issued per authority under this arc, and by the regions
+# under deeper arcs of it: X-eCPR .1, D-eCPR .3, and regional D-eCPR issuers .3.177 and on (DK-core).
+REPLACEMENT_CPR_ARC = "urn:oid:1.2.208.176.1.6.1"
+REPLACEMENT_CPR_PREFIX = REPLACEMENT_CPR_ARC + "."
+# The issuers named in DK-core; any other numeric arc under REPLACEMENT_CPR_ARC is accepted too,
+# since a new regional issuer must not make its patients' messages unreadable.
+REPLACEMENT_CPR_ISSUERS: dict[str, str] = {
+    REPLACEMENT_CPR_PREFIX + "1": "X-eCPR (national)",
+    REPLACEMENT_CPR_PREFIX + "3": "D-eCPR",
+    REPLACEMENT_CPR_PREFIX + "3.177": "D-eCPR Region Sjælland",
+    REPLACEMENT_CPR_PREFIX + "3.179": "D-eCPR Region Nordjylland",
+    REPLACEMENT_CPR_PREFIX + "3.181": "D-eCPR Region Midtjylland",
+    REPLACEMENT_CPR_PREFIX + "3.183": "D-eCPR Region Syddanmark",
+    REPLACEMENT_CPR_PREFIX + "3.187": "D-eCPR Region Hovedstaden",
+}
 SOR_SYSTEM = "urn:oid:1.2.208.176.1.1"
 # MedCom messaging uses https; the newer DK-core uses http. Both mean the same GS1 GLN.
 GLN_SYSTEMS = ("https://www.gs1.org/gln", "http://www.gs1.org/gln")
@@ -19,7 +31,8 @@ URI_SYSTEM = "urn:ietf:rfc:3986"
 
 _CPR = re.compile(r"\d{10}")
 _REPLACEMENT_CPR = re.compile(r"\d{6}[0-9A-Z]{4}")
-_REPLACEMENT_SYSTEM = re.compile(re.escape(REPLACEMENT_CPR_PREFIX) + r"\d+")
+# one or more arcs below the replacement-CPR arc; OID arcs have no leading zeros
+_REPLACEMENT_SYSTEM = re.compile(re.escape(REPLACEMENT_CPR_ARC) + r"(?:\.(?:0|[1-9]\d*))+")
 _SOR = re.compile(r"\d{6,18}")
 _GLN = re.compile(r"\d{13}")
 
@@ -35,7 +48,16 @@ def is_valid_cpr(value: object) -> bool:
 
 
 def is_replacement_cpr_system(system: object) -> bool:
+    """A replacement-CPR issuer: any arc (and sub-arc) under urn:oid:1.2.208.176.1.6.1."""
     return isinstance(system, str) and _REPLACEMENT_SYSTEM.fullmatch(system) is not None
+
+
+def replacement_cpr_issuer(system: object) -> str | None:
+    """The issuer's name for a known replacement-CPR system, "replacement CPR" for an unnamed
+    arc under the replacement arc, None for anything else."""
+    if not is_replacement_cpr_system(system):
+        return None
+    return REPLACEMENT_CPR_ISSUERS.get(system, "replacement CPR")  # type: ignore[arg-type]
 
 
 def is_valid_replacement_cpr(value: object) -> bool:

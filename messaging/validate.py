@@ -23,6 +23,7 @@ from messaging.identifiers import (
     is_valid_sor,
 )
 from messaging.model import AckCode, MessageKind, ValidationIssue
+from messaging.profiles import declared_profiles, expected_profile, is_medcom_profile
 from messaging.terminology import (
     CAREFLOW_EVENT_SYSTEM,
     CAREFLOW_KINDS,
@@ -73,6 +74,7 @@ RULES: dict[str, str] = {
     "ack-response": DATATYPE_WRONG,
     "ack-provenance": DATATYPE_WRONG,
     "ack-outcome": DATATYPE_WRONG,
+    "meta-profile": VALUESET_UNKNOWN,
 }
 
 
@@ -90,6 +92,9 @@ class _Check:
 
     def add(self, rule: str, path: str, message: str, code: str | None = None) -> None:
         self.issues.append(ValidationIssue(rule=rule, path=path, message=message, error_code=code or RULES[rule]))
+
+    def typed_all(self) -> list[tuple[int, dict]]:
+        return [(i, e["resource"]) for i, e in enumerate(self.entries) if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
 
     def typed(self, resource_type: str) -> list[tuple[int, dict]]:
         found = []
@@ -277,6 +282,12 @@ def check_provenance(c: _Check) -> None:
             c.add("provenance-activity", f"Bundle.entry[{index}].resource.activity", "activity must be a MedCom activity code")
 
 
+def _is_organization_reference(reference: str) -> bool:
+    """A literal reference to an Organization: "Organization/<id>" or a URL ending in it."""
+    parts = reference.rstrip("/").split("/")
+    return len(parts) >= 2 and parts[-2] == "Organization" and bool(parts[-1])
+
+
 def check_references(c: _Check) -> None:
     for i, entry in enumerate(c.entries):
         resource = entry.get("resource") if isinstance(entry, dict) else None
@@ -288,6 +299,11 @@ def check_references(c: _Check) -> None:
                 continue
             # Provenance points back at earlier messages of the chain, which are not in this Bundle
             if is_provenance and header_id_of(reference) and (".target[" in path or ".what." in path):
+                continue
+            # ... and at the organisations that sent them, which need not be parties to this
+            # message: MedCom's own HospitalNotification test-script messages name earlier
+            # senders (even as agent of this message's Provenance) without carrying them.
+            if is_provenance and ".agent[" in path and _is_organization_reference(reference):
                 continue
             c.add("reference-resolves", path, "reference does not resolve inside the Bundle")
 
@@ -315,6 +331,28 @@ def check_acknowledgement(c: _Check) -> None:
         c.add("ack-provenance", "Bundle.entry", f"an acknowledgement carries exactly two Provenances, found {len(provenances)}")
 
 
+def check_profiles(c: _Check) -> None:
+    """Declared MedCom profiles must be the ones of the message's type (as in MedCom's examples);
+    careflow's own event types must not claim any MedCom profile. Declaring none is allowed."""
+    if not c.event_code:
+        return
+    if c.event_code in CAREFLOW_EVENT_CODES:
+        for index, resource in [(None, c.bundle), *((i, r) for i, r in c.typed_all())]:
+            if any(is_medcom_profile(p) for p in declared_profiles(resource)):
+                path = "Bundle.meta.profile" if index is None else f"Bundle.entry[{index}].resource.meta.profile"
+                c.add("meta-profile", path, "careflow's own message types have no MedCom profile")
+        return
+    header_index = next((i for i, r in c.typed("MessageHeader") if r is c.header), 0)
+    for path, resource, role in (
+        ("Bundle.meta.profile", c.bundle, "Bundle"),
+        (f"Bundle.entry[{header_index}].resource.meta.profile", c.header, "MessageHeader"),
+    ):
+        expected = expected_profile(c.event_code, role)
+        medcom = [p for p in declared_profiles(resource) if is_medcom_profile(p)]
+        if expected is not None and medcom and expected not in medcom:
+            c.add("meta-profile", path, f"the {role} declares a MedCom profile of another message type")
+
+
 CHECKS: tuple[Callable[[_Check], None], ...] = (
     check_structure,
     check_ids,
@@ -325,6 +363,7 @@ CHECKS: tuple[Callable[[_Check], None], ...] = (
     check_provenance,
     check_references,
     check_acknowledgement,
+    check_profiles,
 )
 
 
