@@ -13,7 +13,6 @@ from temporalio.exceptions import ApplicationError
 from activities.models import ActivityErrors, SendMessageRequest, SendMessageResult
 from careflow.crypto import KeyRing
 from messaging import Directory, NotAccepted, UnknownOrganization, build_message, to_json
-from messaging.model import MessageKind
 from store.models import OutboundMessage, utcnow
 
 log = logging.getLogger(__name__)
@@ -53,7 +52,7 @@ class MessageActivities:
                 type=ActivityErrors.PARTNER_REJECTED,
                 non_retryable=True,
             )
-        log.info("sent %s %s (bundle %s) to %s", request.kind.value, envelope.message_header_id, envelope.bundle_id, envelope.receiver.sor)
+        log.info("sent %s %s (bundle %s) to %s", request.kind, envelope.message_header_id, envelope.bundle_id, envelope.receiver.sor)
         return SendMessageResult(bundle_id=envelope.bundle_id, http_status=response.status_code)
 
     def _stored_or_new(self, request: SendMessageRequest, endpoint: str) -> bytes:
@@ -62,15 +61,14 @@ class MessageActivities:
             stored = session.exec(select(OutboundMessage).where(OutboundMessage.bundle_id == envelope.bundle_id)).first()
             if stored is not None:
                 return self.key_ring.decrypt_text(stored.body_enc).encode()
-            content = request.referral if request.kind is MessageKind.REFERRAL else request.cancellation
-            body = to_json(build_message(request.kind, envelope, content))
+            body = to_json(build_message(request.kind, envelope, request.message_content()))
             session.add(
                 OutboundMessage(
                     message_header_id=envelope.message_header_id,
                     bundle_id=envelope.bundle_id,
                     flow_id=request.flow_id,
                     step=request.step,
-                    event_code=request.kind.value,
+                    event_code=request.kind,
                     attempt=request.attempt,
                     receiver_sor=envelope.receiver.sor,
                     endpoint=endpoint,

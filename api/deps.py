@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Engine
 from sqlmodel import Session
 from temporalio.client import Client
 
@@ -14,6 +15,7 @@ from careflow.auth import InvalidToken, Principal, Role, verify_token
 from careflow.crypto import KeyRing
 from careflow.settings import Settings
 from messaging import Directory
+from workflows.registry import Pathways
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -37,11 +39,21 @@ def get_key_ring(request: Request) -> KeyRing:
     return request.app.state.key_ring
 
 
+def get_engine(request: Request) -> Engine:
+    return request.app.state.engine
+
+
+def get_pathways(request: Request) -> Pathways:
+    return request.app.state.pathways
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 SessionDep = Annotated[Session, Depends(get_session)]
 TemporalDep = Annotated[Client, Depends(get_temporal)]
 DirectoryDep = Annotated[Directory, Depends(get_directory)]
 KeyRingDep = Annotated[KeyRing, Depends(get_key_ring)]
+EngineDep = Annotated[Engine, Depends(get_engine)]
+PathwaysDep = Annotated[Pathways, Depends(get_pathways)]
 
 _bearer = HTTPBearer(auto_error=False, description="careflow token (`careflow token --role ROLE`)")
 
@@ -70,4 +82,5 @@ def require_roles(*roles: Role) -> Callable[[Principal], Principal]:
 Clinician = Annotated[Principal, Depends(require_roles(Role.CLINICIAN))]
 Coordinator = Annotated[Principal, Depends(require_roles(Role.COORDINATOR))]
 FlowReader = Annotated[Principal, Depends(require_roles(Role.COORDINATOR, Role.CLINICIAN))]
+Reader = Annotated[Principal, Depends(require_roles(Role.COORDINATOR, Role.CLINICIAN, Role.PARTNER))]
 Partner = Annotated[Principal, Depends(require_roles(Role.PARTNER))]

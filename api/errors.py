@@ -7,6 +7,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from exchange.starting import StartRefused
+
 FHIR_JSON = "application/fhir+json"
 
 _ISSUE_CODES = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 409: "duplicate", 413: "too-costly", 415: "not-supported", 422: "invalid", 503: "transient"}
@@ -36,6 +38,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return outcome_response(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(StartRefused)
+    async def _start_refused(request: Request, exc: StartRefused) -> JSONResponse:
+        return outcome_response(exc.status, exc.detail, expression=[exc.expression] if exc.expression else None)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -14,7 +14,7 @@ from temporalio.client import Client
 
 from api import console
 from api.errors import install_error_handlers
-from api.routes import codec, fhir, flows, health, metrics, referrals
+from api.routes import codec, fhir, flows, health, metrics, pathways, referrals
 from careflow.codec import EncryptionCodec, data_converter
 from careflow.crypto import KeyRing
 from careflow.delivery import deliver, send_acknowledgement
@@ -22,6 +22,7 @@ from careflow.metrics import ApiMetrics
 from careflow.settings import Settings, get_settings
 from careflow.tracing import Tracing
 from messaging import Directory
+from workflows.registry import Pathways
 from store.db import make_engine, migrate
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
         app.state.key_ring = KeyRing.parse(settings.codec_keys)
         app.state.temporal_codec = EncryptionCodec(app.state.key_ring)
         app.state.directory = Directory.load(settings.directory_path)
+        app.state.pathways = Pathways.load(settings.pathway_modules)
         # Lazy: the API starts, and stores inbound messages, even while Temporal is down.
         app.state.temporal = await Client.connect(
             settings.temporal_address,
@@ -90,6 +92,6 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
         allow_headers=["Authorization", "Content-Type", "X-Namespace"],
         allow_credentials=True,
     )
-    for router in (health.router, metrics.router, referrals.router, flows.router, fhir.router, codec.router, console.router):
+    for router in (health.router, metrics.router, pathways.router, referrals.router, flows.router, fhir.router, codec.router, console.router):
         app.include_router(router)
     return app

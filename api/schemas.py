@@ -7,38 +7,45 @@ from typing import Generic, Literal, TypeVar
 
 from pydantic import BaseModel, Field, field_validator
 
-from messaging.identifiers import is_valid_cpr
+from workflows.referral import ReferralInput
 
 T = TypeVar("T")
 
 
-class PatientIn(BaseModel):
-    cpr: str = Field(description="CPR number, 10 digits (DDMMYY + 4), with or without a dash", examples=["0101901234"])
-    given_name: str = Field(default="", max_length=200)
-    family_name: str = Field(default="", max_length=200)
+class ReferralCreate(ReferralInput):
+    """`POST /referrals`: the referral pathway's input (the alias of `POST /pathways/referral/flows`)."""
 
-    @field_validator("cpr")
-    @classmethod
-    def _valid_cpr(cls, value: str) -> str:
-        value = value.replace("-", "").strip()
-        if not is_valid_cpr(value):
-            # Never echo the value: it is patient data.
-            raise ValueError("not a valid CPR number (10 digits, DDMMYY + 4, valid day and month)")
-        return value
+    pathway: str = Field(default="referral", description="a pathway whose input is the referral's (default: referral)")
 
 
-class ReferralCreate(BaseModel):
-    patient: PatientIn
-    referring_sor: str = Field(description="SOR code of the referring organisation", pattern=r"^\d{6,18}$")
-    receiving_sor: str = Field(description="SOR code of the receiving organisation", pattern=r"^\d{6,18}$")
-    reason: str = Field(min_length=1, max_length=2000)
-    priority: Literal["routine", "urgent", "asap", "stat"] = "routine"
-    pathway: str = "referral"
-
-
-class ReferralAccepted(BaseModel):
+class FlowAccepted(BaseModel):
     id: str
     url: str
+
+
+ReferralAccepted = FlowAccepted
+
+
+class PathwayPublic(BaseModel):
+    """A declared pathway, as data."""
+
+    name: str
+    title: str
+    title_da: str
+    description: str
+    api_start: bool
+    parties: list[dict]
+    steps: list[dict]
+    starts: list[dict]
+    timings: dict
+    input_schema: dict
+
+
+class EventIn(BaseModel):
+    """An event outside messaging, reported to a running flow."""
+
+    reason: str = Field(default="", max_length=2000)
+    data: dict = Field(default_factory=dict)
 
 
 class FlowPublic(BaseModel):

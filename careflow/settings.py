@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, TypeVar
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from workflows.models import PathwayTimings
+T = TypeVar("T", bound=BaseModel)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,8 +48,12 @@ class Settings(BaseSettings):
     medcom_examples_dir: Path = PROJECT_ROOT.parent / "shared" / "medcom-examples"
     medcom_terminology_dir: Path = PROJECT_ROOT.parent / "shared" / "medcom-terminology"
 
-    # Per-pathway timings; override e.g. CAREFLOW_PATHWAYS__REFERRAL__ACK_TIMEOUT=PT1M
-    pathways: dict[str, PathwayTimings] = Field(default_factory=lambda: {"referral": PathwayTimings()})
+    # Per-pathway timing overrides, merged over each pathway's own defaults: any field of its
+    # timings model, e.g. CAREFLOW_PATHWAYS__REFERRAL__ACK_TIMEOUT=PT1M; a hyphenated name takes
+    # underscores (CAREFLOW_PATHWAYS__LAB_ORDER__RESULT_DEADLINE=P3D).
+    pathways: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # Modules with more pathway declarations than the built-in ones (JSON list in the environment).
+    pathway_modules: list[str] = Field(default_factory=list)
 
     # Outbound HTTP to partner systems
     send_timeout: timedelta = timedelta(seconds=10)
@@ -89,8 +94,19 @@ class Settings(BaseSettings):
     def sqlalchemy_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'careflow.db'}"
 
-    def timings(self, pathway: str) -> PathwayTimings:
-        return self.pathways.get(pathway, PathwayTimings())
+    def timings(self, pathway: str, model: type[T]) -> T:
+        """A pathway's timings: its model's defaults with this deployment's overrides."""
+        overrides: dict[str, Any] = {}
+        for key in {pathway, pathway.lower(), pathway.replace("-", "_").lower()}:
+            overrides.update(self.pathways.get(key, {}))
+        unknown = sorted(set(overrides) - set(model.model_fields))
+        if unknown:
+            raise ValueError(f"CAREFLOW_PATHWAYS__{pathway.replace('-', '_').upper()}__…: {model.__name__} has no timing {', '.join(unknown)} (it has {', '.join(model.model_fields)})")
+        try:
+            return model.model_validate(overrides)
+        except ValidationError as err:
+            fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in err.errors())
+            raise ValueError(f"CAREFLOW_PATHWAYS__{pathway.replace('-', '_').upper()}__…: invalid {fields}: {err.errors()[0]['msg']}") from None
 
 
 @lru_cache

@@ -352,11 +352,18 @@ BUILDERS: dict[MessageKind, tuple[type[BaseModel], ContentBuilder]] = {
 }
 
 
-def build_message(kind: MessageKind, envelope: Envelope, content: BaseModel) -> dict:
-    """The FHIR JSON of a message Bundle of `kind` (acknowledgements: use build_acknowledgement)."""
+def build_message(kind: MessageKind | str, envelope: Envelope, content: BaseModel | dict) -> dict:
+    """The FHIR JSON of a message Bundle of `kind` (acknowledgements: use build_acknowledgement);
+    content is the type's content model, or plain data for it."""
+    try:
+        kind = MessageKind(kind)
+    except ValueError:
+        raise ValueError(f"no builder for {kind}") from None
     if kind not in BUILDERS:
         raise ValueError(f"no builder for {kind}; acknowledgements are built by build_acknowledgement")
     content_type, builder = BUILDERS[kind]
+    if isinstance(content, dict):
+        content = content_type.model_validate(content)
     if not isinstance(content, content_type):
         raise TypeError(f"{kind} needs {content_type.__name__}, got {type(content).__name__}")
     if envelope.patient is None:

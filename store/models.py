@@ -99,7 +99,8 @@ class InboundMessage(SQLModel, table=True):
     body_enc: str = Field(sa_column=Column(Text, nullable=False))
     received_at: datetime = Field(default_factory=utcnow)
     # received -> delivered | undeliverable (an acknowledgement for no flow, or a late one) | rejected
-    # (invalid) | triage (a reply its pathway cannot take any more: kept for a coordinator)
+    # (invalid, or refused: wrong sender or patient) | triage (matches no flow, or its pathway has
+    # ended: kept for a coordinator, who attaches, reprocesses or rejects it)
     delivery_status: str = Field(default="received")
     status_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))  # why it was refused or left for triage
     patient_hash: str | None = Field(default=None, index=True)  # keyed hash of the message's CPR

@@ -26,7 +26,7 @@ from messaging import Directory
 from store.db import make_engine
 from workers.reconcile import Reconciler
 from workers.relay import Relay, repeat
-from workflows.registry import WORKFLOWS
+from workflows.registry import Pathways
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ PASSTHROUGH = ("pydantic", "pydantic_core", "annotated_types", "messaging", "act
 
 
 def build_worker(
-    client: Client, settings: Settings, *, http: httpx.AsyncClient, executor: ThreadPoolExecutor, task_queue: str | None = None, workflows: Sequence[type] = WORKFLOWS, metrics: WorkerMetrics | None = None
+    client: Client, settings: Settings, *, http: httpx.AsyncClient, executor: ThreadPoolExecutor, task_queue: str | None = None, workflows: Sequence[type] | None = None, metrics: WorkerMetrics | None = None
 ) -> Worker:
     engine = make_engine(settings.sqlalchemy_url)
     key_ring = KeyRing.parse(settings.codec_keys)
@@ -46,7 +46,7 @@ def build_worker(
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
-        workflows=workflows,
+        workflows=workflows if workflows is not None else Pathways.load(settings.pathway_modules).workflows,
         activities=[messages.send_message, flows.record_state],
         activity_executor=executor,
         workflow_runner=SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)),

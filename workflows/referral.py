@@ -2,33 +2,54 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from messaging.model import MessageKind
-    from workflows.models import PathwayInput, PathwayResult
-    from workflows.steps import OutboundStep, PathwayWorkflow, ReplyStep
+    from workflows.declare import AwaitReply, Party, Send
+    from workflows.models import PathwayStart, PathwayTimings
+    from workflows.steps import PathwayWorkflow
 
 
-@workflow.defn
+class ReferralInput(PathwayStart):
+    """A clinician's referral of a patient to another organisation."""
+
+    referring_sor: str = Field(description="SOR code of the referring organisation", pattern=r"^\d{6,18}$")
+    receiving_sor: str = Field(description="SOR code of the receiving organisation", pattern=r"^\d{6,18}$")
+    lab_sor: str | None = Field(default=None, description="SOR code of the lab that reports the test result (default: the directory's lab)", pattern=r"^\d{6,18}$")
+    reason: str = Field(min_length=1, max_length=2000)
+    priority: Literal["routine", "urgent", "asap", "stat"] = "routine"
+
+
+@workflow.defn(name="ReferralPathwayWorkflow")
 class ReferralPathwayWorkflow(PathwayWorkflow):
     """A clinician's referral, followed until the patient has a treatment plan.
 
     Sends: the referral (ServiceRequest) to the receiving organisation, and a cancellation if a
     coordinator cancels. Awaits: its acknowledgement (30 min, 2 resends, then escalation; a
-    fatal-error escalates at once), the appointment (30 days: the right to assessment), the test
-    result (DiagnosticReport) and the treatment plan (CarePlan), each with a deadline that escalates
-    to a coordinator and keeps waiting. Handlers: signal `message_received`, query `pathway_state`,
-    updates `cancel`, `resend`, `extend_deadline`, `complete_step`. All timings per pathway in settings.
+    fatal-error escalates at once), the appointment from the receiver (30 days: the right to
+    assessment), the test result (DiagnosticReport) from the lab and the treatment plan (CarePlan)
+    from the receiver, each with a deadline that escalates to a coordinator and keeps waiting; a
+    rescheduled appointment replaces the first. Timings: CAREFLOW_PATHWAYS__REFERRAL__<FIELD>.
     """
 
+    name = "referral"
+    title, title_da = "Referral", "Henvisning"
+    input_model = ReferralInput
+    timings_model = PathwayTimings
+    parties = (
+        Party("requester", "referring organisation", field="referring_sor"),
+        Party("performer", "receiving organisation", field="receiving_sor"),
+        Party("lab", "laboratory", field="lab_sor", directory_kind="lab"),
+    )
     steps = (
-        OutboundStep("referral", MessageKind.REFERRAL),
-        ReplyStep("appointment", MessageKind.APPOINTMENT, deadline="appointment_deadline"),
-        ReplyStep("test_result", MessageKind.TEST_RESULT, deadline="test_result_deadline"),
-        ReplyStep("treatment_plan", MessageKind.TREATMENT_PLAN, deadline="treatment_plan_deadline"),
+        Send("referral", MessageKind.REFERRAL, to="performer"),
+        AwaitReply("appointment", MessageKind.APPOINTMENT, sender="performer", deadline="appointment_deadline"),
+        AwaitReply("test_result", MessageKind.TEST_RESULT, sender="lab", deadline="test_result_deadline"),
+        AwaitReply("treatment_plan", MessageKind.TREATMENT_PLAN, sender="performer", deadline="treatment_plan_deadline"),
     )
 
-    @workflow.run
-    async def run(self, pathway_input: PathwayInput) -> PathwayResult:
-        return await self.run_pathway(pathway_input)
+

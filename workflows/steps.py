@@ -1,14 +1,19 @@
-"""Reusable pathway machinery: send with the MedCom resend rule, await a reply with a deadline,
-coordinator actions, and the projection into the read model.
+"""The pathway engine: runs a pathway's declared steps (workflows/declare.py) — send with the
+MedCom resend rule, await replies and events with deadlines, branch — and holds what every pathway
+shares: the inbound-message signal (confined to the pathway's parties and patient), the viewer
+query, coordinator updates, and the projection into the read model.
 
-A pathway module subclasses `PathwayWorkflow`, declares its steps and writes a short `run`.
+A pathway module subclasses `Pathway`, fills in its declarations and decorates the class with
+`@workflow.defn`; the engine supplies `run`.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
@@ -18,22 +23,26 @@ with workflow.unsafe.imports_passed_through():
     from activities.flows import FlowActivities
     from activities.messages import MessageActivities
     from activities.models import ActivityErrors, RecordStateRequest, SendMessageRequest, TimelineEvent
-    from messaging.model import AckCode, CancellationContent, Envelope, MessageKind, ReferralContent, message_label
+    from messaging.model import AckCode, Envelope, MessageKind, Organization, message_label
+    from workflows.declare import AwaitEvent, AwaitOneOf, AwaitReply, Party, Send, SendOnEvent, StartOn, Step, walk
     from workflows.models import (
         ActionResult,
         CancelRequest,
         CompleteStepRequest,
         EscalationState,
+        EventReport,
         ExtendDeadlineRequest,
         InboundMessageSignal,
         OutboundState,
         PathwayInput,
         PathwayResult,
+        PathwayStart,
         PathwayState,
         PathwayStatus,
         ResendRequest,
         StepState,
         StepStatus,
+        Timings,
     )
 
 # Search attributes: pathway, step, status, next deadline. Never patient data.
@@ -69,49 +78,98 @@ RESEND_ANSWERS_AFTER_PROJECTION = "resend-answers-after-projection"
 # A second reply of a type replaces the first and shows on the timeline (before: logged and
 # ignored — a message careflow had accepted and acknowledged, then dropped).
 SECOND_REPLY_APPLIED = "second-reply-applied"
+# A second reply of a type replaces the first and re-arms the deadlines counted from it (before:
+# logged and ignored); messages from a party other than the expected one, or about another
+# patient, are refused.
+PARTNER_CHANGES = "partner-changes-and-confinement"
 DATABASE_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10))
 RECORD_TIMEOUT = timedelta(seconds=30)
 
 
-@dataclass(frozen=True)
-class OutboundStep:
-    """Send a message and await its acknowledgement."""
-
-    name: str
-    kind: MessageKind
+def OutboundStep(name: str, kind: str, to: str = "performer") -> Send:  # noqa: N802 (the first engine's name)
+    """Send a message to the performer and await its acknowledgement."""
+    return Send(name, kind, to=to)
 
 
-@dataclass(frozen=True)
-class ReplyStep:
+def ReplyStep(name: str, kind: str, deadline: str | None = None, sender: str = "performer") -> AwaitReply:  # noqa: N802
     """Await a reply message; escalate when its deadline passes, and keep waiting."""
-
-    name: str
-    kind: MessageKind
-    deadline: str  # name of the timing in PathwayTimings
+    return AwaitReply(name, kind, sender=sender, deadline=deadline)
 
 
 class PathwayCancelled(Exception):
     pass
 
 
+class PathwayEnded(Exception):
+    """A branch ended the pathway early (e.g. a referral the receiver rejected for good)."""
+
+
 class PathwayWorkflow:
-    """Base of every pathway: state, inbound-message signal, viewer query, coordinator updates."""
+    """Base of every pathway: the declarations, and the engine that runs them.
 
-    steps: tuple[OutboundStep | ReplyStep, ...] = ()
+    Declare (class attributes): `name`, `title`, `title_da`, `input_model` (a PathwayStart subclass),
+    `timings_model` (a Timings subclass), `parties`, `steps`, and optionally `starts` (inbound message
+    types that start it), `api_start`, `acting_for` (careflow's side), `counterpart` (the main other
+    party), `cancellation` (the message a coordinator's cancel sends, None for none) and
+    `partner_cancellation` (a message by which the counterpart ends the pathway)."""
 
-    def __init__(self) -> None:
-        self.input: PathwayInput | None = None
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    title_da: ClassVar[str] = ""
+    input_model: ClassVar[type[PathwayStart]] = PathwayStart
+    timings_model: ClassVar[type[Timings]] = Timings
+    parties: ClassVar[tuple[Party, ...]] = ()
+    steps: ClassVar[tuple[Step, ...]] = ()
+    starts: ClassVar[tuple[StartOn, ...]] = ()
+    api_start: ClassVar[bool] = True
+    acting_for: ClassVar[str] = "requester"
+    counterpart: ClassVar[str] = "performer"
+    cancellation: ClassVar[str | None] = MessageKind.CANCELLATION.value
+    partner_cancellation: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A declared pathway gets the engine's `run`: its author writes no `run` that only forwards."""
+        super().__init_subclass__(**kwargs)
+        if "run" in cls.__dict__ or not cls.steps:
+            return
+
+        async def run(self, pathway_input: PathwayInput) -> PathwayResult:  # noqa: ANN001
+            return await self.run_pathway(pathway_input)
+
+        run.__qualname__, run.__module__, run.__doc__ = f"{cls.__qualname__}.run", cls.__module__, f"Run the {cls.name} pathway's declared steps."
+        cls.run = workflow.run(run)  # type: ignore[attr-defined]
+
+    @classmethod
+    def workflow_id(cls, flow_id: str) -> str:
+        # Never patient data: the flow id is a random UUID.
+        return f"{cls.name}-{flow_id}"
+
+    @classmethod
+    def all_steps(cls) -> list[Step]:
+        return walk(cls.steps)
+
+    @workflow.init
+    def __init__(self, pathway_input: PathwayInput) -> None:
+        # The input is here before any handler runs: a signal that arrives in the first workflow
+        # task, before `run` has started, is checked and kept like any other.
+        self.input: PathwayInput | None = pathway_input
+        self.timings: Timings | None = self.timings_model.model_validate(pathway_input.timings)
         self.state: PathwayState | None = None
         self._acks: dict[str, list[InboundMessageSignal]] = {}
-        self._replies: dict[MessageKind, InboundMessageSignal] = {}
+        self._replies: dict[str, InboundMessageSignal] = {}
+        self._reply_times: dict[str, datetime] = {}
+        self._replaced = 0  # replies replaced by a second one: deadlines counted from them re-arm
+        self._events: dict[str, EventReport] = {}
         self._applied: set[str] = set()
         self._pending_events: list[TimelineEvent] = []
         self._cancel: CancelRequest | None = None
+        self._partner_cancel: InboundMessageSignal | None = None
         self._resend: ResendRequest | None = None
         self._deadline_changes = 0
         self._done_outside: dict[str, CompleteStepRequest] = {}
         self._event_seq = 0
         self._lean_projections = False
+        self._partner_changes: bool | None = None
 
     # ----- handlers -----------------------------------------------------------------------
 
@@ -121,21 +179,32 @@ class PathwayWorkflow:
         if message.message_header_id in self._applied:
             workflow.logger.info("ignoring duplicate message %s", message.message_header_id)
             return
+        refusal = self._refusal(message) if self._changes_enabled() else None
         self._applied.add(message.message_header_id)
-        replaced = False
-        if message.kind is MessageKind.ACKNOWLEDGEMENT and message.response_to:
+        if refusal:
+            workflow.logger.warning("refused message %s: %s", message.message_header_id, refusal)
+            if self.state is not None:
+                self.state.refused_header_ids.append(message.message_header_id)
+                self._event("refused", self._step_for_kind(message.kind), f"{message_label(message.kind)} refused: {refusal}", message.message_header_id)
+            return
+        detail = message_label(message.kind) + (f" {message.response_code.value}" if message.response_code else "")
+        if message.kind == MessageKind.ACKNOWLEDGEMENT and message.response_to:
             self._acks.setdefault(message.response_to, []).append(message)
+        elif self.partner_cancellation and message.kind == self.partner_cancellation and self._changes_enabled():
+            self._partner_cancel = message
         elif message.kind not in self._replies:
             self._replies[message.kind] = message
-        elif workflow.patched(SECOND_REPLY_APPLIED):
-            self._replies[message.kind] = message  # e.g. a rescheduled appointment: the newer one holds
-            replaced = True
+            self._reply_times[message.kind] = workflow.now()
+        elif self._changes_enabled() or workflow.patched(SECOND_REPLY_APPLIED):
+            self._replies[message.kind] = message  # a rescheduled appointment replaces the first
+            self._reply_times[message.kind] = workflow.now()
+            self._replaced += 1
+            detail += " (replaces the earlier one)"
         else:
-            workflow.logger.info("ignoring a second %s reply %s", message.kind.value, message.message_header_id)
+            workflow.logger.info("ignoring a second %s reply %s", message.kind, message.message_header_id)
             return
         if self.state is not None:
             self.state.received_header_ids.append(message.message_header_id)
-            detail = message_label(message.kind) + (f" {message.response_code.value}" if message.response_code else "") + (" (replaces the earlier one)" if replaced else "")
             self._event("received", self._step_for_kind(message.kind), detail + (f": {message.summary}" if message.summary else ""), message.message_header_id)
 
     @workflow.query
@@ -170,7 +239,7 @@ class PathwayWorkflow:
             raise ValueError("nothing has been sent yet")
         if self._resend is not None:
             raise ValueError("a resend is already under way")
-        if any(isinstance(s, OutboundStep) and s.name == self.state.step for s in self.steps):
+        if any(isinstance(s, Send | SendOnEvent) and s.name == self.state.step for s in self.all_steps()):
             raise ValueError("the message is still within its acknowledgement window: careflow resends it by itself")
 
     @workflow.update
@@ -208,6 +277,26 @@ class PathwayWorkflow:
         self._require_active_and_reason(request.reason)
         self._waiting_step(request.step)
 
+    @workflow.update
+    async def report_event(self, report: EventReport) -> ActionResult:
+        """An event outside messaging (a discharge), reported through the API or the console."""
+        self._events[report.event] = report
+        step = next((s.name for s in self.all_steps() if isinstance(s, AwaitEvent | SendOnEvent) and s.event == report.event), "")
+        self._event("event", step, f"{self._event_title(report.event)} reported" + (f": {report.reason}" if report.reason else ""), actor=report.actor)
+        return ActionResult(detail=f"{report.event} recorded")
+
+    @report_event.validator
+    def _validate_event(self, report: EventReport) -> None:
+        if self.state is None or self.state.status in (PathwayStatus.COMPLETED, PathwayStatus.CANCELLED, PathwayStatus.FAILED):
+            raise ValueError("the pathway has ended")
+        steps = [s for s in self.all_steps() if isinstance(s, AwaitEvent | SendOnEvent) and s.event == report.event]
+        if not steps:
+            raise ValueError(f"the {self.name} pathway awaits no event {report.event!r}")
+        if report.role != "admin" and not any(report.role in s.roles for s in steps):
+            raise ValueError(f"role {report.role} may not report {report.event!r}")
+        if report.event in self._events:
+            raise ValueError(f"{report.event!r} has already been reported")
+
     # ----- step helpers -------------------------------------------------------------------
 
     async def run_pathway(self, pathway_input: PathwayInput) -> PathwayResult:
@@ -218,8 +307,9 @@ class PathwayWorkflow:
             flow_id=pathway_input.flow_id,
             pathway=pathway_input.pathway,
             step=self.steps[0].name,
-            steps=[StepState(name=s.name) for s in self.steps],
+            steps=[StepState(name=s.name) for s in self.all_steps()],
         )
+        self._changes_enabled()  # decided (and recorded) once, at the start of new pathways
         workflow.upsert_search_attributes([SA_PATHWAY.value_set(pathway_input.pathway)])
         if not self._lean_projections:
             await self.record()  # the API made the read-model row: nothing new to project yet
@@ -229,32 +319,47 @@ class PathwayWorkflow:
         """Run the declared steps in order, then complete. Cancellation ends it at any wait."""
         assert self.state is not None
         try:
-            for step in self.steps:
-                if isinstance(step, OutboundStep):
-                    await self.send_and_await_ack(step)
-                else:
-                    await self.await_reply(step)
+            try:
+                await self._run(self.steps)
+            except PathwayEnded:
+                pass
             self.state.status = PathwayStatus.COMPLETED
             self.state.step = "completed"
             self._event("completed", "", "pathway completed")
         except PathwayCancelled:
-            await self._send_cancellation()
-            self.state.status = PathwayStatus.CANCELLED
-            for escalation in self.state.open_escalations:
-                escalation.resolved_at, escalation.resolution = workflow.now(), "pathway cancelled"
-            self._event("action", self.state.step, f"pathway cancelled: {self._cancel.reason}", actor=self._cancel.actor)
+            if self._partner_cancel is not None:
+                self._end_by_partner()
+            else:
+                await self._send_cancellation()
+                self.state.status = PathwayStatus.CANCELLED
+                self._resolve_all("pathway cancelled")
+                self._event("action", self.state.step, f"pathway cancelled: {self._cancel.reason}", actor=self._cancel.actor)
         await self.record()
         await workflow.wait_condition(workflow.all_handlers_finished)
         return PathwayResult(flow_id=self.state.flow_id, status=self.state.status, escalations=len(self.state.escalations))
 
-    async def send_and_await_ack(self, step: OutboundStep) -> None:
+    async def _run(self, steps: tuple[Step, ...]) -> None:
+        for step in steps:
+            if isinstance(step, Send):
+                await self.send_and_await_ack(step)
+            elif isinstance(step, AwaitReply):
+                await self.await_reply(step)
+            elif isinstance(step, AwaitOneOf):
+                await self.await_one_of(step)
+            elif isinstance(step, AwaitEvent):
+                await self.await_event(step)
+            elif isinstance(step, SendOnEvent):
+                await self.await_event(step)
+                await self.send_and_await_ack(step)
+
+    async def send_and_await_ack(self, step: Send | SendOnEvent) -> None:
         """Send, then apply MedCom's rule: no acknowledgement within the timeout → resend with the
         same MessageHeader.id and a new Bundle.id, at most `max_resends` times, then escalate.
         `transient-error` follows the resend rule; `fatal-error` escalates at once."""
-        assert self.input and self.state
-        timings = self.input.timings
+        assert self.input and self.state and self.timings
+        timings = self.timings
         header_id = str(workflow.uuid4())
-        outbound = OutboundState(step=step.name, kind=step.kind, message_header_id=header_id)
+        outbound = OutboundState(step=step.name, kind=step.message, message_header_id=header_id, receiver_sor=self.party(step.to).sor)
         self.state.outbound.append(outbound)
         self._enter_step(step.name)
         attempt = 0
@@ -267,7 +372,7 @@ class PathwayWorkflow:
             seen = acks_before_send if workflow.patched(ACK_BEFORE_SEND_RETURNED) else len(self._acks.get(header_id, []))
             try:
                 await workflow.wait_condition(
-                    lambda: len(self._acks.get(header_id, [])) > seen or self._reply_arrived_after(step) or self._cancel is not None,
+                    lambda: len(self._acks.get(header_id, [])) > seen or self._reply_arrived_after(step) or self._stopped(),
                     timeout=timings.ack_timeout,
                 )
             except asyncio.TimeoutError:
@@ -281,37 +386,89 @@ class PathwayWorkflow:
                 break
             if ack is not None and ack.response_code is AckCode.FATAL_ERROR:
                 outbound.ack_code = AckCode.FATAL_ERROR
-                await self.escalate(step.name, f"{message_label(step.kind)} refused by the receiver (fatal-error acknowledgement)")
+                await self.escalate(step.name, f"{message_label(step.message)} refused by the receiver (fatal-error acknowledgement)")
                 break
             if ack is not None:
                 outbound.ack_code = ack.response_code
             if attempt >= timings.max_resends:
                 reason = "transient-error acknowledgements" if ack else "no acknowledgement"
-                await self.escalate(step.name, f"{reason} after {attempt} resends of the {message_label(step.kind)}")
+                await self.escalate(step.name, f"{reason} after {attempt} resends of the {message_label(step.message)}")
                 break
             attempt += 1
         self._finish_step(step.name, StepStatus.DONE, header_id)
         if not self._lean_projections:
             await self.record()  # otherwise the next step's (or the final) projection carries it
 
-    async def await_reply(self, step: ReplyStep) -> None:
+    async def await_reply(self, step: AwaitReply) -> None:
         """Wait for the reply; when the deadline passes escalate once, and keep waiting.
         A coordinator may extend the deadline, resend, or record the step as done."""
-        assert self.input and self.state
-        self._enter_step(step.name)
-        state = self._step_state(step.name)
-        state.deadline = workflow.now() + getattr(self.input.timings, step.deadline)
+        await self._await(
+            step.name,
+            step.deadline,
+            arrived=lambda: step.message if step.message in self._replies else None,
+            overdue=f"no {message_label(step.message)} by its deadline",
+            counted_from=self.steps_by_name().get(step.deadline_from) if step.deadline_from else None,
+        )
+
+    async def await_one_of(self, step: AwaitOneOf) -> None:
+        """Wait for whichever outcome's message comes first, then follow that branch."""
+
+        def arrived() -> str | None:
+            for name, outcome in step.outcomes.items():
+                reply = self._replies.get(outcome.message)
+                if reply is not None and (outcome.when is None or reply.outcome == outcome.when):
+                    return name
+            return None
+
+        labels = " or ".join(message_label(o.message) for o in step.outcomes.values())
+        chosen = await self._await(step.name, step.deadline, arrived=arrived, overdue=f"no {labels} by its deadline")
+        outcome = step.outcomes.get(chosen or "")
+        if outcome is None:
+            return  # done outside careflow
+        reply = self._replies[outcome.message]
+        self._event("branch", step.name, f"outcome: {chosen}" + (f" ({reply.summary})" if reply.summary else ""), reply.message_header_id)
+        if outcome.escalate:
+            await self.escalate(step.name, f"{chosen} by the partner" + (f": {reply.summary}" if reply.summary else ""))
+        await self._run(outcome.steps)
+        if outcome.end:
+            raise PathwayEnded()
+
+    async def await_event(self, step: AwaitEvent | SendOnEvent) -> None:
+        """Wait for an event reported through the API or console, with the step's deadline."""
+        await self._await(
+            step.name,
+            step.deadline,
+            arrived=lambda: step.event if step.event in self._events else None,
+            overdue=f"no {self._event_title(step.event)} reported by its deadline",
+        )
+
+    async def _await(self, name: str, deadline: str | None, *, arrived: Callable[[], str | None], overdue: str, counted_from: Step | None = None) -> str | None:
+        """The waiting every step shares: escalate once when the deadline passes and keep waiting;
+        a coordinator may extend the deadline, resend, or record the step as done outside careflow.
+        Returns what arrived (None: done outside careflow)."""
+        assert self.input and self.state and self.timings
+        self._enter_step(name)
+        state = self._step_state(name)
+        period: timedelta | None = getattr(self.timings, deadline) if deadline else None
+
+        def arm() -> None:
+            start = self._reply_times.get(counted_from.message, workflow.now()) if isinstance(counted_from, AwaitReply) else workflow.now()
+            state.deadline = start + period if period is not None else None
+
+        arm()
         await self.record()
         while True:
             self._check_cancel()
-            if step.kind in self._replies:
-                self._finish_step(step.name, StepStatus.DONE, self._replies[step.kind].message_header_id)
-                self._resolve_escalations(step.name, f"{message_label(step.kind)} received")
+            found = arrived()
+            if found is not None:
+                header = self._replies[found].message_header_id if found in self._replies else None
+                self._finish_step(name, StepStatus.DONE, header)
+                self._resolve_escalations(name, f"{message_label(found) if found in self._replies else self._event_title(found)} received")
                 break
-            if step.name in self._done_outside:
-                request = self._done_outside[step.name]
-                self._finish_step(step.name, StepStatus.DONE_OUTSIDE)
-                self._resolve_escalations(step.name, f"done outside careflow ({request.actor}): {request.reason}")
+            if name in self._done_outside:
+                request = self._done_outside[name]
+                self._finish_step(name, StepStatus.DONE_OUTSIDE)
+                self._resolve_escalations(name, f"done outside careflow ({request.actor}): {request.reason}")
                 break
             if self._resend is not None:
                 await self._resend_last()
@@ -319,25 +476,34 @@ class PathwayWorkflow:
             remaining = (state.deadline - workflow.now()) if state.deadline else None
             if remaining is not None and remaining <= timedelta(0) and state.status is not StepStatus.OVERDUE:
                 state.status = StepStatus.OVERDUE
-                await self.escalate(step.name, f"no {message_label(step.kind)} by its deadline")
+                await self.escalate(name, overdue)
                 continue
-            changes = self._deadline_changes
+            changes, replaced = self._deadline_changes, self._replaced
             wait_for = remaining if remaining is not None and remaining > timedelta(0) else None
             try:
                 await workflow.wait_condition(
-                    lambda: step.kind in self._replies
-                    or step.name in self._done_outside
+                    lambda: arrived() is not None
+                    or name in self._done_outside
                     or self._resend is not None
-                    or self._cancel is not None
-                    or self._deadline_changes != changes,
+                    or self._stopped()
+                    or self._deadline_changes != changes
+                    or (counted_from is not None and self._replaced != replaced),
                     timeout=wait_for,
                 )
             except asyncio.TimeoutError:
                 pass
-            if self._deadline_changes != changes:
+            if counted_from is not None and self._replaced != replaced and arrived() is None:
+                arm()  # the reply it counts from was replaced: a new deadline from the new one
+                if state.status is StepStatus.OVERDUE:
+                    state.status = StepStatus.WAITING
+                    self._resolve_escalations(name, f"{message_label(counted_from.message)} replaced: deadline re-armed")
+                self._event("deadline", name, f"deadline re-armed to {state.deadline:%Y-%m-%d %H:%M} by a new {message_label(counted_from.message)}")
+                await self.record()
+            elif self._deadline_changes != changes:
                 await self.record()
         if not self._lean_projections:
             await self.record()  # otherwise the next step's (or the final) projection carries it
+        return found if found is not None else None
 
     async def escalate(self, step: str, reason: str) -> None:
         """Open an escalation for a coordinator; the pathway goes on."""
@@ -371,28 +537,23 @@ class PathwayWorkflow:
 
     # ----- internals ----------------------------------------------------------------------
 
-    async def _send(self, step: OutboundStep, outbound: OutboundState, attempt: int) -> bool:
+    async def _send(self, step: Send | SendOnEvent, outbound: OutboundState, attempt: int) -> bool:
         assert self.input and self.state
         bundle_id = str(workflow.uuid4())
         request = SendMessageRequest(
             flow_id=self.input.flow_id,
             step=step.name,
-            kind=step.kind,
+            kind=step.message,
             attempt=attempt,
             envelope=Envelope(
                 message_header_id=outbound.message_header_id,
                 bundle_id=bundle_id,
                 timestamp=workflow.now(),
-                sender=self.input.referring,
-                receiver=self.input.receiving,
+                sender=self.party(self.acting_for),
+                receiver=self.party(step.to),
                 patient=self.input.patient,
             ),
-            referral=ReferralContent(service_request_id=self.input.flow_id, reason=self.input.reason, priority=self.input.priority)
-            if step.kind is MessageKind.REFERRAL
-            else None,
-            cancellation=CancellationContent(service_request_id=self.input.flow_id, reason=self._cancel.reason if self._cancel else "")
-            if step.kind is MessageKind.CANCELLATION
-            else None,
+            content=self._content(step),
         )
         try:
             await workflow.execute_activity_method(
@@ -401,18 +562,31 @@ class PathwayWorkflow:
             )
         except ActivityError as err:  # the send failed for good (refused, or retried past its time)
             cause = err.cause or err
-            await self.escalate(step.name, f"{message_label(step.kind)} could not be sent: {cause}")
+            await self.escalate(step.name, f"{message_label(step.message)} could not be sent: {cause}")
             return False
         outbound.bundle_ids.append(bundle_id)
         outbound.first_sent_at = outbound.first_sent_at or workflow.now()
         label = "sent" if attempt == 0 else f"resent (attempt {attempt + 1})"
-        self._event("sent", step.name, f"{message_label(step.kind)} {label}", outbound.message_header_id, key=f"sent-{bundle_id}")
+        self._event("sent", step.name, f"{message_label(step.message)} {label}", outbound.message_header_id, key=f"sent-{bundle_id}")
         return True
+
+    def _content(self, step: Send | SendOnEvent) -> dict[str, Any]:
+        """The message's content, as plain data for its type's content model (built in the activity)."""
+        assert self.input is not None
+        if step.message == self.cancellation and step.name not in self.steps_by_name():
+            content: Any = {"service_request_id": self.input.flow_id, "reason": self._cancel.reason if self._cancel else ""}
+        elif isinstance(step, SendOnEvent):
+            report = self._events.get(step.event)
+            data = report.data if report else {}
+            content = step.content(self.input, data) if step.content else {"service_request_id": self.input.flow_id, **self.input.data, **data}
+        else:
+            content = step.content(self.input)
+        return content.model_dump(mode="json") if hasattr(content, "model_dump") else dict(content)
 
     async def _resend_last(self) -> None:
         assert self.state and self._resend
         outbound = self.state.outbound[-1]
-        step = OutboundStep(name=outbound.step, kind=outbound.kind)
+        step = self._outbound_step(outbound)
         self._event("action", outbound.step, f"resend requested: {self._resend.reason}", actor=self._resend.actor)
         await self._send(step, outbound, len(outbound.bundle_ids))
         self._resolve_escalations(outbound.step, f"resent by {self._resend.actor}: {self._resend.reason}")
@@ -423,29 +597,108 @@ class PathwayWorkflow:
             self._resend = None
             await self.record()
 
+    def _outbound_step(self, outbound: OutboundState) -> Send | SendOnEvent:
+        declared = self.steps_by_name().get(outbound.step)
+        if isinstance(declared, Send | SendOnEvent) and declared.message == outbound.kind:
+            return declared
+        return Send(outbound.step, outbound.kind, to=self.counterpart)  # the cancellation
+
     async def _send_cancellation(self) -> None:
         assert self.state is not None
-        outbound = OutboundState(step=self.state.step, kind=MessageKind.CANCELLATION, message_header_id=str(workflow.uuid4()))
+        if not self.cancellation:
+            return  # this pathway tells nobody when it is cancelled
+        outbound = OutboundState(step=self.state.step, kind=self.cancellation, message_header_id=str(workflow.uuid4()), receiver_sor=self.party(self.counterpart).sor)
         self.state.outbound.append(outbound)
-        await self._send(OutboundStep(name=self.state.step, kind=MessageKind.CANCELLATION), outbound, 0)
+        await self._send(Send(self.state.step, self.cancellation, to=self.counterpart), outbound, 0)
+
+    def _end_by_partner(self) -> None:
+        """The counterpart cancelled: the pathway ends with its reason (nothing is sent back)."""
+        assert self.state is not None and self._partner_cancel is not None
+        message = self._partner_cancel
+        self.state.status = PathwayStatus.CANCELLED
+        reason = f"cancelled by the partner (SOR {message.sender_sor})" + (f": {message.summary}" if message.summary else "")
+        self._resolve_all(reason)
+        self._event("received", self.state.step, reason, message.message_header_id)
+
+    def _resolve_all(self, resolution: str) -> None:
+        assert self.state is not None
+        for escalation in self.state.open_escalations:
+            escalation.resolved_at, escalation.resolution = workflow.now(), resolution
+
+    def _stopped(self) -> bool:
+        return self._cancel is not None or self._partner_cancel is not None
 
     def _check_cancel(self) -> None:
-        if self._cancel is not None:
+        if self._stopped():
             raise PathwayCancelled()
 
     def _latest_ack(self, header_id: str) -> InboundMessageSignal | None:
         acks = self._acks.get(header_id)
         return acks[-1] if acks else None
 
-    def _reply_arrived_after(self, step: OutboundStep) -> bool:
+    def _reply_arrived_after(self, step: Send | SendOnEvent) -> bool:
+        if step not in self.steps:
+            return False
         later = self.steps[self.steps.index(step) + 1 :]
-        return any(isinstance(s, ReplyStep) and s.kind in self._replies for s in later)
+        return any(isinstance(s, AwaitReply) and s.message in self._replies for s in later)
 
-    def _step_for_kind(self, kind: MessageKind) -> str:
-        for step in self.steps:
-            if step.kind is kind:
+    def _step_for_kind(self, kind: str) -> str:
+        for step in self.all_steps():
+            if getattr(step, "message", None) == kind or (isinstance(step, AwaitOneOf) and any(o.message == kind for o in step.outcomes.values())):
                 return step.name
         return self.state.step if self.state else ""
+
+    # ----- parties and confinement ----------------------------------------------------------
+
+    def party(self, role: str) -> Organization:
+        assert self.input is not None
+        try:
+            return self.input.parties[role]
+        except KeyError:
+            raise ValueError(f"the {self.name} pathway has no party {role!r} in its input") from None
+
+    @classmethod
+    def steps_by_name(cls) -> dict[str, Step]:
+        return {s.name: s for s in walk(cls.steps)}
+
+    def _changes_enabled(self) -> bool:
+        if self._partner_changes is None:
+            self._partner_changes = workflow.patched(PARTNER_CHANGES)
+        return self._partner_changes
+
+    def _refusal(self, message: InboundMessageSignal) -> str | None:
+        """Why a message may not be applied to this pathway, or None. The API checks the same
+        before it stores a message as correlated; this guards every other way in (relay, triage)."""
+        if self.input is None:
+            return None  # before run: nothing to compare with yet (cannot happen with workflow.init)
+        if message.patient_hash and self.input.patient_hash and message.patient_hash != self.input.patient_hash:
+            return "the message is about another patient than the pathway's"
+        if message.kind == MessageKind.ACKNOWLEDGEMENT:
+            sent = next((o for o in (self.state.outbound if self.state else []) if o.message_header_id == message.response_to), None)
+            if sent is not None and sent.receiver_sor is not None and sent.receiver_sor != message.sender_sor:
+                return f"only the receiver of the acknowledged message (SOR {sent.receiver_sor}) may acknowledge it, not SOR {message.sender_sor}"
+            return None
+        expected = self.expected_senders(message.kind)
+        if expected and message.sender_sor not in expected:
+            return f"a {message_label(message.kind)} is expected from SOR {' or '.join(sorted(expected))}, not SOR {message.sender_sor}"
+        return None
+
+    def expected_senders(self, kind: str) -> set[str]:
+        """The SOR codes a message of this type may come from: the parties the steps awaiting it
+        name; for a type no step awaits, any party of the pathway."""
+        assert self.input is not None
+        roles = {s.sender for s in self.all_steps() if isinstance(s, AwaitReply) and s.message == kind}
+        roles |= {s.sender for s in self.all_steps() if isinstance(s, AwaitOneOf) and any(o.message == kind for o in s.outcomes.values())}
+        if kind == self.partner_cancellation:
+            roles.add(self.counterpart)
+        parties = self.input.parties
+        return {parties[r].sor for r in roles if r in parties} if roles else {p.sor for p in parties.values()}
+
+    def _event_title(self, event: str) -> str:
+        for step in self.all_steps():
+            if isinstance(step, AwaitEvent | SendOnEvent) and step.event == event and step.title:
+                return step.title
+        return event.replace("-", " ").replace("_", " ")
 
     def _step_state(self, name: str) -> StepState:
         assert self.state is not None
@@ -458,7 +711,7 @@ class PathwayWorkflow:
         step = self._step_state(name)
         if step.status not in (StepStatus.WAITING, StepStatus.OVERDUE) or name != self.state.step:
             raise ValueError(f"step {name!r} is not the step the pathway is waiting on")
-        if not any(s.name == name and isinstance(s, ReplyStep) for s in self.steps):
+        if not any(s.name == name and isinstance(s, AwaitReply | AwaitOneOf | AwaitEvent) for s in self.all_steps()):
             raise ValueError(f"step {name!r} does not wait for a reply")
         return step
 

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import Coordinator, FlowReader, KeyRingDep, SessionDep, SettingsDep
+from api.deps import Coordinator, CurrentUser, FlowReader, KeyRingDep, PathwaysDep, SessionDep, SettingsDep, TemporalDep
 from api.flows_query import FlowFilter, flow_detail, list_flows
-from api.schemas import CprSearch, FlowDetail, FlowPublic, Page
+from api.schemas import CprSearch, EventIn, FlowDetail, FlowPublic, Page
+from careflow.auth import Role
+from workflows.models import ActionResult, EventReport
+from workflows.registry import events
+from workflows.steps import PathwayWorkflow
 from careflow.crypto import cpr_lookup_hash
 from store.models import AuditEntry, Flow
 
@@ -56,3 +63,29 @@ def get_flow(flow_id: str, user: FlowReader, session: SessionDep, key_ring: KeyR
     session.add(AuditEntry(actor=user.subject, role=user.role.value, action="read-flow", flow_id=flow_id))
     session.commit()
     return flow_detail(session, flow, key_ring)
+
+
+@router.post("/{flow_id}/events/{event}", response_model=ActionResult, responses={403: {"description": "role may not report it"}, 404: {"description": "no such flow or event"}, 409: {"description": "refused by the pathway"}})
+async def report_event(flow_id: str, event: str, body: EventIn, user: CurrentUser, session: SessionDep, pathways: PathwaysDep, temporal: TemporalDep) -> ActionResult:
+    """Report an event outside messaging (a discharge) to a running flow, if its pathway awaits it."""
+    flow = session.get(Flow, flow_id)
+    pathway = pathways.get(flow.pathway) if flow else None
+    if flow is None or pathway is None:
+        raise HTTPException(404, f"no flow {flow_id}")
+    steps = [s for s in events(pathway) if s.event == event]
+    if not steps:
+        raise HTTPException(404, f"the {pathway.name} pathway awaits no event {event!r}; it awaits: {', '.join(sorted({s.event for s in events(pathway)})) or 'none'}")
+    if user.role is not Role.ADMIN and not any(user.role.value in s.roles for s in steps):
+        raise HTTPException(403, f"role {user.role.value} may not report {event!r}; needs {' or '.join(sorted({r for s in steps for r in s.roles}))}")
+    session.add(AuditEntry(actor=user.subject, role=user.role.value, action=f"report-event:{event}", flow_id=flow_id))
+    session.commit()
+    report = EventReport(event=event, actor=user.subject, role=user.role.value, reason=body.reason, data=body.data)
+    try:
+        return await temporal.get_workflow_handle(flow.workflow_id).execute_update(PathwayWorkflow.report_event, report, rpc_timeout=timedelta(seconds=20))
+    except WorkflowUpdateFailedError as err:
+        cause = err.cause
+        raise HTTPException(409, f"refused by the pathway: {getattr(cause, 'message', '') or cause}") from None
+    except RPCError as err:
+        if err.status is RPCStatusCode.NOT_FOUND:
+            raise HTTPException(409, "the flow has ended") from None
+        raise HTTPException(503, "the workflow service is unreachable; try again") from None
