@@ -14,6 +14,7 @@ from temporalio.client import Client
 from careflow.auth import InvalidToken, Principal, Role, verify_token
 from careflow.crypto import KeyRing
 from careflow.settings import Settings
+from exchange.receiving import Receiver
 from messaging import Directory
 from workflows.registry import Pathways
 
@@ -47,6 +48,10 @@ def get_pathways(request: Request) -> Pathways:
     return request.app.state.pathways
 
 
+def get_receiver(request: Request) -> Receiver:
+    return request.app.state.receiver
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 SessionDep = Annotated[Session, Depends(get_session)]
 TemporalDep = Annotated[Client, Depends(get_temporal)]
@@ -54,6 +59,7 @@ DirectoryDep = Annotated[Directory, Depends(get_directory)]
 KeyRingDep = Annotated[KeyRing, Depends(get_key_ring)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 PathwaysDep = Annotated[Pathways, Depends(get_pathways)]
+ReceiverDep = Annotated[Receiver, Depends(get_receiver)]
 
 _bearer = HTTPBearer(auto_error=False, description="careflow token (`careflow token --role ROLE`)")
 

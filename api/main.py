@@ -17,8 +17,9 @@ from api.errors import install_error_handlers
 from api.routes import codec, fhir, flows, health, metrics, pathways, referrals
 from careflow.codec import EncryptionCodec, data_converter
 from careflow.crypto import KeyRing
-from careflow.delivery import deliver, send_acknowledgement
 from careflow.metrics import ApiMetrics
+from exchange.delivering import Deliverer, send_acknowledgement
+from exchange.receiving import Receiver
 from careflow.settings import Settings, get_settings
 from careflow.tracing import Tracing
 from messaging import Directory
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
         app.state.temporal_codec = EncryptionCodec(app.state.key_ring)
         app.state.directory = Directory.load(settings.directory_path)
         app.state.pathways = Pathways.load(settings.pathway_modules)
+        app.state.receiver = Receiver(app.state.key_ring, settings, app.state.directory, app.state.pathways)
         # Lazy: the API starts, and stores inbound messages, even while Temporal is down.
         app.state.temporal = await Client.connect(
             settings.temporal_address,
@@ -52,10 +54,11 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
             interceptors=tracing.temporal_interceptors(),
         )
         app.state.http = tracing.instrument_http(httpx.AsyncClient(timeout=settings.send_timeout.total_seconds()))
+        deliverer = Deliverer(app.state.engine, app.state.temporal, app.state.pathways, app.state.key_ring, settings.task_queue)
         tasks: set[asyncio.Task] = set()
 
         async def _deliver_and_acknowledge(message_id: int) -> None:
-            await deliver(app.state.engine, app.state.temporal, message_id)
+            await deliverer.deliver(message_id)
             await send_acknowledgement(app.state.engine, app.state.http, app.state.directory, app.state.key_ring, message_id)
 
         def after_store(message_id: int) -> None:

@@ -73,6 +73,9 @@ def resolve_parties(pathway: type[PathwayWorkflow], start: PathwayStart, directo
                 raise StartRefused(422, f"the {party.title} ({party.field}) is required", party.field)
         except UnknownOrganization as err:
             raise StartRefused(422, f"unknown organisation for the {party.title}: {err}", party.field) from None
+        expected_kind = party.kind or party.directory_kind
+        if expected_kind and directory.get(parties[party.role].sor).kind != expected_kind:
+            raise StartRefused(422, f"the {party.title} must be a {expected_kind}, and SOR {parties[party.role].sor} is not", party.field)
     for role, kinds in messages_sent(pathway).items():
         for kind in sorted(kinds):
             try:
@@ -81,6 +84,52 @@ def resolve_parties(pathway: type[PathwayWorkflow], start: PathwayStart, directo
                 field = next((p.field for p in pathway.parties if p.role == role), None)
                 raise StartRefused(422, str(err), field) from None
     return parties
+
+
+@dataclass
+class Prepared:
+    """A flow ready to commit: its read-model row, its audit entry and its workflow's input."""
+
+    pathway: type[PathwayWorkflow]
+    flow: Flow
+    audit: AuditEntry
+    input: PathwayInput
+
+
+def prepare_flow(
+    pathway: type[PathwayWorkflow], start: PathwayStart, *, actor: str, role: str, settings: Settings, directory: Directory, key_ring: KeyRing,
+    flow_id: str, audit_action: str = "start-flow", keep_input: bool = False,
+) -> Prepared:
+    """Resolve the parties and build the row and the input (nothing is written). `keep_input` keeps
+    the workflow input, encrypted, on the row: a flow started by an inbound message is started by
+    whichever delivers that message first (the API, or the relay after a crash)."""
+    parties = resolve_parties(pathway, start, directory)
+    patient = start.patient.data()
+    cpr_hash = cpr_lookup_hash(patient.cpr, settings.cpr_hash_key)
+    data = start.model_dump(mode="json", exclude={"patient"})
+    pathway_input = PathwayInput(
+        flow_id=flow_id,
+        pathway=pathway.name,
+        patient=patient,
+        parties=parties,
+        data=data,
+        timings=settings.timings(pathway.name, pathway.timings_model).model_dump(mode="json"),
+        patient_hash=cpr_hash,
+    )
+    flow = Flow(
+        id=flow_id,
+        workflow_id=pathway.workflow_id(flow_id),
+        pathway=pathway.name,
+        referring_sor=parties[pathway.acting_for].sor,
+        receiving_sor=parties[pathway.counterpart].sor,
+        priority=str(data.get("priority", "routine")),
+        cpr_hash=cpr_hash,
+        patient_enc=key_ring.encrypt_text(patient.model_dump_json()),
+        reason_enc=key_ring.encrypt_text(str(data.get("reason", pathway.title))),
+        parties_json=json.dumps({role: org.sor for role, org in parties.items()}),
+        start_enc=key_ring.encrypt_text(pathway_input.model_dump_json()) if keep_input else None,
+    )
+    return Prepared(pathway, flow, AuditEntry(actor=actor, role=role, action=audit_action, flow_id=flow_id, detail=pathway.name), pathway_input)
 
 
 async def start_flow(
@@ -101,36 +150,21 @@ async def start_flow(
     """Store the read-model row, then start the workflow. The row is committed first so the flow
     is visible (and a retry can find it) before its workflow runs; a start that fails for certain
     takes it back unless the caller will retry with the same flow id (`keep_row_on_failure`)."""
-    parties = resolve_parties(pathway, start, directory)
-    patient = start.patient.data()
-    cpr_hash = cpr_lookup_hash(patient.cpr, settings.cpr_hash_key)
-    data = start.model_dump(mode="json", exclude={"patient"})
+    prepared = prepare_flow(pathway, start, actor=actor, role=role, settings=settings, directory=directory, key_ring=key_ring, flow_id=flow_id, audit_action=audit_action)
     url = f"{settings.public_url}/flows/{flow_id}"
-    acting_for, counterpart = parties[pathway.acting_for], parties[pathway.counterpart]
 
     def store_flow() -> Flow:
         with Session(engine, expire_on_commit=False) as session:
             flow = session.get(Flow, flow_id)
             if flow is None:
-                flow = Flow(
-                    id=flow_id,
-                    workflow_id=pathway.workflow_id(flow_id),
-                    pathway=pathway.name,
-                    referring_sor=acting_for.sor,
-                    receiving_sor=counterpart.sor,
-                    priority=str(data.get("priority", "routine")),
-                    cpr_hash=cpr_hash,
-                    patient_enc=key_ring.encrypt_text(patient.model_dump_json()),
-                    reason_enc=key_ring.encrypt_text(str(data.get("reason", pathway.title))),
-                    parties_json=json.dumps({role: org.sor for role, org in parties.items()}),
-                )
-                session.add(flow)
-                session.add(AuditEntry(actor=actor, role=role, action=audit_action, flow_id=flow_id, detail=pathway.name))
+                session.add(prepared.flow)
+                session.add(prepared.audit)
                 session.commit()
-            elif flow.cpr_hash != cpr_hash or flow.receiving_sor != counterpart.sor or flow.pathway != pathway.name:
+                return prepared.flow
+            if flow.cpr_hash != prepared.flow.cpr_hash or flow.receiving_sor != prepared.flow.receiving_sor or flow.pathway != pathway.name:
                 raise StartRefused(409, "this Idempotency-Key was already used for another flow")
-            # else: a retry. Its first attempt may have died before (or while) starting the
-            # workflow, so start it now; a workflow that did start answers 409 below.
+            # A retry. Its first attempt may have died before (or while) starting the workflow, so
+            # start it now; a workflow that did start answers 409 below.
             return flow
 
     def take_back() -> None:
@@ -142,21 +176,7 @@ async def start_flow(
 
     flow = await asyncio.to_thread(store_flow)
     try:
-        await temporal.start_workflow(
-            pathway.run,
-            PathwayInput(
-                flow_id=flow_id,
-                pathway=pathway.name,
-                patient=patient,
-                parties=parties,
-                data=data,
-                timings=settings.timings(pathway.name, pathway.timings_model).model_dump(mode="json"),
-                patient_hash=cpr_hash,
-            ),
-            id=flow.workflow_id,
-            task_queue=settings.task_queue,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        )
+        await temporal.start_workflow(pathway.run, prepared.input, id=flow.workflow_id, task_queue=settings.task_queue, id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE)
     except WorkflowAlreadyStartedError:
         raise StartRefused(409, f"this flow was already started: {url}") from None
     except Exception as err:
@@ -166,5 +186,5 @@ async def start_flow(
             await asyncio.to_thread(take_back)
         log.error("could not start workflow for flow %s: %s", flow_id, type(err).__name__)
         raise StartRefused(503, "the workflow service is unreachable; nothing was started, try again") from None
-    log.info("%s flow %s started (%s → %s)", pathway.name, flow_id, acting_for.sor, counterpart.sor)
+    log.info("%s flow %s started (%s → %s)", pathway.name, flow_id, flow.referring_sor, flow.receiving_sor)
     return Started(flow_id=flow_id, url=url)

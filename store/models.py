@@ -49,6 +49,9 @@ class Flow(FlowBase, table=True):
     state_version: int = 0
     # The pathway's parties, role -> SOR code (JSON): who may send what into this flow.
     parties_json: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}", server_default="{}"))
+    # A flow started by an inbound message: its workflow input (encrypted), so whichever delivers
+    # that message first starts the workflow with it (signal-with-start).
+    start_enc: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
 class FlowEvent(SQLModel, table=True):

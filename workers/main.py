@@ -79,7 +79,7 @@ async def run_worker(settings: Settings) -> None:
         http = await stack.enter_async_context(tracing.instrument_http(httpx.AsyncClient(timeout=settings.send_timeout.total_seconds())))
         executor = stack.enter_context(ThreadPoolExecutor(max_workers=32))
         worker = build_worker(client, settings, http=http, executor=executor, metrics=metrics)
-        relay = Relay(make_engine(settings.sqlalchemy_url), client, http, Directory.load(settings.directory_path), KeyRing.parse(settings.codec_keys))
+        relay = Relay(make_engine(settings.sqlalchemy_url), client, http, Directory.load(settings.directory_path), KeyRing.parse(settings.codec_keys), Pathways.load(settings.pathway_modules), settings.task_queue)
         log.info("worker polling task queue %s on %s", settings.task_queue, settings.temporal_address)
         reconciler = Reconciler(relay.engine, client)
         background = [

@@ -13,8 +13,9 @@ from sqlalchemy import Engine
 from temporalio.client import Client
 
 from careflow.crypto import KeyRing
-from careflow.delivery import deliver, send_acknowledgement, undelivered, unsent_acknowledgements
+from exchange.delivering import Deliverer, send_acknowledgement, undelivered, unsent_acknowledgements
 from messaging import Directory
+from workflows.registry import PATHWAYS, Pathways
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,9 @@ async def repeat(one_pass: Callable[[], Awaitable[object]], interval: timedelta,
 
 
 class Relay:
-    def __init__(self, engine: Engine, client: Client, http: httpx.AsyncClient, directory: Directory, key_ring: KeyRing) -> None:
+    def __init__(self, engine: Engine, client: Client, http: httpx.AsyncClient, directory: Directory, key_ring: KeyRing, pathways: Pathways | None = None, task_queue: str = "careflow") -> None:
         self.engine, self.client, self.http, self.directory, self.key_ring = engine, client, http, directory, key_ring
+        self.deliverer = Deliverer(engine, client, pathways or PATHWAYS, key_ring, task_queue)
 
     async def run_once(self, grace: timedelta = GRACE) -> int:
         """One pass; returns how many messages it delivered."""
@@ -43,7 +45,7 @@ class Relay:
         for message_id, flow_id in await asyncio.to_thread(undelivered, self.engine, grace):
             if flow_id in blocked_flows:
                 continue  # keep per-flow order: nothing overtakes a message that failed
-            if await deliver(self.engine, self.client, message_id):
+            if await self.deliverer.deliver(message_id):
                 delivered += 1
             else:
                 blocked_flows.add(flow_id)

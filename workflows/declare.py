@@ -29,6 +29,7 @@ class Party:
     title: str
     field: str | None = None  # input field with the SOR code
     directory_kind: str | None = None  # fallback: the directory's first entry of this kind
+    kind: str | None = None  # the directory kind the organisation must be (None: any)
 
 
 # What a Send step sends: content for the message type's content model, from the pathway's input.

@@ -19,9 +19,8 @@ from api.flows_query import SORTS, FlowFilter, flow_detail, list_flows
 from careflow.crypto import cpr_lookup_hash
 from messaging import from_xml
 from messaging.formats import looks_like_xml
-from messaging.model import MessageKind
 from store.models import AuditEntry, Escalation, Flow, FlowStatus, InboundMessage, OutboundMessage, utcnow
-from workflows.registry import PATHWAYS
+from workflows.registry import Pathways, messages_sent
 
 router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)
 
@@ -55,19 +54,20 @@ def _flag(value: str | None) -> bool | None:
     return {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}.get((value or "").lower())
 
 
-def _step_names() -> list[str]:
+def _step_names(pathways: Pathways) -> list[str]:
     names: list[str] = []
-    for definition in PATHWAYS.values():
-        names += [s.name for s in definition.workflow.steps if s.name not in names]
+    for definition in pathways:
+        names += [s.name for s in definition.all_steps() if s.name not in names]
     return [*names, "completed"]
 
 
-def _filter_choices(directory: DirectoryDep) -> dict:
+def _filter_choices(directory: DirectoryDep, pathways: Pathways) -> dict:
+    sent = {kind for p in pathways for kinds in messages_sent(p).values() for kind in kinds}
     return {
-        "pathways": [(name, f"{d.title} · {d.title_da}") for name, d in PATHWAYS.items()],
-        "steps": _step_names(),
+        "pathways": [(name, f"{d.title} · {d.title_da}") for name, d in pathways.items()],
+        "steps": _step_names(pathways),
         "statuses": STATUSES,
-        "organisations": [(e.sor, e.name) for e in directory.entries if e.accepts_kind(MessageKind.REFERRAL)],
+        "organisations": [(e.sor, e.name) for e in directory.entries if e.accepted_codes & sent],
         "sorts": list(SORTS),
     }
 
@@ -85,7 +85,7 @@ def overview(request: Request, user: CurrentCoordinator, session: SessionDep) ->
     by_step = session.exec(
         select(Flow.pathway, Flow.step, func.count()).where(col(Flow.status).in_(OPEN_STATUSES)).group_by(Flow.pathway, Flow.step)
     ).all()
-    order = {name: i for i, name in enumerate(_step_names())}
+    order = {name: i for i, name in enumerate(_step_names(request.app.state.pathways))}
     by_status = session.exec(select(Flow.pathway, Flow.status, func.count()).group_by(Flow.pathway, Flow.status)).all()
     overdue = session.exec(ConsoleFilter(overdue=True).apply(select(func.count()).select_from(Flow))).one()
     open_escalations = session.exec(select(func.count()).select_from(Escalation).where(col(Escalation.resolved_at).is_(None))).one()
@@ -104,7 +104,7 @@ def overview(request: Request, user: CurrentCoordinator, session: SessionDep) ->
             "overdue": overdue,
             "open_escalations": open_escalations,
             "awaiting_ack": awaiting_ack,
-            "pathway_titles": {name: f"{d.title} · {d.title_da}" for name, d in PATHWAYS.items()},
+            "pathway_titles": {name: f"{d.title} · {d.title_da}" for name, d in request.app.state.pathways.items()},
         },
     )
 
@@ -151,7 +151,7 @@ def _list_context(session: Session, query: ListQuery) -> dict:
 def flows(request: Request, user: CurrentCoordinator, session: SessionDep, directory: DirectoryDep, query: ListQueryDep) -> Response:
     """Pathways (no patient data), filtered, soonest deadline first, paginated; refreshes itself."""
     context = _list_context(session, query)
-    return render(request, "flows.html", {"user": user, "choices": _filter_choices(directory), "organisations": _names(directory), "search": None, **context})
+    return render(request, "flows.html", {"user": user, "choices": _filter_choices(directory, request.app.state.pathways), "organisations": _names(directory), "search": None, **context})
 
 
 @router.get("/flows/table", response_class=HTMLResponse)
@@ -174,22 +174,22 @@ def search_by_cpr(
     normalised = cpr.replace("-", "").replace(" ", "").strip()
     if not (len(normalised) == 10 and normalised.isdigit()):
         context = _list_context(session, None, None, None, None, None, None, None, "deadline", 1)
-        return render(request, "flows.html", {"user": user, "choices": _filter_choices(directory), "organisations": _names(directory), "search": {"error": "A CPR number has 10 digits (DDMMYY-XXXX)."}, **context}, status_code=422)
+        return render(request, "flows.html", {"user": user, "choices": _filter_choices(directory, request.app.state.pathways), "organisations": _names(directory), "search": {"error": "A CPR number has 10 digits (DDMMYY-XXXX)."}, **context}, status_code=422)
     flt = FlowFilter(cpr_hash=cpr_lookup_hash(normalised, settings.cpr_hash_key))
     items, total = list_flows(session, flt, limit=200, offset=0, sort="newest")
     session.add(AuditEntry(actor=user.subject, role=user.role, action="console-search-by-cpr", detail=f"{total} flows"))
     session.commit()
     context = {"items": items, "total": total, "page": 1, "pages": 1, "params": {}, "now": utcnow()}
-    return render(request, "flows.html", {"user": user, "choices": _filter_choices(directory), "organisations": _names(directory), "search": {"total": total}, **context})
+    return render(request, "flows.html", {"user": user, "choices": _filter_choices(directory, request.app.state.pathways), "organisations": _names(directory), "search": {"total": total}, **context})
 
 
 # ----- flow detail --------------------------------------------------------------------------
 
 
-def _steps(flow: Flow) -> list[dict]:
+def _steps(flow: Flow, pathways: Pathways) -> list[dict]:
     steps = json.loads(flow.steps_json or "[]")
-    if not steps and flow.pathway in PATHWAYS:
-        steps = [{"name": s.name, "status": "pending", "deadline": None} for s in PATHWAYS[flow.pathway].workflow.steps]
+    if not steps and flow.pathway in pathways:
+        steps = [{"name": s.name, "status": "pending", "deadline": None} for s in pathways[flow.pathway].all_steps()]
     for step in steps:
         step["deadline"] = datetime.fromisoformat(step["deadline"]) if step.get("deadline") else None
         step["current"] = step["name"] == flow.step and flow.status in OPEN_STATUSES
@@ -209,7 +209,7 @@ def flow_page(request: Request, flow_id: str, user: CurrentCoordinator, session:
     return render(
         request,
         "flow.html",
-        {"user": user, "flow": detail, "steps": _steps(flow), "organisations": names, "open_escalations": [e for e in detail.escalations if e.resolved_at is None], "now": utcnow(), "default_deadline": _default_deadline(flow)},
+        {"user": user, "flow": detail, "steps": _steps(flow, request.app.state.pathways), "organisations": names, "open_escalations": [e for e in detail.escalations if e.resolved_at is None], "now": utcnow(), "default_deadline": _default_deadline(flow)},
     )
 
 

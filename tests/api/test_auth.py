@@ -94,7 +94,7 @@ async def test_retry_with_idempotency_key_starts_a_referral_whose_first_attempt_
         session.commit()
     headers = {**stack.headers(Role.CLINICIAN), "Idempotency-Key": key}
     other_patient = await stack.api.post("/referrals", json=referral_payload("0707505123"), headers=headers)
-    assert other_patient.status_code == 409 and "another referral" in other_patient.text
+    assert other_patient.status_code == 409 and "another flow" in other_patient.text
     retry = await stack.api.post("/referrals", json=referral_payload("0606505123"), headers=headers)
     assert retry.status_code == 202, retry.text
     assert retry.json()["id"] == flow_id

@@ -22,14 +22,15 @@ HOSPITAL = Organization(sor="200000000000001", ean="5790020000016", name="Kardio
 GP = Organization(sor="100000000000001", ean="5790010000019", name="Lægerne Nørrebro (demo GP)")
 
 
-def appointment(service_request_id: str, header_id: str | None = None) -> bytes:
+def appointment(service_request_id: str, header_id: str | None = None, *, cpr: str = "0101505123", sender: Organization = HOSPITAL) -> bytes:
+    """The hospital's appointment for a referral (for the referral's patient: pass its CPR)."""
     envelope = Envelope(
         message_header_id=header_id or str(uuid.uuid4()),
         bundle_id=str(uuid.uuid4()),
         timestamp=datetime.now(UTC),
-        sender=HOSPITAL,
+        sender=sender,
         receiver=GP,
-        patient=PatientData(cpr="0101505123", given_name="Testa", family_name="Syntetisk"),
+        patient=PatientData(cpr=cpr, given_name="Testa", family_name="Syntetisk"),
     )
     content = AppointmentContent(service_request_id=service_request_id, start=datetime.now(UTC) + timedelta(days=3))
     return to_json(build_message(MessageKind.APPOINTMENT, envelope, content))
@@ -65,7 +66,7 @@ def operation_outcome(response) -> dict:  # noqa: ANN001
 
 async def test_duplicate_is_delivered_once_and_answered_the_same(stack: Stack) -> None:
     accepted = await silent_referral(stack, "0303505123")
-    body = appointment(accepted["id"])
+    body = appointment(accepted["id"], cpr="0303505123")
     first = await post(stack, body)
     second = await post(stack, body)
     assert first.status_code == second.status_code == 202
@@ -93,18 +94,16 @@ async def _ack_sent(engine, row_id: int) -> bool:  # noqa: ANN001
         return session.get(InboundMessage, row_id).ack_sent_at is not None
 
 
-async def test_message_for_unknown_flow_gets_negative_acknowledgement(stack: Stack) -> None:
+async def test_message_for_unknown_flow_is_held_for_triage(stack: Stack) -> None:
+    """Matched to nothing: kept for a coordinator (who attaches, reprocesses or rejects it); the
+    acknowledgement waits for that decision."""
     response = await post(stack, appointment(str(uuid.uuid4())))
-    assert response.status_code == 422
-    outcome = operation_outcome(response)
-    assert "no pathway" in outcome["issue"][0]["diagnostics"]
+    assert response.status_code == 202
+    assert "held for a coordinator" in response.json()["issue"][0]["diagnostics"]
     engine = make_engine(stack.settings.sqlalchemy_url)
-    header_id = None
     with Session(engine) as session:
         row = session.exec(select(InboundMessage).order_by(InboundMessage.id.desc())).first()
-        assert row.delivery_status == "undeliverable" and row.ack_code == "fatal-error"
-        header_id = row.message_header_id
-    assert header_id
+    assert (row.delivery_status, row.status_reason, row.ack_code, row.flow_id) == ("triage", "matches no flow careflow knows", None, None)
 
 
 @pytest.mark.parametrize(
@@ -135,7 +134,7 @@ async def test_xml_message_is_accepted_like_json(stack: Stack) -> None:
     from messaging import from_xml, to_xml
     import json as _json
 
-    bundle = _json.loads(appointment(accepted["id"]))
+    bundle = _json.loads(appointment(accepted["id"], cpr="0505505123"))
     xml = to_xml(bundle)
     assert from_xml(xml)["id"] == bundle["id"]
     response = await post(stack, xml, "application/fhir+xml; charset=utf-8")

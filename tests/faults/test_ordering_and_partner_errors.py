@@ -59,7 +59,7 @@ async def _until_state(stack: Stack, flow_id: str, predicate, timeout: float = 3
     return await wait_for(check, timeout=timeout, interval=0.2)
 
 
-async def _post_reply(stack: Stack, flow_id: str, kind: MessageKind, sender_sor: str, previous_header_id: str) -> str:
+async def _post_reply(stack: Stack, flow_id: str, kind: MessageKind, sender_sor: str, previous_header_id: str, cpr: str) -> str:
     """Post a partner's clinical reply as the partner system would, and return its MessageHeader.id."""
     directory = Directory.load(stack.settings.directory_path)
     contents = {
@@ -76,7 +76,7 @@ async def _post_reply(stack: Stack, flow_id: str, kind: MessageKind, sender_sor:
         timestamp=datetime.now(UTC),
         sender=directory.get(sender_sor).organization,
         receiver=directory.get(GP).organization,
-        patient=PatientData(cpr="0101505123", given_name="Testa", family_name="Syntetisk"),
+        patient=PatientData(cpr=cpr, given_name="Testa", family_name="Syntetisk"),
         previous_header_id=previous_header_id,
     )
     response = await stack.api.post(
@@ -112,20 +112,20 @@ async def test_test_result_before_appointment_is_kept_and_applied_at_its_step(st
         state = await _until_state(stack, flow_id, lambda s: s.step == "appointment")
     referral_header = state.outbound[0].message_header_id
 
-    test_result = await _post_reply(stack, flow_id, MessageKind.TEST_RESULT, LAB, referral_header)
+    test_result = await _post_reply(stack, flow_id, MessageKind.TEST_RESULT, LAB, referral_header, "0303505111")
     state = await _until_state(stack, flow_id, lambda s: test_result in s.received_header_ids)
     steps = {s.name: s for s in state.steps}
     assert state.step == "appointment" and steps["appointment"].status is StepStatus.WAITING
     assert steps["test_result"].status is StepStatus.PENDING  # kept, not yet applied
 
-    appointment = await _post_reply(stack, flow_id, MessageKind.APPOINTMENT, HOSPITAL, referral_header)
+    appointment = await _post_reply(stack, flow_id, MessageKind.APPOINTMENT, HOSPITAL, referral_header, "0303505111")
     state = await _until_state(stack, flow_id, lambda s: s.step == "treatment_plan")
     steps = {s.name: s for s in state.steps}
     assert (steps["appointment"].status, steps["appointment"].message_header_id) == (StepStatus.DONE, appointment)
     assert (steps["test_result"].status, steps["test_result"].message_header_id) == (StepStatus.DONE, test_result)
     assert steps["appointment"].completed_at <= steps["test_result"].completed_at
 
-    plan = await _post_reply(stack, flow_id, MessageKind.TREATMENT_PLAN, HOSPITAL, referral_header)
+    plan = await _post_reply(stack, flow_id, MessageKind.TREATMENT_PLAN, HOSPITAL, referral_header, "0303505111")
     state = await _until_state(stack, flow_id, lambda s: s.status.value == "completed")
     assert {s.name: s.message_header_id for s in state.steps}["treatment_plan"] == plan
     assert len(state.received_header_ids) == len(set(state.received_header_ids))

@@ -21,6 +21,9 @@ from workflows.referral import ReferralPathwayWorkflow
 
 pytestmark = pytest.mark.e2e
 
+# Who answers a referral: the hospital books and plans, its lab reports the test result.
+SENDERS = {MessageKind.APPOINTMENT: "200000000000001", MessageKind.TEST_RESULT: "300000000000001", MessageKind.TREATMENT_PLAN: "200000000000001"}
+
 
 async def test_relay_delivers_stored_messages_in_arrival_order(stack: Stack) -> None:
     accepted = await silent_referral(stack, "1010505123")
@@ -36,7 +39,7 @@ async def test_relay_delivers_stored_messages_in_arrival_order(stack: Stack) -> 
     # Stored as the API stores them, never signalled: the process died right after the commit.
     with Session(engine) as session:
         for header_id, kind in zip(header_ids, (MessageKind.APPOINTMENT, MessageKind.TEST_RESULT, MessageKind.TREATMENT_PLAN), strict=True):
-            session.add(InboundMessage(message_header_id=header_id, bundle_id=str(uuid.uuid4()), event_code=kind.value, sender_sor="200000000000001", flow_id=accepted["id"], content_type="application/fhir+json", body_enc=key_ring.encrypt_text("{}")))
+            session.add(InboundMessage(message_header_id=header_id, bundle_id=str(uuid.uuid4()), event_code=kind.value, sender_sor=SENDERS[kind], flow_id=accepted["id"], content_type="application/fhir+json", body_enc=key_ring.encrypt_text("{}")))
         session.commit()
     async with httpx.AsyncClient() as http:
         relay = Relay(engine, stack.client, http, Directory.load(stack.settings.directory_path), key_ring)
@@ -72,7 +75,7 @@ async def test_a_second_reply_is_applied_and_a_reply_after_the_end_is_held_for_t
     def store(pairs) -> list[int]:  # noqa: ANN001
         with Session(engine, expire_on_commit=False) as session:
             rows = [
-                InboundMessage(message_header_id=h, bundle_id=str(uuid.uuid4()), event_code=k.value, sender_sor="200000000000001", flow_id=accepted["id"], content_type="application/fhir+json", body_enc=key_ring.encrypt_text("{}"))
+                InboundMessage(message_header_id=h, bundle_id=str(uuid.uuid4()), event_code=k.value, sender_sor=SENDERS[k], flow_id=accepted["id"], content_type="application/fhir+json", body_enc=key_ring.encrypt_text("{}"))
                 for h, k in pairs
             ]
             session.add_all(rows)

@@ -1,5 +1,5 @@
-"""A second pathway is mostly declarations: a lab order (tests/workflows/lab_order.py, a dozen lines)
-runs on the same machinery with its own steps, deadline and escalation."""
+"""The tutorial's pathways (docs/adding-a-pathway.md, examples/pathways/) run on the time-skipping
+server with the real activities and the simulated lab over HTTP: declarations only, no `run`."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ from store.db import make_engine, migrate
 from store.models import Escalation, Flow
 from tests.conftest import LoopbackServer, encrypted_client, free_port, wait_for, write_directory
 from workers.main import build_worker
-from workflows.models import InboundMessageSignal, PathwayInput, PathwayStatus, PathwayTimings
-from tests.workflows.lab_order import LabOrderWorkflow
+from examples.pathways.lab_order import LabOrderPathway, LabOrderTimings
+from workflows.models import InboundMessageSignal, PathwayInput, PathwayStatus
 
 
 GP = Organization(sor="100000000000001", ean="5790010000019", name="Lægerne Nørrebro (demo GP)")
@@ -38,7 +38,7 @@ async def lab_order(time_skipping_server: WorkflowEnvironment, tmp_path: Path) -
     client = await encrypted_client(time_skipping_server, settings)
     async with LoopbackServer(create_simulator(settings, Behaviour(ack_code="none", reply=False)), port), httpx.AsyncClient(timeout=10) as http:
         with ThreadPoolExecutor(max_workers=4) as executor:
-            async with build_worker(client, settings, http=http, executor=executor, workflows=[LabOrderWorkflow]):
+            async with build_worker(client, settings, http=http, executor=executor, workflows=[LabOrderPathway]):
                 yield time_skipping_server, settings
 
 
@@ -52,14 +52,17 @@ async def test_a_declared_pathway_runs_escalates_and_completes(lab_order: tuple[
         session.add(Flow(id=flow_id, workflow_id=f"lab-order-{flow_id}", pathway="lab-order", referring_sor=GP.sor, receiving_sor=LAB.sor, cpr_hash="h", patient_enc=key_ring.encrypt_text("{}"), reason_enc=key_ring.encrypt_text("r")))
         session.commit()
     handle = await client.start_workflow(
-        LabOrderWorkflow.run,
-        PathwayInput(flow_id=flow_id, pathway="lab-order", patient=PatientData(cpr="0101505123"), referring=GP, receiving=LAB, reason="Lipidstatus", timings=PathwayTimings(test_result_deadline=timedelta(days=3))),
+        LabOrderPathway.run,
+        PathwayInput(
+            flow_id=flow_id, pathway="lab-order", patient=PatientData(cpr="0101505123"), parties={"requester": GP, "performer": LAB},
+            data={"reason": "Lipidstatus", "priority": "routine"}, timings=LabOrderTimings(result_deadline=timedelta(days=3)),
+        ),
         id=f"lab-order-{flow_id}",
         task_queue=settings.task_queue,
     )
 
     async def sent() -> str | None:
-        state = await handle.query(LabOrderWorkflow.pathway_state)
+        state = await handle.query(LabOrderPathway.pathway_state)
         return state.outbound[0].message_header_id if state.outbound else None
 
     header_id = await wait_for(sent)
@@ -67,11 +70,11 @@ async def test_a_declared_pathway_runs_escalates_and_completes(lab_order: tuple[
     def signal(kind: MessageKind, **fields: object) -> InboundMessageSignal:
         return InboundMessageSignal(message_header_id=str(uuid.uuid4()), kind=kind, sender_sor=LAB.sor, received_at=datetime.now(UTC), **fields)
 
-    await handle.signal(LabOrderWorkflow.message_received, signal(MessageKind.ACKNOWLEDGEMENT, response_to=header_id, response_code=AckCode.OK))
+    await handle.signal(LabOrderPathway.message_received, signal(MessageKind.ACKNOWLEDGEMENT, response_to=header_id, response_code=AckCode.OK))
     await env.sleep(timedelta(days=4))
-    state = await handle.query(LabOrderWorkflow.pathway_state)
-    assert state.step == "test_result" and [e.step for e in state.open_escalations] == ["test_result"]
-    await handle.signal(LabOrderWorkflow.message_received, signal(MessageKind.TEST_RESULT))
+    state = await handle.query(LabOrderPathway.pathway_state)
+    assert state.step == "result" and [e.step for e in state.open_escalations] == ["result"]
+    await handle.signal(LabOrderPathway.message_received, signal(MessageKind.TEST_RESULT))
     result = await handle.result()
     assert result.status is PathwayStatus.COMPLETED and result.escalations == 1
     with Session(engine) as session:

@@ -8,19 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
 
 import httpx
 from sqlalchemy import Engine, update
 from sqlmodel import Session, col, select
 from temporalio.client import Client
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from careflow.crypto import KeyRing
 from messaging import Directory, UnknownOrganization
 from messaging.model import AckCode, MessageKind
 from store.models import Flow, InboundMessage, utcnow
-from workflows.models import InboundMessageSignal
+from workflows.models import InboundMessageSignal, PathwayInput
+from workflows.registry import Pathways
 from workflows.steps import PathwayWorkflow
 
 log = logging.getLogger(__name__)
@@ -31,56 +35,80 @@ class DeliveryStatus:
     DELIVERED = "delivered"
     UNDELIVERABLE = "undeliverable"  # an acknowledgement with no pathway to apply it to
     REJECTED = "rejected"  # invalid: answered with a fatal-error acknowledgement
-    TRIAGE = "triage"  # a partner's message its pathway cannot take (it has ended): kept for a coordinator
+    TRIAGE = "triage"  # matches no flow, or its pathway has ended: kept for a coordinator
 
 
 def signal_for(message: InboundMessage, summary: str = "") -> InboundMessageSignal:
     return InboundMessageSignal(
         message_header_id=message.message_header_id,
-        kind=MessageKind(message.event_code),
+        kind=message.event_code,
         sender_sor=message.sender_sor,
         received_at=message.received_at,
         response_to=message.response_to,
         response_code=AckCode(message.response_code) if message.response_code else None,
         summary=summary,
+        patient_hash=message.patient_hash,
     )
 
 
-async def deliver(engine: Engine, client: Client, message_id: int) -> bool:
-    """Signal one stored message to its workflow; True when it is delivered (now or before).
+@dataclass(frozen=True)
+class Target:
+    """Where a stored message goes: its signal, its workflow, and — for a flow that an inbound
+    message starts — the workflow's input, so the delivery starts it if it is not running yet."""
 
-    The workflow ignores a MessageHeader.id it has applied, so a second delivery by the relay
-    racing the API has no effect. Database I/O runs in a thread, off the event loop."""
-    target = await asyncio.to_thread(_delivery_target, engine, message_id)
-    if isinstance(target, bool):
-        return target
-    signal, workflow_id = target
-    try:
-        await client.get_workflow_handle(workflow_id).signal(PathwayWorkflow.message_received, signal)
-    except RPCError as err:
-        if err.status is RPCStatusCode.NOT_FOUND:
-            # The workflow has ended. A late acknowledgement has nothing left to apply to (it is
-            # recorded on its outbound message already); a partner's clinical message is kept for
-            # a coordinator, never dropped.
-            if signal.kind == MessageKind.ACKNOWLEDGEMENT:
-                await asyncio.to_thread(_set_status, engine, message_id, DeliveryStatus.UNDELIVERABLE, "its pathway has ended")
+    signal: InboundMessageSignal
+    workflow_id: str
+    pathway: str
+    start: PathwayInput | None = None
+
+
+class Deliverer:
+    """Signals stored messages to their workflows: the API right after storing, the relay for the rest."""
+
+    def __init__(self, engine: Engine, client: Client, pathways: Pathways, key_ring: KeyRing, task_queue: str) -> None:
+        self.engine, self.client, self.pathways, self.key_ring, self.task_queue = engine, client, pathways, key_ring, task_queue
+
+    async def deliver(self, message_id: int) -> bool:
+        """Signal one stored message to its workflow; True when it is delivered (now or before).
+
+        The workflow ignores a MessageHeader.id it has applied, so a second delivery by the relay
+        racing the API has no effect. Database I/O runs in a thread, off the event loop."""
+        target = await asyncio.to_thread(_delivery_target, self.engine, self.key_ring, message_id)
+        if isinstance(target, bool):
+            return target
+        signal = target.signal
+        try:
+            if target.start is not None and (pathway := self.pathways.get(target.pathway)) is not None:
+                # Starts the workflow with the message, or only signals it if it runs already.
+                await self.client.start_workflow(
+                    pathway.run, target.start, id=target.workflow_id, task_queue=self.task_queue,
+                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE, start_signal="message_received", start_signal_args=[signal],
+                )
             else:
-                await asyncio.to_thread(_set_status, engine, message_id, DeliveryStatus.TRIAGE, "its pathway had ended when it arrived")
-            log.warning("message %s: workflow %s is closed; kept as %s", signal.message_header_id, workflow_id, "undeliverable" if signal.kind == MessageKind.ACKNOWLEDGEMENT else "triage")
+                await self.client.get_workflow_handle(target.workflow_id).signal(PathwayWorkflow.message_received, signal)
+        except (RPCError, WorkflowAlreadyStartedError) as err:
+            if isinstance(err, WorkflowAlreadyStartedError) or err.status is RPCStatusCode.NOT_FOUND:
+                # The workflow has ended. A late acknowledgement has nothing left to apply to (it is
+                # recorded on its outbound message already); a partner's message is kept for a
+                # coordinator, never dropped.
+                late_ack = signal.kind == MessageKind.ACKNOWLEDGEMENT
+                status = DeliveryStatus.UNDELIVERABLE if late_ack else DeliveryStatus.TRIAGE
+                await asyncio.to_thread(_set_status, self.engine, message_id, status, "its pathway has ended" if late_ack else "its pathway had ended when it arrived")
+                log.warning("message %s: workflow %s is closed; kept as %s", signal.message_header_id, target.workflow_id, status)
+                return False
+            await asyncio.to_thread(_count_attempt, self.engine, message_id)
+            log.warning("message %s not delivered yet (%s): the relay will retry", signal.message_header_id, err.status.name if err.status else err)
             return False
-        await asyncio.to_thread(_count_attempt, engine, message_id)
-        log.warning("message %s not delivered yet (%s): the relay will retry", signal.message_header_id, err.status.name if err.status else err)
-        return False
-    except Exception as err:  # Temporal unreachable: stays stored, the relay delivers it later
-        await asyncio.to_thread(_count_attempt, engine, message_id)
-        log.warning("message %s not delivered yet (%s): the relay will retry", signal.message_header_id, type(err).__name__)
-        return False
-    await asyncio.to_thread(_set_status, engine, message_id, DeliveryStatus.DELIVERED)
-    return True
+        except Exception as err:  # Temporal unreachable: stays stored, the relay delivers it later
+            await asyncio.to_thread(_count_attempt, self.engine, message_id)
+            log.warning("message %s not delivered yet (%s): the relay will retry", signal.message_header_id, type(err).__name__)
+            return False
+        await asyncio.to_thread(_set_status, self.engine, message_id, DeliveryStatus.DELIVERED)
+        return True
 
 
-def _delivery_target(engine: Engine, message_id: int) -> tuple[InboundMessageSignal, str] | bool:
-    """The signal and workflow id for a stored message, or whether it counts as delivered already."""
+def _delivery_target(engine: Engine, key_ring: KeyRing, message_id: int) -> Target | bool:
+    """The signal and workflow for a stored message, or whether it counts as delivered already."""
     with Session(engine) as session:
         message = session.get(InboundMessage, message_id)
         if message is None or message.delivery_status != DeliveryStatus.RECEIVED:
@@ -88,7 +116,8 @@ def _delivery_target(engine: Engine, message_id: int) -> tuple[InboundMessageSig
         flow = session.get(Flow, message.flow_id) if message.flow_id else None
         if flow is None:
             return False
-        return signal_for(message), flow.workflow_id
+        start = PathwayInput.model_validate_json(key_ring.decrypt_text(flow.start_enc)) if flow.start_enc else None
+        return Target(signal_for(message), flow.workflow_id, flow.pathway, start)
 
 
 async def send_acknowledgement(engine: Engine, http: httpx.AsyncClient, directory: Directory, key_ring: KeyRing, message_id: int) -> bool:

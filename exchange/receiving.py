@@ -1,0 +1,226 @@
+"""Receiving a partner's message: store it, correlate it to a flow, confine it to that flow's parties
+and patient, and decide the answer and the acknowledgement — in one transaction, before any answer.
+
+Correlation, in order: an acknowledgement by `MessageHeader.response.identifier`; a reply by the
+ServiceRequest identifier it carries (basedOn); by the Provenance chain (the earlier MessageHeader it
+answers, sent or received by careflow). A message that matches no flow starts a pathway that
+declares its type as a trigger, or waits in the triage queue for a coordinator. Nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from careflow.crypto import KeyRing, cpr_lookup_hash
+from careflow.settings import Settings
+from exchange.delivering import DeliveryStatus
+from exchange.starting import Prepared, StartRefused, invalid_input, prepare_flow
+from messaging import Directory, build_acknowledgement, needs_acknowledgement, validate_message
+from messaging.model import AckCode, MessageKind, ParsedMessage, ValidationIssue
+from store.models import Flow, InboundMessage, OutboundMessage, utcnow
+from workflows.registry import Pathways, messages_awaited
+
+log = logging.getLogger(__name__)
+
+ENDED = ("completed", "cancelled", "failed")
+START_NAMESPACE = uuid.UUID("0b9c6f3e-2d7a-4c1e-9f4b-6a8d2e5c7b13")
+
+
+def operation_outcome(diagnostics: str | list[str], *, code: str = "invalid", severity: str = "error", expression: list[str] | None = None) -> dict:
+    messages = [diagnostics] if isinstance(diagnostics, str) else diagnostics
+    issues = []
+    for i, message in enumerate(messages):
+        issue = {"severity": severity, "code": code, "diagnostics": message}
+        if expression and i < len(expression) and expression[i]:
+            issue["expression"] = [expression[i]]
+        issues.append(issue)
+    return {"resourceType": "OperationOutcome", "issue": issues}
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: int
+    answer: dict
+    ack: AckCode | None  # the acknowledgement to send back (None: none, e.g. for an acknowledgement)
+    started: Prepared | None = None  # the flow this message starts, committed with it
+
+
+class Receiver:
+    """Everything receiving needs besides the message: keys, directory, settings, the pathways."""
+
+    def __init__(self, key_ring: KeyRing, settings: Settings, directory: Directory, pathways: Pathways) -> None:
+        self.key_ring, self.settings, self.directory, self.pathways = key_ring, settings, directory, pathways
+        self.cpr_hash_key = settings.cpr_hash_key
+
+    def receive(self, session: Session, parsed: ParsedMessage, as_json: dict, body: bytes, content_type: str) -> tuple[InboundMessage, bool]:
+        """Validate, correlate and commit the message with its answer and acknowledgement (and, for
+        a message that starts a pathway, the new flow's row). Returns the row and whether it is new:
+        a duplicate returns the row stored the first time."""
+        existing = _existing(session, parsed.message_header_id)
+        if existing is not None:
+            return existing, False
+        issues = validate_message(as_json)
+        row = InboundMessage(
+            message_header_id=parsed.message_header_id,
+            bundle_id=parsed.bundle_id,
+            event_code=parsed.event_code,
+            sender_sor=parsed.sender.sor if parsed.sender else "",
+            receiver_sor=parsed.receiver.sor if parsed.receiver else "",
+            response_to=parsed.response_identifier,
+            response_code=parsed.response_code.value if parsed.response_code else None,
+            content_type=content_type,
+            body_enc=self.key_ring.encrypt_text(body.decode("utf-8", errors="replace")),
+            patient_hash=cpr_lookup_hash(parsed.patient.cpr, self.cpr_hash_key) if parsed.patient and parsed.patient.cpr else None,
+        )
+        decision = self._decide(session, parsed, issues, row)
+        row.answer_status, row.answer_body = decision.status, json.dumps(decision.answer)
+        if decision.ack is not None and needs_acknowledgement(parsed):
+            ack = build_acknowledgement(as_json, code=decision.ack, message_header_id=str(uuid.uuid4()), bundle_id=str(uuid.uuid4()), timestamp=utcnow(), issues=issues)
+            row.ack_code, row.ack_enc = decision.ack.value, self.key_ring.encrypt_text(json.dumps(ack))
+        session.add(row)
+        if decision.started is not None:
+            session.add(decision.started.flow)
+            session.add(decision.started.audit)
+        try:
+            if parsed.kind == MessageKind.ACKNOWLEDGEMENT and parsed.response_identifier and row.flow_id:
+                _record_acknowledgement(session, parsed)  # same transaction: a crash cannot split the two
+            session.commit()  # durable before any answer
+        except IntegrityError:
+            # The same MessageHeader.id committed a moment ago (another request or API process).
+            session.rollback()
+            return _existing(session, parsed.message_header_id), False
+        return row, True
+
+    # ----- deciding -----------------------------------------------------------------------
+
+    def _decide(self, session: Session, parsed: ParsedMessage, issues: list[ValidationIssue], row: InboundMessage) -> Decision:
+        if issues:
+            return _refuse(row, 422, [f"{i.rule} at {i.path}: {i.message}" for i in issues], [i.path for i in issues])
+        if parsed.kind is None:
+            issue = ValidationIssue(rule="careflow-event-known", path="Bundle.entry[0].resource.eventCoding", message=f"event {parsed.event_code} is not handled by careflow", error_code="MSG_RECEIVER_UNABLE_TO_RECEIVE_MSG_TYPE")
+            issues.append(issue)
+            return _refuse(row, 422, issue.message, [issue.path], code="not-supported")
+        if parsed.kind == MessageKind.ACKNOWLEDGEMENT:
+            return self._acknowledgement(session, parsed, row)
+        flow = self._correlate(session, parsed)
+        if flow is None:
+            started, why_not = self._start(parsed)
+            if started is not None:
+                row.flow_id = started.flow.id
+                return Decision(202, _accepted(parsed, f"starts a {started.pathway.name} flow"), AckCode.OK, started)
+            row.delivery_status, row.status_reason = DeliveryStatus.TRIAGE, why_not or "matches no flow careflow knows"
+            log.warning("message %s (%s) matches no flow: held for triage", parsed.message_header_id, parsed.event_code)
+            return Decision(202, _accepted(parsed, "held for a coordinator: it matches no running flow"), None)
+        refusal = self.refusal(flow, parsed, row)
+        if refusal:
+            reason, path = refusal
+            issues.append(ValidationIssue(rule="careflow-confinement", path=path, message=reason, error_code="MSG_RECEIVER_UNABLE_TO_RECEIVE_MSG_TYPE"))
+            row.flow_id = flow.id  # kept with its flow, for the coordinators' view; never applied
+            return _refuse(row, 422, reason, [path], code="business-rule")
+        row.flow_id = flow.id
+        if flow.status in ENDED:
+            row.delivery_status, row.status_reason = DeliveryStatus.TRIAGE, f"its flow has {flow.status}"
+            return Decision(202, _accepted(parsed, f"held for a coordinator: the flow has {flow.status}"), AckCode.OK)
+        return Decision(202, _accepted(parsed), AckCode.OK)
+
+    def _acknowledgement(self, session: Session, parsed: ParsedMessage, row: InboundMessage) -> Decision:
+        sent = session.exec(select(OutboundMessage).where(OutboundMessage.message_header_id == parsed.response_identifier)).first()
+        if sent is None:
+            row.delivery_status, row.status_reason = DeliveryStatus.TRIAGE, "acknowledges no message careflow sent"
+            log.warning("acknowledgement %s for unknown message %s: held for triage", parsed.message_header_id, parsed.response_identifier)
+            return Decision(202, _accepted(parsed, "held for a coordinator: it acknowledges no message careflow sent"), None)
+        sender = parsed.sender.sor if parsed.sender else ""
+        if sent.receiver_sor and sender != sent.receiver_sor:
+            reason = f"only the receiver of message {sent.message_header_id} (SOR {sent.receiver_sor}) may acknowledge it, not SOR {sender}"
+            row.flow_id, row.delivery_status, row.status_reason = sent.flow_id, DeliveryStatus.REJECTED, reason
+            return Decision(422, operation_outcome(reason, code="business-rule", expression=["Bundle.entry[0].resource.response.identifier"]), None)
+        row.flow_id = sent.flow_id
+        return Decision(202, _accepted(parsed), None)
+
+    def _correlate(self, session: Session, parsed: ParsedMessage) -> Flow | None:
+        """The flow a message belongs to: by the ServiceRequest it is based on, else by the earlier
+        message it answers (the Provenance chain), sent or received by careflow."""
+        if parsed.service_request_id:
+            flow = session.get(Flow, parsed.service_request_id)
+            if flow is not None:
+                return flow
+        earlier = [link.previous_header_id for link in parsed.provenance if link.previous_header_id]
+        if earlier:
+            flow_id = session.exec(select(OutboundMessage.flow_id).where(col(OutboundMessage.message_header_id).in_(earlier), col(OutboundMessage.flow_id).is_not(None)).limit(1)).first()
+            flow_id = flow_id or session.exec(select(InboundMessage.flow_id).where(col(InboundMessage.message_header_id).in_(earlier), col(InboundMessage.flow_id).is_not(None)).limit(1)).first()
+            if flow_id:
+                return session.get(Flow, flow_id)
+        return None
+
+    def refusal(self, flow: Flow, parsed: ParsedMessage, row: InboundMessage) -> tuple[str, str] | None:
+        """Why this message may not go to this flow (reason, FHIRPath): another patient, or a sender
+        the pathway does not expect it from. The workflow checks the same again when delivered."""
+        if row.patient_hash and row.patient_hash != flow.cpr_hash:
+            return "the message is about another patient than the flow's", "Bundle.entry.resource.ofType(Patient).identifier"
+        pathway = self.pathways.get(flow.pathway)
+        parties: dict[str, str] = json.loads(flow.parties_json or "{}") or {"requester": flow.referring_sor, "performer": flow.receiving_sor}
+        sender = parsed.sender.sor if parsed.sender else ""
+        roles = {role for message, role in messages_awaited(pathway) if message == parsed.kind} if pathway else set()
+        if pathway is not None and parsed.kind == pathway.partner_cancellation:
+            roles.add(pathway.counterpart)
+        expected = {parties[r] for r in roles if r in parties} if roles else set(parties.values())
+        if roles and not expected:
+            return None  # the expected party is not known for this flow (started before parties were kept)
+        if sender not in expected:
+            return f"a {parsed.event_code} for this flow is expected from SOR {' or '.join(sorted(expected))}, not SOR {sender}", "Bundle.entry[0].resource.sender"
+        return None
+
+    def _start(self, parsed: ParsedMessage) -> tuple[Prepared | None, str | None]:
+        """The flow this message starts, if a pathway declares its type as a trigger: exactly once
+        per MessageHeader.id (the flow id is derived from it, and committed with the message, so
+        concurrent duplicates converge on one flow). Or why it starts none."""
+        for pathway in self.pathways.starting_on(parsed.kind or ""):
+            for trigger in pathway.starts:
+                if trigger.message != parsed.kind or not trigger.when(parsed):
+                    continue
+                sender = parsed.sender.sor if parsed.sender else "partner"
+                try:
+                    start = pathway.input_model.model_validate(trigger.input_from(parsed))
+                    prepared = prepare_flow(
+                        pathway, start, actor=f"partner:{sender}", role="partner", settings=self.settings, directory=self.directory, key_ring=self.key_ring,
+                        flow_id=str(uuid.uuid5(START_NAMESPACE, parsed.message_header_id)), audit_action="start-flow-by-message", keep_input=True,
+                    )
+                except ValidationError as err:
+                    return None, f"would start a {pathway.name} flow, but: {invalid_input(err).detail}"
+                except StartRefused as err:
+                    return None, f"would start a {pathway.name} flow, but: {err.detail}"
+                return prepared, None
+        return None, None
+
+
+def _refuse(row: InboundMessage, status: int, diagnostics: str | list[str], expression: list[str], *, code: str = "invalid") -> Decision:
+    """Stored, never applied: the answer names the reason and a fatal-error acknowledgement follows."""
+    row.delivery_status = DeliveryStatus.REJECTED
+    row.status_reason = diagnostics if isinstance(diagnostics, str) else "; ".join(diagnostics)
+    return Decision(status, operation_outcome(diagnostics, code=code, expression=expression), AckCode.FATAL_ERROR)
+
+
+def _accepted(parsed: ParsedMessage, note: str = "") -> dict:
+    return operation_outcome(f"message {parsed.message_header_id} accepted" + (f"; {note}" if note else ""), code="informational", severity="information")
+
+
+def _record_acknowledgement(session: Session, parsed: ParsedMessage) -> None:
+    """Mark the acknowledged outbound message (all its sends), for the coordinators' views; the
+    caller commits it with the stored acknowledgement."""
+    for sent in session.exec(select(OutboundMessage).where(OutboundMessage.message_header_id == parsed.response_identifier)).all():
+        if sent.ack_code is None:
+            sent.ack_code, sent.acked_at = parsed.response_code.value if parsed.response_code else None, utcnow()
+            session.add(sent)
+        else:
+            log.info("late or duplicate acknowledgement for %s ignored", parsed.response_identifier)
+
+
+def _existing(session: Session, header_id: str) -> InboundMessage | None:
+    return session.exec(select(InboundMessage).where(InboundMessage.message_header_id == header_id)).first()
