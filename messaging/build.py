@@ -34,6 +34,7 @@ from messaging.model import (
     ValidationIssue,
 )
 from messaging.terminology import (
+    CAREFLOW_PATHWAY_TAG_SYSTEM,
     DESTINATION_USE_EXTENSION,
     MEDCOM_ACTIVITY_SYSTEM,
     MEDCOM_CS_BASE,
@@ -382,6 +383,8 @@ def build_message(kind: MessageKind | str, envelope: Envelope, content: BaseMode
         "source": {"endpoint": SOR_ENDPOINT_PREFIX + envelope.sender.sor},
         "focus": [{"reference": ref(r)} for r in focus],
     }
+    if envelope.pathway:
+        header = {"resourceType": "MessageHeader", "id": ctx.header_id, "meta": {"tag": [{"system": CAREFLOW_PATHWAY_TAG_SYSTEM, "code": envelope.pathway}]}, **{k: v for k, v in header.items() if k not in ("resourceType", "id")}}
     provenance = provenance_resource(
         ctx.id("provenance"), ctx.header_id, ctx.timestamp, ctx.activity, ref(ctx.sender), envelope.previous_header_id
     )

@@ -80,6 +80,9 @@ class Envelope(BaseModel):
     patient: PatientData | None = None
     # The MessageHeader this message answers or forwards; builds the Provenance chain.
     previous_header_id: str | None = None
+    # The careflow pathway it belongs to, as a MessageHeader.meta.tag (FHIR: tags relate resources
+    # to process and workflow); no patient data.
+    pathway: str | None = None
 
 
 class ReferralContent(BaseModel):
@@ -152,6 +155,7 @@ class ParsedMessage(BaseModel):
     response_identifier: str | None = None  # acknowledgements: the acknowledged header id
     response_code: AckCode | None = None
     provenance: list[ProvenanceLink] = Field(default_factory=list)
+    pathway: str | None = None  # careflow's pathway tag, when careflow built the message
 
 
 # --- content of the released MedCom message types careflow also builds -------------------------

@@ -23,6 +23,7 @@ from messaging.errors import MessageError
 from messaging.formats import JSON_TYPES, XML_TYPES, from_xml, looks_like_xml
 from messaging.identifiers import CPR_SYSTEM, is_replacement_cpr_system
 from messaging.model import AckCode, MessageKind, ParsedMessage, PatientData, ProvenanceLink, ValidationIssue
+from messaging.terminology import CAREFLOW_PATHWAY_TAG_SYSTEM
 
 _UUID_PREFIX = "urn:uuid:"
 ACK_CODES = frozenset(a.value for a in AckCode)
@@ -146,7 +147,10 @@ def parse_message(body: bytes | str | dict, content_type: str = "application/fhi
     response = header.get("response") if isinstance(header.get("response"), dict) else {}
     code = response.get("code")
     response_code = AckCode(code) if isinstance(code, str) and code in ACK_CODES else None
+    tags = as_list(as_dict(header.get("meta")).get("tag"))
+    pathway = next((t.get("code") for t in tags if isinstance(t, dict) and t.get("system") == CAREFLOW_PATHWAY_TAG_SYSTEM and isinstance(t.get("code"), str)), None)
     return ParsedMessage(
+        pathway=pathway,
         kind=kind,
         event_code=event_code,
         message_header_id=header_id,

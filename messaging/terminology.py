@@ -196,3 +196,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# careflow's tag on the MessageHeaders it builds: which pathway the message belongs to.
+CAREFLOW_PATHWAY_TAG_SYSTEM = "https://careflow.dk/fhir/CodeSystem/careflow-pathways"

@@ -1,5 +1,7 @@
-"""A hospital department and a lab, as real HTTP servers: they acknowledge careflow's messages and
-answer a referral with an appointment, a test result and a treatment plan, after short delays.
+"""The partner systems careflow talks to (hospital departments, labs, municipalities), as real HTTP
+servers: they acknowledge careflow's messages and answer them as the pathway declarations say —
+for each message careflow sends a party, the replies the pathway then awaits, from that party or
+from another organisation it names (e.g. the lab's test result after a referral to a hospital).
 
 Behaviour can be changed at run time (`PUT /control`) so tests can make partners slow, failing,
 silent or repetitive; `GET /stats` tells what the partners received and sent.
@@ -23,22 +25,24 @@ from pydantic import BaseModel
 from careflow.auth import Role, issue_token
 from careflow.tracing import Tracing
 from careflow.settings import Settings
-from messaging import Directory, MessageError, build_acknowledgement, build_message, parse_message, to_json
+from messaging import Directory, MessageError, UnknownOrganization, build_acknowledgement, build_message, parse_message, to_json
 from messaging.model import (
     AckCode,
     AppointmentContent,
+    CareCommunicationContent,
     Envelope,
     MessageKind,
     ObservationValue,
+    Organization,
     ParsedMessage,
     TestResultContent,
     TreatmentPlanContent,
 )
+from workflows.declare import AwaitEvent, AwaitOneOf, AwaitReply, Send, SendOnEvent
+from workflows.registry import Pathways
+from workflows.steps import PathwayWorkflow
 
 log = logging.getLogger(__name__)
-
-LAB_SOR = "300000000000001"
-
 
 class Behaviour(BaseModel):
     """How the simulated partners act; every field can be changed while running."""
@@ -54,6 +58,8 @@ class Behaviour(BaseModel):
     appointment_delay: float = 0.5
     test_result_delay: float = 0.5
     treatment_plan_delay: float = 0.5
+    reply_delay: float = 0.5  # any other reply
+    outcome: str | None = None  # which outcome to answer a branching step with (None: the first declared)
     failure: Literal["none", "503", "stall", "reject"] = "none"  # how the endpoint answers careflow ("reject": 422 + OperationOutcome)
     reject_reason: str = "receiver cannot process this message"
     stall_seconds: float = 15.0
@@ -74,8 +80,10 @@ class Stats(BaseModel):
 
 
 class PartnerSimulator:
-    def __init__(self, settings: Settings, directory: Directory, behaviour: Behaviour) -> None:
+    def __init__(self, settings: Settings, directory: Directory, behaviour: Behaviour, pathways: Pathways | None = None) -> None:
         self.settings, self.directory, self.behaviour = settings, directory, behaviour
+        self.pathways = pathways or Pathways.load(settings.pathway_modules)
+        self.cancellations = {p.cancellation for p in self.pathways if p.cancellation}
         self.http = httpx.AsyncClient(timeout=30)
         self.received: Counter[str] = Counter()
         self.bundles_seen: set[str] = set()
@@ -110,15 +118,15 @@ class PartnerSimulator:
         self.headers_seen[message.message_header_id].add(message.bundle_id)
         if message.service_request_id:
             self.headers_per_step[(message.service_request_id, message.event_code)].add(message.message_header_id)
-        if message.kind is MessageKind.ACKNOWLEDGEMENT:
+        if message.kind == MessageKind.ACKNOWLEDGEMENT:
             return
         self._spawn(self._acknowledge(message, original))
         if not first_time:
             return  # a resend: acknowledged again, not answered twice
-        if message.kind is MessageKind.CANCELLATION and message.service_request_id:
+        if message.kind in self.cancellations and message.service_request_id:
             self.cancelled.add(message.service_request_id)
-        elif message.kind is MessageKind.REFERRAL and self.behaviour.answers_referral(partner_sor):
-            self._spawn(self._answer_referral(partner_sor, message))
+        elif self.behaviour.answers_referral(partner_sor):
+            self._spawn(self._answer(partner_sor, message))
 
     async def _acknowledge(self, message: ParsedMessage, original: dict) -> None:
         if self.behaviour.ack_code == "none":
@@ -133,31 +141,65 @@ class PartnerSimulator:
         )
         await self._post(message.receiver.sor, message.sender.sor, ack, MessageKind.ACKNOWLEDGEMENT)
 
-    async def _answer_referral(self, hospital_sor: str, referral: ParsedMessage) -> None:
+    def _delay(self, kind: str) -> float:
         b = self.behaviour
-        service_request = referral.service_request_id
-        referrer = referral.sender
-        hospital = self.directory.get(hospital_sor).organization
-        lab = self.directory.get(LAB_SOR).organization
-        now = datetime.now(UTC)
-        steps = [
-            (b.appointment_delay, hospital, MessageKind.APPOINTMENT, AppointmentContent(service_request_id=service_request, start=now + timedelta(days=7), description="Ambulant forundersøgelse")),
-            (
-                b.test_result_delay,
-                lab,
-                MessageKind.TEST_RESULT,
-                TestResultContent(
-                    service_request_id=service_request,
-                    code="NPU02319",
-                    display="Hæmoglobin;B",
-                    conclusion="Normal",
-                    observations=[ObservationValue(code="NPU02319", display="Hæmoglobin;B", value=round(random.uniform(7.5, 10.5), 1), unit="mmol/L")],
-                ),
-            ),
-            (b.treatment_plan_delay, hospital, MessageKind.TREATMENT_PLAN, TreatmentPlanContent(service_request_id=service_request, description="Medicinsk behandling og kontrol om 3 måneder")),
-        ]
-        for delay, sender, kind, content in steps:
-            await asyncio.sleep(delay)
+        return {
+            MessageKind.APPOINTMENT.value: b.appointment_delay,
+            MessageKind.TEST_RESULT.value: b.test_result_delay,
+            MessageKind.TREATMENT_PLAN.value: b.treatment_plan_delay,
+        }.get(kind, b.reply_delay)
+
+    def replies_to(self, partner_sor: str, message: ParsedMessage) -> list[tuple[str, Organization]]:
+        """(message type, sender) of every reply the declarations await after careflow sends this
+        message to this partner, in order: from the pathway named in the message, else from the
+        pathway whose party for this partner fits the partner's kind best."""
+        try:
+            partner = self.directory.get(partner_sor)
+        except UnknownOrganization:
+            return []
+        chosen: tuple[type[PathwayWorkflow], int] | None = None
+        best = 0
+        for pathway in self.pathways:
+            for index, step in enumerate(pathway.steps):
+                if not isinstance(step, Send | SendOnEvent) or step.message != message.kind:
+                    continue
+                party = next((p for p in pathway.parties if p.role == step.to), None)
+                expected = party and (party.kind or party.directory_kind)
+                score = 3 if message.pathway == pathway.name else 2 if expected == partner.kind else 1 if not expected else 0
+                if score > best:
+                    chosen, best = (pathway, index), score
+        if chosen is None:
+            return []
+        pathway, index = chosen
+        to_role = pathway.steps[index].to
+        replies: list[tuple[str, Organization]] = []
+        for step in pathway.steps[index + 1 :]:
+            if isinstance(step, Send | SendOnEvent | AwaitEvent):
+                break
+            if isinstance(step, AwaitReply):
+                kind, role = step.message, step.sender
+            elif isinstance(step, AwaitOneOf):
+                name = self.behaviour.outcome if self.behaviour.outcome in step.outcomes else next(iter(step.outcomes))
+                kind, role = step.outcomes[name].message, step.sender
+            else:
+                continue
+            sender = self._organisation(pathway, role, to_role, partner)
+            if sender is not None:
+                replies.append((kind, sender))
+        return replies
+
+    def _organisation(self, pathway: type[PathwayWorkflow], role: str, to_role: str, partner: object) -> Organization | None:
+        if role == to_role:
+            return partner.organization
+        party = next((p for p in pathway.parties if p.role == role), None)
+        kind = party.directory_kind if party else None
+        entry = next((e for e in self.directory.entries if e.kind == kind), None) if kind else None
+        return entry.organization if entry else None
+
+    async def _answer(self, partner_sor: str, message: ParsedMessage) -> None:
+        service_request = message.service_request_id or ""
+        for kind, sender in self.replies_to(partner_sor, message):
+            await asyncio.sleep(self._delay(kind))
             if service_request in self.cancelled:
                 return
             envelope = Envelope(
@@ -165,13 +207,13 @@ class PartnerSimulator:
                 bundle_id=str(uuid.uuid4()),
                 timestamp=datetime.now(UTC),
                 sender=sender,
-                receiver=referrer,
-                patient=referral.patient,
-                previous_header_id=referral.message_header_id,
+                receiver=message.sender,
+                patient=message.patient,
+                previous_header_id=message.message_header_id,
             )
-            await self._post(sender.sor, referrer.sor, build_message(kind, envelope, content), kind)
+            await self._post(sender.sor, message.sender.sor, build_message(kind, envelope, sample_content(kind, service_request)), kind)
 
-    async def _post(self, sender_sor: str, receiver_sor: str, bundle: dict, kind: MessageKind) -> None:
+    async def _post(self, sender_sor: str, receiver_sor: str, bundle: dict, kind: str) -> None:
         """Post to the receiver's endpoint like a partner system would: retry until accepted, bounded."""
         endpoint = self.directory.get(receiver_sor).endpoint
         token = issue_token(self.settings.token_secret, subject=f"simulator-{sender_sor}", role=Role.PARTNER, sor=sender_sor, ttl=timedelta(hours=1))
@@ -180,7 +222,7 @@ class PartnerSimulator:
         copies = max(1, self.behaviour.copies)
         results = await asyncio.gather(*(self._post_once(endpoint, body, headers) for _ in range(copies)))
         if any(results):
-            self.sent[kind.value] += 1
+            self.sent[str(kind)] += 1
 
     async def _post_once(self, endpoint: str, body: bytes, headers: dict) -> bool:
         delay = 0.2
@@ -202,6 +244,28 @@ class PartnerSimulator:
         task = asyncio.create_task(coroutine)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+
+def sample_content(kind: str, service_request_id: str) -> dict | object:
+    """What a partner puts in a reply of this type: a plausible example (synthetic), keyed to the
+    pathway's ServiceRequest."""
+    now = datetime.now(UTC)
+    samples = {
+        MessageKind.APPOINTMENT.value: lambda: AppointmentContent(service_request_id=service_request_id, start=now + timedelta(days=7), description="Ambulant forundersøgelse"),
+        MessageKind.TEST_RESULT.value: lambda: TestResultContent(
+            service_request_id=service_request_id,
+            code="NPU02319",
+            display="Hæmoglobin;B",
+            conclusion="Normal",
+            observations=[ObservationValue(code="NPU02319", display="Hæmoglobin;B", value=round(random.uniform(7.5, 10.5), 1), unit="mmol/L")],
+        ),
+        MessageKind.TREATMENT_PLAN.value: lambda: TreatmentPlanContent(service_request_id=service_request_id, description="Medicinsk behandling og kontrol om 3 måneder"),
+        MessageKind.CARE_COMMUNICATION.value: lambda: CareCommunicationContent(communication_id=str(uuid.uuid4()), text="Tak for henvendelsen.", service_request_id=service_request_id),
+        MessageKind.CANCELLATION.value: lambda: {"service_request_id": service_request_id, "reason": "Afvist: henvises til anden afdeling"},
+    }
+    if kind in samples:
+        return samples[kind]()
+    return {"service_request_id": service_request_id}  # a type whose content needs no more than that
 
 
 def create_simulator(settings: Settings, behaviour: Behaviour | None = None, tracing: Tracing | None = None) -> FastAPI:

@@ -26,6 +26,8 @@ from careflow.temporal import register_search_attributes, temporal_cli, temporal
 from store.db import make_engine, migrate
 from workflows.steps import SEARCH_ATTRIBUTES
 
+# Pathways declared outside careflow's own: the tutorial's, and those only the tests declare.
+TEST_PATHWAY_MODULES = ["examples.pathways.lab_order", "tests.platform_pathways"]
 POSTGRES_URL = os.environ.get("CAREFLOW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 DEMO_DIRECTORY = Path(__file__).resolve().parent.parent / "messaging" / "data" / "demo-directory.json"
 
@@ -169,6 +171,7 @@ async def stack(dev_server: WorkflowEnvironment, tmp_path_factory: pytest.TempPa
         api_port=api_port,
         simulator_port=simulator_port,
         directory_path=write_directory(data / "directory.json", api_url=api_url, simulator_url=simulator_url),
+        pathway_modules=TEST_PATHWAY_MODULES,
     )
     migrate(settings.sqlalchemy_url)
     client = await encrypted_client(dev_server, settings)

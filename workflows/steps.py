@@ -148,13 +148,23 @@ class PathwayWorkflow:
     def all_steps(cls) -> list[Step]:
         return walk(cls.steps)
 
+    def _initial_state(self, pathway_input: PathwayInput) -> PathwayState:
+        return PathwayState(
+            flow_id=pathway_input.flow_id,
+            pathway=pathway_input.pathway,
+            step=self.steps[0].name,
+            steps=[StepState(name=s.name) for s in self.all_steps()],
+        )
+
     @workflow.init
     def __init__(self, pathway_input: PathwayInput) -> None:
         # The input is here before any handler runs: a signal that arrives in the first workflow
         # task, before `run` has started, is checked and kept like any other.
         self.input: PathwayInput | None = pathway_input
         self.timings: Timings | None = self.timings_model.model_validate(pathway_input.timings)
-        self.state: PathwayState | None = None
+        # Set up before any handler runs: a message delivered with the start (an inbound message
+        # that starts the pathway) is recorded like any other.
+        self.state: PathwayState | None = self._initial_state(pathway_input)
         self._acks: dict[str, list[InboundMessageSignal]] = {}
         self._replies: dict[str, InboundMessageSignal] = {}
         self._reply_times: dict[str, datetime] = {}
@@ -303,12 +313,8 @@ class PathwayWorkflow:
         """What a pathway's `run` does: set up its state, then run its declared steps."""
         self.input = pathway_input
         self._lean_projections = workflow.patched(LEAN_PROJECTIONS)
-        self.state = PathwayState(
-            flow_id=pathway_input.flow_id,
-            pathway=pathway_input.pathway,
-            step=self.steps[0].name,
-            steps=[StepState(name=s.name) for s in self.all_steps()],
-        )
+        if self.state is None:
+            self.state = self._initial_state(pathway_input)
         self._changes_enabled()  # decided (and recorded) once, at the start of new pathways
         workflow.upsert_search_attributes([SA_PATHWAY.value_set(pathway_input.pathway)])
         if not self._lean_projections:
@@ -552,6 +558,7 @@ class PathwayWorkflow:
                 sender=self.party(self.acting_for),
                 receiver=self.party(step.to),
                 patient=self.input.patient,
+                pathway=self.name,
             ),
             content=self._content(step),
         )
