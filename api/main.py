@@ -14,7 +14,7 @@ from temporalio.client import Client
 
 from api import console
 from api.errors import install_error_handlers
-from api.routes import codec, fhir, flows, health, metrics, pathways, referrals, triage
+from api.routes import codec, fhir, flows, health, metrics, pathways, referrals, reports, triage
 from careflow.codec import EncryptionCodec, data_converter
 from careflow.crypto import KeyRing
 from careflow.metrics import ApiMetrics
@@ -95,6 +95,6 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
         allow_headers=["Authorization", "Content-Type", "X-Namespace"],
         allow_credentials=True,
     )
-    for router in (health.router, metrics.router, pathways.router, referrals.router, flows.router, fhir.router, triage.router, codec.router, console.router):
+    for router in (health.router, metrics.router, pathways.router, referrals.router, flows.router, reports.router, fhir.router, triage.router, codec.router, console.router):
         app.include_router(router)
     return app
