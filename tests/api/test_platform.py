@@ -18,7 +18,7 @@ from messaging.model import AckCode, CareCommunicationContent, Envelope, Message
 from store.db import make_engine
 from store.models import AuditEntry, Flow, InboundMessage, OutboundMessage
 from tests.api.test_inbound import GP, HOSPITAL, appointment, post, silent_referral
-from tests.conftest import Stack, referral_payload, wait_for
+from tests.conftest import Stack, record_history, referral_payload, wait_for
 from workflows.models import PathwayState
 
 pytestmark = pytest.mark.e2e
@@ -127,6 +127,7 @@ async def test_a_branch_and_an_event_drive_a_declared_pathway(stack: Stack) -> N
     assert "branch" in kinds and "event" in kinds
     sent = _rows(stack, select(OutboundMessage.event_code).where(OutboundMessage.flow_id == flow_id))
     assert sent == ["careflow-referral-message", "care-communication-message"]
+    await record_history(stack.client, workflow_id, "consultation-booked-seen")
 
 
 def _care_communication(header_id: str, cpr: str) -> bytes:
@@ -148,6 +149,7 @@ async def test_an_inbound_trigger_posted_three_times_at_once_starts_one_pathway(
     answered = await stack.api.post(f"/flows/{flow.id}/events/answered", json={"data": {"text": "Tak, vi følger op."}}, headers=stack.headers(Role.CLINICIAN))
     assert answered.status_code == 200
     await _flow_status(stack, flow.id, "completed")
+    await record_history(stack.client, flow.workflow_id, "dialogue-started-by-message")
 
 
 async def _state_or_none(stack: Stack, workflow_id: str) -> PathwayState | None:

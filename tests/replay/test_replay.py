@@ -15,7 +15,8 @@ from temporalio.worker import Replayer
 from careflow.codec import data_converter
 from careflow.settings import DEV_CODEC_KEYS
 from workers.main import PASSTHROUGH
-from workflows.registry import WORKFLOWS
+from tests.conftest import TEST_PATHWAY_MODULES
+from workflows.registry import Pathways
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
@@ -30,7 +31,7 @@ async def test_replay(path: Path) -> None:
 
     history = WorkflowHistory.from_json(path.stem, path.read_text())
     replayer = Replayer(
-        workflows=WORKFLOWS,
+        workflows=Pathways.load(TEST_PATHWAY_MODULES).workflows,  # built-in, the tutorial's and the tests' own
         data_converter=data_converter(DEV_CODEC_KEYS),  # recorded in dev mode, with the dev key
         workflow_runner=SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)),
     )

@@ -20,7 +20,7 @@ from messaging.model import AckCode, MessageKind, Organization, PatientData
 from simulator.app import Behaviour, create_simulator
 from store.db import make_engine, migrate
 from store.models import Escalation, Flow
-from tests.conftest import LoopbackServer, encrypted_client, free_port, wait_for, write_directory
+from tests.conftest import LoopbackServer, encrypted_client, free_port, record_history, wait_for, write_directory
 from workers.main import build_worker
 from examples.pathways.lab_order import LabOrderPathway, LabOrderTimings
 from workflows.models import InboundMessageSignal, PathwayInput, PathwayStatus
@@ -77,6 +77,7 @@ async def test_a_declared_pathway_runs_escalates_and_completes(lab_order: tuple[
     await handle.signal(LabOrderPathway.message_received, signal(MessageKind.TEST_RESULT))
     result = await handle.result()
     assert result.status is PathwayStatus.COMPLETED and result.escalations == 1
+    await record_history(client, handle.id, "lab-order-escalated-then-completed")
     with Session(engine) as session:
         flow = session.get(Flow, flow_id)
         assert (flow.status, flow.step) == ("completed", "completed")
