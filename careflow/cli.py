@@ -92,7 +92,8 @@ def cmd_token(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from careflow.demo import run_demo
 
-    return asyncio.run(run_demo(get_settings(), referrals=args.referrals, api_url=args.api, concurrency=args.concurrency, timeout=args.timeout))
+    flows = args.flows if args.flows is not None else args.referrals
+    return asyncio.run(run_demo(get_settings(), pathway=args.pathway, flows=flows, api_url=args.api, concurrency=args.concurrency, timeout=args.timeout))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,8 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--days", type=int, default=30)
     token.set_defaults(func=cmd_token)
 
-    demo = sub.add_parser("demo", help="drive N referrals through the running stack and summarise")
-    demo.add_argument("--referrals", type=int, default=20)
+    demo = sub.add_parser("demo", help="drive N flows of a pathway through the running stack and summarise")
+    demo.add_argument("--pathway", default="referral", help="a declared pathway (GET /pathways); default: referral")
+    demo.add_argument("--flows", type=int, default=None, help="how many flows (default 20)")
+    demo.add_argument("--referrals", type=int, default=20, help="the same as --flows, for the referral pathway")
     demo.add_argument("--api", default=None, help="API base URL (default: the configured public URL)")
     demo.add_argument("--concurrency", type=int, default=20)
     demo.add_argument("--timeout", type=float, default=600, help="seconds to wait for the flows to settle")

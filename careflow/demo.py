@@ -1,4 +1,6 @@
-"""`careflow demo`: drive N synthetic referrals through a running careflow and summarise."""
+"""`careflow demo`: drive N synthetic flows of any declared pathway through a running careflow and
+summarise. Each pathway's `example` gives the input (synthetic patients); the demo plays the
+clinician for the events a pathway awaits."""
 
 from __future__ import annotations
 
@@ -13,28 +15,26 @@ import httpx
 
 from careflow.auth import Role, issue_token
 from careflow.settings import Settings
+from workflows.examples import synthetic_cpr, synthetic_patient
+from workflows.registry import Pathways, events
+
+__all__ = ["referral_body", "run_demo", "seed_demo", "synthetic_cpr"]
 
 REFERRING_SOR = "100000000000001"
 RECEIVING_SOR = "200000000000001"
 # The demo lab: under `make run` it acknowledges referrals but never answers (escalations to show).
 QUIET_SOR = "300000000000001"
 QUIET_SHARE = 0.1
-STEPS = ("referral", "appointment", "test_result", "treatment_plan")
 SETTLED = {"completed", "cancelled", "failed"}
+# What `careflow dev` loads besides the built-in pathways: the tutorial's (docs/adding-a-pathway.md).
+DEV_PATHWAY_MODULES = ["examples.pathways.lab_order"]
 
-GIVEN = ["Anna", "Mads", "Sofie", "Oliver", "Ida", "Lucas", "Freja", "Emil", "Karla", "Noah"]
-FAMILY = ["Testesen", "Prøvesen", "Demosen", "Eksempelsen", "Syntetisk"]
 REASONS = ["Brystsmerter ved anstrengelse", "Hjertebanken, udredning", "Forhøjet blodtryk trods behandling", "Åndenød ved gang"]
-
-
-def synthetic_cpr(rng: random.Random) -> str:
-    """A valid-format CPR that belongs to nobody: 7th digit 5-8 with year 27-57 means born 2027-2057."""
-    return f"{rng.randint(1, 28):02d}{rng.randint(1, 12):02d}{rng.randint(30, 57):02d}{rng.randint(5, 8)}{rng.randint(0, 999):03d}"
 
 
 def referral_body(rng: random.Random, receiving_sor: str = RECEIVING_SOR) -> dict:
     return {
-        "patient": {"cpr": synthetic_cpr(rng), "given_name": rng.choice(GIVEN), "family_name": rng.choice(FAMILY)},
+        "patient": synthetic_patient(rng),
         "referring_sor": REFERRING_SOR,
         "receiving_sor": receiving_sor,
         "reason": rng.choice(REASONS),
@@ -50,8 +50,13 @@ def _tokens(settings: Settings) -> tuple[str, str]:
     )
 
 
+def dev_pathways(settings: Settings) -> Pathways:
+    return Pathways.load(settings.pathway_modules or DEV_PATHWAY_MODULES)
+
+
 async def seed_demo(settings: Settings, count: int) -> None:
-    """Demo data for `make run`: a few referrals, unless the store already has flows."""
+    """Demo data for `make run`: a few referrals (the last to the quiet lab, so one escalates) and
+    one flow of every other pathway that has an example, unless the store already has flows."""
     clinician, coordinator = _tokens(settings)
     async with httpx.AsyncClient(base_url=settings.public_url, timeout=30) as http:
         existing = await http.get("/flows", params={"limit": 1}, headers={"Authorization": f"Bearer {coordinator}"})
@@ -61,6 +66,10 @@ async def seed_demo(settings: Settings, count: int) -> None:
         for i in range(count):
             receiving = QUIET_SOR if i == count - 1 and count > 1 else RECEIVING_SOR  # one will escalate
             await http.post("/referrals", json=referral_body(rng, receiving), headers={"Authorization": f"Bearer {clinician}"})
+        for pathway in dev_pathways(settings):
+            example = pathway.example(rng)
+            if pathway.name != "referral" and pathway.api_start and example is not None:
+                await http.post(f"/pathways/{pathway.name}/flows", json=example, headers={"Authorization": f"Bearer {clinician}"})
 
 
 def _bar(done: int, total: int, started: float) -> None:
@@ -70,22 +79,34 @@ def _bar(done: int, total: int, started: float) -> None:
     sys.stderr.flush()
 
 
-async def run_demo(settings: Settings, *, referrals: int, api_url: str | None, concurrency: int, timeout: float) -> int:
+async def run_demo(settings: Settings, *, pathway: str = "referral", flows: int, api_url: str | None, concurrency: int, timeout: float) -> int:
+    declaration = dev_pathways(settings).get(pathway)
+    if declaration is None or not declaration.api_start:
+        sys.stderr.write(f"no pathway {pathway!r} to start through the API\n")
+        return 2
+    if declaration.example(random.Random(0)) is None:
+        sys.stderr.write(f"the {pathway} pathway declares no example input for the demo\n")
+        return 2
     clinician, coordinator = _tokens(settings)
     rng = random.Random()
     started = time.monotonic()
     failed_to_start = 0
     flow_ids: list[str] = []
+    events_reported = 0
     limits = httpx.Limits(max_connections=concurrency)
     async with httpx.AsyncClient(base_url=api_url or settings.public_url, timeout=60, limits=limits) as http:
         semaphore = asyncio.Semaphore(concurrency)
+        as_clinician = {"Authorization": f"Bearer {clinician}"}
 
         async def post_one() -> None:
             nonlocal failed_to_start
             try:
                 async with semaphore:
-                    receiving = QUIET_SOR if rng.random() < QUIET_SHARE else RECEIVING_SOR
-                    response = await http.post("/referrals", json=referral_body(rng, receiving), headers={"Authorization": f"Bearer {clinician}"})
+                    if pathway == "referral":  # one in ten to the demo lab, which never answers under `make run`
+                        url, body = "/referrals", referral_body(rng, QUIET_SOR if rng.random() < QUIET_SHARE else RECEIVING_SOR)
+                    else:
+                        url, body = f"/pathways/{pathway}/flows", declaration.example(rng)
+                    response = await http.post(url, json=body, headers=as_clinician)
             except httpx.HTTPError:
                 failed_to_start += 1
                 return
@@ -94,12 +115,14 @@ async def run_demo(settings: Settings, *, referrals: int, api_url: str | None, c
             else:
                 failed_to_start += 1
 
-        await asyncio.gather(*(post_one() for _ in range(referrals)))
+        await asyncio.gather(*(post_one() for _ in range(flows)))
         auth = {"Authorization": f"Bearer {coordinator}"}
+        event_steps = {s.name: s.event for s in events(declaration)}
         pending = set(flow_ids)
         status: dict[str, str] = {}
         escalated: set[str] = set()  # flows with an escalation (open when seen)
         finished_at: dict[str, float] = {}
+        reported: set[tuple[str, str]] = set()
         while pending and time.monotonic() - started < timeout:
             # One paged list request sees every flow's status; details are fetched once at the end.
             try:
@@ -109,6 +132,11 @@ async def run_demo(settings: Settings, *, referrals: int, api_url: str | None, c
                     status[flow["id"]] = flow["status"]
                     if flow["open_escalations"]:
                         escalated.add(flow["id"])
+                    if flow["step"] in event_steps and (flow["id"], flow["step"]) not in reported:
+                        # The demo plays the clinician: it reports the event the flow waits for.
+                        reported.add((flow["id"], flow["step"]))
+                        answer = await http.post(f"/flows/{flow['id']}/events/{event_steps[flow['step']]}", json={"reason": "demo"}, headers=as_clinician)
+                        events_reported += answer.status_code == 200
                     # A flow whose partner stays silent escalates and waits: count it as settled.
                     if flow["status"] in SETTLED or flow["open_escalations"]:
                         pending.discard(flow["id"])
@@ -119,15 +147,17 @@ async def run_demo(settings: Settings, *, referrals: int, api_url: str | None, c
             if pending:
                 await asyncio.sleep(0.5)
         sys.stderr.write("\n")
-        durations = await _step_durations(http, auth, flow_ids, semaphore, escalated)
+        milestones = [s.name for s in declaration.steps]
+        durations = await _step_durations(http, auth, flow_ids, semaphore, escalated, milestones)
     completed = sum(1 for s in status.values() if s == "completed")
     # Throughput over the completed flows only: escalated ones wait for their deadline by design.
     elapsed = max((t for f, t in finished_at.items() if status.get(f) == "completed"), default=time.monotonic()) - started
     print(
-        f"demo: referrals {referrals}, completed {completed}, escalated {len(escalated)}, failed {failed_to_start + sum(1 for s in status.values() if s == 'failed')}, "
-        f"unsettled {len(pending)}, {completed / elapsed if elapsed else 0:.1f} flows/s over {elapsed:.1f}s"
+        f"demo: pathway {pathway}, flows {flows}, completed {completed}, escalated {len(escalated)}, "
+        f"failed {failed_to_start + sum(1 for s in status.values() if s == 'failed')}, unsettled {len(pending)}, "
+        f"events reported {events_reported}, {completed / elapsed if elapsed else 0:.1f} flows/s over {elapsed:.1f}s"
     )
-    for step in STEPS[1:]:
+    for step in milestones[1:]:
         values = durations.get(step, [])
         if values:
             print(f"  {step:<15} p50 {_percentile(values, 50):6.2f}s   p99 {_percentile(values, 99):6.2f}s   (n={len(values)})")
@@ -146,8 +176,10 @@ async def _list_all(http: httpx.AsyncClient, auth: dict, newest: int) -> list[di
     return flows
 
 
-async def _step_durations(http: httpx.AsyncClient, auth: dict, flow_ids: list[str], semaphore: asyncio.Semaphore, escalated: set[str]) -> dict[str, list[float]]:
-    """Time from one step's start to the next, from each flow's timeline."""
+async def _step_durations(http: httpx.AsyncClient, auth: dict, flow_ids: list[str], semaphore: asyncio.Semaphore, escalated: set[str], steps: list[str]) -> dict[str, list[float]]:
+    """Time from one step's milestone to the next, from each flow's timeline: the first message sent
+    starts the clock; a step is reached when its reply is received (or its event reported, or its
+    message sent)."""
     durations: dict[str, list[float]] = {}
 
     async def one(flow_id: str) -> None:
@@ -161,15 +193,15 @@ async def _step_durations(http: httpx.AsyncClient, auth: dict, flow_ids: list[st
         flow = response.json()
         if flow["escalations"]:
             escalated.add(flow_id)
-        timeline = response.json()["timeline"]
-        sent = [datetime.fromisoformat(e["at"]) for e in timeline if e["kind"] == "sent" and e["step"] == "referral"]
+        timeline = flow["timeline"]
+        sent = [datetime.fromisoformat(e["at"]) for e in timeline if e["kind"] == "sent"]
         previous = sent[0] if sent else None
-        for step in STEPS[1:]:
-            received = [datetime.fromisoformat(e["at"]) for e in timeline if e["kind"] == "received" and e["step"] == step]
-            if previous is None or not received:
+        for step in steps[1:]:
+            reached = [datetime.fromisoformat(e["at"]) for e in timeline if e["step"] == step and e["kind"] in ("received", "event", "sent")]
+            if previous is None or not reached:
                 break
-            durations.setdefault(step, []).append((received[0] - previous).total_seconds())
-            previous = received[0]
+            durations.setdefault(step, []).append((reached[0] - previous).total_seconds())
+            previous = reached[0]
 
     await asyncio.gather(*(one(f) for f in flow_ids))
     return durations

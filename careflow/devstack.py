@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -13,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from careflow.auth import Role, issue_token
+from careflow.demo import DEV_PATHWAY_MODULES
 from careflow.settings import Settings
 from careflow.temporal import dev_server_args, temporal_cli
 
@@ -22,10 +24,13 @@ DEV_TIMINGS = {
     "CAREFLOW_PATHWAYS__REFERRAL__APPOINTMENT_DEADLINE": "PT2M",
     "CAREFLOW_PATHWAYS__REFERRAL__TEST_RESULT_DEADLINE": "PT2M",
     "CAREFLOW_PATHWAYS__REFERRAL__TREATMENT_PLAN_DEADLINE": "PT2M",
+    "CAREFLOW_PATHWAYS__LAB_ORDER__ACK_TIMEOUT": "PT20S",
+    "CAREFLOW_PATHWAYS__LAB_ORDER__RESULT_DEADLINE": "PT2M",
+    "CAREFLOW_PATHWAY_MODULES": json.dumps(DEV_PATHWAY_MODULES),  # the tutorial's pathways too
 }
 # The demo lab acknowledges referrals but never answers them: `careflow demo` sends it one referral
 # in ten, so the console has escalations to show, while referrals to the hospital always complete.
-DEV_SIMULATOR = '{"quiet_partners": ["300000000000001"], "appointment_delay": 2, "test_result_delay": 2, "treatment_plan_delay": 2}'
+DEV_SIMULATOR = '{"quiet_partners": ["300000000000001"], "quiet_in": ["referral"], "appointment_delay": 2, "test_result_delay": 2, "treatment_plan_delay": 2}'
 
 
 def wait_for_port(host: str, port: int, timeout: float, process: subprocess.Popen | None = None) -> None:

@@ -51,10 +51,12 @@ class Behaviour(BaseModel):
     ack_code: Literal["ok", "transient-error", "fatal-error", "none"] = "ok"
     reply: bool = True  # answer referrals with appointment, test result, treatment plan
     no_reply_fraction: float = 0.0  # this share of referrals is never answered (deadlines escalate)
-    quiet_partners: list[str] = []  # these SORs acknowledge referrals but never answer them
+    quiet_partners: list[str] = []  # these SORs acknowledge messages but never answer them ...
+    quiet_in: list[str] = []  # ... in these pathways only (empty: in every pathway)
 
-    def answers_referral(self, partner_sor: str) -> bool:
-        return self.reply and partner_sor not in self.quiet_partners and random.random() >= self.no_reply_fraction
+    def answers_referral(self, partner_sor: str, pathway: str | None = None) -> bool:
+        quiet = partner_sor in self.quiet_partners and (not self.quiet_in or pathway in self.quiet_in)
+        return self.reply and not quiet and random.random() >= self.no_reply_fraction
     appointment_delay: float = 0.5
     test_result_delay: float = 0.5
     treatment_plan_delay: float = 0.5
@@ -125,7 +127,7 @@ class PartnerSimulator:
             return  # a resend: acknowledged again, not answered twice
         if message.kind in self.cancellations and message.service_request_id:
             self.cancelled.add(message.service_request_id)
-        elif self.behaviour.answers_referral(partner_sor):
+        elif self.behaviour.answers_referral(partner_sor, message.pathway):
             self._spawn(self._answer(partner_sor, message))
 
     async def _acknowledge(self, message: ParsedMessage, original: dict) -> None:

@@ -56,6 +56,12 @@ class ConsultationPathway(PathwayWorkflow):
         SendOnEvent("summary", event="patient-seen", title="patient seen", message=MessageKind.CARE_COMMUNICATION, to="performer", roles=("clinician",), deadline="seen_deadline", content=summary),
     )
 
+    @classmethod
+    def example(cls, rng):  # noqa: ANN001, ANN206
+        from workflows.examples import DEMO_GP, DEMO_HOSPITAL, synthetic_patient
+
+        return {"patient": synthetic_patient(rng), "gp_sor": DEMO_GP, "hospital_sor": DEMO_HOSPITAL, "reason": "Vurdering"}
+
 
 class DialogueInput(PathwayStart):
     gp_sor: str = SOR

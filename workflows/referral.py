@@ -10,6 +10,7 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from messaging.model import MessageKind
     from workflows.declare import AwaitReply, Party, Send
+    from workflows.examples import DEMO_GP, DEMO_HOSPITAL, synthetic_patient
     from workflows.models import PathwayStart, PathwayTimings
     from workflows.steps import PathwayWorkflow
 
@@ -53,3 +54,8 @@ class ReferralPathwayWorkflow(PathwayWorkflow):
     )
 
 
+
+    @classmethod
+    def example(cls, rng):  # noqa: ANN001, ANN206
+        reasons = ["Brystsmerter ved anstrengelse", "Hjertebanken, udredning", "Forhøjet blodtryk trods behandling", "Åndenød ved gang"]
+        return {"patient": synthetic_patient(rng), "referring_sor": DEMO_GP, "receiving_sor": DEMO_HOSPITAL, "reason": rng.choice(reasons), "priority": rng.choice(["routine", "routine", "urgent"])}

@@ -140,6 +140,12 @@ class PathwayWorkflow:
         cls.run = workflow.run(run)  # type: ignore[attr-defined]
 
     @classmethod
+    def example(cls, rng: Any) -> dict[str, Any] | None:
+        """A synthetic input for the demo and `make run` (random.Random → the input model's JSON);
+        None: the demo cannot start this pathway."""
+        return None
+
+    @classmethod
     def workflow_id(cls, flow_id: str) -> str:
         # Never patient data: the flow id is a random UUID.
         return f"{cls.name}-{flow_id}"

@@ -10,6 +10,7 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from messaging.model import MessageKind
     from workflows.declare import AwaitReply, Party, Send
+    from workflows.examples import DEMO_GP, DEMO_LAB, synthetic_patient
     from workflows.models import PathwayStart, Timings
     from workflows.steps import PathwayWorkflow
 
@@ -41,3 +42,8 @@ class LabOrderPathway(PathwayWorkflow):
         Send("order", MessageKind.REFERRAL, to="performer"),
         AwaitReply("result", MessageKind.TEST_RESULT, sender="performer", deadline="result_deadline"),
     )
+
+    @classmethod
+    def example(cls, rng):  # noqa: ANN001, ANN206
+        """A synthetic order for the demo (`careflow demo --pathway lab-order`)."""
+        return {"patient": synthetic_patient(rng), "requester_sor": DEMO_GP, "lab_sor": DEMO_LAB, "reason": rng.choice(["Lipidstatus", "Hæmoglobin", "HbA1c"])}

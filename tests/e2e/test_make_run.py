@@ -60,7 +60,7 @@ def test_careflow_dev_runs_the_readme_referral_and_stops_on_ctrl_c(tmp_path: Pat
         coordinator = subprocess.run([sys.executable, "-m", "careflow", "token", "--role", "coordinator"], cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout.strip()
         with httpx.Client(timeout=30) as http:
             demo = http.get(f"{api_url}/flows", headers={"Authorization": f"Bearer {coordinator}"}).json()
-            assert demo["total"] == 2, "demo data"
+            assert sorted(f["pathway"] for f in demo["items"]) == ["lab-order", "referral", "referral"], "demo data: the referrals and the tutorial's pathway"
             referral = json.loads((ROOT / "examples" / "referral.json").read_text())
             response = http.post(f"{api_url}/referrals", json=referral, headers={"Authorization": f"Bearer {token.strip()}"})
             assert response.status_code == 202, response.text
@@ -72,6 +72,11 @@ def test_careflow_dev_runs_the_readme_referral_and_stops_on_ctrl_c(tmp_path: Pat
                     break
                 time.sleep(0.5)
             assert status == "completed"
+        # the demo drives any declared pathway: here the tutorial's lab order
+        lab_orders = subprocess.run([sys.executable, "-m", "careflow", "demo", "--pathway", "lab-order", "--flows", "3", "--timeout", "120"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+        assert lab_orders.returncode == 0, lab_orders.stdout + lab_orders.stderr
+        assert "demo: pathway lab-order, flows 3, completed 3, escalated 0, failed 0, unsettled 0" in lab_orders.stdout
+        assert "result" in lab_orders.stdout, "the time to each declared step"
     finally:
         dev.send_signal(signal.SIGINT)
         time.sleep(0.3)
@@ -113,5 +118,6 @@ def test_demo_sends_some_referrals_to_the_quiet_lab() -> None:
     assert referral_body(random.Random(1))["receiving_sor"] == RECEIVING_SOR
     assert referral_body(random.Random(1), QUIET_SOR)["receiving_sor"] == QUIET_SOR
     under_make_run = Behaviour.model_validate_json(DEV_SIMULATOR)
-    assert not under_make_run.answers_referral(QUIET_SOR)
+    assert not under_make_run.answers_referral(QUIET_SOR, "referral")
+    assert under_make_run.answers_referral(QUIET_SOR, "lab-order"), "quiet in referrals only: lab orders get results"
     assert all(under_make_run.answers_referral(RECEIVING_SOR) for _ in range(200)), "the hospital always answers under make run"
