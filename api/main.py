@@ -13,6 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from temporalio.client import Client
 
 from api import console
+from api.console.web import use_pathways
 from api.errors import install_error_handlers
 from api.routes import codec, fhir, flows, health, metrics, pathways, referrals, reports, triage
 from careflow.codec import EncryptionCodec, data_converter
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
         app.state.temporal_codec = EncryptionCodec(app.state.key_ring)
         app.state.directory = Directory.load(settings.directory_path)
         app.state.pathways = Pathways.load(settings.pathway_modules)
+        use_pathways(app.state.pathways)
         app.state.receiver = Receiver(app.state.key_ring, settings, app.state.directory, app.state.pathways)
         # Lazy: the API starts, and stores inbound messages, even while Temporal is down.
         app.state.temporal = await Client.connect(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse
 
-from api.console import actions, login, pages, reports
+from api.console import actions, login, pages, reports, triage
 from api.console.web import HERE
 
 STATIC = {"console.css": "text/css", "console.js": "text/javascript", "favicon.svg": "image/svg+xml"}
@@ -25,5 +25,6 @@ router.include_router(login.router)
 router.include_router(actions.router)
 router.include_router(pages.router)
 router.include_router(reports.router)
+router.include_router(triage.router)
 
 __all__ = ["router"]

@@ -20,6 +20,7 @@ from careflow.crypto import cpr_lookup_hash
 from messaging import from_xml
 from messaging.formats import looks_like_xml
 from store.models import AuditEntry, Escalation, Flow, FlowStatus, InboundMessage, OutboundMessage, utcnow
+from workflows.declare import AwaitEvent, SendOnEvent
 from workflows.registry import Pathways, messages_sent
 
 router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)
@@ -209,8 +210,21 @@ def flow_page(request: Request, flow_id: str, user: CurrentCoordinator, session:
     return render(
         request,
         "flow.html",
-        {"user": user, "flow": detail, "steps": _steps(flow, request.app.state.pathways), "organisations": names, "open_escalations": [e for e in detail.escalations if e.resolved_at is None], "now": utcnow(), "default_deadline": _default_deadline(flow)},
+        {
+            "user": user, "flow": detail, "steps": _steps(flow, request.app.state.pathways), "organisations": names,
+            "open_escalations": [e for e in detail.escalations if e.resolved_at is None], "now": utcnow(), "default_deadline": _default_deadline(flow),
+            "awaited_event": _awaited_event(flow, request.app.state.pathways),
+        },
     )
+
+
+def _awaited_event(flow: Flow, pathways: Pathways) -> dict | None:
+    """The event the flow's current step waits for (reported from this page), if any."""
+    pathway = pathways.get(flow.pathway)
+    step = pathway.steps_by_name().get(flow.step) if pathway and flow.status in OPEN_STATUSES else None
+    if isinstance(step, AwaitEvent | SendOnEvent) and ("coordinator" in step.roles):
+        return {"event": step.event, "title": step.title or step.event}
+    return None
 
 
 def _default_deadline(flow: Flow) -> str:

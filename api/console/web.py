@@ -27,23 +27,42 @@ HERE = Path(__file__).parent
 COPENHAGEN = ZoneInfo("Europe/Copenhagen")
 CONSOLE_ROLES = (Role.COORDINATOR.value, Role.ADMIN.value)
 
-# Coordinators work in Danish: the pathway terms they expect, beside the English ones.
-TERMS = {
-    "referral": "Referral · henvisning",
-    "appointment": "Appointment · indkaldelse",
-    "test_result": "Test result · prøvesvar",
-    "treatment_plan": "Treatment plan · behandlingsplan",
-    "acknowledgement": "Acknowledgement · kvittering",
-    "cancellation": "Cancellation · annullering",
-    "completed": "Completed · afsluttet",
-    "careflow-referral-message": "Referral · henvisning",
-    "careflow-appointment-message": "Appointment · indkaldelse",
-    "careflow-test-result-message": "Test result · prøvesvar",
-    "careflow-treatment-plan-message": "Treatment plan · behandlingsplan",
-    "careflow-cancellation-message": "Cancellation · annullering",
-    "acknowledgement-message": "Acknowledgement · kvittering",
-    "care-communication-message": "Care communication · korrespondance",
-}
+# Words that are no message type or declared step.
+TERMS = {"completed": "Completed · afsluttet", "acknowledgement": "Acknowledgement · kvittering"}
+
+
+def _declared_terms() -> dict[str, str]:
+    """Step names and message types in coordinators' words, read from the declarations: a reply step
+    is called by its message (English · Danish), an event step by its event's title."""
+    from messaging.model import message_label
+    from workflows.declare import AwaitEvent, AwaitReply, Send, SendOnEvent
+    from workflows.registry import PATHWAYS
+
+    terms: dict[str, str] = {}
+    for pathway in (_loaded_pathways or PATHWAYS):
+        for step in pathway.all_steps():
+            if isinstance(step, Send | AwaitReply | SendOnEvent):
+                terms.setdefault(step.name, _both(message_label(step.message)))
+                terms.setdefault(step.message, _both(message_label(step.message)))
+            elif isinstance(step, AwaitEvent):
+                terms.setdefault(step.name, (step.title or step.event).capitalize())
+        terms.setdefault(pathway.name, f"{pathway.title} · {pathway.title_da.lower()}")
+    return terms
+
+
+def _both(label: str) -> str:
+    """'appointment (indkaldelse)' → 'Appointment · indkaldelse'."""
+    english, _, danish = label.partition(" (")
+    return f"{english[:1].upper()}{english[1:]}" + (f" · {danish.rstrip(')')}" if danish else "")
+
+
+_loaded_pathways = None  # the app's pathways (set at start-up), else the built-in ones
+
+
+def use_pathways(pathways: object) -> None:
+    global _loaded_pathways
+    _loaded_pathways = pathways
+
 
 # Security headers for every console page: no third-party content, no inline script, no framing.
 SECURITY_HEADERS = {
@@ -77,7 +96,14 @@ def iso_time(moment: datetime | None) -> str:
 
 
 def term(name: str | None) -> str:
-    return TERMS.get(name or "", (name or "").replace("_", " "))
+    from messaging.model import message_label
+
+    key = name or ""
+    found = TERMS.get(key) or _declared_terms().get(key)
+    if found:
+        return found
+    label = message_label(key)
+    return _both(label) if label != key else key.replace("_", " ").replace("-", " ")
 
 
 def query_string(params: dict[str, Any], **changes: Any) -> str:
