@@ -1,0 +1,244 @@
+"""Shared parts of the throughput benchmarks: careflow's processes on loopback (the pattern of
+tests/faults/processes.py, copied so the benchmarks do not depend on the test tree), per-process CPU
+and peak RSS from /proc, the machine, percentiles."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from careflow.devstack import wait_for_port  # noqa: E402
+from careflow.settings import Settings  # noqa: E402
+from careflow.temporal import dev_server_args, temporal_cli  # noqa: E402
+
+DEMO_DIRECTORY = ROOT / "messaging" / "data" / "demo-directory.json"
+# Partners that answer at once: what the issue's measurements used.
+PARTNERS_AT_ONCE = {"ack_delay": 0, "appointment_delay": 0, "test_result_delay": 0, "treatment_plan_delay": 0}
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def load_average() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def machine() -> str:
+    model = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    temporal = subprocess.run([temporal_cli(), "--version"], capture_output=True, text=True).stdout.strip()
+    return f"nproc {os.cpu_count()}, {model}, Python {platform.python_version()}, {temporal}, load average {load_average()}"
+
+
+def percentile(values: list[float], pct: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def p50_p99(values: list[float]) -> str:
+    if not values:
+        return "   (none)"
+    return f"p50 {percentile(values, 50) * 1000:7.0f} ms   p99 {percentile(values, 99) * 1000:7.0f} ms   (n={len(values)})"
+
+
+@dataclass
+class ProcessUsage:
+    """CPU seconds between `start()` and `stop()`, and the kernel's peak RSS (VmHWM) of one process."""
+
+    name: str
+    pid: int
+    cpu_start: float = 0.0
+    cpu_seconds: float = 0.0
+    peak_rss_mb: float = 0.0
+    wall: float = 0.0
+    _t0: float = field(default=0.0, repr=False)
+
+    def _cpu(self) -> float:
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+        except (OSError, IndexError, ValueError):
+            return 0.0
+
+    def _hwm_mb(self) -> float:
+        try:
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return self.peak_rss_mb
+
+    def rss_mb(self) -> float:
+        try:
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return 0.0
+
+    def start(self) -> None:
+        self.cpu_start, self._t0 = self._cpu(), time.monotonic()
+
+    def stop(self) -> None:
+        self.cpu_seconds = self._cpu() - self.cpu_start
+        self.wall = time.monotonic() - self._t0
+        self.peak_rss_mb = self._hwm_mb()
+
+    def line(self, per: int = 0, per_label: str = "flow") -> str:
+        percent = 100 * self.cpu_seconds / self.wall if self.wall else 0.0
+        cost = f"   {1000 * self.cpu_seconds / per:6.1f} ms CPU/{per_label}" if per else ""
+        return f"  {self.name:<10} CPU {percent:5.0f} %  ({self.cpu_seconds:6.1f} s)   peak RSS {self.peak_rss_mb:6.0f} MB{cost}"
+
+
+class Usage:
+    """Usage of several processes over one measured window."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.processes = [ProcessUsage(name, pid) for name, pid in pids.items()]
+
+    def start(self) -> None:
+        for p in self.processes:
+            p.start()
+
+    def stop(self) -> None:
+        for p in self.processes:
+            p.stop()
+
+    def lines(self, per: int = 0, per_label: str = "flow") -> list[str]:
+        return [p.line(per, per_label) for p in self.processes]
+
+    def cpu(self, name: str) -> float:
+        return next(p.cpu_seconds for p in self.processes if p.name == name)
+
+
+class BenchStack:
+    """careflow as separate processes on loopback, as `careflow dev` runs them, each in its own
+    process group; `close()` kills every group it started."""
+
+    def __init__(self, data: Path, *, behaviour: dict, extra_env: dict[str, str] | None = None) -> None:
+        self.data = data
+        self.logs = data / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.temporal_port, self.api_port, self.simulator_port = free_port(), free_port(), free_port()
+        self.api_url = f"http://127.0.0.1:{self.api_port}"
+        self.simulator_url = f"http://127.0.0.1:{self.simulator_port}"
+        self.behaviour = behaviour
+        directory = data / "directory.json"
+        directory.write_text(DEMO_DIRECTORY.read_text().replace("http://127.0.0.1:8000", self.api_url).replace("http://127.0.0.1:8100", self.simulator_url))
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("CAREFLOW_")}
+        self.env.update(
+            {
+                "CAREFLOW_ENV": "dev",
+                "CAREFLOW_DATA_DIR": str(data),
+                "CAREFLOW_TEMPORAL_ADDRESS": f"127.0.0.1:{self.temporal_port}",
+                "CAREFLOW_API_PORT": str(self.api_port),
+                "CAREFLOW_PUBLIC_URL": self.api_url,
+                "CAREFLOW_SIMULATOR_PORT": str(self.simulator_port),
+                "CAREFLOW_DIRECTORY_PATH": str(directory),
+                "CAREFLOW_TASK_QUEUE": f"careflow-bench-{uuid.uuid4().hex[:8]}",
+                "PYTHONUNBUFFERED": "1",
+                **(extra_env or {}),
+            }
+        )
+        self.settings = Settings(
+            data_dir=data,
+            temporal_address=self.env["CAREFLOW_TEMPORAL_ADDRESS"],
+            task_queue=self.env["CAREFLOW_TASK_QUEUE"],
+            api_port=self.api_port,
+            public_url=self.api_url,
+            simulator_port=self.simulator_port,
+            directory_path=directory,
+        )
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def start_all(self) -> None:
+        args = dev_server_args(self.settings, db_file=self.data / "temporal.db", port=self.temporal_port, ui_port=None)
+        self._start("temporal", [temporal_cli(), *args])
+        wait_for_port("127.0.0.1", self.temporal_port, 60, self.processes["temporal"])
+        subprocess.run([sys.executable, "-m", "careflow", "migrate"], env=self.env, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+        self._start("simulator", [sys.executable, "-m", "careflow", "simulator", "--behaviour", json.dumps(self.behaviour)])
+        self._start("api", [sys.executable, "-m", "careflow", "api"])
+        self._start("worker", [sys.executable, "-m", "careflow", "worker"])
+        wait_for_port("127.0.0.1", self.simulator_port, 60, self.processes["simulator"])
+        wait_for_port("127.0.0.1", self.api_port, 60, self.processes["api"])
+
+    def pids(self) -> dict[str, int]:
+        return {name: p.pid for name, p in self.processes.items()}
+
+    def close(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+
+    def _start(self, name: str, args: list[str]) -> None:
+        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 (lives as long as the process)
+        self.processes[name] = subprocess.Popen(args, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+
+    def log_tail(self, name: str, lines: int = 30) -> str:
+        path = self.logs / f"{name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+
+class Profiler:
+    """py-spy (the `bench` extra) recording some processes into SVG flame graphs until `stop()`."""
+
+    def __init__(self, pids: dict[str, int], out: Path, rate: int = 97) -> None:
+        self.out = out
+        out.mkdir(parents=True, exist_ok=True)
+        exe = Path(sys.executable).parent / "py-spy"
+        if not exe.exists():
+            raise SystemExit("py-spy is not installed: `.venv/bin/pip install -c constraints.txt -e '.[bench]'`")
+        self.recorders = {
+            name: subprocess.Popen([str(exe), "record", "--pid", str(pid), "--rate", str(rate), "--nonblocking", "--format", "flamegraph", "--output", str(out / f"{name}.svg")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            for name, pid in pids.items()
+        }
+
+    def stop(self) -> list[Path]:
+        for process in self.recorders.values():
+            process.send_signal(signal.SIGINT)
+        written = []
+        for name, process in self.recorders.items():
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+            if (self.out / f"{name}.svg").exists():
+                written.append(self.out / f"{name}.svg")
+        return written
