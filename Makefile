@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test faults bench install clean
+.PHONY: run test faults bench bench-throughput bench-inbound bench-profile install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,20 @@ faults: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_messaging.py
 	$(BIN)/python benchmarks/bench_flow_list.py
+
+# careflow's whole stack beside a bare-Temporal floor, in one run (a few minutes); FLOWS=N to change the size.
+FLOWS ?= 200
+bench-throughput: $(STAMP)
+	$(BIN)/python benchmarks/bench_throughput.py --flows $(FLOWS)
+
+bench-inbound: $(STAMP)
+	$(BIN)/python benchmarks/bench_inbound.py
+
+# The same, with py-spy flame graphs of the API and the worker into benchmarks/results/.
+bench-profile: $(STAMP)
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[bench]'
+	$(BIN)/python benchmarks/bench_throughput.py --flows $(FLOWS) --profile --skip-bare
+	$(BIN)/python benchmarks/bench_inbound.py --profile
 
 clean:
 	rm -rf $(VENV) data test-artifacts

@@ -1,0 +1,39 @@
+"""The throughput benchmarks run end to end at a tiny size and print their summaries (their figures
+are not asserted: the machine is shared). Real processes: Temporal dev servers, worker, API, simulator."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.e2e
+
+
+def run(script: str, *args: str) -> str:
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def test_throughput_prints_both_runs_their_ratio_hops_and_history_size() -> None:
+    out = run("bench_throughput.py", "--flows", "3", "--histories", "2")
+    assert re.search(r"^machine: nproc \d+, .*load average [\d.]+", out, re.M)
+    assert re.search(r"^bare: flows 3, completed 3, [\d.]+ flows/s", out, re.M)
+    assert re.search(r"^careflow: referrals 3, accepted 3, completed 3, [\d.]+ flows/s, [\d.]+ messages/s \(24 MedCom messages", out, re.M)
+    assert re.search(r"^ratio: careflow / bare = [\d.]+", out, re.M)
+    for process in ("temporal", "worker", "api", "simulator"):
+        assert re.search(rf"^  {process} +CPU +\d+ %.*peak RSS +\d+ MB", out, re.M), process
+    for hop in ("inbound accepted → signalled", "signalled → next activity", "reply accepted → ack at partner"):
+        assert re.search(rf"careflow {hop} +p50 +\d+ ms +p99 +\d+ ms", out), hop
+    assert re.search(r"^  careflow events \d+–\d+, bytes \d+–\d+", out, re.M)
+
+
+def test_inbound_posts_every_reply_and_the_partner_gets_every_acknowledgement() -> None:
+    out = run("bench_inbound.py", "--flows", "2", "--concurrency", "2")
+    assert re.search(r"^inbound: posted 6 with 2 in flight: [\d.]+ messages/s .*answers \{202: 6\}", out, re.M)
+    assert re.search(r"^inbound: acknowledgements at the partner 6/6 ", out, re.M)
