@@ -182,14 +182,15 @@ async def run_bare(flows: int, concurrency: int, data: Path, sample: int) -> dic
 # ----- history: per-hop times and sizes -----------------------------------------------------------
 
 
-async def history_hops(client: Client, workflow_ids: list[str]) -> tuple[dict[str, list[float]], list[tuple[int, int]]]:
-    """Hops read from the workflows' own histories, and (events, bytes) per history."""
+async def history_hops(client: Client, workflow_ids: list[str]) -> tuple[dict[str, list[float]], list[tuple[int, int, int, int]]]:
+    """Hops read from the workflows' own histories, and (events, bytes, activities, signals) per history."""
     hops: dict[str, list[float]] = defaultdict(list)
-    sizes: list[tuple[int, int]] = []
+    sizes: list[tuple[int, int, int, int]] = []
     for workflow_id in workflow_ids:
         history = await client.get_workflow_handle(workflow_id).fetch_history()
         events = list(history.events)
-        sizes.append((len(events), History(events=events).ByteSize()))
+        count = lambda kind: sum(1 for e in events if e.event_type == kind)  # noqa: E731
+        sizes.append((len(events), History(events=events).ByteSize(), count(EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED), count(EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED)))
         scheduled: dict[int, tuple[str, datetime]] = {}
         pending_signals: list[datetime] = []
         for event in events:
@@ -405,9 +406,8 @@ def report(bare: dict | None, careflow: dict | None) -> None:
     print("\nhistory per pathway (Temporal's default continue-as-new suggestion: 10,240 events or 10 MB; hard limits 51,200 / 50 MB):")
     for label, run in (("bare", bare), ("careflow", careflow)):
         if run and run["sizes"]:
-            events = [e for e, _ in run["sizes"]]
-            size = [b for _, b in run["sizes"]]
-            print(f"  {label:<8} events {min(events)}–{max(events)}, bytes {min(size)}–{max(size)} ({len(events)} histories)")
+            events, size, activities, signals = (sorted(column) for column in zip(*run["sizes"]))
+            print(f"  {label:<8} events {events[0]}–{events[-1]}, bytes {size[0]}–{size[-1]}, activities {activities[0]}–{activities[-1]}, signals {signals[0]}–{signals[-1]} ({len(events)} histories)")
     print("\nhop definitions:")
     for name, meaning in HOPS.items():
         print(f"  {name}: {meaning}")

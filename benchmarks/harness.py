@@ -25,7 +25,7 @@ from careflow.temporal import dev_server_args, temporal_cli  # noqa: E402
 
 DEMO_DIRECTORY = ROOT / "messaging" / "data" / "demo-directory.json"
 # Partners that answer at once: what the measurements used.
-PARTNERS_AT_ONCE = {"ack_delay": 0, "appointment_delay": 0, "test_result_delay": 0, "treatment_plan_delay": 0}
+PARTNERS_AT_ONCE = {"ack_delay": 0, "appointment_delay": 0, "test_result_delay": 0, "treatment_plan_delay": 0, "reply_delay": 0}
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
