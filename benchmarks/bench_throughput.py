@@ -111,8 +111,8 @@ async def bare_worker(address: str, task_queue: str) -> None:
     await worker.run()
 
 
-async def run_bare(flows: int, concurrency: int, data: Path, sample: int) -> dict:
-    print(f"\n== bare Temporal floor: {flows} flows (load average {load_average()})", flush=True)
+async def run_bare(flows: int, concurrency: int, data: Path, sample: int, rate: float = 0) -> dict:
+    print(f"\n== bare Temporal floor: {flows} flows{f' at {rate}/s' if rate else ''} (load average {load_average()})", flush=True)
     port = free_port()
     address = f"127.0.0.1:{port}"
     task_queue = f"bare-{uuid.uuid4().hex[:8]}"
@@ -147,6 +147,8 @@ async def run_bare(flows: int, concurrency: int, data: Path, sample: int) -> dic
 
         async def one(index: int) -> str:
             workflow_id = f"bare-{uuid.uuid4()}"
+            if rate:
+                await asyncio.sleep(index / rate)
             started = time.monotonic()
             async with semaphore:
                 handle = await client.start_workflow(BarePathwayWorkflow.run, f"flow-{index}", id=workflow_id, task_queue=task_queue)
@@ -154,7 +156,9 @@ async def run_bare(flows: int, concurrency: int, data: Path, sample: int) -> dic
             durations.append(time.monotonic() - started)
             return workflow_id
 
+        paced, rate = rate, 0
         await asyncio.gather(*(one(i) for i in range(WARM_UP)))
+        rate = paced
         durations.clear()
         signal_latency.clear()
         usage = Usage({"temporal": temporal.pid, "worker": worker.pid, "driver": os.getpid()})
@@ -230,17 +234,20 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
-async def post_referrals(stack: BenchStack, count: int, concurrency: int, pathway: str, rng: random.Random) -> list[str]:
+async def post_referrals(stack: BenchStack, count: int, concurrency: int, pathway: str, rng: random.Random, rate: float = 0) -> list[str]:
+    """POST `count` referrals, all at once (`concurrency` in flight) or paced at `rate` per second."""
     token = issue_token(stack.settings.token_secret, subject="bench-clinician", role=Role.CLINICIAN, ttl=timedelta(hours=2))
     semaphore = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(base_url=stack.api_url, timeout=120, limits=httpx.Limits(max_connections=concurrency)) as http:
 
-        async def one() -> str | None:
+        async def one(index: int) -> str | None:
+            if rate:
+                await asyncio.sleep(index / rate)
             async with semaphore:
                 response = await http.post("/referrals", json=referral_body(rng, pathway), headers={"Authorization": f"Bearer {token}"})
             return response.json()["id"] if response.status_code == 202 else None
 
-        ids = await asyncio.gather(*(one() for _ in range(count)))
+        ids = await asyncio.gather(*(one(i) for i in range(count)))
     return [i for i in ids if i]
 
 
@@ -294,8 +301,8 @@ def store_hops(engine, flow_ids: list[str]) -> tuple[dict[str, list[float]], dat
     return hops, last, messages
 
 
-async def run_careflow(flows: int, concurrency: int, data: Path, sample: int, pathway: str, profile: bool, timeout: float) -> dict:
-    print(f"\n== careflow, whole stack: {flows} {pathway} pathways (load average {load_average()})", flush=True)
+async def run_careflow(flows: int, concurrency: int, data: Path, sample: int, pathway: str, profile: bool, timeout: float, rate: float = 0) -> dict:
+    print(f"\n== careflow, whole stack: {flows} {pathway} pathways{f' at {rate}/s' if rate else ''} (load average {load_average()})", flush=True)
     from store.db import make_engine
 
     stack = BenchStack(data, behaviour=PARTNERS_AT_ONCE)
@@ -313,7 +320,7 @@ async def run_careflow(flows: int, concurrency: int, data: Path, sample: int, pa
         usage.start()
         started_at = datetime.now(UTC)
         t0 = time.monotonic()
-        ids = await post_referrals(stack, flows, concurrency, pathway, rng)
+        ids = await post_referrals(stack, flows, concurrency, pathway, rng, rate)
         settled = await wait_settled(engine, ids, timeout)
         usage.stop()
         if profiler:
@@ -377,7 +384,7 @@ async def run_soak(levels: list[int], concurrency: int, data: Path, pathway: str
 # ----- report ---------------------------------------------------------------------------------------
 
 
-def report(bare: dict | None, careflow: dict | None) -> None:
+def report(bare: dict | None, careflow: dict | None, rate: float = 0) -> None:
     print("\n== results")
     bare_rate = careflow_rate = None
     if bare:
@@ -393,7 +400,8 @@ def report(bare: dict | None, careflow: dict | None) -> None:
         )
         print(*careflow["usage"].lines(careflow["completed"]), sep="\n")
     if bare_rate and careflow_rate is not None:
-        print(f"ratio: careflow / bare = {careflow_rate / bare_rate:.2f}  (target ≥ 0.7)")
+        paced = f"  (paced at {rate}/s: compare the hops, not flows/s)" if rate else "  (target ≥ 0.7)"
+        print(f"ratio: careflow / bare = {careflow_rate / bare_rate:.2f}{paced}")
         cpu_bare = bare["usage"].cpu("temporal") / bare["completed"]
         cpu_careflow = careflow["usage"].cpu("temporal") / max(careflow["completed"], 1)
         print(f"temporal persistence: {1000 * cpu_bare:.1f} ms Temporal CPU per bare flow vs {1000 * cpu_careflow:.1f} ms per careflow pathway")
@@ -421,9 +429,9 @@ async def main_async(args: argparse.Namespace) -> int:
         if args.soak:
             await run_soak([int(n) for n in args.soak.split(",")], args.concurrency, data / "soak", args.pathway, args.soak_timeout)
             return 0
-        bare = None if args.skip_bare else await run_bare(args.flows, args.concurrency, data, args.histories)
-        careflow = None if args.skip_careflow else await run_careflow(args.flows, args.concurrency, data / "careflow", args.histories, args.pathway, args.profile, args.timeout)
-    report(bare, careflow)
+        bare = None if args.skip_bare else await run_bare(args.flows, args.concurrency, data, args.histories, args.rate)
+        careflow = None if args.skip_careflow else await run_careflow(args.flows, args.concurrency, data / "careflow", args.histories, args.pathway, args.profile, args.timeout, args.rate)
+    report(bare, careflow, args.rate)
     return 0 if careflow is None or careflow["completed"] == careflow["flows"] else 1
 
 
@@ -435,6 +443,7 @@ def main() -> int:
     parser.add_argument("--flows", type=int, default=200, help="pathways to drive in each run (default 200)")
     parser.add_argument("--pathway", default="referral", help="careflow pathway to drive (default referral)")
     parser.add_argument("--concurrency", type=int, default=32, help="workflow starts / referral POSTs in flight (default 32)")
+    parser.add_argument("--rate", type=float, default=0, help="start pathways at this many per second instead of all at once (for latency below saturation)")
     parser.add_argument("--histories", type=int, default=20, help="histories fetched for per-hop times and sizes (default 20)")
     parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for careflow's pathways to settle")
     parser.add_argument("--profile", action="store_true", help=f"py-spy flame graphs of the API and worker into {RESULTS} (the `bench` extra)")
