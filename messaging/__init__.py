@@ -1,4 +1,6 @@
-"""MedCom FHIR messaging: build, parse (JSON and XML), validate and acknowledge messages; directory."""
+"""MedCom FHIR messaging: build, parse (JSON and XML), validate and acknowledge messages; directory.
+
+The message types are plug-ins: one module each in messaging/types/, listed in its registry."""
 
 from messaging.acknowledge import build_acknowledgement, needs_acknowledgement
 from messaging.build import build_message
@@ -8,12 +10,15 @@ from messaging.formats import from_xml, to_json, to_xml
 from messaging.model import *  # noqa: F401,F403  (the domain models are part of this package's API)
 from messaging import model as _model
 from messaging.parse import decode_body, parse_message
+from messaging.types import MESSAGE_TYPES, MessageType, MessageTypes, UnknownMessageType
 from messaging.validate import validate_message, warm_up
 
-_model_names = [n for n, v in vars(_model).items() if isinstance(v, type) and v.__module__ == _model.__name__]
-
 __all__ = [
-    *_model_names,
+    *_model.__all__,
+    "MESSAGE_TYPES",
+    "MessageType",
+    "MessageTypes",
+    "UnknownMessageType",
     "build_message",
     "build_acknowledgement",
     "needs_acknowledgement",

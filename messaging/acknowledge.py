@@ -27,12 +27,13 @@ from messaging.bundle import (
 from messaging.errors import MessageError
 from messaging.profiles import apply_profiles
 from messaging.identifiers import SOR_ENDPOINT_PREFIX
-from messaging.model import AckCode, MessageKind, Organization, ParsedMessage, ValidationIssue
+from messaging.model import AckCode, Organization, ParsedMessage, ValidationIssue
+from messaging.types import MESSAGE_TYPES
+from messaging.types.acknowledgement import TYPE as ACKNOWLEDGEMENT
 from messaging.terminology import (
     HL7_OPERATION_OUTCOME_SYSTEM,
     MEDCOM_ACTIVITY_SYSTEM,
     MEDCOM_ERROR_SYSTEM,
-    MEDCOM_EVENT_SYSTEM,
     get_terminology,
 )
 
@@ -44,8 +45,10 @@ _DEFAULT_ERROR_CODES = {
 
 
 def needs_acknowledgement(parsed: ParsedMessage) -> bool:
-    """Every received message is acknowledged, except acknowledgements themselves."""
-    return parsed.kind is not MessageKind.ACKNOWLEDGEMENT and parsed.event_code != MessageKind.ACKNOWLEDGEMENT.value
+    """Every received message is acknowledged, except acknowledgements themselves (and any type
+    that says it is never acknowledged). Unknown types are acknowledged: the sender waits."""
+    message_type = MESSAGE_TYPES.find(parsed.event_code)
+    return message_type is None or message_type.acknowledged
 
 
 def _original_header(original: dict) -> dict:
@@ -167,7 +170,7 @@ def build_acknowledgement(
     ack_header: dict = {
         "resourceType": "MessageHeader",
         "id": message_header_id,
-        "eventCoding": {"system": MEDCOM_EVENT_SYSTEM, "code": MessageKind.ACKNOWLEDGEMENT.value},
+        "eventCoding": {"system": ACKNOWLEDGEMENT.system, "code": ACKNOWLEDGEMENT.code},
         "destination": [destination(ref(ack_receiver), receiver_org)],
         "sender": {"reference": ref(ack_sender)},
         "source": {"endpoint": SOR_ENDPOINT_PREFIX + sender_org.sor},

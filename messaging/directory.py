@@ -14,7 +14,8 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from messaging.errors import DirectoryError, NotAccepted, UnknownOrganization
 from messaging.identifiers import is_valid_gln, is_valid_sor
-from messaging.model import MessageKind, Organization
+from messaging.model import Organization
+from messaging.types import message_label
 
 PartnerKind = Literal["hospital-department", "gp", "lab", "municipality", "careflow"]
 
@@ -61,7 +62,8 @@ class DirectoryEntry(BaseModel):
     def accepted_codes(self) -> frozenset[str]:
         return frozenset(item.partition("|")[0] for item in self.accepts)
 
-    def accepts_kind(self, kind: MessageKind | str) -> bool:
+    def accepts_kind(self, kind: str) -> bool:
+        """Whether this partner takes messages with event code `kind` (any type, registered or not)."""
         return str(kind) in self.accepted_codes
 
     @property
@@ -132,10 +134,10 @@ class Directory:
         except KeyError:
             raise UnknownOrganization(f"no directory entry for EAN {ean}") from None
 
-    def require_accepts(self, sor: str, kind: MessageKind | str) -> DirectoryEntry:
+    def require_accepts(self, sor: str, kind: str) -> DirectoryEntry:
         entry = self.get(sor)
         if not entry.accepts_kind(kind):
-            raise NotAccepted(f"{entry.name} (SOR {sor}) does not accept {kind}")
+            raise NotAccepted(f"{entry.name} (SOR {sor}) does not accept {message_label(kind)} messages ({kind})")
         return entry
 
 

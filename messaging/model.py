@@ -13,7 +13,12 @@ from pydantic import BaseModel, Field
 
 
 class MessageKind(StrEnum):
-    """Every message type careflow sends or receives; the value is its event code."""
+    """The built-in message types' event codes, as constants.
+
+    Not the list of types: that is the registry (messaging.types.MESSAGE_TYPES), which a pathway
+    module may extend with a type of its own. Kept because running workflows' recorded histories
+    carry these values, and names are handier than strings in pathway declarations.
+    """
 
     # careflow's own MedCom-style messages (no released MedCom FHIR standard yet)
     REFERRAL = "careflow-referral-message"
@@ -26,25 +31,6 @@ class MessageKind(StrEnum):
     CARE_COMMUNICATION = "care-communication-message"
     HOSPITAL_NOTIFICATION = "hospital-notification-message"
     HOMECARE_OBSERVATION = "homecareobservation-message"
-
-
-# What coordinators call each message, in English and Danish.
-MESSAGE_LABELS: dict[str, str] = {
-    "careflow-referral-message": "referral (henvisning)",
-    "careflow-appointment-message": "appointment (indkaldelse)",
-    "careflow-test-result-message": "test result (prøvesvar)",
-    "careflow-treatment-plan-message": "treatment plan (behandlingsplan)",
-    "careflow-cancellation-message": "cancellation (annullering)",
-    "acknowledgement-message": "acknowledgement (kvittering)",
-    "care-communication-message": "care communication (korrespondance)",
-    "hospital-notification-message": "hospital notification (sygehusadvis)",
-    "homecareobservation-message": "home-care observation (hjemmeplejeobservation)",
-}
-
-
-def message_label(kind: "MessageKind | str") -> str:
-    code = kind.value if isinstance(kind, StrEnum) else kind
-    return MESSAGE_LABELS.get(code, code)
 
 
 class AckCode(StrEnum):
@@ -85,43 +71,11 @@ class Envelope(BaseModel):
     pathway: str | None = None
 
 
-class ReferralContent(BaseModel):
-    service_request_id: str  # careflow's correlation id for the whole pathway
-    reason: str
-    priority: str = "routine"  # FHIR request-priority: routine | urgent | asap | stat
-
-
-class AppointmentContent(BaseModel):
-    service_request_id: str
-    start: datetime
-    end: datetime | None = None
-    description: str = ""
-
-
 class ObservationValue(BaseModel):
     code: str  # e.g. an NPU code
     display: str = ""
     value: float
     unit: str = ""
-
-
-class TestResultContent(BaseModel):
-    service_request_id: str
-    code: str
-    display: str = ""
-    conclusion: str = ""
-    observations: list[ObservationValue] = Field(default_factory=list)
-
-
-class TreatmentPlanContent(BaseModel):
-    service_request_id: str
-    description: str
-    start: datetime | None = None
-
-
-class CancellationContent(BaseModel):
-    service_request_id: str
-    reason: str
 
 
 class ValidationIssue(BaseModel):
@@ -140,10 +94,20 @@ class ProvenanceLink(BaseModel):
     previous_header_id: str | None = None  # entity.what
 
 
+class Correlation(BaseModel):
+    """What ties a message to a pathway, as its type's extractor reads it from the Bundle."""
+
+    service_request_id: str | None = None  # careflow's pathway id: the referral's ServiceRequest identifier
+    thread_id: str | None = None  # CareCommunication thread: Communication.identifier
+    episode_of_care_id: str | None = None  # Encounter.episodeOfCare identifier (hospital stays)
+    encounter_id: str | None = None  # the focus Encounter's id
+    based_on: list[str] = Field(default_factory=list)  # ids the focus resources are based on
+
+
 class ParsedMessage(BaseModel):
     """An inbound (or outbound) message reduced to what routing and correlation need."""
 
-    kind: MessageKind | None  # None: an event code careflow does not know
+    kind: str | None  # the event code when it is a registered message type; None: careflow does not know it
     event_code: str
     message_header_id: str
     bundle_id: str
@@ -151,43 +115,48 @@ class ParsedMessage(BaseModel):
     sender: Organization | None = None
     receiver: Organization | None = None
     patient: PatientData | None = None
-    service_request_id: str | None = None  # correlation to a pathway
+    service_request_id: str | None = None  # correlation to a pathway (= correlation.service_request_id)
     response_identifier: str | None = None  # acknowledgements: the acknowledged header id
     response_code: AckCode | None = None
     provenance: list[ProvenanceLink] = Field(default_factory=list)
     pathway: str | None = None  # careflow's pathway tag, when careflow built the message
+    correlation: Correlation = Field(default_factory=Correlation)
 
 
-# --- content of the released MedCom message types careflow also builds -------------------------
+# The content models live with their message types (messaging/types/); these names stay importable
+# from here for code written before that, and for running workflows' payloads.
+_MOVED = {
+    "ReferralContent": "messaging.types.referral",
+    "AppointmentContent": "messaging.types.appointment",
+    "TestResultContent": "messaging.types.test_result",
+    "TreatmentPlanContent": "messaging.types.treatment_plan",
+    "CancellationContent": "messaging.types.cancellation",
+    "CareCommunicationContent": "messaging.types.care_communication",
+    "HospitalNotificationContent": "messaging.types.hospital_notification",
+    "HomeCareObservationContent": "messaging.types.homecare_observation",
+    "message_label": "messaging.types",
+    "message_label_da": "messaging.types",
+}
+
+__all__ = [
+    "MessageKind",
+    "AckCode",
+    "Organization",
+    "PatientData",
+    "Envelope",
+    "ObservationValue",
+    "ValidationIssue",
+    "ProvenanceLink",
+    "Correlation",
+    "ParsedMessage",
+    *_MOVED,
+]
 
 
-class CareCommunicationContent(BaseModel):
-    """A MedCom CareCommunication (korrespondancemeddelelse): free text between care providers."""
+def __getattr__(name: str) -> object:
+    # Resolved on first use, not at import: the type modules import this module.
+    if name in _MOVED:
+        import importlib
 
-    communication_id: str  # thread identifier (uuid), kept across replies
-    text: str
-    category: str = "other"  # MedComCareCommunicationCategories code
-    topic: str = ""
-    service_request_id: str | None = None  # ties the communication to a careflow pathway, if any
-
-
-class HospitalNotificationContent(BaseModel):
-    """A MedCom HospitalNotification (advis om sygehusophold) to the patient's municipality."""
-
-    activity: str = "admit-inpatient"  # MedCom activity code, e.g. admit-inpatient, discharge-inpatient-home
-    encounter_id: str
-    encounter_status: str = "in-progress"  # in-progress | onleave | finished | cancelled
-    encounter_class: str = "IMP"  # v3-ActCode: IMP admitted, EMER acute ambulant
-    start: datetime
-    end: datetime | None = None
-    episode_of_care_id: str | None = None
-
-
-class HomeCareObservationContent(BaseModel):
-    """A MedCom HomeCareObservation: measurements made by municipal home care, sent to the GP."""
-
-    report_id: str
-    effective: datetime
-    observations: list[ObservationValue] = Field(default_factory=list)
-    conclusion: str = ""
-    service_request_id: str | None = None
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -22,10 +22,11 @@ from messaging.bundle import (
 from messaging.errors import MessageError
 from messaging.formats import JSON_TYPES, XML_TYPES, from_xml, looks_like_xml
 from messaging.identifiers import CPR_SYSTEM, is_replacement_cpr_system
-from messaging.model import AckCode, MessageKind, ParsedMessage, PatientData, ProvenanceLink, ValidationIssue
+from messaging.model import AckCode, ParsedMessage, PatientData, ProvenanceLink, ValidationIssue
+from messaging.types import MESSAGE_TYPES
+from messaging.types.base import extract_correlation
 from messaging.terminology import CAREFLOW_PATHWAY_TAG_SYSTEM
 
-_UUID_PREFIX = "urn:uuid:"
 ACK_CODES = frozenset(a.value for a in AckCode)
 
 
@@ -51,32 +52,6 @@ def decode_body(body: bytes | str | dict, content_type: str = "application/fhir+
     if not isinstance(data, dict):
         raise MessageError("body is not a JSON object", _issue("bundle-type", "Bundle", "body is not a FHIR resource"))
     return data
-
-
-def _strip_uuid(value: object) -> str | None:
-    if not isinstance(value, str) or not value:
-        return None
-    return value[len(_UUID_PREFIX) :] if value.startswith(_UUID_PREFIX) else value
-
-
-def _service_request_id(bundle: dict, header: dict, index: ReferenceIndex) -> str | None:
-    """The pathway correlation id: a ServiceRequest's identifier, or the focus resource's basedOn."""
-    focus = [found[1] for f in as_list(header.get("focus")) if (found := index.resolve(f)) is not None]
-    focus_ids = {id(r) for r in focus}
-    candidates = focus + [r for _, r in resources(bundle) if id(r) not in focus_ids]
-    for resource in candidates:
-        if resource.get("resourceType") == "ServiceRequest":
-            for ident in as_list(resource.get("identifier")):
-                if isinstance(ident, dict) and (found := _strip_uuid(ident.get("value"))):
-                    return found
-    for resource in focus:
-        for based_on in as_list(resource.get("basedOn")):
-            if not isinstance(based_on, dict):
-                continue
-            ident = based_on.get("identifier")
-            if isinstance(ident, dict) and (found := _strip_uuid(ident.get("value"))):
-                return found
-    return None
 
 
 def _patient(bundle: dict) -> PatientData | None:
@@ -137,10 +112,9 @@ def parse_message(body: bytes | str | dict, content_type: str = "application/fhi
     index = ReferenceIndex(bundle)
     event = header.get("eventCoding") if isinstance(header.get("eventCoding"), dict) else {}
     event_code = event.get("code") if isinstance(event.get("code"), str) else ""
-    try:
-        kind: MessageKind | None = MessageKind(event_code)
-    except ValueError:
-        kind = None
+    message_type = MESSAGE_TYPES.find(event_code)
+    # an unknown type still gets the default extraction: its pathway may be found all the same
+    correlation = (message_type.extract if message_type else extract_correlation)(bundle)
     sender = index.resolve(header.get("sender"))
     primary = primary_destination(header) or {}
     receiver = index.resolve(primary.get("receiver"))
@@ -151,7 +125,7 @@ def parse_message(body: bytes | str | dict, content_type: str = "application/fhi
     pathway = next((t.get("code") for t in tags if isinstance(t, dict) and t.get("system") == CAREFLOW_PATHWAY_TAG_SYSTEM and isinstance(t.get("code"), str)), None)
     return ParsedMessage(
         pathway=pathway,
-        kind=kind,
+        kind=message_type.code if message_type else None,
         event_code=event_code,
         message_header_id=header_id,
         bundle_id=bundle.get("id") if isinstance(bundle.get("id"), str) else "",
@@ -159,8 +133,9 @@ def parse_message(body: bytes | str | dict, content_type: str = "application/fhi
         sender=organization_of(sender[1]) if sender else None,
         receiver=organization_of(receiver[1]) if receiver else None,
         patient=_patient(bundle),
-        service_request_id=_service_request_id(bundle, header, index),
+        service_request_id=correlation.service_request_id,
         response_identifier=response.get("identifier") if isinstance(response.get("identifier"), str) else None,
         response_code=response_code,
         provenance=_provenance(bundle),
+        correlation=correlation,
     )

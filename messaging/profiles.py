@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from messaging.bundle import as_dict, as_list, resources
 from messaging.model import MessageKind
+from messaging.types import MESSAGE_TYPES
 
 MEDCOM_IG_BASE = "http://medcomfhir.dk/ig/"
 EMPTY_MESSAGE = "empty-message"
@@ -30,10 +31,10 @@ _MESSAGING_ORGANIZATION = _sd("messaging", "medcom-messaging-organization")
 _MESSAGING_PROVENANCE = _sd("messaging", "medcom-messaging-provenance")
 
 # event code -> role -> profile. A role is a resource type, or "Organization.sender" /
-# "Organization.receiver" where the standard profiles the two parties differently.
+# "Organization.receiver" where the standard profiles the two parties differently. The Bundle's
+# profile of a registered message type is the type's own `profile` (messaging/types/).
 PROFILES: dict[str, dict[str, str]] = {
     MessageKind.ACKNOWLEDGEMENT.value: {
-        "Bundle": _sd("acknowledgement", "medcom-messaging-acknowledgement"),
         "MessageHeader": _sd("acknowledgement", "medcom-messaging-acknowledgementHeader"),
         "OperationOutcome": _sd("acknowledgement", "medcom-acknowledgement-operationoutcome"),
         "Organization": _MESSAGING_ORGANIZATION,
@@ -41,7 +42,6 @@ PROFILES: dict[str, dict[str, str]] = {
     },
     MessageKind.CARE_COMMUNICATION.value: {
         **_CORE,
-        "Bundle": _sd("carecommunication", "medcom-careCommunication-message"),
         "MessageHeader": _sd("carecommunication", "medcom-careCommunication-messageHeader"),
         "Communication": _sd("carecommunication", "medcom-careCommunication-communication"),
         "Provenance": _sd("carecommunication", "medcom-careCommunication-provenance"),
@@ -49,7 +49,6 @@ PROFILES: dict[str, dict[str, str]] = {
     },
     MessageKind.HOSPITAL_NOTIFICATION.value: {
         **_CORE,
-        "Bundle": _sd("hospitalnotification", "medcom-hospitalNotification-message"),
         "MessageHeader": _sd("hospitalnotification", "medcom-hospitalNotification-messageHeader"),
         "Encounter": _sd("hospitalnotification", "medcom-hospitalNotification-encounter"),
         "Organization": _MESSAGING_ORGANIZATION,
@@ -57,7 +56,6 @@ PROFILES: dict[str, dict[str, str]] = {
     },
     MessageKind.HOMECARE_OBSERVATION.value: {
         **_CORE,
-        "Bundle": _sd("homecareobservation", "medcom-homecareobservation-message"),
         # sic: lower-case "header" in this standard
         "MessageHeader": _sd("homecareobservation", "medcom-homecareobservation-messageheader"),
         "DiagnosticReport": _sd("homecareobservation", "medcom-homecareobservation-diagnosticreport"),
@@ -82,6 +80,9 @@ def is_medcom_profile(url: object) -> bool:
 def expected_profile(event_code: str, role: str) -> str | None:
     """The MedCom profile of `role` (resource type or "Organization.sender"/".receiver") in a
     message of `event_code`; None where MedCom has none (careflow's own event types)."""
+    message_type = MESSAGE_TYPES.find(event_code)
+    if role == "Bundle" and message_type is not None:
+        return message_type.profile
     by_role = PROFILES.get(event_code)
     if by_role is None:
         return None
@@ -104,7 +105,7 @@ def apply_profiles(bundle: dict) -> dict:
     place; returns the Bundle. A careflow event type is left without profiles."""
     header = next((r for _, r in resources(bundle, "MessageHeader")), {})
     event_code = as_dict(header.get("eventCoding")).get("code")
-    if not isinstance(event_code, str) or event_code not in PROFILES:
+    if not isinstance(event_code, str) or expected_profile(event_code, "Bundle") is None:
         return bundle
     sender = as_dict(header.get("sender")).get("reference")
     receivers = {as_dict(d.get("receiver")).get("reference") for d in as_list(header.get("destination")) if isinstance(d, dict)}

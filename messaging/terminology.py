@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from messaging.model import MessageKind
-
 MEDCOM_CS_BASE = "http://medcomfhir.dk/ig/terminology/CodeSystem/"
 MEDCOM_VS_BASE = "http://medcomfhir.dk/ig/terminology/ValueSet/"
 MEDCOM_EVENT_SYSTEM = MEDCOM_CS_BASE + "medcom-messaging-eventCodes"
@@ -27,28 +25,30 @@ HL7_OPERATION_OUTCOME_SYSTEM = "http://terminology.hl7.org/CodeSystem/operation-
 
 # careflow's own MedCom-style message types (no released MedCom FHIR standard yet). This is the
 # one place that names their code system: when MedCom releases codes, swap the URL (and codes).
+# Which types use it, and which may carry carbon copies, each type says (messaging/types/).
 CAREFLOW_EVENT_SYSTEM = "https://careflow.dk/fhir/CodeSystem/careflow-eventCodes"
-CAREFLOW_KINDS = frozenset(
-    {
-        MessageKind.REFERRAL,
-        MessageKind.APPOINTMENT,
-        MessageKind.TEST_RESULT,
-        MessageKind.TREATMENT_PLAN,
-        MessageKind.CANCELLATION,
-    }
-)
-
-# Which message types may carry carbon-copy destinations. MedCom's released standards do not:
-# their activity value sets (CareCommunication, HomeCareObservation, HospitalNotification) leave
-# out carboncopy-message, and an acknowledgement answers one sender. careflow lets a test result
-# and a treatment plan be copied, e.g. to the patient's GP.
-CC_ALLOWED_EVENT_CODES = frozenset({MessageKind.TEST_RESULT.value, MessageKind.TREATMENT_PLAN.value})
 
 _PACKAGED = Path(__file__).resolve().parent / "data" / "medcom-terminology.json"
 
 
-def event_system_for(kind: MessageKind) -> str:
-    return CAREFLOW_EVENT_SYSTEM if kind in CAREFLOW_KINDS else MEDCOM_EVENT_SYSTEM
+def event_system_for(code: str) -> str:
+    """The event code system of a registered message type (UnknownMessageType otherwise)."""
+    from messaging.types import MESSAGE_TYPES  # the type modules import this module
+
+    return MESSAGE_TYPES.get(code).system
+
+
+def __getattr__(name: str) -> frozenset[str]:
+    # Former constants, now read from the registry (a type may be registered after import).
+    if name == "CAREFLOW_KINDS":
+        from messaging.types import MESSAGE_TYPES
+
+        return frozenset(t.code for t in MESSAGE_TYPES if t.system == CAREFLOW_EVENT_SYSTEM)
+    if name == "CC_ALLOWED_EVENT_CODES":
+        from messaging.types import MESSAGE_TYPES
+
+        return frozenset(t.code for t in MESSAGE_TYPES if t.carbon_copy)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)

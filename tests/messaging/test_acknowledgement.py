@@ -43,7 +43,7 @@ def test_ok_ack_answers_the_original(referral: dict, envelope: Envelope) -> None
     ack = ack_of(referral)
     assert validate_message(ack) == []
     parsed = parse_message(ack)
-    assert parsed.kind is MessageKind.ACKNOWLEDGEMENT
+    assert parsed.kind == MessageKind.ACKNOWLEDGEMENT
     assert (parsed.message_header_id, parsed.bundle_id) == (ACK_HEADER, ACK_BUNDLE)
     assert parsed.response_identifier == envelope.message_header_id
     assert parsed.response_code is AckCode.OK

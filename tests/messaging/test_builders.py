@@ -69,7 +69,7 @@ def test_built_message_is_valid_and_parses_back(kind: MessageKind, envelope: Env
     assert validate_message(bundle) == []
     for body, content_type in ((bundle, "application/fhir+json"), (to_json(bundle), "application/fhir+json"), (to_xml(bundle), "application/fhir+xml")):
         parsed = parse_message(body, content_type)
-        assert parsed.kind is kind
+        assert parsed.kind == kind
         assert parsed.event_code == kind.value
         assert parsed.message_header_id == envelope.message_header_id
         assert parsed.bundle_id == envelope.bundle_id
@@ -79,7 +79,7 @@ def test_built_message_is_valid_and_parses_back(kind: MessageKind, envelope: Env
         assert parsed.patient is not None and parsed.patient.cpr == SYNTHETIC_CPR
         assert parsed.service_request_id == (PATHWAY if kind in CORRELATED else None)
         assert [(p.activity, p.target_header_id) for p in parsed.provenance] == [
-            ("admit-inpatient" if kind is MessageKind.HOSPITAL_NOTIFICATION else "new-message", envelope.message_header_id)
+            ("admit-inpatient" if kind == MessageKind.HOSPITAL_NOTIFICATION else "new-message", envelope.message_header_id)
         ]
 
 

@@ -22,7 +22,7 @@ from messaging import (
     validate_message,
 )
 from messaging.identifiers import is_replacement_cpr_system, replacement_cpr_issuer
-from messaging.profiles import PROFILES, declared_profiles
+from messaging.profiles import PROFILES, declared_profiles, expected_profile
 from tests.messaging.conftest import TIMESTAMP, example_files, require_examples_dir
 from tests.messaging.test_builders import CONTENTS
 
@@ -216,7 +216,7 @@ def test_validator_refuses_a_careflow_type_claiming_a_medcom_profile(envelope: E
 def test_validator_refuses_the_profile_of_another_message_type(envelope: Envelope, medcom_examples: Path) -> None:
     require_examples_dir(medcom_examples)
     bundle = build_message(MessageKind.HOSPITAL_NOTIFICATION, envelope, CONTENTS[MessageKind.HOSPITAL_NOTIFICATION])
-    bundle["meta"]["profile"] = [PROFILES["care-communication-message"]["Bundle"]]
+    bundle["meta"]["profile"] = [expected_profile("care-communication-message", "Bundle")]
     bundle["entry"][0]["resource"]["meta"]["profile"] = [PROFILES["care-communication-message"]["MessageHeader"]]
     issues = validate_message(bundle)
     assert [(i.rule, i.path) for i in issues] == [

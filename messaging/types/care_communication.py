@@ -1,0 +1,73 @@
+"""CareCommunication (korrespondancemeddelelse, MedCom): free text between care providers in a
+thread; focus a Communication whose identifier is the thread id."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from messaging.bundle import as_dict, as_list
+from messaging.model import MessageKind, ValidationIssue
+from messaging.resources import BuildContext, based_on_service_request, coded
+from messaging.terminology import MEDCOM_CS_BASE, MEDCOM_EVENT_SYSTEM
+from messaging.types.base import MessageType, focus_of, issue
+
+CATEGORY_SYSTEM = MEDCOM_CS_BASE + "medcom-careCommunication-categoryCodes"
+# kept under its old name in messaging.build
+CARE_COMMUNICATION_CATEGORY_SYSTEM = CATEGORY_SYSTEM
+
+
+class CareCommunicationContent(BaseModel):
+    """A MedCom CareCommunication (korrespondancemeddelelse): free text between care providers."""
+
+    communication_id: str  # thread identifier (uuid), kept across replies
+    text: str
+    category: str = "other"  # MedComCareCommunicationCategories code
+    topic: str = ""
+    service_request_id: str | None = None  # ties the communication to a careflow pathway, if any
+
+
+def build(ctx: BuildContext, content: CareCommunicationContent) -> tuple[list[dict], list[dict]]:
+    communication: dict = {
+        "resourceType": "Communication",
+        "id": ctx.id("communication"),
+        "identifier": [{"value": f"urn:uuid:{content.communication_id}"}],
+        "status": "unknown",
+        "category": [coded(CATEGORY_SYSTEM, content.category)],
+        "subject": ctx.patient_ref,
+        "sent": ctx.timestamp,
+        "payload": [{"contentString": content.text}],
+    }
+    if content.topic:
+        communication["topic"] = {"text": content.topic}
+    if content.service_request_id:
+        communication["basedOn"] = based_on_service_request(content.service_request_id)
+    return [communication], []
+
+
+def check_thread_and_category(bundle: dict) -> list[ValidationIssue]:
+    """The thread id is what a reply keeps; exactly one category; a topic when the category is other."""
+    problems = []
+    for index, communication in focus_of(bundle):
+        path = f"Bundle.entry[{index}].resource"
+        if not any(isinstance(i, dict) and i.get("value") for i in as_list(communication.get("identifier"))):
+            problems.append(issue("care-communication-thread", f"{path}.identifier", "a CareCommunication carries its thread identifier"))
+        categories = [c for c in as_list(communication.get("category")) if isinstance(c, dict)]
+        if len(categories) != 1:
+            problems.append(issue("care-communication-category", f"{path}.category", f"exactly one category is required, found {len(categories)}"))
+        codes = [as_dict(cd).get("code") for c in categories for cd in as_list(c.get("coding"))]
+        if "other" in codes and not as_dict(communication.get("topic")).get("text"):
+            problems.append(issue("care-communication-category", f"{path}.topic", "the category other needs a topic"))
+    return problems
+
+
+TYPE = MessageType(
+    code=MessageKind.CARE_COMMUNICATION.value,
+    system=MEDCOM_EVENT_SYSTEM,
+    label="care communication",
+    label_da="korrespondance",
+    focus="Communication",
+    content=CareCommunicationContent,
+    build=build,
+    rules=(check_thread_and_category,),
+    profile="http://medcomfhir.dk/ig/carecommunication/StructureDefinition/medcom-careCommunication-message",
+)
