@@ -114,7 +114,14 @@ def parse_message(body: bytes | str | dict, content_type: str = "application/fhi
     event_code = event.get("code") if isinstance(event.get("code"), str) else ""
     message_type = MESSAGE_TYPES.find(event_code)
     # an unknown type still gets the default extraction: its pathway may be found all the same
-    correlation = (message_type.extract if message_type else extract_correlation)(bundle)
+    correlation = extract_correlation(bundle)
+    if message_type is not None and message_type.extract is not extract_correlation:
+        try:
+            correlation = message_type.extract(bundle)
+        except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+            # a plug-in's extractor tripping over a broken message must not turn it into a 500;
+            # validation will say what is wrong with it
+            pass
     sender = index.resolve(header.get("sender"))
     primary = primary_destination(header) or {}
     receiver = index.resolve(primary.get("receiver"))

@@ -69,6 +69,7 @@ RULES: dict[str, str] = {
     "provenance-activity": CODESYSTEM_UNKNOWN,
     "reference-resolves": DATATYPE_WRONG,
     "message-focus": DATATYPE_WRONG,
+    "message-type-rule": DATATYPE_WRONG,
     "meta-profile": VALUESET_UNKNOWN,
 }
 
@@ -328,7 +329,12 @@ def check_message_type(c: _Check) -> None:
             if found is not None and found[1].get("resourceType") != message_type.focus:
                 c.add("message-focus", f"Bundle.entry[{header_index}].resource.focus[{k}]", f"a {message_type.label} focuses on a {message_type.focus}")
     for rule in message_type.rules:
-        c.issues.extend(rule(c.bundle))
+        try:
+            c.issues.extend(rule(c.bundle))
+        except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+            # a rule that cannot read the message has found it broken; refuse it, never crash
+            name = getattr(rule, "__name__", "rule")
+            c.add("message-type-rule", "Bundle", f"the {message_type.label} rule {name} cannot read this message")
 
 
 def check_profiles(c: _Check) -> None:

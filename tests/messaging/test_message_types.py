@@ -207,3 +207,27 @@ def test_built_released_types_carry_the_examples_profile(envelope: Envelope, med
     for message_type in MESSAGE_TYPES:
         if message_type.system == CAREFLOW_EVENT_SYSTEM:
             assert message_type.profile is None
+
+
+def test_a_plug_in_that_trips_over_a_broken_message_refuses_it_instead_of_crashing(envelope: Envelope) -> None:
+    def fragile_rule(bundle: dict) -> list:
+        return bundle["entry"][99]  # a careless plug-in
+
+    def fragile_extract(bundle: dict):  # noqa: ANN202
+        raise KeyError("careless")
+
+    fragile = dataclasses.replace(
+        example_type.TYPE, code="careflow-fragile-test-message", rules=(fragile_rule,), extract=fragile_extract
+    )
+    registry_before = MESSAGE_TYPES.codes()
+    MESSAGE_TYPES.register(fragile)
+    try:
+        bundle = build_message(fragile.code, envelope, SUMMARY)
+        assert [(i.rule, i.message) for i in validate_message(bundle)] == [
+            ("message-type-rule", "the discharge summary rule fragile_rule cannot read this message")
+        ]
+        parsed = parse_message(bundle)  # falls back to the default extraction
+        assert parsed.kind == fragile.code and parsed.correlation.service_request_id is None
+    finally:
+        MESSAGE_TYPES._by_code.pop(fragile.code)  # leave the shared registry as it was
+    assert MESSAGE_TYPES.codes() == registry_before

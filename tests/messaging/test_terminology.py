@@ -7,6 +7,7 @@ from pathlib import Path
 from careflow.settings import get_settings
 from messaging.model import MessageKind
 from messaging.terminology import (
+    CAREFLOW_EVENT_SYSTEM,
     CAREFLOW_KINDS,
     MEDCOM_ACTIVITY_SYSTEM,
     MEDCOM_ERROR_SYSTEM,
@@ -35,7 +36,10 @@ def test_medcom_codes(tmp_path: Path) -> None:
 
 
 def test_careflow_kinds_use_their_own_event_system() -> None:
-    assert {k for k in MessageKind if k.value.startswith("careflow-")} == CAREFLOW_KINDS
+    # the built-in careflow kinds, and any careflow-style type a module registered (tests do)
+    assert {k for k in MessageKind if k.value.startswith("careflow-")} <= CAREFLOW_KINDS
+    assert all(event_system_for(code) == CAREFLOW_EVENT_SYSTEM for code in CAREFLOW_KINDS)
+    assert not {k for k in MessageKind if not k.value.startswith("careflow-")} & CAREFLOW_KINDS
     assert event_system_for(MessageKind.REFERRAL) != MEDCOM_EVENT_SYSTEM
     assert event_system_for(MessageKind.CARE_COMMUNICATION) == MEDCOM_EVENT_SYSTEM
 
