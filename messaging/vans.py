@@ -26,9 +26,9 @@ from typing import Literal
 from lxml import etree
 from pydantic import BaseModel, ConfigDict
 
-from messaging.bundle import as_dict, as_list, fhir_instant, header_id_of, parse_instant, resources
+from messaging.bundle import as_dict, fhir_instant, parse_instant, resources
 from messaging.formats import to_json, to_xml
-from messaging.model import MessageKind
+from messaging.types import MESSAGE_TYPES
 
 VANS_NS = "urn:oio:medcom:vans-envelope:1.0.4"
 MIME_SERVICE_TAG = "MCM:MIME"
@@ -157,46 +157,17 @@ def _header(bundle: dict) -> dict:
     return next((r for _, r in resources(bundle, "MessageHeader")), {})
 
 
-# HospitalNotification: the statistical postfix follows the (revised or cancelled) activity.
-_FDIS20_POSTFIX = {
-    "admit-emergency": "AcuteAmbulant",
-    "admit-inpatient": "AdmissionInpatient",
-    "start-leave-inpatient": "OnLeave",
-    "end-leave-inpatient": "EndOfLeave",
-    "discharge-emergency-home": "EndHospitalStay",
-    "discharge-inpatient-home": "EndHospitalStay",
-}
-
-
-def _current_activity(bundle: dict, header_id: str) -> str:
-    for _, provenance in resources(bundle, "Provenance"):
-        if any(header_id_of(t) == header_id for t in as_list(provenance.get("target"))):
-            coding = next((c for c in as_list(as_dict(provenance.get("activity")).get("coding")) if isinstance(c, dict)), {})
-            return coding.get("code") if isinstance(coding.get("code"), str) else ""
-    return ""
-
-
 def document_type_for(bundle: dict) -> DocumentType:
-    """The VANS document type of a MedCom message, from MedCom's statistical codes. Raises
-    NoVansDocumentType for message types without a catalogue entry."""
-    header = _header(bundle)
-    event = as_dict(header.get("eventCoding")).get("code")
-    if event == MessageKind.ACKNOWLEDGEMENT.value:
-        code = as_dict(header.get("response")).get("code")
-        if code in ("ok", "transient-error", "fatal-error"):
-            return DocumentType(name=f"MCM:FCTL#{code}", version="2.0.0")
-    elif event == MessageKind.CARE_COMMUNICATION.value:
-        for _, communication in resources(bundle, "Communication"):
-            for category in as_list(communication.get("category")):
-                coding = next((c for c in as_list(as_dict(category).get("coding")) if isinstance(c, dict)), {})
-                if isinstance(coding.get("code"), str):
-                    return DocumentType(name=f"MCM:FDIS91#{coding['code']}", version="5.0")
-    elif event == MessageKind.HOSPITAL_NOTIFICATION.value:
-        activity = _current_activity(bundle, header.get("id") or "")
-        base = activity.removeprefix("revise-").removeprefix("cancel-")
-        if base in _FDIS20_POSTFIX:
-            return DocumentType(name=f"MCM:FDIS20#{_FDIS20_POSTFIX[base]}", version="3.0.0")
-    raise NoVansDocumentType(f"no VANS document type in MedCom's catalogue for event {event!r}")
+    """The VANS document type of a MedCom message, from MedCom's statistical codes (each message
+    type's `vans_document`, messaging/types/). Raises NoVansDocumentType for message types without
+    a catalogue entry."""
+    event = as_dict(_header(bundle).get("eventCoding")).get("code")
+    message_type = MESSAGE_TYPES.find(event)
+    found = message_type.vans_document(bundle) if message_type is not None and message_type.vans_document else None
+    if found is None:
+        raise NoVansDocumentType(f"no VANS document type in MedCom's catalogue for event {event!r}")
+    name, version = found
+    return DocumentType(name=name, version=version)
 
 
 # --- building ------------------------------------------------------------------------------------

@@ -7,8 +7,12 @@ Adding a message type = one module + one line in the registry list:
    label_da=..., focus=..., content=..., build=..., rules=(...), profile=...)`;
 2. its name in `BUILT_IN` below.
 
+(A released MedCom type also lists the profiles of the resources inside the Bundle in
+messaging/profiles.py; careflow's own types have none.)
+
 Nothing else changes: build_message, parse_message, validate_message, acknowledgements, the
-directory, the console's labels and the event code system all ask the registry. A pathway module
+directory, the console's labels, the event code system and the VANS document type all ask the
+registry. A pathway module
 outside messaging (a test, a tutorial) may instead call `MESSAGE_TYPES.register(TYPE)` when it is
 imported; registering the same type again is a no-op, so re-imports (Temporal's sandbox) are safe.
 A careflow-style type uses careflow's own event code system (terminology.CAREFLOW_EVENT_SYSTEM),

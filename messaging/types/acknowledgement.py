@@ -6,7 +6,7 @@ from __future__ import annotations
 from messaging.bundle import ReferenceIndex, as_dict, resources
 from messaging.model import AckCode, MessageKind, ValidationIssue
 from messaging.terminology import MEDCOM_EVENT_SYSTEM
-from messaging.types.base import MessageType, issue
+from messaging.types.base import MessageType, header_of, issue
 
 ACK_CODES = frozenset(a.value for a in AckCode)
 
@@ -38,6 +38,12 @@ def check_response(bundle: dict) -> list[ValidationIssue]:
     return problems
 
 
+def vans_document(bundle: dict) -> tuple[str, str] | None:
+    """MCM:FCTL#{response code}."""
+    code = as_dict(header_of(bundle).get("response")).get("code")
+    return (f"MCM:FCTL#{code}", "2.0.0") if code in ACK_CODES else None
+
+
 TYPE = MessageType(
     code=MessageKind.ACKNOWLEDGEMENT.value,
     system=MEDCOM_EVENT_SYSTEM,
@@ -49,4 +55,5 @@ TYPE = MessageType(
     profile="http://medcomfhir.dk/ig/acknowledgement/StructureDefinition/medcom-messaging-acknowledgement",
     acknowledged=False,
     patient=False,
+    vans_document=vans_document,
 )

@@ -17,6 +17,8 @@ ContentBuilder = Callable[[BuildContext, BaseModel], tuple[list[dict], list[dict
 # the Bundle as FHIR JSON (possibly broken: rules must not crash on it) -> the issues it has
 Rule = Callable[[dict], list[ValidationIssue]]
 Extractor = Callable[[dict], Correlation]
+# the Bundle -> its VANS document (Name, Version) from MedCom's catalogue, or None when it has none
+VansDocument = Callable[[dict], tuple[str, str] | None]
 
 _UUID_PREFIX = "urn:uuid:"
 
@@ -132,6 +134,7 @@ class MessageType:
     acknowledged: bool = True  # receivers answer it with an acknowledgement
     carbon_copy: bool = False  # may carry cc destinations besides the primary receiver
     patient: bool = True  # carries exactly one Patient
+    vans_document: VansDocument | None = None  # None: no entry in MedCom's VANS catalogue
 
     def __post_init__(self) -> None:
         if not self.code or not self.system:

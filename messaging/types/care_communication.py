@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from messaging.bundle import as_dict, as_list
+from messaging.bundle import as_dict, as_list, resources
 from messaging.model import MessageKind, ValidationIssue
 from messaging.resources import BuildContext, based_on_service_request, coded
 from messaging.terminology import MEDCOM_CS_BASE, MEDCOM_EVENT_SYSTEM
@@ -60,6 +60,16 @@ def check_thread_and_category(bundle: dict) -> list[ValidationIssue]:
     return problems
 
 
+def vans_document(bundle: dict) -> tuple[str, str] | None:
+    """MCM:FDIS91#{category}."""
+    for _, communication in resources(bundle, "Communication"):
+        for category in as_list(communication.get("category")):
+            coding = next((c for c in as_list(as_dict(category).get("coding")) if isinstance(c, dict)), {})
+            if isinstance(coding.get("code"), str):
+                return f"MCM:FDIS91#{coding['code']}", "5.0"
+    return None
+
+
 TYPE = MessageType(
     code=MessageKind.CARE_COMMUNICATION.value,
     system=MEDCOM_EVENT_SYSTEM,
@@ -69,5 +79,6 @@ TYPE = MessageType(
     content=CareCommunicationContent,
     build=build,
     rules=(check_thread_and_category,),
+    vans_document=vans_document,
     profile="http://medcomfhir.dk/ig/carecommunication/StructureDefinition/medcom-careCommunication-message",
 )

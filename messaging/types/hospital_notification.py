@@ -7,12 +7,12 @@ from datetime import datetime
 
 from pydantic import BaseModel
 
-from messaging.bundle import as_dict, as_list, fhir_instant
+from messaging.bundle import as_dict, as_list, fhir_instant, header_id_of, resources
 from messaging.identifiers import SOR_ENDPOINT_PREFIX
 from messaging.model import MessageKind, ValidationIssue
 from messaging.resources import ACT_CODE_SYSTEM, BuildContext, derived_id, ref
 from messaging.terminology import MEDCOM_ACTIVITY_SYSTEM, MEDCOM_EVENT_SYSTEM, get_terminology
-from messaging.types.base import MessageType, focus_of, issue
+from messaging.types.base import MessageType, focus_of, header_of, issue
 
 
 class HospitalNotificationContent(BaseModel):
@@ -66,6 +66,32 @@ def check_encounter(bundle: dict) -> list[ValidationIssue]:
     return problems
 
 
+# The VANS statistical postfix follows the (revised or cancelled) activity.
+_FDIS20_POSTFIX = {
+    "admit-emergency": "AcuteAmbulant",
+    "admit-inpatient": "AdmissionInpatient",
+    "start-leave-inpatient": "OnLeave",
+    "end-leave-inpatient": "EndOfLeave",
+    "discharge-emergency-home": "EndHospitalStay",
+    "discharge-inpatient-home": "EndHospitalStay",
+}
+
+
+def _current_activity(bundle: dict, header_id: str) -> str:
+    for _, provenance in resources(bundle, "Provenance"):
+        if any(header_id_of(t) == header_id for t in as_list(provenance.get("target"))):
+            coding = next((c for c in as_list(as_dict(provenance.get("activity")).get("coding")) if isinstance(c, dict)), {})
+            return coding.get("code") if isinstance(coding.get("code"), str) else ""
+    return ""
+
+
+def vans_document(bundle: dict) -> tuple[str, str] | None:
+    """MCM:FDIS20#{postfix of the current activity}."""
+    activity = _current_activity(bundle, header_of(bundle).get("id") or "")
+    base = activity.removeprefix("revise-").removeprefix("cancel-")
+    return (f"MCM:FDIS20#{_FDIS20_POSTFIX[base]}", "3.0.0") if base in _FDIS20_POSTFIX else None
+
+
 TYPE = MessageType(
     code=MessageKind.HOSPITAL_NOTIFICATION.value,
     system=MEDCOM_EVENT_SYSTEM,
@@ -75,5 +101,6 @@ TYPE = MessageType(
     content=HospitalNotificationContent,
     build=build,
     rules=(check_encounter,),
+    vans_document=vans_document,
     profile="http://medcomfhir.dk/ig/hospitalnotification/StructureDefinition/medcom-hospitalNotification-message",
 )

@@ -231,3 +231,20 @@ def test_a_plug_in_that_trips_over_a_broken_message_refuses_it_instead_of_crashi
     finally:
         MESSAGE_TYPES._by_code.pop(fragile.code)  # leave the shared registry as it was
     assert MESSAGE_TYPES.codes() == registry_before
+
+
+def test_the_vans_document_type_comes_from_the_message_type(envelope: Envelope) -> None:
+    from messaging.vans import NoVansDocumentType, document_type_for
+
+    notification = build_message(MessageKind.HOSPITAL_NOTIFICATION, envelope, CONTENTS[MessageKind.HOSPITAL_NOTIFICATION])
+    assert (document_type_for(notification).name, document_type_for(notification).version) == ("MCM:FDIS20#AdmissionInpatient", "3.0.0")
+    summary = build_message(example_type.CODE, envelope, SUMMARY)
+    with pytest.raises(NoVansDocumentType):
+        document_type_for(summary)  # declares no VANS document
+    catalogued = dataclasses.replace(example_type.TYPE, code="careflow-catalogued-test-message", vans_document=lambda bundle: ("MCM:XTEST#summary", "1.0"))
+    MESSAGE_TYPES.register(catalogued)
+    try:
+        bundle = build_message(catalogued.code, envelope, SUMMARY)
+        assert (document_type_for(bundle).name, document_type_for(bundle).version) == ("MCM:XTEST#summary", "1.0")
+    finally:
+        MESSAGE_TYPES._by_code.pop(catalogued.code)  # leave the shared registry as it was
