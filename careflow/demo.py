@@ -27,7 +27,7 @@ QUIET_SOR = "300000000000001"
 QUIET_SHARE = 0.1
 SETTLED = {"completed", "cancelled", "failed"}
 # What `careflow dev` loads besides the built-in pathways: the tutorial's (docs/adding-a-pathway.md).
-DEV_PATHWAY_MODULES = ["examples.pathways.lab_order"]
+DEV_PATHWAY_MODULES = ["examples.pathways.lab_order", "examples.pathways.home_care_request"]
 
 REASONS = ["Brystsmerter ved anstrengelse", "Hjertebanken, udredning", "Forhøjet blodtryk trods behandling", "Åndenød ved gang"]
 

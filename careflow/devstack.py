@@ -26,6 +26,7 @@ DEV_TIMINGS = {
     "CAREFLOW_PATHWAYS__REFERRAL__TREATMENT_PLAN_DEADLINE": "PT2M",
     "CAREFLOW_PATHWAYS__LAB_ORDER__ACK_TIMEOUT": "PT20S",
     "CAREFLOW_PATHWAYS__LAB_ORDER__RESULT_DEADLINE": "PT2M",
+    "CAREFLOW_PATHWAYS__HOME_CARE_REQUEST__ANSWER_DEADLINE": "PT2M",
     "CAREFLOW_PATHWAY_MODULES": json.dumps(DEV_PATHWAY_MODULES),  # the tutorial's pathways too
 }
 # The demo lab acknowledges referrals but never answers them: `careflow demo` sends it one referral

@@ -27,7 +27,7 @@ from store.db import make_engine, migrate
 from workflows.steps import SEARCH_ATTRIBUTES
 
 # Pathways declared outside careflow's own: the tutorial's, and those only the tests declare.
-TEST_PATHWAY_MODULES = ["examples.pathways.lab_order", "tests.platform_pathways"]
+TEST_PATHWAY_MODULES = ["examples.pathways.lab_order", "examples.pathways.home_care_request", "tests.platform_pathways"]
 POSTGRES_URL = os.environ.get("CAREFLOW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 DEMO_DIRECTORY = Path(__file__).resolve().parent.parent / "messaging" / "data" / "demo-directory.json"
 

@@ -243,3 +243,20 @@ async def test_referrals_alias_still_starts_the_referral_pathway(stack: Stack) -
     assert flow["pathway"] == "referral"
     wrong = await stack.api.post("/referrals", json={**referral_payload("0808505129"), "pathway": "consultation"}, headers=stack.headers(Role.CLINICIAN))
     assert wrong.status_code == 422 and "takes a referral" in wrong.text
+
+
+async def test_the_tutorials_own_message_type_travels_end_to_end(stack: Stack) -> None:
+    """Part 2 of the tutorial: the home-care request (a message type declared in the pathway's own
+    module) is built, sent to the directory's municipality, acknowledged, and answered with a
+    CareCommunication by the simulated municipality, which read the declaration."""
+    body = {"patient": {"cpr": "1312505132"}, "gp_sor": GP.sor, "need": "Hjælp til medicin morgen og aften", "start": "2026-12-01"}
+    response = await stack.api.post("/pathways/home-care-request/flows", json=body, headers=stack.headers(Role.CLINICIAN))
+    assert response.status_code == 202, response.text
+    flow_id = response.json()["id"]
+    await _flow_status(stack, flow_id, "completed")
+    sent = _rows(stack, select(OutboundMessage.event_code, OutboundMessage.receiver_sor).where(OutboundMessage.flow_id == flow_id))
+    assert sent == [("careflow-home-care-request-message", "400000000000001")]
+    received = _rows(stack, select(InboundMessage.event_code).where(InboundMessage.flow_id == flow_id))
+    assert sorted(received) == ["acknowledgement-message", "care-communication-message"]
+    pathways = {p["name"]: p for p in (await stack.api.get("/pathways", headers=stack.headers(Role.CLINICIAN))).json()}
+    assert pathways["home-care-request"]["steps"][0]["message_label"] == "home-care request (anmodning om hjemmepleje)"

@@ -22,12 +22,14 @@ from store.db import make_engine, migrate
 from store.models import Escalation, Flow
 from tests.conftest import LoopbackServer, encrypted_client, free_port, record_history, wait_for, write_directory
 from workers.main import build_worker
+from examples.pathways.home_care_request import HomeCareRequestPathway
 from examples.pathways.lab_order import LabOrderPathway, LabOrderTimings
 from workflows.models import InboundMessageSignal, PathwayInput, PathwayStatus
 
 
 GP = Organization(sor="100000000000001", ean="5790010000019", name="Lægerne Nørrebro (demo GP)")
 LAB = Organization(sor="300000000000001", ean="5790030000013", name="Klinisk Biokemisk Afdeling, Demo Lab")
+MUNICIPALITY = Organization(sor="400000000000001", ean="5790040000010", name="Demo Kommune Hjemmepleje")
 
 
 @pytest_asyncio.fixture
@@ -38,7 +40,7 @@ async def lab_order(time_skipping_server: WorkflowEnvironment, tmp_path: Path) -
     client = await encrypted_client(time_skipping_server, settings)
     async with LoopbackServer(create_simulator(settings, Behaviour(ack_code="none", reply=False)), port), httpx.AsyncClient(timeout=10) as http:
         with ThreadPoolExecutor(max_workers=4) as executor:
-            async with build_worker(client, settings, http=http, executor=executor, workflows=[LabOrderPathway]):
+            async with build_worker(client, settings, http=http, executor=executor, workflows=[LabOrderPathway, HomeCareRequestPathway]):
                 yield time_skipping_server, settings
 
 
@@ -82,3 +84,50 @@ async def test_a_declared_pathway_runs_escalates_and_completes(lab_order: tuple[
         flow = session.get(Flow, flow_id)
         assert (flow.status, flow.step) == ("completed", "completed")
         assert [e.resolved_at is not None for e in session.exec(select(Escalation).where(Escalation.flow_id == flow_id)).all()] == [True]
+
+
+async def test_a_pathway_with_a_message_type_of_its_own(lab_order: tuple[WorkflowEnvironment, Settings]) -> None:
+    """Part 2: the home-care request builds a message type declared in its own module (stored and
+    sent as careflow built it), escalates when the municipality does not answer in five days, and
+    completes on its CareCommunication."""
+    from examples.pathways.home_care_request import HOME_CARE_REQUEST, HomeCareRequestPathway, HomeCareRequestTimings
+    from store.models import OutboundMessage
+
+    env, settings = lab_order
+    client = await encrypted_client(env, settings)
+    flow_id = str(uuid.uuid4())
+    key_ring = KeyRing.parse(settings.codec_keys)
+    engine = make_engine(settings.sqlalchemy_url)
+    with Session(engine) as session:
+        session.add(Flow(id=flow_id, workflow_id=f"home-care-request-{flow_id}", pathway="home-care-request", referring_sor=GP.sor, receiving_sor=MUNICIPALITY.sor, cpr_hash="h", patient_enc=key_ring.encrypt_text("{}"), reason_enc=key_ring.encrypt_text("r")))
+        session.commit()
+    handle = await client.start_workflow(
+        HomeCareRequestPathway.run,
+        PathwayInput(
+            flow_id=flow_id, pathway="home-care-request", patient=PatientData(cpr="0101505123"), parties={"requester": GP, "performer": MUNICIPALITY},
+            data={"need": "Hjælp til medicin", "start": "2026-12-01"}, timings=HomeCareRequestTimings(),
+        ),
+        id=f"home-care-request-{flow_id}",
+        task_queue=settings.task_queue,
+    )
+
+    async def sent() -> str | None:
+        state = await handle.query(HomeCareRequestPathway.pathway_state)
+        return state.outbound[0].message_header_id if state.outbound else None
+
+    header_id = await wait_for(sent)
+    with Session(engine) as session:
+        [stored] = session.exec(select(OutboundMessage).where(OutboundMessage.flow_id == flow_id)).all()
+    assert (stored.event_code, stored.receiver_sor) == (HOME_CARE_REQUEST, MUNICIPALITY.sor)
+
+    def signal(kind: MessageKind, **fields: object) -> InboundMessageSignal:
+        return InboundMessageSignal(message_header_id=str(uuid.uuid4()), kind=kind, sender_sor=MUNICIPALITY.sor, received_at=datetime.now(UTC), **fields)
+
+    await handle.signal(HomeCareRequestPathway.message_received, signal(MessageKind.ACKNOWLEDGEMENT, response_to=header_id, response_code=AckCode.OK))
+    await env.sleep(timedelta(days=6))
+    state = await handle.query(HomeCareRequestPathway.pathway_state)
+    assert state.step == "answer" and [e.reason for e in state.open_escalations] == ["no care communication (korrespondance) by its deadline"]
+    await handle.signal(HomeCareRequestPathway.message_received, signal(MessageKind.CARE_COMMUNICATION))
+    result = await handle.result()
+    assert result.status is PathwayStatus.COMPLETED and result.escalations == 1
+    await record_history(client, handle.id, "home-care-request-escalated-then-answered")
