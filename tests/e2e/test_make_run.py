@@ -60,7 +60,7 @@ def test_careflow_dev_runs_the_readme_referral_and_stops_on_ctrl_c(tmp_path: Pat
         coordinator = subprocess.run([sys.executable, "-m", "careflow", "token", "--role", "coordinator"], cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout.strip()
         with httpx.Client(timeout=30) as http:
             demo = http.get(f"{api_url}/flows", headers={"Authorization": f"Bearer {coordinator}"}).json()
-            assert sorted(f["pathway"] for f in demo["items"]) == ["lab-order", "referral", "referral"], "demo data: the referrals and the tutorial's pathway"
+            assert sorted(f["pathway"] for f in demo["items"]) == ["home-care-request", "lab-order", "referral", "referral"], "demo data: the referrals and the tutorial's pathways"
             referral = json.loads((ROOT / "examples" / "referral.json").read_text())
             response = http.post(f"{api_url}/referrals", json=referral, headers={"Authorization": f"Bearer {token.strip()}"})
             assert response.status_code == 202, response.text

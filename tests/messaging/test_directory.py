@@ -30,7 +30,7 @@ def test_fixed_demo_entries(directory: Directory) -> None:
     assert directory.get(LAB_SOR).accepted_codes == {"acknowledgement-message", "careflow-referral-message"}
     municipality = directory.get(MUNICIPALITY_SOR)
     assert (municipality.name, municipality.kind) == ("Demo Kommune Hjemmepleje", "municipality")
-    assert municipality.accepted_codes == {"care-communication-message", "hospital-notification-message", "acknowledgement-message"}
+    assert municipality.accepted_codes == {"care-communication-message", "hospital-notification-message", "acknowledgement-message", "careflow-home-care-request-message"}
 
 
 def test_lookup_by_ean_and_organization(directory: Directory) -> None:
