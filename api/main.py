@@ -9,13 +9,14 @@ from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from temporalio.client import Client
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from api import console
 from api.console.web import use_pathways
 from api.errors import install_error_handlers
 from api.routes import codec, fhir, flows, health, metrics, pathways, referrals, reports, triage
+from api.security import BodyLimitMiddleware, CodecCORSMiddleware, ResponseHeadersMiddleware
 from careflow.codec import EncryptionCodec, data_converter
 from careflow.crypto import KeyRing
 from careflow.metrics import ApiMetrics
@@ -86,17 +87,17 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    # Outermost last: the proxy's scheme first, then metrics and tracing (they see every answer),
+    # CORS (the Temporal UI calls /codec from the browser), response headers, and body limits
+    # before any route, parser or authentication.
+    app.add_middleware(BodyLimitMiddleware, limits={"/fhir/": settings.max_message_bytes, "/codec/": settings.max_codec_bytes})
+    app.add_middleware(ResponseHeadersMiddleware)
+    app.add_middleware(CodecCORSMiddleware, origins=settings.codec_cors_origins)
     app.state.metrics = ApiMetrics()
     app.add_middleware(metrics.RequestMetricsMiddleware)
     tracing.instrument_app(app)
-    # The Temporal UI calls the codec endpoint from the browser.
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=[f"http://127.0.0.1:{settings.temporal_ui_port}", f"http://localhost:{settings.temporal_ui_port}"],
-        allow_methods=["POST"],
-        allow_headers=["Authorization", "Content-Type", "X-Namespace"],
-        allow_credentials=True,
-    )
+    if settings.proxies:
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.proxies)
     for router in (health.router, metrics.router, pathways.router, referrals.router, flows.router, reports.router, fhir.router, triage.router, codec.router, console.router):
         app.include_router(router)
     return app

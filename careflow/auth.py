@@ -54,7 +54,7 @@ def verify_token(secret: str, token: str) -> Principal:
     except ValueError:
         raise InvalidToken("malformed token") from None
     expected = _b64(hmac.new(secret.encode(), body.encode(), hashlib.sha256).digest())
-    if version != "cf1" or not hmac.compare_digest(signature, expected):
+    if version != "cf1" or not hmac.compare_digest(signature.encode(), expected.encode()):
         raise InvalidToken("bad signature")
     try:
         principal = Principal.model_validate(json.loads(_unb64(body)))

@@ -36,7 +36,8 @@ def cmd_api(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     _logging()
-    uvicorn.run("api.main:create_app", factory=True, host=settings.api_host, port=args.port or settings.api_port, log_level="info", log_config=None)
+    # proxy_headers off: the app itself believes X-Forwarded-* only from CAREFLOW_TRUSTED_PROXIES.
+    uvicorn.run("api.main:create_app", factory=True, host=settings.api_host, port=args.port or settings.api_port, log_level="info", log_config=None, proxy_headers=False)
     return 0
 
 

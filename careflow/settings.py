@@ -35,6 +35,13 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     public_url: str = "http://127.0.0.1:8000"
+    # Comma-separated proxy addresses whose X-Forwarded-Proto/For are believed (HSTS and Secure
+    # cookies behind a TLS-terminating proxy); none by default.
+    trusted_proxies: str = ""
+    # Browser origins allowed to call /codec (the Temporal UI); empty: the local dev UI's.
+    temporal_ui_origins: str = ""
+    max_message_bytes: int = 5 * 1024 * 1024  # an inbound MedCom message
+    max_codec_bytes: int = 4 * 1024 * 1024  # a batch of Temporal payloads to encode or decode
     simulator_host: str = "127.0.0.1"
     simulator_port: int = 8100
 
@@ -89,6 +96,16 @@ class Settings(BaseSettings):
             if used:
                 raise ValueError(f"dev secrets refused outside dev mode: set CAREFLOW_{', CAREFLOW_'.join(n.upper() for n in used)}")
         return self
+
+    @property
+    def codec_cors_origins(self) -> list[str]:
+        if self.temporal_ui_origins.strip():
+            return [o.strip() for o in self.temporal_ui_origins.split(",") if o.strip()]
+        return [f"http://127.0.0.1:{self.temporal_ui_port}", f"http://localhost:{self.temporal_ui_port}"]
+
+    @property
+    def proxies(self) -> list[str]:
+        return [p.strip() for p in self.trusted_proxies.split(",") if p.strip()]
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -20,7 +20,7 @@ from messaging.bundle import (
     resources,
 )
 from messaging.errors import MessageError
-from messaging.formats import JSON_TYPES, XML_TYPES, from_xml, looks_like_xml
+from messaging.formats import JSON_TYPES, MAX_JSON_DEPTH, XML_TYPES, from_xml, json_depth_exceeded, looks_like_xml
 from messaging.identifiers import CPR_SYSTEM, is_replacement_cpr_system
 from messaging.model import AckCode, ParsedMessage, PatientData, ProvenanceLink, ValidationIssue
 from messaging.types import MESSAGE_TYPES
@@ -45,9 +45,11 @@ def decode_body(body: bytes | str | dict, content_type: str = "application/fhir+
         is_xml = looks_like_xml(body)
     if is_xml:
         return from_xml(body)
+    if json_depth_exceeded(body.encode("utf-8", errors="replace") if isinstance(body, str) else body):
+        raise MessageError("JSON nested too deeply", _issue("syntax", "Bundle", f"JSON nested deeper than {MAX_JSON_DEPTH} levels", "MSG_Damaged_durin_transport"))
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise MessageError("body is not valid JSON", _issue("syntax", "Bundle", "body is not valid JSON", "MSG_Damaged_durin_transport")) from None
     if not isinstance(data, dict):
         raise MessageError("body is not a JSON object", _issue("bundle-type", "Bundle", "body is not a FHIR resource"))

@@ -56,12 +56,13 @@ def auth(settings: Settings, role: Role, sor: str | None = None) -> dict[str, st
 
 
 class LoopbackServer:
-    """An ASGI app served by uvicorn on a free loopback port, inside the test's event loop."""
+    """An ASGI app served by uvicorn on a free loopback port, inside the test's event loop (as
+    `careflow api` serves it: X-Forwarded-* left to the app's own trusted-proxy setting)."""
 
     def __init__(self, app, port: int | None = None) -> None:  # noqa: ANN001
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"))
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", proxy_headers=False))
         self.task: asyncio.Task | None = None
 
     async def __aenter__(self) -> "LoopbackServer":

@@ -174,7 +174,7 @@ def search_by_cpr(
     """A patient's pathways by CPR: POSTed and looked up by keyed hash, so the number stays out of URLs and logs."""
     normalised = cpr.replace("-", "").replace(" ", "").strip()
     if not (len(normalised) == 10 and normalised.isdigit()):
-        context = _list_context(session, None, None, None, None, None, None, None, "deadline", 1)
+        context = _list_context(session, ListQuery())
         return render(request, "flows.html", {"user": user, "choices": _filter_choices(directory, request.app.state.pathways), "organisations": _names(directory), "search": {"error": "A CPR number has 10 digits (DDMMYY-XXXX)."}, **context}, status_code=422)
     flt = FlowFilter(cpr_hash=cpr_lookup_hash(normalised, settings.cpr_hash_key))
     items, total = list_flows(session, flt, limit=200, offset=0, sort="newest")

@@ -48,7 +48,7 @@ def unsign(secret: str, purpose: str, value: str | None) -> dict | None:
         return None
     body, signature = value.split(".")
     expected = _b64(hmac.new(_key(secret, purpose), body.encode(), hashlib.sha256).digest())
-    if not hmac.compare_digest(signature, expected):
+    if not hmac.compare_digest(signature.encode(), expected.encode()):  # bytes: any cookie text compares
         return None
     try:
         payload = json.loads(_unb64(body))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Request
 from google.protobuf import json_format
+from google.protobuf.message import DecodeError
 from temporalio.api.common.v1 import Payload, Payloads
 
 from api.deps import Coordinator
@@ -19,7 +20,7 @@ async def _apply(request: Request, decode: bool) -> dict:
     codec = request.app.state.temporal_codec
     try:
         result: list[Payload] = await (codec.decode if decode else codec.encode)(list(payloads.payloads))
-    except (ValueError, KeyError) as err:
+    except (ValueError, KeyError, DecodeError) as err:
         raise HTTPException(400, f"payloads could not be {'decoded' if decode else 'encoded'}: {type(err).__name__}") from None
     return json_format.MessageToDict(Payloads(payloads=result))
 
