@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 from temporalio.client import Client
 
-from careflow.auth import InvalidToken, Principal, Role, verify_token
+from careflow.auth import InvalidToken, Principal, Role
 from careflow.crypto import KeyRing
 from careflow.settings import Settings
 from exchange.receiving import Receiver
@@ -61,14 +61,14 @@ EngineDep = Annotated[Engine, Depends(get_engine)]
 PathwaysDep = Annotated[Pathways, Depends(get_pathways)]
 ReceiverDep = Annotated[Receiver, Depends(get_receiver)]
 
-_bearer = HTTPBearer(auto_error=False, description="careflow token (`careflow token --role ROLE`)")
+_bearer = HTTPBearer(auto_error=False, description="a JWT from the identity provider (in dev: `careflow token --role ROLE`)")
 
 
-def get_current_user(settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
+def get_current_user(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
     if credentials is None:
         raise HTTPException(401, "authentication required: send 'Authorization: Bearer <token>'", headers={"WWW-Authenticate": "Bearer"})
     try:
-        return verify_token(settings.token_secret, credentials.credentials)
+        return request.app.state.verifier.verify(credentials.credentials)
     except InvalidToken as err:
         raise HTTPException(401, f"invalid token: {err}", headers={"WWW-Authenticate": "Bearer"}) from None
 
@@ -76,9 +76,9 @@ def get_current_user(settings: SettingsDep, credentials: Annotated[HTTPAuthoriza
 CurrentUser = Annotated[Principal, Depends(get_current_user)]
 
 
-def require_roles(*roles: Role) -> Callable[[Principal], Principal]:
+def require_roles(*roles: Role, admin: bool = True) -> Callable[[Principal], Principal]:
     def check(user: CurrentUser) -> Principal:
-        if user.role not in roles and user.role is not Role.ADMIN:
+        if user.role not in roles and not (admin and user.role is Role.ADMIN):
             raise HTTPException(403, f"role {user.role.value} may not do this; needs {' or '.join(r.value for r in roles)}")
         return user
 
@@ -89,4 +89,5 @@ Clinician = Annotated[Principal, Depends(require_roles(Role.CLINICIAN))]
 Coordinator = Annotated[Principal, Depends(require_roles(Role.COORDINATOR))]
 FlowReader = Annotated[Principal, Depends(require_roles(Role.COORDINATOR, Role.CLINICIAN))]
 Reader = Annotated[Principal, Depends(require_roles(Role.COORDINATOR, Role.CLINICIAN, Role.PARTNER))]
-Partner = Annotated[Principal, Depends(require_roles(Role.PARTNER))]
+# Admin does not act as a partner: a partner is an organisation, bound to its SOR.
+Partner = Annotated[Principal, Depends(require_roles(Role.PARTNER, admin=False))]

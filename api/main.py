@@ -24,6 +24,7 @@ from exchange.delivering import Deliverer, send_acknowledgement
 from exchange.receiving import Receiver
 from careflow.settings import Settings, get_settings
 from careflow.tracing import Tracing
+from careflow.tokens import verifier_from_settings
 from messaging import Directory
 from workflows.registry import Pathways
 from store.db import make_engine, migrate
@@ -34,12 +35,15 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None, *, run_migrations: bool = True, tracing: Tracing | None = None) -> FastAPI:
     settings = settings or get_settings()
     tracing = tracing or Tracing.from_settings(settings, "careflow-api")
+    settings.refuse_unsafe("api")  # before anything listens: production secrets or no start
+    verifier = verifier_from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if run_migrations and settings.migrate_on_start:
             await asyncio.to_thread(migrate, settings.sqlalchemy_url)
         app.state.settings = settings
+        app.state.verifier = verifier
         app.state.engine = make_engine(settings.sqlalchemy_url)
         app.state.metrics.watch_read_model(app.state.engine)
         app.state.key_ring = KeyRing.parse(settings.codec_keys)

@@ -7,8 +7,10 @@ import asyncio
 import sys
 from datetime import timedelta
 
-from careflow.auth import Role, issue_token
-from careflow.settings import get_settings
+import os
+
+from careflow.auth import Role
+from careflow.settings import UnsafeConfiguration, get_settings
 
 
 def _logging() -> None:
@@ -17,15 +19,28 @@ def _logging() -> None:
     configure_logging(get_settings())
 
 
+def _refuse_unsafe(process: str) -> None:
+    """Outside dev mode, a missing or placeholder secret stops the start, naming the variable."""
+    try:
+        get_settings().refuse_unsafe(process)
+    except UnsafeConfiguration as err:
+        print(f"careflow: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     from careflow.devstack import run_dev
 
+    # `careflow dev` is dev mode by definition, for itself and (through the environment) its children.
+    os.environ["CAREFLOW_ENV"] = "dev"
+    get_settings.cache_clear()
     return run_dev(get_settings(), demo_referrals=args.demo_referrals, simulator_behaviour=args.simulator_behaviour)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from workers.main import run_worker
 
+    _refuse_unsafe("worker")
     _logging()
     asyncio.run(run_worker(get_settings()))
     return 0
@@ -34,6 +49,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
+    _refuse_unsafe("api")
     settings = get_settings()
     _logging()
     # proxy_headers off: the app itself believes X-Forwarded-* only from CAREFLOW_TRUSTED_PROXIES.
@@ -81,11 +97,23 @@ def cmd_secrets(args: argparse.Namespace) -> int:
     return 0
 
 
+# Dev tokens act for the demo organisations unless told otherwise.
+DEV_SOR = {Role.PARTNER: "200000000000001", Role.CLINICIAN: "100000000000001"}
+
+
 def cmd_token(args: argparse.Namespace) -> int:
+    """A JWT from the dev stack's key (the one `careflow dev` made in the data dir). Outside dev mode
+    it never makes a key: production tokens come from the identity provider."""
+    from careflow.tokens import dev_issuer
+
     settings = get_settings()
     role = Role(args.role)
-    sor = args.sor or ("200000000000001" if role is Role.PARTNER else None)
-    token = issue_token(settings.token_secret, subject=args.subject or f"dev-{role.value}", role=role, sor=sor, ttl=timedelta(days=args.days))
+    try:
+        issuer = dev_issuer(settings.data_dir, create=settings.is_dev)
+        token = issuer.issue(role, sor=args.sor or DEV_SOR.get(role), subject=args.subject, ttl=timedelta(minutes=args.minutes))
+    except (FileNotFoundError, ValueError) as err:
+        print(f"careflow token: {err}", file=sys.stderr)
+        return 2
     print(token)
     return 0
 
@@ -121,11 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
     secrets_cmd.add_argument("--env", default="production", help="CAREFLOW_ENV of the deployment (default: production)")
     secrets_cmd.set_defaults(func=cmd_secrets)
 
-    token = sub.add_parser("token", help="print a dev token (alone on stdout)")
+    token = sub.add_parser("token", help="print a dev JWT from the dev stack's key (alone on stdout)")
     token.add_argument("--role", required=True, choices=[r.value for r in Role])
-    token.add_argument("--sor", help="partner tokens: the organisation's SOR code (default: the demo hospital)")
+    token.add_argument("--sor", help="the organisation's SOR code (default: partner the demo hospital, clinician the demo GP)")
     token.add_argument("--subject", help="who the token is for")
-    token.add_argument("--days", type=int, default=30)
+    token.add_argument("--minutes", type=int, default=60, help="lifetime (the API accepts at most CAREFLOW_TOKEN_MAX_LIFETIME, 1 h by default)")
     token.set_defaults(func=cmd_token)
 
     demo = sub.add_parser("demo", help="drive N flows of a pathway through the running stack and summarise")

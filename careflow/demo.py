@@ -13,8 +13,9 @@ from datetime import datetime, timedelta
 
 import httpx
 
-from careflow.auth import Role, issue_token
+from careflow.auth import Role
 from careflow.settings import Settings
+from careflow.tokens import dev_issuer
 from workflows.examples import synthetic_cpr, synthetic_patient
 from workflows.registry import Pathways, events
 
@@ -43,10 +44,12 @@ def referral_body(rng: random.Random, receiving_sor: str = RECEIVING_SOR) -> dic
 
 
 def _tokens(settings: Settings) -> tuple[str, str]:
-    ttl = timedelta(hours=2)
+    """Tokens from the dev stack's key (the demo drives a `careflow dev` stack, nothing else)."""
+    issuer = dev_issuer(settings.data_dir, create=False)
+    ttl = timedelta(hours=1)
     return (
-        issue_token(settings.token_secret, subject="demo-clinician", role=Role.CLINICIAN, ttl=ttl),
-        issue_token(settings.token_secret, subject="demo-coordinator", role=Role.COORDINATOR, ttl=ttl),
+        issuer.issue(Role.CLINICIAN, sor=REFERRING_SOR, subject="demo-clinician", ttl=ttl),
+        issuer.issue(Role.COORDINATOR, subject="demo-coordinator", ttl=ttl),
     )
 
 

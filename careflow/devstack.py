@@ -13,9 +13,10 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from careflow.auth import Role, issue_token
+from careflow.auth import Role
 from careflow.demo import DEV_PATHWAY_MODULES
 from careflow.settings import Settings
+from careflow.tokens import PARTNER_TOKENS_FILE, DevIssuer, dev_issuer, write_partner_tokens
 from careflow.temporal import dev_server_args, temporal_cli
 
 # Short timings so the demo shows deadlines and escalations within minutes, not weeks.
@@ -31,6 +32,7 @@ DEV_TIMINGS = {
 }
 # The demo lab acknowledges referrals but never answers them: `careflow demo` sends it one referral
 # in ten, so the console has escalations to show, while referrals to the hospital always complete.
+PARTNER_TOKEN_REFRESH = 20 * 60  # seconds; the simulator's tokens live an hour
 DEV_SIMULATOR = '{"quiet_partners": ["300000000000001"], "quiet_in": ["referral"], "appointment_delay": 2, "test_result_delay": 2, "treatment_plan_delay": 2}'
 
 
@@ -62,7 +64,9 @@ def run_dev(settings: Settings, *, demo_referrals: int, simulator_behaviour: str
     data.mkdir(parents=True, exist_ok=True)
     logs = data / "logs"
     logs.mkdir(exist_ok=True)
-    env = {**os.environ, **{k: v for k, v in DEV_TIMINGS.items() if k not in os.environ}}
+    # Dev mode for every child, said explicitly: an unset CAREFLOW_ENV means production.
+    env = {**os.environ, **{k: v for k, v in DEV_TIMINGS.items() if k not in os.environ}, "CAREFLOW_ENV": "dev"}
+    issuer = dev_issuer(data, create=True)
     processes: list[subprocess.Popen] = []
 
     def start(name: str, args: list[str]) -> subprocess.Popen:
@@ -96,6 +100,8 @@ def run_dev(settings: Settings, *, demo_referrals: int, simulator_behaviour: str
         subprocess.run([sys.executable, "-m", "careflow", "migrate"], env=env, check=True)
         worker = start("worker", [sys.executable, "-m", "careflow", "worker"])
         api = start("api", [sys.executable, "-m", "careflow", "api"])
+        refresh_partner_tokens(settings, issuer)
+        tokens_written = time.monotonic()
         simulator = start("simulator", [sys.executable, "-m", "careflow", "simulator", "--behaviour", simulator_behaviour or DEV_SIMULATOR])
         wait_for_port(settings.api_host, settings.api_port, 60, api)
         wait_for_port(settings.simulator_host, settings.simulator_port, 60, simulator)
@@ -106,9 +112,12 @@ def run_dev(settings: Settings, *, demo_referrals: int, simulator_behaviour: str
             from careflow.demo import seed_demo
 
             asyncio.run(seed_demo(settings, demo_referrals))
-        _print_banner(settings, logs)
+        _print_banner(settings, logs, issuer)
         while all(p.poll() is None for p in processes):
             time.sleep(1)
+            if time.monotonic() - tokens_written > PARTNER_TOKEN_REFRESH:
+                refresh_partner_tokens(settings, issuer)
+                tokens_written = time.monotonic()
         dead = [p for p in processes if p.poll() is not None]
         print(f"careflow: a process stopped ({' '.join(map(str, dead[0].args[:4]))}); see {logs}; stopping the rest", flush=True)
         return 1
@@ -122,9 +131,18 @@ def run_dev(settings: Settings, *, demo_referrals: int, simulator_behaviour: str
         stop_all()
 
 
-def _print_banner(settings: Settings, logs: Path) -> None:
-    ttl = timedelta(days=30)
-    token = {role: issue_token(settings.token_secret, subject=f"dev-{role.value}", role=role, ttl=ttl, sor="200000000000001" if role is Role.PARTNER else None) for role in Role}
+def refresh_partner_tokens(settings: Settings, issuer: DevIssuer) -> None:
+    """The simulated partners' tokens (every directory entry the simulator answers for)."""
+    from messaging import Directory
+
+    port = f":{settings.simulator_port}/"
+    sors = [e.sor for e in Directory.load(settings.directory_path).entries if port in e.endpoint]
+    write_partner_tokens(Path(settings.data_dir) / PARTNER_TOKENS_FILE, issuer, sors)
+
+
+def _print_banner(settings: Settings, logs: Path, issuer: DevIssuer) -> None:
+    ttl = timedelta(hours=1)
+    token = {role: issuer.issue(role, ttl=ttl, sor={Role.PARTNER: "200000000000001", Role.CLINICIAN: "100000000000001"}.get(role)) for role in Role}
     base = settings.public_url
     print(
         f"""
@@ -137,7 +155,7 @@ careflow is running.
   Simulated partners    http://{settings.simulator_host}:{settings.simulator_port}/stats
   Logs                  {logs}
 
-Demo tokens (valid 30 days; `careflow token --role ROLE` makes more):
+Demo tokens (JWTs valid 1 hour; `careflow token --role ROLE` makes more):
   clinician    {token[Role.CLINICIAN]}
   coordinator  {token[Role.COORDINATOR]}
   admin        {token[Role.ADMIN]}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -14,16 +16,28 @@ T = TypeVar("T", bound=BaseModel)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
-# Dev-only secrets: fine on a laptop, refused when CAREFLOW_ENV is not "dev".
-DEV_TOKEN_SECRET = "dev-token-secret-not-for-production"
+# Dev-only secrets, published here: used only when CAREFLOW_ENV is "dev" (which `careflow dev` and
+# the tests set), refused everywhere else.
+DEV_SESSION_SECRET = "dev-session-secret-not-for-production"
 DEV_CODEC_KEYS = "dev1:Y2FyZWZsb3ctZGV2LWtleS1ub3QtZm9yLXByb2QhISE="  # 32 bytes, base64
 DEV_CPR_HASH_KEY = "dev-cpr-hash-key-not-for-production"
+DEV_SECRETS = {"session_secret": DEV_SESSION_SECRET, "codec_keys": DEV_CODEC_KEYS, "cpr_hash_key": DEV_CPR_HASH_KEY}
+# Values that say "fill me in": a secret containing one of them is a placeholder, not a secret.
+PLACEHOLDER_WORDS = ("change-me", "changeme", "change_me", "placeholder", "not-for-prod", "replace", "example", "dummy", "secret", "password", "xxxx", "todo", "dev-")
+MIN_SECRET_CHARS = 32
+# Which secrets each long-running process needs (the worker and simulator hold no token material).
+PROCESS_SECRETS = {"api": ("session_secret", "codec_keys", "cpr_hash_key"), "worker": ("codec_keys",)}
+
+
+class UnsafeConfiguration(Exception):
+    """A start outside dev mode with a missing, placeholder or too-short secret; names the variables."""
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CAREFLOW_", env_nested_delimiter="__")
 
-    env: str = "dev"
+    # "dev" only for `careflow dev` and the tests; anything else (unset too) is production.
+    env: str = "production"
     data_dir: Path = PROJECT_ROOT / "data"
     database_url: str = ""  # empty: SQLite file under data_dir
 
@@ -43,13 +57,23 @@ class Settings(BaseSettings):
     max_message_bytes: int = 5 * 1024 * 1024  # an inbound MedCom message
     max_codec_bytes: int = 4 * 1024 * 1024  # a batch of Temporal payloads to encode or decode
     simulator_host: str = "127.0.0.1"
+    simulator_tokens_file: Path | None = None  # the simulated partners' tokens; default data_dir/simulator-tokens.json
     simulator_port: int = 8100
 
-    token_secret: str = DEV_TOKEN_SECRET
-    token_ttl: timedelta = timedelta(days=30)
+    # Bearer tokens: JWTs from the identity provider (careflow.tokens). Empty in dev: careflow's own
+    # dev key in data_dir.
+    jwks: str = ""  # path of a JWKS file, or its https URL
+    jwt_issuer: str = ""
+    jwt_audience: str = ""
+    jwt_role_claim: str = "roles"  # a name, or a dotted path such as realm_access.roles
+    jwt_role_prefix: str = ""  # e.g. "careflow-" when the provider's roles are careflow-coordinator, …
+    jwt_sor_claim: str = "sor"
+    token_max_lifetime: timedelta = timedelta(hours=1)
+    # Secrets: empty means unset; in dev mode the published dev values fill them in.
+    session_secret: str = ""  # signs the console's session cookie
     # "kid:base64key,kid:base64key"; the first is used to encrypt, all can decrypt.
-    codec_keys: str = DEV_CODEC_KEYS
-    cpr_hash_key: str = DEV_CPR_HASH_KEY
+    codec_keys: str = ""
+    cpr_hash_key: str = ""
 
     directory_path: Path = PROJECT_ROOT / "messaging" / "data" / "demo-directory.json"
     medcom_examples_dir: Path = PROJECT_ROOT.parent / "shared" / "medcom-examples"
@@ -85,17 +109,30 @@ class Settings(BaseSettings):
     test_crash_after_store_ratio: float = 0.0
 
     @model_validator(mode="after")
-    def _refuse_dev_secrets_outside_dev(self) -> "Settings":
-        if self.env != "dev":
-            dev = {
-                "token_secret": DEV_TOKEN_SECRET,
-                "codec_keys": DEV_CODEC_KEYS,
-                "cpr_hash_key": DEV_CPR_HASH_KEY,
-            }
-            used = [name for name, value in dev.items() if getattr(self, name) == value]
-            if used:
-                raise ValueError(f"dev secrets refused outside dev mode: set CAREFLOW_{', CAREFLOW_'.join(n.upper() for n in used)}")
+    def _dev_defaults(self) -> "Settings":
+        if self.is_dev:
+            for name, value in DEV_SECRETS.items():
+                if not getattr(self, name):
+                    setattr(self, name, value)
         return self
+
+    @property
+    def is_dev(self) -> bool:
+        return self.env == "dev"
+
+    def refuse_unsafe(self, process: str) -> None:
+        """Stop a production start whose secrets or identity provider are missing or not real."""
+        if self.is_dev:
+            return
+        problems = [p for name in PROCESS_SECRETS.get(process, ()) if (p := _secret_problem(name, getattr(self, name)))]
+        if process == "api":
+            for name in ("jwks", "jwt_issuer", "jwt_audience"):
+                if not getattr(self, name).strip():
+                    problems.append(f"CAREFLOW_{name.upper()} is not set (the identity provider's {name.removeprefix('jwt_')})")
+            if self.jwt_issuer == "careflow-dev":
+                problems.append("CAREFLOW_JWT_ISSUER is careflow's dev issuer")
+        if problems:
+            raise UnsafeConfiguration(f"careflow {process} refuses to start outside dev mode (CAREFLOW_ENV={self.env or '(unset)'}): " + "; ".join(problems))
 
     @property
     def codec_cors_origins(self) -> list[str]:
@@ -124,6 +161,31 @@ class Settings(BaseSettings):
         except ValidationError as err:
             fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in err.errors())
             raise ValueError(f"CAREFLOW_PATHWAYS__{pathway.replace('-', '_').upper()}__…: invalid {fields}: {err.errors()[0]['msg']}") from None
+
+
+def _secret_problem(name: str, value: str) -> str | None:
+    variable = f"CAREFLOW_{name.upper()}"
+    if not value.strip():
+        return f"{variable} is not set"
+    if value == DEV_SECRETS.get(name):
+        return f"{variable} is the published dev value"
+    texts = [value]
+    if name == "codec_keys":
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            try:
+                raw = base64.b64decode(part.partition(":")[2], validate=True)
+            except (binascii.Error, ValueError):
+                return f"{variable}: key {part.partition(':')[0]!r} is not base64"
+            if len(raw) != 32:
+                return f"{variable}: key {part.partition(':')[0]!r} must be 32 random bytes (base64), not {len(raw)}"
+            if part == DEV_CODEC_KEYS or len(set(raw)) < 8:
+                return f"{variable}: key {part.partition(':')[0]!r} is the dev key or not random"
+            texts.append(raw.decode("latin-1"))
+    elif len(value) < MIN_SECRET_CHARS:
+        return f"{variable} is too short (at least {MIN_SECRET_CHARS} characters)"
+    if any(word in text.lower() for text in texts for word in PLACEHOLDER_WORDS):
+        return f"{variable} is a placeholder, not a secret"
+    return None
 
 
 @lru_cache

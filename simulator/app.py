@@ -15,6 +15,7 @@ import logging
 import random
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
@@ -22,9 +23,9 @@ import httpx
 from fastapi import FastAPI, Request, Response
 from pydantic import BaseModel
 
-from careflow.auth import Role, issue_token
 from careflow.tracing import Tracing
 from careflow.settings import Settings
+from careflow.tokens import PARTNER_TOKENS_FILE, PartnerTokenFile
 from messaging import Directory, MessageError, UnknownOrganization, build_acknowledgement, build_message, parse_message, to_json
 from messaging.model import (
     AckCode,
@@ -82,8 +83,9 @@ class Stats(BaseModel):
 
 
 class PartnerSimulator:
-    def __init__(self, settings: Settings, directory: Directory, behaviour: Behaviour, pathways: Pathways | None = None) -> None:
+    def __init__(self, settings: Settings, directory: Directory, behaviour: Behaviour, partner_token: Callable[[str], str], pathways: Pathways | None = None) -> None:
         self.settings, self.directory, self.behaviour = settings, directory, behaviour
+        self.partner_token = partner_token  # SOR -> bearer token: the simulator is handed tokens, holds no key
         self.pathways = pathways or Pathways.load(settings.pathway_modules)
         self.cancellations = {p.cancellation for p in self.pathways if p.cancellation}
         self.http = httpx.AsyncClient(timeout=30)
@@ -218,7 +220,12 @@ class PartnerSimulator:
     async def _post(self, sender_sor: str, receiver_sor: str, bundle: dict, kind: str) -> None:
         """Post to the receiver's endpoint like a partner system would: retry until accepted, bounded."""
         endpoint = self.directory.get(receiver_sor).endpoint
-        token = issue_token(self.settings.token_secret, subject=f"simulator-{sender_sor}", role=Role.PARTNER, sor=sender_sor, ttl=timedelta(hours=1))
+        try:
+            token = self.partner_token(sender_sor)
+        except LookupError as err:
+            log.warning("cannot post as %s: %s", sender_sor, err)
+            self.post_failures += 1
+            return
         headers = {"Content-Type": "application/fhir+json", "Authorization": f"Bearer {token}"}
         body = to_json(bundle)
         copies = max(1, self.behaviour.copies)
@@ -270,8 +277,11 @@ def sample_content(kind: str, service_request_id: str) -> dict | object:
     return {"service_request_id": service_request_id}  # a type whose content needs no more than that
 
 
-def create_simulator(settings: Settings, behaviour: Behaviour | None = None, tracing: Tracing | None = None) -> FastAPI:
-    simulator = PartnerSimulator(settings, Directory.load(settings.directory_path), behaviour or Behaviour())
+def create_simulator(settings: Settings, behaviour: Behaviour | None = None, tracing: Tracing | None = None, partner_token: Callable[[str], str] | None = None) -> FastAPI:
+    """The simulated partners; `partner_token` gives each its bearer token (default: the token file,
+    CAREFLOW_SIMULATOR_TOKENS_FILE, that `careflow dev` writes in the data dir)."""
+    tokens = partner_token or PartnerTokenFile(settings.simulator_tokens_file or settings.data_dir / PARTNER_TOKENS_FILE)
+    simulator = PartnerSimulator(settings, Directory.load(settings.directory_path), behaviour or Behaviour(), tokens)
     app = FastAPI(title="careflow partner simulator")
     # Like a partner system that traces: its acknowledgement carries the trace of the message it answers.
     tracing = tracing or Tracing.from_settings(settings, "careflow-simulator")

@@ -19,15 +19,21 @@ import uvicorn
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from careflow.auth import Role, issue_token
+from careflow.auth import Role
 from careflow.codec import data_converter
 from careflow.settings import Settings
+from careflow.tokens import dev_issuer
 from careflow.temporal import register_search_attributes, temporal_cli, temporal_test_server
 from store.db import make_engine, migrate
 from workflows.steps import SEARCH_ATTRIBUTES
 
 # Pathways declared outside careflow's own: the tutorial's, and those only the tests declare.
 TEST_PATHWAY_MODULES = ["examples.pathways.lab_order", "examples.pathways.home_care_request", "tests.platform_pathways"]
+
+# The tests run in dev mode, said explicitly (an unset CAREFLOW_ENV means production); tests of the
+# production refusals pass env="production" themselves.
+os.environ["CAREFLOW_ENV"] = "dev"
+
 POSTGRES_URL = os.environ.get("CAREFLOW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 DEMO_DIRECTORY = Path(__file__).resolve().parent.parent / "messaging" / "data" / "demo-directory.json"
 
@@ -45,10 +51,15 @@ def write_directory(path: Path, *, api_url: str, simulator_url: str) -> Path:
     return path
 
 
+# What a token acts for unless a test says otherwise: clinicians the demo GP (who refers).
+DEFAULT_SOR = {Role.CLINICIAN: "100000000000001"}
+
+
 def token(settings: Settings, role: Role, sor: str | None = None, subject: str | None = None) -> str:
+    """A JWT from the dev key in the settings' data dir (the one the API in dev mode trusts)."""
     from datetime import timedelta
 
-    return issue_token(settings.token_secret, subject=subject or f"test-{role.value}", role=role, sor=sor, ttl=timedelta(hours=1))
+    return dev_issuer(settings.data_dir, create=True).issue(role, sor=sor or DEFAULT_SOR.get(role), subject=subject or f"test-{role.value}", ttl=timedelta(hours=1))
 
 
 def auth(settings: Settings, role: Role, sor: str | None = None) -> dict[str, str]:
@@ -176,7 +187,9 @@ async def stack(dev_server: WorkflowEnvironment, tmp_path_factory: pytest.TempPa
     )
     migrate(settings.sqlalchemy_url)
     client = await encrypted_client(dev_server, settings)
-    simulator_app = create_simulator(settings, Behaviour(ack_delay=0.05, appointment_delay=0.2, test_result_delay=0.2, treatment_plan_delay=0.2))
+    simulator_app = create_simulator(
+        settings, Behaviour(ack_delay=0.05, appointment_delay=0.2, test_result_delay=0.2, treatment_plan_delay=0.2), partner_token=lambda sor: token(settings, Role.PARTNER, sor, f"simulator-{sor}")
+    )
     async with (
         httpx.AsyncClient(timeout=30) as worker_http,
         LoopbackServer(simulator_app, simulator_port),

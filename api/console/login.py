@@ -1,4 +1,4 @@
-"""Console login and logout: a coordinator pastes a careflow token; the console keeps a signed session."""
+"""Console login and logout: a coordinator pastes a token from the identity provider; the console keeps a signed session."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from api.console.session import ConsoleSession, csrf_valid
 from api.console.web import CONSOLE_ROLES, ConsoleRoute, CsrfCheckedCoordinator, clear_session_cookie, read_session, set_session_cookie, templates
 from api.deps import SessionDep
-from careflow.auth import InvalidToken, verify_token
+from careflow.auth import InvalidToken
 from store.models import AuditEntry
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def login(request: Request, db: SessionDep, token: Annotated[str, Form()] = "", 
         return _login_page(request, ConsoleSession.anonymous(), "The login form had expired. Please paste your token again.", status_code=403)
     assert session is not None
     try:
-        principal = verify_token(request.app.state.settings.token_secret, token.strip())
+        principal = request.app.state.verifier.verify(token.strip())
     except InvalidToken as err:
         return _login_page(request, session, f"That token was not accepted ({err}).", status_code=401)
     if principal.role.value not in CONSOLE_ROLES:

@@ -1,7 +1,7 @@
 """The console's session cookie and CSRF token: a signed, expiring payload; no server-side state.
 
 The cookie holds who is logged in (token subject and role: never patient data), when the session
-ends, and the session's CSRF token. It is signed with an HMAC key derived from the token secret,
+ends, and the session's CSRF token. It is signed with an HMAC key derived from the session secret (CAREFLOW_SESSION_SECRET),
 so a forged or altered cookie is simply not a session.
 """
 

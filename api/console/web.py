@@ -155,13 +155,13 @@ def error_page(request: Request, status: int, message: str) -> HTMLResponse:
 
 
 def read_session(request: Request) -> ConsoleSession | None:
-    return ConsoleSession.decode(request.app.state.settings.token_secret, request.cookies.get(COOKIE_NAME))
+    return ConsoleSession.decode(request.app.state.settings.session_secret, request.cookies.get(COOKIE_NAME))
 
 
 def set_session_cookie(response: Response, request: Request, session: ConsoleSession) -> None:
     response.set_cookie(
         COOKIE_NAME,
-        session.encode(request.app.state.settings.token_secret),
+        session.encode(request.app.state.settings.session_secret),
         max_age=max(0, session.exp - int(datetime.now(UTC).timestamp())),
         path=COOKIE_PATH,
         httponly=True,
@@ -204,13 +204,13 @@ CsrfCheckedCoordinator = Annotated[ConsoleUser, Depends(require_csrf)]
 
 def flash_redirect(request: Request, url: str, kind: str, text: str) -> RedirectResponse:
     response = RedirectResponse(url, status_code=303)
-    response.set_cookie(FLASH_COOKIE, encode_flash(request.app.state.settings.token_secret, kind, text), max_age=60, path=COOKIE_PATH, httponly=True, samesite="lax")
+    response.set_cookie(FLASH_COOKIE, encode_flash(request.app.state.settings.session_secret, kind, text), max_age=60, path=COOKIE_PATH, httponly=True, samesite="lax")
     return response
 
 
 def render(request: Request, template: str, context: dict[str, Any], *, status_code: int = 200) -> HTMLResponse:
     """A page, with the flash message (if any) shown once."""
-    flash = decode_flash(request.app.state.settings.token_secret, request.cookies.get(FLASH_COOKIE))
+    flash = decode_flash(request.app.state.settings.session_secret, request.cookies.get(FLASH_COOKIE))
     response = templates.TemplateResponse(request, template, {"flash": flash, **context}, status_code=status_code)
     if FLASH_COOKIE in request.cookies:
         response.delete_cookie(FLASH_COOKIE, path=COOKIE_PATH, httponly=True, samesite="lax")

@@ -22,6 +22,44 @@ async def test_bad_token_is_401(stack: Stack) -> None:
     assert response.status_code == 401
 
 
+async def test_forged_expired_and_misaddressed_jwts_are_401(stack: Stack, tmp_path) -> None:  # noqa: ANN001
+    """Each forgery against the running API (its verifier trusts the stack's dev JWKS)."""
+    from datetime import timedelta
+
+    from careflow.tokens import dev_issuer
+
+    real = dev_issuer(stack.settings.data_dir, create=False)
+    other = dev_issuer(tmp_path, create=True)  # another key, same kid scheme
+    forged = {
+        "expired": real.issue(Role.COORDINATOR, ttl=timedelta(seconds=-120)),
+        "wrong-issuer": real.issue(Role.COORDINATOR, issuer="https://evil.example"),
+        "wrong-audience": real.issue(Role.COORDINATOR, audience="another-api"),
+        "wrong-key": other.issue(Role.COORDINATOR),
+        "wrong-key-right-kid": _with_kid(other.issue(Role.COORDINATOR), real.kid),
+        "too-long": real.issue(Role.COORDINATOR, ttl=timedelta(days=30)),
+    }
+    for case, bearer in forged.items():
+        response = await stack.api.get("/flows", headers={"Authorization": f"Bearer {bearer}"})
+        assert response.status_code == 401, case
+        assert response.json()["resourceType"] == "OperationOutcome"
+    assert (await stack.api.get("/flows", headers={"Authorization": f"Bearer {real.issue(Role.COORDINATOR)}"})).status_code == 200
+
+
+def _with_kid(token: str, kid: str) -> str:
+    import json
+
+    import jwt
+
+    header, body, signature = token.split(".")
+    claims = json.loads(jwt.utils.base64url_decode(header))
+    return ".".join([jwt.utils.base64url_encode(json.dumps({**claims, "kid": kid}).encode()).decode(), body, signature])
+
+
+async def test_admin_does_not_act_as_a_partner(stack: Stack) -> None:
+    response = await stack.api.post("/fhir/$process-message", content=b"{}", headers={**stack.headers(Role.ADMIN), "Content-Type": "application/fhir+json"})
+    assert response.status_code == 403
+
+
 async def test_wrong_role_is_403(stack: Stack) -> None:
     assert (await stack.api.post("/referrals", json=referral_payload(), headers=stack.headers(Role.COORDINATOR))).status_code == 403
     assert (await stack.api.get("/flows", headers=stack.headers(Role.PARTNER, "200000000000001"))).status_code == 403

@@ -63,10 +63,11 @@ def test_secrets_are_fresh_and_accepted_outside_dev(tmp_path: Path) -> None:
     values = dict(line.split("=", 1) for line in first.splitlines() if line and not line.startswith("#"))
     again = dict(line.split("=", 1) for line in second.splitlines() if line and not line.startswith("#"))
     assert values["CAREFLOW_ENV"] == "production"
-    for name in ("CAREFLOW_TOKEN_SECRET", "CAREFLOW_CODEC_KEYS", "CAREFLOW_CPR_HASH_KEY", "CAREFLOW_DB_PASSWORD", "TEMPORAL_DB_PASSWORD"):
+    for name in ("CAREFLOW_SESSION_SECRET", "CAREFLOW_CODEC_KEYS", "CAREFLOW_CPR_HASH_KEY", "CAREFLOW_DB_PASSWORD", "TEMPORAL_DB_PASSWORD"):
         assert values[name] and values[name] != again[name], name
     # The production settings accept them (the dev secrets are refused there), and the codec key works.
-    settings = Settings(env="production", token_secret=values["CAREFLOW_TOKEN_SECRET"], codec_keys=values["CAREFLOW_CODEC_KEYS"], cpr_hash_key=values["CAREFLOW_CPR_HASH_KEY"])
+    settings = Settings(env="production", session_secret=values["CAREFLOW_SESSION_SECRET"], codec_keys=values["CAREFLOW_CODEC_KEYS"], cpr_hash_key=values["CAREFLOW_CPR_HASH_KEY"])
+    settings.refuse_unsafe("worker")  # the generated secrets pass the fail-closed checks
     ring = KeyRing.parse(settings.codec_keys)
     key_id, sealed = ring.encrypt(b"payload")
     assert ring.decrypt(key_id, sealed) == b"payload"

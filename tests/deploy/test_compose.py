@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from careflow.settings import DEV_CODEC_KEYS, DEV_CPR_HASH_KEY, DEV_TOKEN_SECRET
+from careflow.settings import DEV_CODEC_KEYS, DEV_CPR_HASH_KEY, DEV_SESSION_SECRET
 from messaging import Directory
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,7 +64,7 @@ def raw() -> dict:
 def test_config_takes_its_secrets_from_the_env_file(resolved: dict, secrets_file: Path) -> None:
     values = dict(line.split("=", 1) for line in secrets_file.read_text().splitlines() if line and not line.startswith("#"))
     api = resolved["services"]["api"]["environment"]
-    assert api["CAREFLOW_TOKEN_SECRET"] == values["CAREFLOW_TOKEN_SECRET"]
+    assert api["CAREFLOW_SESSION_SECRET"] == values["CAREFLOW_SESSION_SECRET"]
     assert api["CAREFLOW_CODEC_KEYS"] == values["CAREFLOW_CODEC_KEYS"]
     assert values["CAREFLOW_DB_PASSWORD"] in api["CAREFLOW_DATABASE_URL"]
     assert resolved["services"]["temporal"]["environment"]["POSTGRES_PWD"] == values["TEMPORAL_DB_PASSWORD"]
@@ -79,7 +79,7 @@ def test_config_refuses_to_start_without_real_secrets() -> None:
 
 def test_no_secret_is_written_in_the_file(raw: dict) -> None:
     text = COMPOSE.read_text()
-    for dev in (DEV_TOKEN_SECRET, DEV_CODEC_KEYS, DEV_CPR_HASH_KEY, "change-me", "changeme"):
+    for dev in (DEV_SESSION_SECRET, DEV_CODEC_KEYS, DEV_CPR_HASH_KEY, "change-me", "changeme"):
         assert dev not in text
     for name, service in raw["services"].items():
         for key, value in (service.get("environment") or {}).items():

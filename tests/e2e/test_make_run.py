@@ -56,7 +56,7 @@ def test_careflow_dev_runs_the_readme_referral_and_stops_on_ctrl_c(tmp_path: Pat
         for url in (f"{api_url}/docs", f"{api_url}/console", f"http://127.0.0.1:{ports['ui']}"):
             assert url in text
         token = subprocess.run([sys.executable, "-m", "careflow", "token", "--role", "clinician"], cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout
-        assert token.count("\n") == 1 and token.startswith("cf1."), "the token alone on stdout"
+        assert token.count("\n") == 1 and token.startswith("eyJ") and token.count(".") == 2, "the token alone on stdout"
         coordinator = subprocess.run([sys.executable, "-m", "careflow", "token", "--role", "coordinator"], cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout.strip()
         with httpx.Client(timeout=30) as http:
             demo = http.get(f"{api_url}/flows", headers={"Authorization": f"Bearer {coordinator}"}).json()

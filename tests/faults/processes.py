@@ -110,6 +110,10 @@ class ProcessStack:
         self._stop("api", signal.SIGKILL)
 
     def start_simulator(self) -> None:
+        from careflow.devstack import refresh_partner_tokens
+        from careflow.tokens import dev_issuer
+
+        refresh_partner_tokens(self.settings, dev_issuer(self.data, create=True))  # handed tokens, not the key
         self._start("simulator", [sys.executable, "-m", "careflow", "simulator", "--behaviour", json.dumps(self.behaviour)])
         wait_for_port("127.0.0.1", self.simulator_port, 60, self.processes["simulator"])
 

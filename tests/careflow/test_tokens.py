@@ -1,0 +1,135 @@
+"""JWTs: verified against the JWKS with issuer, audience, lifetime, role and SOR checked; every
+forgery is refused. Real keys (EC and RSA), real PyJWT, no mocks."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from careflow.auth import InvalidToken, Role
+from careflow.settings import Settings
+from careflow.tokens import DEV_AUDIENCE, DEV_ISSUER, JwksKeys, TokenPolicy, TokenVerifier, dev_issuer, dev_jwks_path, verifier_from_settings
+
+ISSUER, AUDIENCE = "https://idp.region.example/realms/health", "careflow-api"
+
+
+def _jwks(path: Path, *keys: tuple[str, object]) -> str:
+    entries = []
+    for kid, private in keys:
+        algorithm = jwt.algorithms.ECAlgorithm if isinstance(private, ec.EllipticCurvePrivateKey) else jwt.algorithms.RSAAlgorithm
+        entries.append({**json.loads(algorithm.to_jwk(private.public_key())), "kid": kid})  # type: ignore[union-attr]
+    path.write_text(json.dumps({"keys": entries}))
+    return str(path)
+
+
+@pytest.fixture
+def idp(tmp_path: Path) -> dict:
+    """A regional identity provider's keys: one EC, one RSA, both in its JWKS."""
+    ec_key, rsa_key = ec.generate_private_key(ec.SECP256R1()), rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwks = _jwks(tmp_path / "jwks.json", ("ec-1", ec_key), ("rsa-1", rsa_key))
+    policy = TokenPolicy(issuer=ISSUER, audience=AUDIENCE, max_lifetime=timedelta(hours=1), role_claim="realm_access.roles", role_prefix="careflow-", sor_claim="org_sor")
+    return {"ec": ec_key, "rsa": rsa_key, "verifier": TokenVerifier(JwksKeys(jwks), policy)}
+
+
+def _sign(key: object, kid: str = "ec-1", algorithm: str = "ES256", **changes: object) -> str:
+    now = int(time.time())
+    claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "user-17", "iat": now, "exp": now + 300, "realm_access": {"roles": ["careflow-partner", "offline_access"]}, "org_sor": "200000000000001"}
+    claims.update(changes)
+    return jwt.encode({k: v for k, v in claims.items() if v is not None}, key, algorithm=algorithm, headers={"kid": kid})
+
+
+def test_a_provider_token_with_configured_claim_names_is_accepted(idp: dict) -> None:
+    for key, kid, algorithm in ((idp["ec"], "ec-1", "ES256"), (idp["rsa"], "rsa-1", "RS256")):
+        principal = idp["verifier"].verify(_sign(key, kid, algorithm))
+        assert (principal.subject, principal.role, principal.sor) == ("user-17", Role.PARTNER, "200000000000001")
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("expired", "expired"),
+        ("wrong-issuer", "another issuer"),
+        ("wrong-audience", "another audience"),
+        ("wrong-key", "bad signature"),
+        ("unknown-kid", "unknown key"),
+        ("forged-payload", "bad signature"),
+        ("alg-none", "not accepted"),
+        ("hs256-with-public-key", "not accepted"),
+        ("too-long-lifetime", "lifetime"),
+        ("partner-without-sor", "SOR"),
+        ("no-careflow-role", "no careflow role"),
+        ("no-exp", "malformed"),
+        ("garbage", "malformed"),
+        ("non-ascii", "malformed"),
+    ],
+)
+def test_forged_and_invalid_tokens_are_refused(idp: dict, case: str, message: str) -> None:
+    now = int(time.time())
+    other = ec.generate_private_key(ec.SECP256R1())
+    token = {
+        "expired": lambda: _sign(idp["ec"], iat=now - 7200, exp=now - 3600),
+        "wrong-issuer": lambda: _sign(idp["ec"], iss="https://evil.example"),
+        "wrong-audience": lambda: _sign(idp["ec"], aud="another-api"),
+        "wrong-key": lambda: _sign(other),  # right kid, someone else's key
+        "unknown-kid": lambda: _sign(other, kid="attacker"),
+        "forged-payload": lambda: _forge(_sign(idp["ec"]), {"realm_access": {"roles": ["careflow-admin"]}}),
+        "alg-none": lambda: jwt.encode({"iss": ISSUER, "aud": AUDIENCE, "sub": "x", "iat": now, "exp": now + 60}, None, algorithm="none", headers={"kid": "ec-1"}),
+        "hs256-with-public-key": lambda: _hs256(now),
+        "too-long-lifetime": lambda: _sign(idp["ec"], exp=now + 30 * 86400),
+        "partner-without-sor": lambda: _sign(idp["ec"], org_sor=None),
+        "no-careflow-role": lambda: _sign(idp["ec"], realm_access={"roles": ["offline_access"]}),
+        "no-exp": lambda: _sign(idp["ec"], exp=None),
+        "garbage": lambda: "cf1.forged.token",
+        "non-ascii": lambda: "eyJæøå.blåbær.grød",
+    }[case]()
+    with pytest.raises(InvalidToken, match=message):
+        idp["verifier"].verify(token)
+
+
+def _forge(token: str, claims: dict) -> str:
+    header, payload, signature = token.split(".")
+    body = json.loads(jwt.utils.base64url_decode(payload))
+    body.update(claims)
+    return ".".join([header, jwt.utils.base64url_encode(json.dumps(body).encode()).decode(), signature])
+
+
+def _hs256(now: int) -> str:
+    # The classic confusion attack: HMAC "signed" with the public key. Built by hand, as PyJWT
+    # (rightly) refuses to make it.
+    import hashlib
+    import hmac
+
+    header = jwt.utils.base64url_encode(json.dumps({"alg": "HS256", "kid": "ec-1", "typ": "JWT"}).encode())
+    body = jwt.utils.base64url_encode(json.dumps({"iss": ISSUER, "aud": AUDIENCE, "sub": "x", "iat": now, "exp": now + 60}).encode())
+    signature = jwt.utils.base64url_encode(hmac.new(b"public key", header + b"." + body, hashlib.sha256).digest())
+    return b".".join([header, body, signature]).decode()
+
+
+def test_admin_and_coordinator_roles_and_several_organisations(idp: dict) -> None:
+    coordinator = idp["verifier"].verify(_sign(idp["ec"], realm_access={"roles": ["careflow-coordinator"]}, org_sor=["100000000000001", "200000000000001"]))
+    assert coordinator.role is Role.COORDINATOR and coordinator.organisations == ["100000000000001", "200000000000001"]
+    admin = idp["verifier"].verify(_sign(idp["ec"], realm_access={"roles": ["careflow-partner", "careflow-admin"]}))
+    assert admin.role is Role.ADMIN
+
+
+def test_dev_key_tokens_and_their_refusal_outside_dev(tmp_path: Path) -> None:
+    issuer = dev_issuer(tmp_path, create=True)
+    assert (tmp_path / "dev-signing-key.pem").stat().st_mode & 0o077 == 0, "the dev key is private to its owner"
+    assert dev_issuer(tmp_path, create=True).kid == issuer.kid, "made once, then reused"
+    dev = verifier_from_settings(Settings(env="dev", data_dir=tmp_path))
+    assert dev.verify(issuer.issue(Role.PARTNER, sor="200000000000001")).sor == "200000000000001"
+    with pytest.raises(ValueError, match="SOR"):
+        issuer.issue(Role.PARTNER)
+    # A production API pointed at the dev JWKS does not start; tokens signed with a dev key id are refused.
+    from careflow.settings import UnsafeConfiguration
+
+    with pytest.raises(UnsafeConfiguration, match="dev key"):
+        verifier_from_settings(Settings(env="production", data_dir=tmp_path, jwks=str(dev_jwks_path(tmp_path)), jwt_issuer=DEV_ISSUER, jwt_audience=DEV_AUDIENCE))
+    with pytest.raises(FileNotFoundError, match="careflow dev"):
+        dev_issuer(tmp_path / "elsewhere", create=False)
