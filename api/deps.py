@@ -16,6 +16,7 @@ from careflow.crypto import KeyRing
 from careflow.settings import Settings
 from exchange.receiving import Receiver
 from messaging import Directory
+from store.audit import audit_session
 from workflows.registry import Pathways
 
 
@@ -24,7 +25,8 @@ def get_settings_dep(request: Request) -> Settings:
 
 
 def get_session(request: Request) -> Iterator[Session]:
-    with Session(request.app.state.engine, expire_on_commit=False) as session:
+    # Audit entries added to it are hash-chained (store/audit.py).
+    with audit_session(request.app.state.engine, request.app.state.audit_key, expire_on_commit=False) as session:
         yield session
 
 
@@ -68,9 +70,11 @@ def get_current_user(request: Request, credentials: Annotated[HTTPAuthorizationC
     if credentials is None:
         raise HTTPException(401, "authentication required: send 'Authorization: Bearer <token>'", headers={"WWW-Authenticate": "Bearer"})
     try:
-        return request.app.state.verifier.verify(credentials.credentials)
+        principal = request.app.state.verifier.verify(credentials.credentials)
     except InvalidToken as err:
         raise HTTPException(401, f"invalid token: {err}", headers={"WWW-Authenticate": "Bearer"}) from None
+    request.state.actor = (principal.subject, principal.role.value)  # for the audit of a 403
+    return principal
 
 
 CurrentUser = Annotated[Principal, Depends(get_current_user)]

@@ -16,7 +16,7 @@ from api import console
 from api.console.web import use_pathways
 from api.errors import install_error_handlers
 from api.routes import codec, fhir, flows, health, metrics, pathways, referrals, reports, triage
-from api.security import BodyLimitMiddleware, CodecCORSMiddleware, ResponseHeadersMiddleware
+from api.security import BodyLimitMiddleware, CodecCORSMiddleware, DeniedAuditMiddleware, ResponseHeadersMiddleware
 from careflow.codec import EncryptionCodec, data_converter
 from careflow.crypto import KeyRing
 from careflow.metrics import ApiMetrics
@@ -26,6 +26,7 @@ from careflow.settings import Settings, get_settings
 from careflow.tracing import Tracing
 from careflow.tokens import verifier_from_settings
 from messaging import Directory
+from store.audit import chain_key
 from workflows.registry import Pathways
 from store.db import make_engine, migrate
 
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
         app.state.verifier = verifier
         app.state.engine = make_engine(settings.sqlalchemy_url)
         app.state.metrics.watch_read_model(app.state.engine)
+        app.state.audit_key = chain_key(settings.cpr_hash_key)
         app.state.key_ring = KeyRing.parse(settings.codec_keys)
         app.state.temporal_codec = EncryptionCodec(app.state.key_ring)
         app.state.directory = Directory.load(settings.directory_path)
@@ -94,6 +96,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
     # Outermost last: the proxy's scheme first, then metrics and tracing (they see every answer),
     # CORS (the Temporal UI calls /codec from the browser), response headers, and body limits
     # before any route, parser or authentication.
+    app.add_middleware(DeniedAuditMiddleware)
     app.add_middleware(BodyLimitMiddleware, limits={"/fhir/": settings.max_message_bytes, "/codec/": settings.max_codec_bytes})
     app.add_middleware(ResponseHeadersMiddleware)
     app.add_middleware(CodecCORSMiddleware, origins=settings.codec_cors_origins)

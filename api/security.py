@@ -1,5 +1,5 @@
 """HTTP hardening around the whole app: body limits read before anything else, JSON depth, CORS on
-/codec only, HSTS and no-store headers.
+/codec only, HSTS and no-store headers, and every 401/403 into the audit log.
 
 Plain ASGI middleware: it runs before routing and authentication, so an oversized or absurdly
 nested body is refused without being read whole, parsed or authenticated.
@@ -11,6 +11,7 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import anyio
 from starlette.middleware.cors import CORSMiddleware
 
 from api.errors import FHIR_JSON, operation_outcome
@@ -133,3 +134,43 @@ class CodecCORSMiddleware:
         else:
             await self.app(scope, receive, send)
 
+
+
+class DeniedAuditMiddleware:
+    """Every 401 and 403 answer goes into the audit log (failed console logins among them), with
+    who it was when the token was valid but the role or scope was not."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 0
+
+        async def watch(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        await self.app(scope, receive, watch)
+        if status in (401, 403):
+            await anyio.to_thread.run_sync(_record_denial, scope, status)
+
+
+def _record_denial(scope: Scope, status: int) -> None:
+    from store.audit import audit_session
+    from store.models import AuditEntry
+
+    state = scope["app"].state
+    if not hasattr(state, "engine"):
+        return  # not started (lifespan not run): nothing to write to
+    actor, role = (scope.get("state") or {}).get("actor", ("anonymous", ""))
+    path = scope["path"]
+    action = "console-login-failed" if path == "/console/login" and scope["method"] == "POST" else f"denied-{status}"
+    client = scope.get("client") or ("", 0)
+    with audit_session(state.engine, state.audit_key) as session:
+        session.add(AuditEntry(actor=actor, role=role, action=action, detail=f"{scope['method']} {path} from {client[0]}"))
+        session.commit()

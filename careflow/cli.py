@@ -118,6 +118,34 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Verify the audit chain (exit 1 naming the first broken entry) or export it as JSON lines."""
+    from store.audit import export_lines, verify_chain
+    from store.db import make_engine
+
+    _refuse_unsafe("audit")
+    settings = get_settings()
+    engine = make_engine(settings.sqlalchemy_url)
+    try:
+        if args.audit_command == "verify":
+            verdict = verify_chain(engine, settings.cpr_hash_key)
+            if verdict.ok:
+                print(f"audit: {verdict.entries} entries, chain intact")
+                return 0
+            print(f"audit: chain broken after {verdict.entries} good entries: {verdict.problem}")
+            return 1
+        out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
+        try:
+            for line in export_lines(engine):
+                out.write(line + "\n")
+        finally:
+            if out is not sys.stdout:
+                out.close()
+        return 0
+    finally:
+        engine.dispose()
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from careflow.demo import run_demo
 
@@ -155,6 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--subject", help="who the token is for")
     token.add_argument("--minutes", type=int, default=60, help="lifetime (the API accepts at most CAREFLOW_TOKEN_MAX_LIFETIME, 1 h by default)")
     token.set_defaults(func=cmd_token)
+
+    audit = sub.add_parser("audit", help="the audit log: verify its hash chain, export it as JSON lines")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    audit_sub.add_parser("verify", help="report the first altered, inserted or deleted entry (exit 1)").set_defaults(func=cmd_audit)
+    export = audit_sub.add_parser("export", help="every entry as one JSON line, oldest first (for a SIEM)")
+    export.add_argument("--output", help="file to write (default: stdout)")
+    export.set_defaults(func=cmd_audit)
 
     demo = sub.add_parser("demo", help="drive N flows of a pathway through the running stack and summarise")
     demo.add_argument("--pathway", default="referral", help="a declared pathway (GET /pathways); default: referral")

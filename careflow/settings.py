@@ -26,7 +26,7 @@ DEV_SECRETS = {"session_secret": DEV_SESSION_SECRET, "codec_keys": DEV_CODEC_KEY
 PLACEHOLDER_WORDS = ("change-me", "changeme", "change_me", "placeholder", "not-for-prod", "replace", "example", "dummy", "secret", "password", "xxxx", "todo", "dev-")
 MIN_SECRET_CHARS = 32
 # Which secrets each long-running process needs (the worker and simulator hold no token material).
-PROCESS_SECRETS = {"api": ("session_secret", "codec_keys", "cpr_hash_key"), "worker": ("codec_keys",)}
+PROCESS_SECRETS = {"api": ("session_secret", "codec_keys", "cpr_hash_key"), "worker": ("codec_keys",), "audit": ("cpr_hash_key",)}
 
 
 class UnsafeConfiguration(Exception):

@@ -144,7 +144,7 @@ class OutboundMessage(SQLModel, table=True):
 
 
 class AuditEntry(SQLModel, table=True):
-    """Who read or changed which pathway, and when."""
+    """Who read or changed which pathway, and when: append-only, hash-chained (store/audit.py)."""
 
     id: int | None = Field(default=None, primary_key=True)
     at: datetime = Field(default_factory=utcnow, index=True)
@@ -153,3 +153,15 @@ class AuditEntry(SQLModel, table=True):
     action: str
     flow_id: str | None = Field(default=None, index=True)
     detail: str = ""
+    break_glass: bool = False  # a read outside the reader's scope, with its reason in detail
+    seq: int | None = Field(default=None, unique=True)  # position in the chain (None: before the chain)
+    prev_hash: str | None = None
+    entry_hash: str | None = None
+
+
+class AuditHead(SQLModel, table=True):
+    """The chain's end, one row: updating it first serialises appends across processes."""
+
+    id: int = Field(default=1, primary_key=True)
+    seq: int = 0
+    hash: str

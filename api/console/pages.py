@@ -19,6 +19,7 @@ from api.flows_query import SORTS, FlowFilter, flow_detail, list_flows
 from careflow.crypto import cpr_lookup_hash
 from messaging import from_xml
 from messaging.formats import looks_like_xml
+from store.audit import search_detail
 from store.models import AuditEntry, Escalation, Flow, FlowStatus, InboundMessage, OutboundMessage, utcnow
 from workflows.declare import AwaitEvent, SendOnEvent
 from workflows.registry import Pathways, messages_sent
@@ -176,9 +177,9 @@ def search_by_cpr(
     if not (len(normalised) == 10 and normalised.isdigit()):
         context = _list_context(session, ListQuery())
         return render(request, "flows.html", {"user": user, "choices": _filter_choices(directory, request.app.state.pathways), "organisations": _names(directory), "search": {"error": "A CPR number has 10 digits (DDMMYY-XXXX)."}, **context}, status_code=422)
-    flt = FlowFilter(cpr_hash=cpr_lookup_hash(normalised, settings.cpr_hash_key))
-    items, total = list_flows(session, flt, limit=200, offset=0, sort="newest")
-    session.add(AuditEntry(actor=user.subject, role=user.role, action="console-search-by-cpr", detail=f"{total} flows"))
+    cpr_hash = cpr_lookup_hash(normalised, settings.cpr_hash_key)
+    items, total = list_flows(session, FlowFilter(cpr_hash=cpr_hash), limit=200, offset=0, sort="newest")
+    session.add(AuditEntry(actor=user.subject, role=user.role, action="console-search-by-cpr", detail=search_detail(cpr_hash, total, [f.id for f in items])))
     session.commit()
     context = {"items": items, "total": total, "page": 1, "pages": 1, "params": {}, "now": utcnow()}
     return render(request, "flows.html", {"user": user, "choices": _filter_choices(directory, request.app.state.pathways), "organisations": _names(directory), "search": {"total": total}, **context})

@@ -185,6 +185,7 @@ def get_console_user(request: Request) -> ConsoleUser:
     session = read_session(request)
     if session is None or not session.authenticated or session.role not in CONSOLE_ROLES:
         raise LoginRequired()
+    request.state.actor = (session.sub, session.role)  # for the audit of a 403
     return ConsoleUser(subject=session.sub, role=session.role, csrf=session.csrf)  # type: ignore[arg-type]
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from temporalio.api.common.v1 import Payload, Payloads
 
-from api.deps import Coordinator
+from api.deps import Coordinator, SessionDep
+from store.models import AuditEntry
 
 router = APIRouter(prefix="/codec", tags=["codec"])
 
@@ -26,9 +28,17 @@ async def _apply(request: Request, decode: bool) -> dict:
 
 
 @router.post("/decode")
-async def decode(request: Request, user: Coordinator) -> dict:
-    """Decrypt payloads (Temporal codec server protocol)."""
-    return await _apply(request, decode=True)
+async def decode(request: Request, user: Coordinator, session: SessionDep) -> dict:
+    """Decrypt payloads (Temporal codec server protocol); audited, as they hold patient data."""
+    result = await _apply(request, decode=True)
+
+    def record() -> None:
+        namespace = request.headers.get("x-namespace", "")[:100]
+        session.add(AuditEntry(actor=user.subject, role=user.role.value, action="codec-decode", detail=f"{len(result.get('payloads', []))} payloads, namespace {namespace or '(none)'}"))
+        session.commit()
+
+    await run_in_threadpool(record)
+    return result
 
 
 @router.post("/encode")

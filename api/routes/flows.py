@@ -17,6 +17,7 @@ from workflows.models import ActionResult, EventReport
 from workflows.registry import events
 from workflows.steps import PathwayWorkflow
 from careflow.crypto import cpr_lookup_hash
+from store.audit import search_detail
 from store.models import AuditEntry, Flow
 
 router = APIRouter(prefix="/flows", tags=["flows"])
@@ -47,9 +48,9 @@ def get_flows(
 @router.post("/search", response_model=Page[FlowPublic])
 def search_by_cpr(search: CprSearch, user: Coordinator, session: SessionDep, settings: SettingsDep, limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0) -> Page[FlowPublic]:
     """Find a patient's pathways by CPR (POSTed, so it never lands in a URL or access log)."""
-    flt = FlowFilter(cpr_hash=cpr_lookup_hash(search.cpr, settings.cpr_hash_key))
-    items, total = list_flows(session, flt, limit=limit, offset=offset, sort="newest")
-    session.add(AuditEntry(actor=user.subject, role=user.role.value, action="search-by-cpr", detail=f"{total} flows"))
+    cpr_hash = cpr_lookup_hash(search.cpr, settings.cpr_hash_key)
+    items, total = list_flows(session, FlowFilter(cpr_hash=cpr_hash), limit=limit, offset=offset, sort="newest")
+    session.add(AuditEntry(actor=user.subject, role=user.role.value, action="search-by-cpr", detail=search_detail(cpr_hash, total, [f.id for f in items])))
     session.commit()
     return Page(items=items, total=total, limit=limit, offset=offset)
 
