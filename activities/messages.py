@@ -13,7 +13,7 @@ from temporalio.exceptions import ApplicationError
 from activities.models import ActivityErrors, SendMessageRequest, SendMessageResult
 from careflow.crypto import KeyRing
 from messaging import Directory, NotAccepted, UnknownOrganization, build_message, to_json
-from store.models import OutboundMessage, utcnow
+from store.models import OutboundMessage, sealed_as, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class MessageActivities:
         with Session(self.engine) as session:
             stored = session.exec(select(OutboundMessage).where(OutboundMessage.bundle_id == envelope.bundle_id)).first()
             if stored is not None:
-                return self.key_ring.decrypt_text(stored.body_enc).encode()
+                return self.key_ring.decrypt_text(stored.body_enc, sealed_as(OutboundMessage, "body_enc", stored.bundle_id)).encode()
             body = to_json(build_message(request.kind, envelope, request.message_content()))
             session.add(
                 OutboundMessage(
@@ -72,7 +72,7 @@ class MessageActivities:
                     attempt=request.attempt,
                     receiver_sor=envelope.receiver.sor,
                     endpoint=endpoint,
-                    body_enc=self.key_ring.encrypt_text(body.decode()),
+                    body_enc=self.key_ring.encrypt_text(body.decode(), sealed_as(OutboundMessage, "body_enc", envelope.bundle_id)),
                 )
             )
             session.commit()

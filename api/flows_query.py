@@ -12,7 +12,7 @@ from sqlmodel import Session, col, select
 from api.schemas import EscalationPublic, FlowDetail, FlowPublic, MessagePublic, PatientPublic, TimelineEntry
 from careflow.crypto import KeyRing
 from messaging.model import PatientData
-from store.models import Escalation, Flow, FlowEvent, InboundMessage, OutboundMessage, utcnow
+from store.models import Escalation, Flow, FlowEvent, InboundMessage, OutboundMessage, sealed_as, utcnow
 
 SORTS = {
     "deadline": (col(Flow.next_deadline).is_(None), col(Flow.next_deadline).asc(), col(Flow.created_at).desc()),
@@ -60,7 +60,7 @@ def flow_public(flow: Flow) -> FlowPublic:
 
 def flow_detail(session: Session, flow: Flow, key_ring: KeyRing) -> FlowDetail:
     now = utcnow()
-    patient = PatientData.model_validate_json(key_ring.decrypt_text(flow.patient_enc))
+    patient = PatientData.model_validate_json(key_ring.decrypt_text(flow.patient_enc, sealed_as(Flow, "patient_enc", flow.id)))
     events = session.exec(select(FlowEvent).where(FlowEvent.flow_id == flow.id).order_by(col(FlowEvent.at), col(FlowEvent.id))).all()
     escalations = session.exec(select(Escalation).where(Escalation.flow_id == flow.id).order_by(col(Escalation.opened_at))).all()
     outbound = session.exec(select(OutboundMessage).where(OutboundMessage.flow_id == flow.id).order_by(col(OutboundMessage.id))).all()
@@ -101,7 +101,7 @@ def flow_detail(session: Session, flow: Flow, key_ring: KeyRing) -> FlowDetail:
     return FlowDetail(
         **flow_public(flow).model_dump(),
         patient=PatientPublic(cpr=patient.cpr, given_name=patient.given_name, family_name=patient.family_name),
-        reason=key_ring.decrypt_text(flow.reason_enc),
+        reason=key_ring.decrypt_text(flow.reason_enc, sealed_as(Flow, "reason_enc", flow.id)),
         deadlines=deadlines,
         timeline=[TimelineEntry(at=e.at, kind=e.kind, step=e.step, detail=e.detail, message_header_id=e.message_header_id, actor=e.actor) for e in events],
         escalations=[EscalationPublic(id=e.id, step=e.step, reason=e.reason, opened_at=e.opened_at, resolved_at=e.resolved_at, resolved_by=e.resolved_by, resolution=e.resolution) for e in escalations],

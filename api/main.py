@@ -17,12 +17,13 @@ from api.console.web import use_pathways
 from api.errors import install_error_handlers
 from api.routes import codec, fhir, flows, health, metrics, pathways, referrals, reports, triage
 from api.security import BodyLimitMiddleware, CodecCORSMiddleware, DeniedAuditMiddleware, ResponseHeadersMiddleware
-from careflow.codec import EncryptionCodec, data_converter
+from careflow.codec import EncryptionCodec
 from careflow.crypto import KeyRing
 from careflow.metrics import ApiMetrics
 from exchange.delivering import Deliverer, send_acknowledgement
 from exchange.receiving import Receiver
 from careflow.settings import Settings, get_settings
+from careflow.temporal import connect
 from careflow.tracing import Tracing
 from careflow.tokens import verifier_from_settings
 from messaging import Directory
@@ -49,19 +50,13 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
         app.state.metrics.watch_read_model(app.state.engine)
         app.state.audit_key = chain_key(settings.cpr_hash_key)
         app.state.key_ring = KeyRing.parse(settings.codec_keys)
-        app.state.temporal_codec = EncryptionCodec(app.state.key_ring)
+        app.state.temporal_codec = EncryptionCodec(app.state.key_ring, strict=False)  # the UI's codec endpoint shows what is there
         app.state.directory = Directory.load(settings.directory_path)
         app.state.pathways = Pathways.load(settings.pathway_modules)
         use_pathways(app.state.pathways)
         app.state.receiver = Receiver(app.state.key_ring, settings, app.state.directory, app.state.pathways)
         # Lazy: the API starts, and stores inbound messages, even while Temporal is down.
-        app.state.temporal = await Client.connect(
-            settings.temporal_address,
-            namespace=settings.temporal_namespace,
-            data_converter=data_converter(settings.codec_keys),
-            lazy=True,
-            interceptors=tracing.temporal_interceptors(),
-        )
+        app.state.temporal = await connect(settings, lazy=True, interceptors=tracing.temporal_interceptors())
         app.state.http = tracing.instrument_http(httpx.AsyncClient(timeout=settings.send_timeout.total_seconds()))
         deliverer = Deliverer(app.state.engine, app.state.temporal, app.state.pathways, app.state.key_ring, settings.task_queue)
         tasks: set[asyncio.Task] = set()

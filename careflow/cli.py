@@ -146,6 +146,26 @@ def cmd_audit(args: argparse.Namespace) -> int:
         engine.dispose()
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    """Move every encrypted column to the newest codec key (rotate: put the new key first)."""
+    from careflow.crypto import KeyRing
+    from careflow.keys import reencrypt
+    from store.db import make_engine
+
+    _refuse_unsafe("keys")
+    settings = get_settings()
+    key_ring = KeyRing.parse(settings.codec_keys)
+    engine = make_engine(settings.sqlalchemy_url)
+    try:
+        moved = reencrypt(engine, key_ring)
+    finally:
+        engine.dispose()
+    for column, count in sorted(moved.items()):
+        print(f"{column}: {count} re-encrypted")
+    print(f"keys: every encrypted column is under key {key_ring.active_key_id!r}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from careflow.demo import run_demo
 
@@ -190,6 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
     export = audit_sub.add_parser("export", help="every entry as one JSON line, oldest first (for a SIEM)")
     export.add_argument("--output", help="file to write (default: stdout)")
     export.set_defaults(func=cmd_audit)
+
+    keys = sub.add_parser("keys", help="codec key rotation for the database")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    keys_sub.add_parser("reencrypt", help="re-encrypt every encrypted column with the newest key (the first in CAREFLOW_CODEC_KEYS)").set_defaults(func=cmd_keys)
 
     demo = sub.add_parser("demo", help="drive N flows of a pathway through the running stack and summarise")
     demo.add_argument("--pathway", default="referral", help="a declared pathway (GET /pathways); default: referral")

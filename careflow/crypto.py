@@ -50,14 +50,32 @@ class KeyRing:
         except InvalidTag:
             raise ValueError(f"ciphertext does not authenticate under key {key_id!r}") from None
 
-    def encrypt_text(self, text: str) -> str:
-        """Self-describing ciphertext for storing in a text column: `kid$base64`."""
-        key_id, blob = self.encrypt(text.encode())
-        return f"{key_id}${base64.b64encode(blob).decode()}"
+    def encrypt_text(self, text: str, context: str | None = None) -> str:
+        """Self-describing ciphertext for a text column. With a context (table, column and row, e.g.
+        `flow.patient_enc:<id>`) it is `kid$c$base64`, bound to that context by AES-GCM associated
+        data: copied to another row or column it no longer decrypts. Without one: `kid$base64`."""
+        key_id, blob = self.encrypt(text.encode(), _context_ad(context))
+        return f"{key_id}${'c$' if context else ''}{base64.b64encode(blob).decode()}"
 
-    def decrypt_text(self, stored: str) -> str:
-        key_id, _, encoded = stored.partition("$")
-        return self.decrypt(key_id, base64.b64decode(encoded)).decode()
+    def decrypt_text(self, stored: str, context: str | None = None) -> str:
+        key_id, _, rest = stored.partition("$")
+        bound, _, encoded = rest.partition("$")
+        if encoded and bound == "c":  # base64 has no "$": the older form is kid$base64
+            return self.decrypt(key_id, base64.b64decode(encoded), _context_ad(context or "")).decode()
+        return self.decrypt(key_id, base64.b64decode(rest)).decode()
+
+    def key_id_of(self, stored: str) -> str:
+        return stored.partition("$")[0]
+
+    def reencrypt_text(self, stored: str, context: str | None) -> str | None:
+        """The same text under the active key and bound to its context; None if it already is."""
+        if self.key_id_of(stored) == self.active_key_id and (context is None or stored.partition("$")[2].startswith("c$")):
+            return None
+        return self.encrypt_text(self.decrypt_text(stored, context), context)
+
+
+def _context_ad(context: str | None) -> bytes | None:
+    return f"careflow/column/{context}".encode() if context else None
 
 
 def cpr_lookup_hash(cpr: str, key: str) -> str:

@@ -26,7 +26,7 @@ DEV_SECRETS = {"session_secret": DEV_SESSION_SECRET, "codec_keys": DEV_CODEC_KEY
 PLACEHOLDER_WORDS = ("change-me", "changeme", "change_me", "placeholder", "not-for-prod", "replace", "example", "dummy", "secret", "password", "xxxx", "todo", "dev-")
 MIN_SECRET_CHARS = 32
 # Which secrets each long-running process needs (the worker and simulator hold no token material).
-PROCESS_SECRETS = {"api": ("session_secret", "codec_keys", "cpr_hash_key"), "worker": ("codec_keys",), "audit": ("cpr_hash_key",)}
+PROCESS_SECRETS = {"api": ("session_secret", "codec_keys", "cpr_hash_key"), "worker": ("codec_keys",), "audit": ("cpr_hash_key",), "keys": ("codec_keys",)}
 
 
 class UnsafeConfiguration(Exception):
@@ -44,6 +44,12 @@ class Settings(BaseSettings):
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
     temporal_ui_port: int = 8233
+    # TLS to Temporal (a cluster outside this machine): CA for a private PKI; cert + key for mTLS.
+    temporal_tls: bool = False
+    temporal_tls_ca: Path | None = None
+    temporal_tls_cert: Path | None = None
+    temporal_tls_key: Path | None = None
+    temporal_tls_server_name: str = ""
     task_queue: str = "careflow"
 
     api_host: str = "127.0.0.1"

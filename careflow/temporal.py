@@ -9,6 +9,7 @@ from pathlib import Path
 
 from temporalio.client import Client, Interceptor
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.service import TLSConfig
 
 from careflow.codec import data_converter
 from careflow.settings import Settings
@@ -22,13 +23,34 @@ SEARCH_ATTRIBUTE_TYPES = {
 }
 
 
-async def connect(settings: Settings, *, runtime: Runtime | None = None, interceptors: Sequence[Interceptor] = ()) -> Client:
+def tls_config(settings: Settings) -> TLSConfig | bool:
+    """TLS to Temporal when asked for (CAREFLOW_TEMPORAL_TLS), with a private CA and a client
+    certificate for mTLS when given."""
+    if not (settings.temporal_tls or settings.temporal_tls_ca or settings.temporal_tls_cert):
+        return False
+    if bool(settings.temporal_tls_cert) != bool(settings.temporal_tls_key):
+        raise ValueError("CAREFLOW_TEMPORAL_TLS_CERT and CAREFLOW_TEMPORAL_TLS_KEY go together (mTLS)")
+
+    def read(path: Path | None) -> bytes | None:
+        return Path(path).read_bytes() if path else None
+
+    return TLSConfig(
+        server_root_ca_cert=read(settings.temporal_tls_ca),
+        client_cert=read(settings.temporal_tls_cert),
+        client_private_key=read(settings.temporal_tls_key),
+        domain=settings.temporal_tls_server_name or None,
+    )
+
+
+async def connect(settings: Settings, *, runtime: Runtime | None = None, interceptors: Sequence[Interceptor] = (), lazy: bool = False) -> Client:
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
         data_converter=data_converter(settings.codec_keys),
         runtime=runtime,
         interceptors=interceptors,
+        tls=tls_config(settings),
+        lazy=lazy,
     )
 
 

@@ -22,7 +22,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from careflow.crypto import KeyRing
 from messaging import Directory, UnknownOrganization
 from messaging.model import AckCode, MessageKind
-from store.models import Flow, InboundMessage, utcnow
+from store.models import Flow, InboundMessage, sealed_as, utcnow
 from workflows.models import InboundMessageSignal, PathwayInput
 from workflows.registry import Pathways
 from workflows.steps import PathwayWorkflow
@@ -116,7 +116,7 @@ def _delivery_target(engine: Engine, key_ring: KeyRing, message_id: int) -> Targ
         flow = session.get(Flow, message.flow_id) if message.flow_id else None
         if flow is None:
             return False
-        start = PathwayInput.model_validate_json(key_ring.decrypt_text(flow.start_enc)) if flow.start_enc else None
+        start = PathwayInput.model_validate_json(key_ring.decrypt_text(flow.start_enc, sealed_as(Flow, "start_enc", flow.id))) if flow.start_enc else None
         return Target(signal_for(message), flow.workflow_id, flow.pathway, start)
 
 
@@ -151,7 +151,7 @@ def _unsent_acknowledgement(engine: Engine, key_ring: KeyRing, message_id: int) 
         message = session.get(InboundMessage, message_id)
         if message is None or message.ack_enc is None or message.ack_sent_at is not None:
             return None
-        return key_ring.decrypt_text(message.ack_enc), message.sender_sor
+        return key_ring.decrypt_text(message.ack_enc, sealed_as(InboundMessage, "ack_enc", message.message_header_id)), message.sender_sor
 
 
 def _mark_acknowledgement_sent(engine: Engine, message_id: int) -> None:

@@ -24,7 +24,7 @@ from exchange.delivering import DeliveryStatus
 from exchange.starting import Prepared, StartRefused, invalid_input, prepare_flow
 from messaging import Directory, build_acknowledgement, needs_acknowledgement, validate_message
 from messaging.model import AckCode, MessageKind, ParsedMessage, ValidationIssue
-from store.models import Flow, InboundMessage, OutboundMessage, utcnow
+from store.models import Flow, InboundMessage, OutboundMessage, sealed_as, utcnow
 from workflows.registry import Pathways, messages_awaited
 
 log = logging.getLogger(__name__)
@@ -76,14 +76,14 @@ class Receiver:
             response_to=parsed.response_identifier,
             response_code=parsed.response_code.value if parsed.response_code else None,
             content_type=content_type,
-            body_enc=self.key_ring.encrypt_text(body.decode("utf-8", errors="replace")),
+            body_enc=self.key_ring.encrypt_text(body.decode("utf-8", errors="replace"), sealed_as(InboundMessage, "body_enc", parsed.message_header_id)),
             patient_hash=cpr_lookup_hash(parsed.patient.cpr, self.cpr_hash_key) if parsed.patient and parsed.patient.cpr else None,
         )
         decision = self._decide(session, parsed, issues, row)
         row.answer_status, row.answer_body = decision.status, json.dumps(decision.answer)
         if decision.ack is not None and needs_acknowledgement(parsed):
             ack = build_acknowledgement(as_json, code=decision.ack, message_header_id=str(uuid.uuid4()), bundle_id=str(uuid.uuid4()), timestamp=utcnow(), issues=issues)
-            row.ack_code, row.ack_enc = decision.ack.value, self.key_ring.encrypt_text(json.dumps(ack))
+            row.ack_code, row.ack_enc = decision.ack.value, self.key_ring.encrypt_text(json.dumps(ack), sealed_as(InboundMessage, "ack_enc", parsed.message_header_id))
         session.add(row)
         if decision.started is not None:
             session.add(decision.started.flow)

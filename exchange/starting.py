@@ -19,7 +19,8 @@ from careflow.crypto import KeyRing, cpr_lookup_hash
 from careflow.settings import Settings
 from messaging import Directory, NotAccepted, UnknownOrganization
 from messaging.model import Organization
-from store.models import AuditEntry, Flow
+from store.audit import audit_session, chain_key
+from store.models import AuditEntry, Flow, sealed_as
 from workflows.models import PathwayInput, PathwayStart
 from workflows.registry import messages_sent
 from workflows.steps import PathwayWorkflow
@@ -124,10 +125,10 @@ def prepare_flow(
         receiving_sor=parties[pathway.counterpart].sor,
         priority=str(data.get("priority", "routine")),
         cpr_hash=cpr_hash,
-        patient_enc=key_ring.encrypt_text(patient.model_dump_json()),
-        reason_enc=key_ring.encrypt_text(str(data.get("reason", pathway.title))),
+        patient_enc=key_ring.encrypt_text(patient.model_dump_json(), sealed_as(Flow, "patient_enc", flow_id)),
+        reason_enc=key_ring.encrypt_text(str(data.get("reason", pathway.title)), sealed_as(Flow, "reason_enc", flow_id)),
         parties_json=json.dumps({role: org.sor for role, org in parties.items()}),
-        start_enc=key_ring.encrypt_text(pathway_input.model_dump_json()) if keep_input else None,
+        start_enc=key_ring.encrypt_text(pathway_input.model_dump_json(), sealed_as(Flow, "start_enc", flow_id)) if keep_input else None,
     )
     return Prepared(pathway, flow, AuditEntry(actor=actor, role=role, action=audit_action, flow_id=flow_id, detail=pathway.name), pathway_input)
 
@@ -154,7 +155,7 @@ async def start_flow(
     url = f"{settings.public_url}/flows/{flow_id}"
 
     def store_flow() -> Flow:
-        with Session(engine, expire_on_commit=False) as session:
+        with audit_session(engine, chain_key(settings.cpr_hash_key), expire_on_commit=False) as session:  # the audit entry is chained
             flow = session.get(Flow, flow_id)
             if flow is None:
                 session.add(prepared.flow)

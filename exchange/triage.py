@@ -14,7 +14,7 @@ from exchange.delivering import DeliveryStatus
 from exchange.receiving import ENDED, Receiver
 from messaging import build_acknowledgement, decode_body, needs_acknowledgement, parse_message
 from messaging.model import AckCode, ParsedMessage, ValidationIssue
-from store.models import AuditEntry, Flow, InboundMessage, utcnow
+from store.models import AuditEntry, Flow, InboundMessage, sealed_as, utcnow
 
 
 class TriageRefused(Exception):
@@ -37,7 +37,7 @@ class Triage:
         row = session.get(InboundMessage, message_id)
         if row is None or row.delivery_status != DeliveryStatus.TRIAGE:
             raise TriageRefused(404, f"no message {message_id} held for triage")
-        as_json = decode_body(self.key_ring.decrypt_text(row.body_enc), row.content_type)
+        as_json = decode_body(self.key_ring.decrypt_text(row.body_enc, sealed_as(InboundMessage, "body_enc", row.message_header_id)), row.content_type)
         return row, parse_message(as_json), as_json
 
     def attach(self, session: Session, message_id: int, flow_id: str, actor: str, role: str, reason: str) -> InboundMessage:
@@ -78,7 +78,7 @@ class Triage:
         row.triaged_by, row.triaged_at = actor, utcnow()
         if row.ack_enc is None and needs_acknowledgement(parsed):
             ack = build_acknowledgement(as_json, code=code, message_header_id=str(uuid.uuid4()), bundle_id=str(uuid.uuid4()), timestamp=utcnow(), issues=issues or [])
-            row.ack_code, row.ack_enc = code.value, self.key_ring.encrypt_text(json.dumps(ack))
+            row.ack_code, row.ack_enc = code.value, self.key_ring.encrypt_text(json.dumps(ack), sealed_as(InboundMessage, "ack_enc", row.message_header_id))
         session.add(row)
         session.add(AuditEntry(actor=actor, role=role, action=f"triage-{'reject' if status == DeliveryStatus.REJECTED else 'attach'}", flow_id=flow_id, detail=f"message {row.message_header_id}: {detail}"))
         session.commit()

@@ -143,6 +143,20 @@ class OutboundMessage(SQLModel, table=True):
     acked_at: datetime | None = None
 
 
+def sealed_as(table: type[SQLModel], column: str, row_key: str) -> str:
+    """The context an encrypted column's value is bound to (AES-GCM associated data): table, column
+    and the row's stable key, so a ciphertext copied to another row or column does not decrypt."""
+    return f"{table.__tablename__}.{column}:{row_key}"
+
+
+# Every encrypted column, with the attribute that keys its row (for `careflow keys reencrypt`).
+ENCRYPTED_COLUMNS: dict[type[SQLModel], tuple[str, tuple[str, ...]]] = {
+    Flow: ("id", ("patient_enc", "reason_enc", "start_enc")),
+    InboundMessage: ("message_header_id", ("body_enc", "ack_enc")),
+    OutboundMessage: ("bundle_id", ("body_enc",)),
+}
+
+
 class AuditEntry(SQLModel, table=True):
     """Who read or changed which pathway, and when: append-only, hash-chained (store/audit.py)."""
 

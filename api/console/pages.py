@@ -20,7 +20,7 @@ from careflow.crypto import cpr_lookup_hash
 from messaging import from_xml
 from messaging.formats import looks_like_xml
 from store.audit import search_detail
-from store.models import AuditEntry, Escalation, Flow, FlowStatus, InboundMessage, OutboundMessage, utcnow
+from store.models import AuditEntry, Escalation, Flow, FlowStatus, InboundMessage, OutboundMessage, sealed_as, utcnow
 from workflows.declare import AwaitEvent, SendOnEvent
 from workflows.registry import Pathways, messages_sent
 
@@ -243,8 +243,9 @@ def message_page(request: Request, flow_id: str, direction: str, message_id: int
         raise HTTPException(404, "There is no such message on this flow.")
     session.add(AuditEntry(actor=user.subject, role=user.role, action="console-read-message", flow_id=flow_id, detail=f"{direction} {row.message_header_id}"))
     session.commit()
-    body = _formatted(key_ring.decrypt_text(row.body_enc))
-    acknowledgement = _formatted(key_ring.decrypt_text(row.ack_enc)) if direction == "in" and row.ack_enc else None
+    key = row.bundle_id if direction == "out" else row.message_header_id
+    body = _formatted(key_ring.decrypt_text(row.body_enc, sealed_as(table, "body_enc", key)))
+    acknowledgement = _formatted(key_ring.decrypt_text(row.ack_enc, sealed_as(InboundMessage, "ack_enc", key))) if direction == "in" and row.ack_enc else None
     return render(request, "message.html", {"user": user, "flow_id": flow_id, "direction": direction, "message": row, "body": body, "acknowledgement": acknowledgement})
 
 
