@@ -94,4 +94,11 @@ Coordinator = Annotated[Principal, Depends(require_roles(Role.COORDINATOR))]
 FlowReader = Annotated[Principal, Depends(require_roles(Role.COORDINATOR, Role.CLINICIAN))]
 Reader = Annotated[Principal, Depends(require_roles(Role.COORDINATOR, Role.CLINICIAN, Role.PARTNER))]
 # Admin does not act as a partner: a partner is an organisation, bound to its SOR.
+def get_scope(user: CurrentUser) -> frozenset[str] | None:
+    from api.scoping import visible_organisations
+
+    return visible_organisations(user.role, user.organisations)
+
+
+Scope = Annotated[frozenset[str] | None, Depends(get_scope)]
 Partner = Annotated[Principal, Depends(require_roles(Role.PARTNER, admin=False))]

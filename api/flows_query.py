@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
+from api.scoping import restrict
 from api.schemas import EscalationPublic, FlowDetail, FlowPublic, MessagePublic, PatientPublic, TimelineEntry
 from careflow.crypto import KeyRing
 from messaging.model import PatientData
@@ -31,9 +32,11 @@ class FlowFilter:
     overdue: bool | None = None
     escalated: bool | None = None
     cpr_hash: str | None = None
+    organisations: frozenset[str] | None = None  # the caller's scope (api/scoping.py); None: all
 
     def apply(self, query):  # noqa: ANN001, ANN201
         now = utcnow()
+        query = restrict(query, self.organisations)
         for field in ("status", "step", "pathway", "receiving_sor", "cpr_hash"):
             value = getattr(self, field)
             if value:

@@ -83,7 +83,7 @@ def fill(settings: Settings, count: int) -> None:
 
 async def measure(settings: Settings, requests: int) -> dict[str, tuple[float, float]]:
     app = create_app(settings, run_migrations=False)
-    cookie = ConsoleSession.login("bench-coordinator", "coordinator", int(time.time()) + 3600).encode(settings.session_secret)
+    cookie = ConsoleSession.login("bench-coordinator", "coordinator", int(time.time()) + 3600, ("*",)).encode(settings.session_secret)
     variants = {
         "list, sorted by next deadline": "/console/flows",
         "list, overdue only": "/console/flows?overdue=1",

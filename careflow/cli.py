@@ -97,8 +97,8 @@ def cmd_secrets(args: argparse.Namespace) -> int:
     return 0
 
 
-# Dev tokens act for the demo organisations unless told otherwise.
-DEV_SOR = {Role.PARTNER: "200000000000001", Role.CLINICIAN: "100000000000001"}
+# Dev tokens act for the demo organisations unless told otherwise (a coordinator: all of them).
+DEV_SOR = {Role.PARTNER: "200000000000001", Role.CLINICIAN: "100000000000001", Role.COORDINATOR: "*"}
 
 
 def cmd_token(args: argparse.Namespace) -> int:
@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     token = sub.add_parser("token", help="print a dev JWT from the dev stack's key (alone on stdout)")
     token.add_argument("--role", required=True, choices=[r.value for r in Role])
-    token.add_argument("--sor", help="the organisation's SOR code (default: partner the demo hospital, clinician the demo GP)")
+    token.add_argument("--sor", help="the organisation's SOR code (default: partner the demo hospital, clinician the demo GP, coordinator * = all)")
     token.add_argument("--subject", help="who the token is for")
     token.add_argument("--minutes", type=int, default=60, help="lifetime (the API accepts at most CAREFLOW_TOKEN_MAX_LIFETIME, 1 h by default)")
     token.set_defaults(func=cmd_token)

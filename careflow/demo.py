@@ -49,7 +49,7 @@ def _tokens(settings: Settings) -> tuple[str, str]:
     ttl = timedelta(hours=1)
     return (
         issuer.issue(Role.CLINICIAN, sor=REFERRING_SOR, subject="demo-clinician", ttl=ttl),
-        issuer.issue(Role.COORDINATOR, subject="demo-coordinator", ttl=ttl),
+        issuer.issue(Role.COORDINATOR, sor="*", subject="demo-coordinator", ttl=ttl),
     )
 
 

@@ -142,7 +142,7 @@ def refresh_partner_tokens(settings: Settings, issuer: DevIssuer) -> None:
 
 def _print_banner(settings: Settings, logs: Path, issuer: DevIssuer) -> None:
     ttl = timedelta(hours=1)
-    token = {role: issuer.issue(role, ttl=ttl, sor={Role.PARTNER: "200000000000001", Role.CLINICIAN: "100000000000001"}.get(role)) for role in Role}
+    token = {role: issuer.issue(role, ttl=ttl, sor={Role.PARTNER: "200000000000001", Role.CLINICIAN: "100000000000001", Role.COORDINATOR: "*"}.get(role)) for role in Role}
     base = settings.public_url
     print(
         f"""

@@ -148,8 +148,9 @@ class TokenVerifier:
             raise InvalidToken("the token names no careflow role")
         sor = _claim(claims, self.policy.sor_claim)
         organisations = [sor] if isinstance(sor, str) else [s for s in sor if isinstance(s, str)] if isinstance(sor, list) else []
-        if role is Role.PARTNER and len(organisations) != 1:
-            raise InvalidToken("a partner token must carry exactly one organisation (SOR)")
+        if role in (Role.PARTNER, Role.CLINICIAN) and (len(organisations) != 1 or organisations[0] == "*"):
+            # A partner is one organisation; a clinician acts for one (refers from it, sees its pathways).
+            raise InvalidToken(f"a {role.value} token must carry exactly one organisation (SOR)")
         subject = claims["sub"]
         if not isinstance(subject, str) or not subject or len(subject) > 200:
             raise InvalidToken("malformed subject")
@@ -183,8 +184,8 @@ class DevIssuer:
         self.private_key, self.kid = private_key, kid
 
     def issue(self, role: Role, *, sor: str | None = None, subject: str | None = None, ttl: timedelta = timedelta(hours=1), issuer: str = DEV_ISSUER, audience: str = DEV_AUDIENCE) -> str:
-        if role is Role.PARTNER and not sor:
-            raise ValueError("a partner token must carry the organisation's SOR code")
+        if role in (Role.PARTNER, Role.CLINICIAN) and not sor:
+            raise ValueError(f"a {role.value} token must carry the organisation's SOR code")
         now = int(time.time())
         claims: dict[str, Any] = {"iss": issuer, "aud": audience, "sub": subject or f"dev-{role.value}", "iat": now, "nbf": now, "exp": now + int(ttl.total_seconds()), "jti": str(uuid.uuid4()), "roles": [role.value]}
         if sor:

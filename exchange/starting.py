@@ -147,11 +147,16 @@ async def start_flow(
     flow_id: str,
     keep_row_on_failure: bool = False,
     audit_action: str = "start-flow",
+    acting_sor: str | None = None,
 ) -> Started:
     """Store the read-model row, then start the workflow. The row is committed first so the flow
     is visible (and a retry can find it) before its workflow runs; a start that fails for certain
     takes it back unless the caller will retry with the same flow id (`keep_row_on_failure`)."""
     prepared = prepare_flow(pathway, start, actor=actor, role=role, settings=settings, directory=directory, key_ring=key_ring, flow_id=flow_id, audit_action=audit_action)
+    if acting_sor is not None and prepared.flow.referring_sor != acting_sor:
+        # A clinician acts for the organisation in the token (api/scoping.py), not for another.
+        field = next((p.field for p in pathway.parties if p.role == pathway.acting_for), None)
+        raise StartRefused(403, f"a clinician acts for their own organisation (SOR {acting_sor}), not for {prepared.flow.referring_sor}", field)
     url = f"{settings.public_url}/flows/{flow_id}"
 
     def store_flow() -> Flow:

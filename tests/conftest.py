@@ -51,8 +51,9 @@ def write_directory(path: Path, *, api_url: str, simulator_url: str) -> Path:
     return path
 
 
-# What a token acts for unless a test says otherwise: clinicians the demo GP (who refers).
-DEFAULT_SOR = {Role.CLINICIAN: "100000000000001"}
+# What a token acts for unless a test says otherwise: clinicians the demo GP (who refers),
+# coordinators every organisation.
+DEFAULT_SOR = {Role.CLINICIAN: "100000000000001", Role.COORDINATOR: "*"}
 
 
 def token(settings: Settings, role: Role, sor: str | None = None, subject: str | None = None) -> str:

@@ -21,6 +21,7 @@ from temporalio.service import RPCError
 
 from api.console.web import COPENHAGEN, ConsoleRoute, ConsoleUser, CsrfCheckedCoordinator, flash_redirect, safe_next
 from api.deps import SessionDep, TemporalDep
+from api.scoping import in_scope
 from store.models import AuditEntry, Escalation, Flow, OutboundMessage
 from workflows.models import ActionResult, CancelRequest, CompleteStepRequest, ExtendDeadlineRequest, ResendRequest
 from workflows.steps import PathwayWorkflow
@@ -114,6 +115,8 @@ async def act_on_escalation(
     """Resend, extend the deadline, record the step done outside careflow, or cancel the pathway."""
     back = safe_next(next)
     escalation, flow = await run_in_threadpool(_load, session, escalation_id)
+    if not in_scope(flow, user.scope):
+        raise HTTPException(403, "This pathway is outside your organisations. Nothing was changed.")
     if escalation.resolved_at is not None:
         # A stale page: the pathway has moved on since it was loaded.
         return flash_redirect(request, back, "error", f"This escalation was already resolved ({escalation.resolution or 'no detail'}). Nothing was changed.")

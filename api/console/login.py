@@ -52,7 +52,7 @@ def login(request: Request, db: SessionDep, token: Annotated[str, Form()] = "", 
     db.add(AuditEntry(actor=principal.subject, role=principal.role.value, action="console-login"))
     db.commit()
     response = RedirectResponse("/console", status_code=303)
-    set_session_cookie(response, request, ConsoleSession.login(principal.subject, principal.role.value, principal.expires_at))
+    set_session_cookie(response, request, ConsoleSession.login(principal.subject, principal.role.value, principal.expires_at, tuple(principal.organisations)))
     return response
 
 

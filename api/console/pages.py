@@ -13,11 +13,13 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from api.console.web import COPENHAGEN, ConsoleRoute, CsrfCheckedCoordinator, CurrentCoordinator, aware, render, templates
+from api.console.web import COPENHAGEN, ConsoleRoute, ConsoleUser, CsrfCheckedCoordinator, CurrentCoordinator, aware, render, templates
 from api.deps import DirectoryDep, KeyRingDep, SessionDep, SettingsDep
 from api.flows_query import SORTS, FlowFilter, flow_detail, list_flows
+from api.scoping import in_scope, restrict
+from careflow.crypto import KeyRing
 from careflow.crypto import cpr_lookup_hash
-from messaging import from_xml
+from messaging import Directory, from_xml
 from messaging.formats import looks_like_xml
 from store.audit import search_detail
 from store.models import AuditEntry, Escalation, Flow, FlowStatus, InboundMessage, OutboundMessage, sealed_as, utcnow
@@ -84,17 +86,21 @@ def _names(directory: DirectoryDep) -> dict[str, str]:
 @router.get("", response_class=HTMLResponse)
 def overview(request: Request, user: CurrentCoordinator, session: SessionDep) -> Response:
     """Counts by pathway and step, overdue flows, open escalations, unacknowledged messages."""
+    scope = user.scope
     by_step = session.exec(
-        select(Flow.pathway, Flow.step, func.count()).where(col(Flow.status).in_(OPEN_STATUSES)).group_by(Flow.pathway, Flow.step)
+        restrict(select(Flow.pathway, Flow.step, func.count()).where(col(Flow.status).in_(OPEN_STATUSES)), scope).group_by(Flow.pathway, Flow.step)
     ).all()
     order = {name: i for i, name in enumerate(_step_names(request.app.state.pathways))}
-    by_status = session.exec(select(Flow.pathway, Flow.status, func.count()).group_by(Flow.pathway, Flow.status)).all()
-    overdue = session.exec(ConsoleFilter(overdue=True).apply(select(func.count()).select_from(Flow))).one()
-    open_escalations = session.exec(select(func.count()).select_from(Escalation).where(col(Escalation.resolved_at).is_(None))).one()
+    by_status = session.exec(restrict(select(Flow.pathway, Flow.status, func.count()), scope).group_by(Flow.pathway, Flow.status)).all()
+    overdue = session.exec(ConsoleFilter(overdue=True, organisations=scope).apply(select(func.count()).select_from(Flow))).one()
+    open_escalations = session.exec(restrict(select(func.count()).select_from(Escalation).join(Flow, col(Flow.id) == col(Escalation.flow_id)).where(col(Escalation.resolved_at).is_(None)), scope)).one()
     awaiting_ack = session.exec(
-        select(func.count(func.distinct(OutboundMessage.message_header_id)))
-        .join(Flow, col(Flow.id) == col(OutboundMessage.flow_id))
-        .where(col(OutboundMessage.ack_code).is_(None), col(OutboundMessage.sent_at).is_not(None), col(Flow.status).in_(OPEN_STATUSES))
+        restrict(
+            select(func.count(func.distinct(OutboundMessage.message_header_id)))
+            .join(Flow, col(Flow.id) == col(OutboundMessage.flow_id))
+            .where(col(OutboundMessage.ack_code).is_(None), col(OutboundMessage.sent_at).is_not(None), col(Flow.status).in_(OPEN_STATUSES)),
+            scope,
+        )
     ).one()
     return render(
         request,
@@ -132,8 +138,9 @@ class ListQuery:
 ListQueryDep = Annotated[ListQuery, Depends()]
 
 
-def _list_context(session: Session, query: ListQuery) -> dict:
+def _list_context(session: Session, query: ListQuery, scope: frozenset[str] | None) -> dict:
     flt = ConsoleFilter(
+        organisations=scope,
         pathway=query.pathway or None,
         step=query.step or None,
         status=query.status or None,
@@ -152,14 +159,14 @@ def _list_context(session: Session, query: ListQuery) -> dict:
 @router.get("/flows", response_class=HTMLResponse)
 def flows(request: Request, user: CurrentCoordinator, session: SessionDep, directory: DirectoryDep, query: ListQueryDep) -> Response:
     """Pathways (no patient data), filtered, soonest deadline first, paginated; refreshes itself."""
-    context = _list_context(session, query)
+    context = _list_context(session, query, user.scope)
     return render(request, "flows.html", {"user": user, "choices": _filter_choices(directory, request.app.state.pathways), "organisations": _names(directory), "search": None, **context})
 
 
 @router.get("/flows/table", response_class=HTMLResponse)
 def flows_table(request: Request, user: CurrentCoordinator, session: SessionDep, directory: DirectoryDep, query: ListQueryDep) -> Response:
     """The list's table alone, fetched by the page every few seconds."""
-    context = _list_context(session, query)
+    context = _list_context(session, query, user.scope)
     return templates.TemplateResponse(request, "_flows_table.html", {"user": user, "organisations": _names(directory), "search": None, **context})
 
 
@@ -175,10 +182,10 @@ def search_by_cpr(
     """A patient's pathways by CPR: POSTed and looked up by keyed hash, so the number stays out of URLs and logs."""
     normalised = cpr.replace("-", "").replace(" ", "").strip()
     if not (len(normalised) == 10 and normalised.isdigit()):
-        context = _list_context(session, ListQuery())
+        context = _list_context(session, ListQuery(), user.scope)
         return render(request, "flows.html", {"user": user, "choices": _filter_choices(directory, request.app.state.pathways), "organisations": _names(directory), "search": {"error": "A CPR number has 10 digits (DDMMYY-XXXX)."}, **context}, status_code=422)
     cpr_hash = cpr_lookup_hash(normalised, settings.cpr_hash_key)
-    items, total = list_flows(session, FlowFilter(cpr_hash=cpr_hash), limit=200, offset=0, sort="newest")
+    items, total = list_flows(session, FlowFilter(cpr_hash=cpr_hash, organisations=user.scope), limit=200, offset=0, sort="newest")
     session.add(AuditEntry(actor=user.subject, role=user.role, action="console-search-by-cpr", detail=search_detail(cpr_hash, total, [f.id for f in items])))
     session.commit()
     context = {"items": items, "total": total, "page": 1, "pages": 1, "params": {}, "now": utcnow()}
@@ -204,8 +211,29 @@ def flow_page(request: Request, flow_id: str, user: CurrentCoordinator, session:
     flow = session.get(Flow, flow_id)
     if flow is None:
         raise HTTPException(404, f"There is no flow {flow_id}.")
+    if not in_scope(flow, user.scope):
+        return render(request, "break_glass.html", {"user": user, "flow_id": flow_id}, status_code=403)
     session.add(AuditEntry(actor=user.subject, role=user.role, action="console-read-flow", flow_id=flow_id))
     session.commit()
+    return _flow_page(request, flow, user, session, key_ring, directory)
+
+
+@router.post("/flows/{flow_id}/break-glass", response_class=HTMLResponse)
+def break_glass(
+    request: Request, flow_id: str, user: CsrfCheckedCoordinator, session: SessionDep, key_ring: KeyRingDep, directory: DirectoryDep, reason: Annotated[str, Form(max_length=500)] = ""
+) -> Response:
+    """Read a pathway outside one's organisations, giving the reason: flagged in the audit log."""
+    flow = session.get(Flow, flow_id)
+    if flow is None:
+        raise HTTPException(404, f"There is no flow {flow_id}.")
+    if not reason.strip():
+        return render(request, "break_glass.html", {"user": user, "flow_id": flow_id, "error": "Say why you need to read this pathway."}, status_code=422)
+    session.add(AuditEntry(actor=user.subject, role=user.role, action="console-break-glass-read-flow", flow_id=flow_id, detail=reason.strip(), break_glass=True))
+    session.commit()
+    return _flow_page(request, flow, user, session, key_ring, directory)
+
+
+def _flow_page(request: Request, flow: Flow, user: ConsoleUser, session: Session, key_ring: KeyRing, directory: Directory) -> Response:
     detail = flow_detail(session, flow, key_ring)
     names = _names(directory)
     return render(
@@ -241,6 +269,9 @@ def message_page(request: Request, flow_id: str, direction: str, message_id: int
     row = session.get(table, message_id) if table else None
     if row is None or row.flow_id != flow_id:
         raise HTTPException(404, "There is no such message on this flow.")
+    flow = session.get(Flow, flow_id)
+    if flow is None or not in_scope(flow, user.scope):
+        raise HTTPException(403, "This pathway is outside your organisations (a break-glass read shows its page, not its messages).")
     session.add(AuditEntry(actor=user.subject, role=user.role, action="console-read-message", flow_id=flow_id, detail=f"{direction} {row.message_header_id}"))
     session.commit()
     key = row.bundle_id if direction == "out" else row.message_header_id
@@ -270,10 +301,10 @@ def _formatted(text: str) -> str:
 def escalations(request: Request, user: CurrentCoordinator, session: SessionDep) -> Response:
     """Open escalations, oldest first, each with its actions; and the latest resolved ones."""
     open_rows = session.exec(
-        select(Escalation, Flow).join(Flow, col(Flow.id) == col(Escalation.flow_id)).where(col(Escalation.resolved_at).is_(None)).order_by(col(Escalation.opened_at), col(Escalation.id)).limit(500)
+        restrict(select(Escalation, Flow).join(Flow, col(Flow.id) == col(Escalation.flow_id)).where(col(Escalation.resolved_at).is_(None)), user.scope).order_by(col(Escalation.opened_at), col(Escalation.id)).limit(500)
     ).all()
     resolved = session.exec(
-        select(Escalation).where(col(Escalation.resolved_at).is_not(None)).order_by(col(Escalation.resolved_at).desc()).limit(20)
+        restrict(select(Escalation).join(Flow, col(Flow.id) == col(Escalation.flow_id)).where(col(Escalation.resolved_at).is_not(None)), user.scope).order_by(col(Escalation.resolved_at).desc()).limit(20)
     ).all()
     items = [{"escalation": e, "flow": f, "default_deadline": _default_deadline(f)} for e, f in open_rows]
     return render(request, "escalations.html", {"user": user, "items": items, "resolved": resolved, "now": utcnow()})

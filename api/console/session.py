@@ -65,6 +65,7 @@ class ConsoleSession:
     exp: int
     sub: str | None = None  # None: not logged in yet (the login form's pre-session)
     role: str | None = None
+    orgs: tuple[str, ...] = ()  # the SOR codes the token named ("*": all)
 
     @property
     def authenticated(self) -> bool:
@@ -75,9 +76,9 @@ class ConsoleSession:
         return cls(csrf=secrets.token_urlsafe(32), exp=int(time.time()) + ANONYMOUS_SECONDS)
 
     @classmethod
-    def login(cls, subject: str, role: str, token_expires_at: int) -> "ConsoleSession":
+    def login(cls, subject: str, role: str, token_expires_at: int, organisations: tuple[str, ...] = ()) -> "ConsoleSession":
         # A fresh CSRF token at login: a token planted before login is worth nothing after it.
-        return cls(csrf=secrets.token_urlsafe(32), exp=min(int(time.time()) + SESSION_SECONDS, token_expires_at), sub=subject, role=role)
+        return cls(csrf=secrets.token_urlsafe(32), exp=min(int(time.time()) + SESSION_SECONDS, token_expires_at), sub=subject, role=role, orgs=tuple(organisations))
 
     def encode(self, secret: str) -> str:
         return sign(secret, "session", asdict(self))
@@ -90,7 +91,10 @@ class ConsoleSession:
         sub, role = payload.get("sub"), payload.get("role")
         if (sub is None) != (role is None):
             return None
-        return cls(csrf=payload["csrf"], exp=payload["exp"], sub=sub, role=role)
+        orgs = payload.get("orgs") or []
+        if not isinstance(orgs, list) or not all(isinstance(o, str) for o in orgs):
+            return None
+        return cls(csrf=payload["csrf"], exp=payload["exp"], sub=sub, role=role, orgs=tuple(orgs))
 
 
 def csrf_valid(session: ConsoleSession | None, submitted: str | None) -> bool:

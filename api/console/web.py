@@ -19,6 +19,7 @@ from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 
 from api.console.session import COOKIE_NAME, COOKIE_PATH, FLASH_COOKIE, ConsoleSession, csrf_valid, decode_flash, encode_flash
+from api.scoping import visible_organisations
 from careflow.auth import Role
 
 log = logging.getLogger(__name__)
@@ -179,6 +180,12 @@ class ConsoleUser:
     subject: str
     role: str
     csrf: str
+    organisations: tuple[str, ...] = ()
+
+    @property
+    def scope(self) -> frozenset[str] | None:
+        """The SOR codes whose pathways this user sees (api/scoping.py); None: all."""
+        return visible_organisations(self.role, self.organisations)
 
 
 def get_console_user(request: Request) -> ConsoleUser:
@@ -186,7 +193,7 @@ def get_console_user(request: Request) -> ConsoleUser:
     if session is None or not session.authenticated or session.role not in CONSOLE_ROLES:
         raise LoginRequired()
     request.state.actor = (session.sub, session.role)  # for the audit of a 403
-    return ConsoleUser(subject=session.sub, role=session.role, csrf=session.csrf)  # type: ignore[arg-type]
+    return ConsoleUser(subject=session.sub, role=session.role, csrf=session.csrf, organisations=session.orgs)  # type: ignore[arg-type]
 
 
 CurrentCoordinator = Annotated[ConsoleUser, Depends(get_console_user)]

@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Header, HTTPException, Query
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import Coordinator, CurrentUser, FlowReader, KeyRingDep, PathwaysDep, SessionDep, SettingsDep, TemporalDep
+from api.deps import Coordinator, CurrentUser, FlowReader, KeyRingDep, PathwaysDep, Scope, SessionDep, SettingsDep, TemporalDep
+from api.scoping import BREAK_GLASS_HEADER, in_scope, visible_organisations
 from api.flows_query import FlowFilter, flow_detail, list_flows
 from api.schemas import CprSearch, EventIn, FlowDetail, FlowPublic, Page
 from careflow.auth import Role
@@ -28,6 +29,7 @@ Sort = Literal["deadline", "newest", "oldest", "updated"]
 @router.get("", response_model=Page[FlowPublic])
 def get_flows(
     user: FlowReader,
+    scope: Scope,
     session: SessionDep,
     status: str | None = None,
     step: str | None = None,
@@ -37,31 +39,43 @@ def get_flows(
     escalated: bool | None = None,
     sort: Sort = "deadline",
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> Page[FlowPublic]:
-    """List pathways (no patient data), filtered and paginated, soonest deadline first."""
-    flt = FlowFilter(status=status, step=step, pathway=pathway, receiving_sor=receiving_sor, overdue=overdue, escalated=escalated)
+    """List the pathways in the caller's scope (no patient data), filtered and paginated, soonest deadline first."""
+    flt = FlowFilter(status=status, step=step, pathway=pathway, receiving_sor=receiving_sor, overdue=overdue, escalated=escalated, organisations=scope)
     items, total = list_flows(session, flt, limit=limit, offset=offset, sort=sort)
     return Page(items=items, total=total, limit=limit, offset=offset)
 
 
 @router.post("/search", response_model=Page[FlowPublic])
-def search_by_cpr(search: CprSearch, user: Coordinator, session: SessionDep, settings: SettingsDep, limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0) -> Page[FlowPublic]:
+def search_by_cpr(search: CprSearch, user: Coordinator, scope: Scope, session: SessionDep, settings: SettingsDep, limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0) -> Page[FlowPublic]:
     """Find a patient's pathways by CPR (POSTed, so it never lands in a URL or access log)."""
     cpr_hash = cpr_lookup_hash(search.cpr, settings.cpr_hash_key)
-    items, total = list_flows(session, FlowFilter(cpr_hash=cpr_hash), limit=limit, offset=offset, sort="newest")
+    items, total = list_flows(session, FlowFilter(cpr_hash=cpr_hash, organisations=scope), limit=limit, offset=offset, sort="newest")
     session.add(AuditEntry(actor=user.subject, role=user.role.value, action="search-by-cpr", detail=search_detail(cpr_hash, total, [f.id for f in items])))
     session.commit()
     return Page(items=items, total=total, limit=limit, offset=offset)
 
 
 @router.get("/{flow_id}", response_model=FlowDetail)
-def get_flow(flow_id: str, user: FlowReader, session: SessionDep, key_ring: KeyRingDep) -> FlowDetail:
+def get_flow(
+    flow_id: str,
+    user: FlowReader,
+    scope: Scope,
+    session: SessionDep,
+    key_ring: KeyRingDep,
+    break_glass_reason: Annotated[str, Header(alias=BREAK_GLASS_HEADER, max_length=500, description="to read a pathway outside your organisations: why (audited, flagged)")] = "",
+) -> FlowDetail:
     """One pathway with its patient, timeline, deadlines, escalations and messages (audited)."""
     flow = session.get(Flow, flow_id)
     if flow is None:
         raise HTTPException(404, f"no flow {flow_id}")
-    session.add(AuditEntry(actor=user.subject, role=user.role.value, action="read-flow", flow_id=flow_id))
+    if in_scope(flow, scope):
+        session.add(AuditEntry(actor=user.subject, role=user.role.value, action="read-flow", flow_id=flow_id))
+    elif break_glass_reason.strip():
+        session.add(AuditEntry(actor=user.subject, role=user.role.value, action="break-glass-read-flow", flow_id=flow_id, detail=break_glass_reason.strip(), break_glass=True))
+    else:
+        raise HTTPException(403, f"this pathway is outside your organisations; to read it anyway, give the reason in the {BREAK_GLASS_HEADER} header (a break-glass read, flagged in the audit log)")
     session.commit()
     return flow_detail(session, flow, key_ring)
 
@@ -73,6 +87,8 @@ async def report_event(flow_id: str, event: str, body: EventIn, user: CurrentUse
     pathway = pathways.get(flow.pathway) if flow else None
     if flow is None or pathway is None:
         raise HTTPException(404, f"no flow {flow_id}")
+    if user.role is not Role.PARTNER and not in_scope(flow, visible_organisations(user.role, user.organisations)):
+        raise HTTPException(403, "this pathway is outside your organisations")
     steps = [s for s in events(pathway) if s.event == event]
     if not steps:
         raise HTTPException(404, f"the {pathway.name} pathway awaits no event {event!r}; it awaits: {', '.join(sorted({s.event for s in events(pathway)})) or 'none'}")

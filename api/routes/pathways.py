@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body, Header, HTTPException, Response
 from pydantic import ValidationError
 
 from api.deps import Clinician, DirectoryDep, EngineDep, KeyRingDep, PathwaysDep, Reader, SettingsDep, TemporalDep
+from careflow.auth import Role
 from api.schemas import FlowAccepted, PathwayPublic
 from exchange.starting import flow_id_for, invalid_input, start_flow
 from workflows.registry import describe
@@ -51,7 +52,7 @@ async def start_pathway(
     started = await start_flow(
         pathway, start, actor=clinician.subject, role=clinician.role.value, engine=engine, temporal=temporal,
         settings=settings, directory=directory, key_ring=key_ring, flow_id=flow_id_for(clinician.subject, idempotency_key),
-        keep_row_on_failure=idempotency_key is not None,
+        keep_row_on_failure=idempotency_key is not None, acting_sor=clinician.sor if clinician.role is Role.CLINICIAN else None,
     )
     response.headers["Location"] = started.url
     return FlowAccepted(id=started.flow_id, url=started.url)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Header, HTTPException, Response
 
 from api.deps import Clinician, DirectoryDep, EngineDep, KeyRingDep, PathwaysDep, SettingsDep, TemporalDep
+from careflow.auth import Role
 from api.schemas import FlowAccepted, ReferralCreate
 from exchange.starting import IDEMPOTENCY_NAMESPACE, flow_id_for, start_flow
 from workflows.referral import ReferralInput
@@ -35,7 +36,7 @@ async def create_referral(
     started = await start_flow(
         pathway, pathway.input_model.model_validate(referral.model_dump(exclude={"pathway"})), actor=clinician.subject, role=clinician.role.value,
         engine=engine, temporal=temporal, settings=settings, directory=directory, key_ring=key_ring,
-        flow_id=flow_id_for(clinician.subject, idempotency_key), keep_row_on_failure=idempotency_key is not None, audit_action="create-referral",
+        flow_id=flow_id_for(clinician.subject, idempotency_key), keep_row_on_failure=idempotency_key is not None, acting_sor=clinician.sor if clinician.role is Role.CLINICIAN else None, audit_action="create-referral",
     )
     response.headers["Location"] = started.url
     return FlowAccepted(id=started.flow_id, url=started.url)
