@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi import APIRouter, Form, HTTPException, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from sqlmodel import Session, col, select
@@ -103,7 +103,7 @@ def _audit(session: Session, entry: AuditEntry, also: Callable[[], None] | None 
 @router.post("/escalations/{escalation_id}/{action}")
 async def act_on_escalation(
     request: Request,
-    escalation_id: int,
+    escalation_id: Annotated[int, Path(ge=1, le=2**62)],  # a database id: larger is no id, not a 500
     action: Action,
     user: CsrfCheckedCoordinator,
     session: SessionDep,

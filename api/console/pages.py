@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Form, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import func
 from sqlmodel import Session, col, select
@@ -263,7 +263,7 @@ def _default_deadline(flow: Flow) -> str:
 
 
 @router.get("/flows/{flow_id}/messages/{direction}/{message_id}", response_class=HTMLResponse)
-def message_page(request: Request, flow_id: str, direction: str, message_id: int, user: CurrentCoordinator, session: SessionDep, key_ring: KeyRingDep) -> Response:
+def message_page(request: Request, flow_id: str, direction: str, message_id: Annotated[int, Path(ge=1, le=2**62)], user: CurrentCoordinator, session: SessionDep, key_ring: KeyRingDep) -> Response:
     """One stored message as formatted FHIR (it holds patient data: audited)."""
     table = {"out": OutboundMessage, "in": InboundMessage}.get(direction)
     row = session.get(table, message_id) if table else None

@@ -1,7 +1,7 @@
 """audit log: hash chain, chain head, append-only triggers
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0003_audit
+Revises: 0002_platform
 Create Date: 2026-11-29
 """
 from alembic import op
@@ -9,8 +9,8 @@ import sqlalchemy as sa
 import sqlmodel
 
 
-revision = '0002'
-down_revision = '0001'
+revision = '0003_audit'
+down_revision = '0002_platform'
 branch_labels = None
 depends_on = None
 
