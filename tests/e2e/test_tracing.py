@@ -21,7 +21,7 @@ from careflow.temporal import connect
 from careflow.tracing import Tracing
 from simulator.app import Behaviour, create_simulator
 from store.db import migrate
-from tests.conftest import LoopbackServer, auth, free_port, referral_payload, wait_for, write_directory
+from tests.conftest import LoopbackServer, auth, free_port, referral_payload, token, wait_for, write_directory
 from workers.main import build_worker
 
 pytestmark = pytest.mark.e2e
@@ -43,7 +43,7 @@ async def test_one_trace_from_request_to_partner_acknowledgement(dev_server: Wor
     )
     migrate(settings.sqlalchemy_url)
     client = await connect(settings, interceptors=tracing.temporal_interceptors())
-    simulator = create_simulator(settings, Behaviour(ack_delay=0.05, reply=False), tracing=tracing)
+    simulator = create_simulator(settings, Behaviour(ack_delay=0.05, reply=False), tracing=tracing, partner_token=lambda sor: token(settings, Role.PARTNER, sor))
     async with (
         tracing.instrument_http(httpx.AsyncClient(timeout=30)) as worker_http,
         LoopbackServer(simulator, simulator_port),
