@@ -25,6 +25,7 @@ import httpx  # noqa: E402
 from sqlalchemy import insert  # noqa: E402
 
 from api.console.session import COOKIE_NAME, ConsoleSession  # noqa: E402
+from api.console.web import open_console_session  # noqa: E402
 from api.main import create_app  # noqa: E402
 from careflow.crypto import KeyRing, cpr_lookup_hash  # noqa: E402
 from careflow.settings import Settings  # noqa: E402
@@ -83,7 +84,8 @@ def fill(settings: Settings, count: int) -> None:
 
 async def measure(settings: Settings, requests: int) -> dict[str, tuple[float, float]]:
     app = create_app(settings, run_migrations=False)
-    cookie = ConsoleSession.login("bench-coordinator", "coordinator", int(time.time()) + 3600, ("*",)).encode(settings.session_secret)
+    console_session = ConsoleSession.login("bench-coordinator", "coordinator", int(time.time()) + 3600, ("*",))
+    cookie = console_session.encode(settings.session_secret)
     variants = {
         "list, sorted by next deadline": "/console/flows",
         "list, overdue only": "/console/flows?overdue=1",
@@ -94,6 +96,7 @@ async def measure(settings: Settings, requests: int) -> dict[str, tuple[float, f
     }
     results = {}
     async with app.router.lifespan_context(app):
+        open_console_session(app.state.engine, console_session)  # the server-side half of the login
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000", cookies={COOKIE_NAME: cookie}) as client:
             for label, path in variants.items():
@@ -116,7 +119,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=50)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(data_dir=Path(tmp), temporal_address="127.0.0.1:1")  # Temporal is never called
+        settings = Settings(env="dev", data_dir=Path(tmp), temporal_address="127.0.0.1:1")  # dev secrets; Temporal is never called
         migrate(settings.sqlalchemy_url)
         start = time.perf_counter()
         fill(settings, args.flows)

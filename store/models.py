@@ -173,6 +173,19 @@ class AuditEntry(SQLModel, table=True):
     entry_hash: str | None = None
 
 
+class ConsoleLogin(SQLModel, table=True):
+    """A console session, kept server-side: the cookie only names it (a random id, stored hashed).
+    Logout ends it; so does the same person's next login under another role or organisations."""
+
+    sid_hash: str = Field(primary_key=True)
+    subject: str = Field(index=True)
+    role: str
+    organisations_json: str = "[]"
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+    ended_at: datetime | None = None
+
+
 class AuditHead(SQLModel, table=True):
     """The chain's end, one row: updating it first serialises appends across processes."""
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from api.console.session import ConsoleSession, csrf_valid
-from api.console.web import CONSOLE_ROLES, ConsoleRoute, CsrfCheckedCoordinator, clear_session_cookie, read_session, set_session_cookie, templates
+from api.console.web import CONSOLE_ROLES, ConsoleRoute, CsrfCheckedCoordinator, clear_session_cookie, end_console_session, open_console_session, read_session, set_session_cookie, templates
 from api.deps import SessionDep
 from careflow.auth import InvalidToken
 from store.models import AuditEntry
@@ -52,13 +52,16 @@ def login(request: Request, db: SessionDep, token: Annotated[str, Form()] = "", 
     db.add(AuditEntry(actor=principal.subject, role=principal.role.value, action="console-login"))
     db.commit()
     response = RedirectResponse("/console", status_code=303)
-    set_session_cookie(response, request, ConsoleSession.login(principal.subject, principal.role.value, principal.expires_at, tuple(principal.organisations)))
+    console_session = ConsoleSession.login(principal.subject, principal.role.value, principal.expires_at, tuple(principal.organisations))
+    open_console_session(request.app.state.engine, console_session)
+    set_session_cookie(response, request, console_session)
     return response
 
 
 @router.post("/logout")
-def logout(user: CsrfCheckedCoordinator) -> Response:
-    """End the console session."""
+def logout(request: Request, user: CsrfCheckedCoordinator) -> Response:
+    """End the console session, on the server too: a copy of the cookie is worth nothing after it."""
+    end_console_session(request.app.state.engine, user.sid)
     response = RedirectResponse("/console/login", status_code=303)
     clear_session_cookie(response)
     return response

@@ -66,6 +66,7 @@ class ConsoleSession:
     sub: str | None = None  # None: not logged in yet (the login form's pre-session)
     role: str | None = None
     orgs: tuple[str, ...] = ()  # the SOR codes the token named ("*": all)
+    sid: str | None = None  # the server-side session (store.models.ConsoleLogin) this cookie names
 
     @property
     def authenticated(self) -> bool:
@@ -78,7 +79,7 @@ class ConsoleSession:
     @classmethod
     def login(cls, subject: str, role: str, token_expires_at: int, organisations: tuple[str, ...] = ()) -> "ConsoleSession":
         # A fresh CSRF token at login: a token planted before login is worth nothing after it.
-        return cls(csrf=secrets.token_urlsafe(32), exp=min(int(time.time()) + SESSION_SECONDS, token_expires_at), sub=subject, role=role, orgs=tuple(organisations))
+        return cls(csrf=secrets.token_urlsafe(32), exp=min(int(time.time()) + SESSION_SECONDS, token_expires_at), sub=subject, role=role, orgs=tuple(organisations), sid=secrets.token_urlsafe(32))
 
     def encode(self, secret: str) -> str:
         return sign(secret, "session", asdict(self))
@@ -94,7 +95,14 @@ class ConsoleSession:
         orgs = payload.get("orgs") or []
         if not isinstance(orgs, list) or not all(isinstance(o, str) for o in orgs):
             return None
-        return cls(csrf=payload["csrf"], exp=payload["exp"], sub=sub, role=role, orgs=tuple(orgs))
+        sid = payload.get("sid")
+        if sid is not None and not isinstance(sid, str):
+            return None
+        return cls(csrf=payload["csrf"], exp=payload["exp"], sub=sub, role=role, orgs=tuple(orgs), sid=sid)
+
+
+def sid_hash(sid: str) -> str:
+    return hashlib.sha256(sid.encode()).hexdigest()
 
 
 def csrf_valid(session: ConsoleSession | None, submitted: str | None) -> bool:

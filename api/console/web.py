@@ -18,7 +18,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 
-from api.console.session import COOKIE_NAME, COOKIE_PATH, FLASH_COOKIE, ConsoleSession, csrf_valid, decode_flash, encode_flash
+from sqlalchemy import Engine, update
+from sqlmodel import Session, col
+
+from api.console.session import COOKIE_NAME, COOKIE_PATH, FLASH_COOKIE, ConsoleSession, csrf_valid, decode_flash, encode_flash, sid_hash
+from store.models import ConsoleLogin, utcnow
 from api.scoping import visible_organisations
 from careflow.auth import Role
 
@@ -181,6 +185,7 @@ class ConsoleUser:
     role: str
     csrf: str
     organisations: tuple[str, ...] = ()
+    sid: str = ""
 
     @property
     def scope(self) -> frozenset[str] | None:
@@ -188,12 +193,36 @@ class ConsoleUser:
         return visible_organisations(self.role, self.organisations)
 
 
+def open_console_session(engine: Engine, session: ConsoleSession) -> None:
+    """The server-side half of a login: this session's row. The same person's open sessions under
+    another role or other organisations end: the identity provider's change applies at once."""
+    assert session.sid and session.sub and session.role
+    organisations = json.dumps(sorted(session.orgs))
+    with Session(engine) as db:
+        changed = (col(ConsoleLogin.role) != session.role) | (col(ConsoleLogin.organisations_json) != organisations)
+        db.exec(update(ConsoleLogin).where(col(ConsoleLogin.subject) == session.sub, col(ConsoleLogin.ended_at).is_(None), changed).values(ended_at=utcnow()))
+        db.add(ConsoleLogin(sid_hash=sid_hash(session.sid), subject=session.sub, role=session.role, organisations_json=organisations, expires_at=datetime.fromtimestamp(session.exp, UTC)))
+        db.commit()
+
+
+def end_console_session(engine: Engine, sid: str) -> None:
+    with Session(engine) as db:
+        db.exec(update(ConsoleLogin).where(col(ConsoleLogin.sid_hash) == sid_hash(sid), col(ConsoleLogin.ended_at).is_(None)).values(ended_at=utcnow()))
+        db.commit()
+
+
 def get_console_user(request: Request) -> ConsoleUser:
+    """The logged-in coordinator: a validly signed cookie naming a session the server still holds
+    open (role and organisations come from the server's row, not the cookie)."""
     session = read_session(request)
-    if session is None or not session.authenticated or session.role not in CONSOLE_ROLES:
+    if session is None or not session.authenticated or not session.sid:
         raise LoginRequired()
-    request.state.actor = (session.sub, session.role)  # for the audit of a 403
-    return ConsoleUser(subject=session.sub, role=session.role, csrf=session.csrf, organisations=session.orgs)  # type: ignore[arg-type]
+    with Session(request.app.state.engine) as db:
+        row = db.get(ConsoleLogin, sid_hash(session.sid))
+    if row is None or row.ended_at is not None or aware(row.expires_at) < utcnow() or row.subject != session.sub or row.role not in CONSOLE_ROLES:
+        raise LoginRequired()
+    request.state.actor = (row.subject, row.role)  # for the audit of a 403
+    return ConsoleUser(subject=row.subject, role=row.role, csrf=session.csrf, organisations=tuple(json.loads(row.organisations_json)), sid=session.sid)
 
 
 CurrentCoordinator = Annotated[ConsoleUser, Depends(get_console_user)]
