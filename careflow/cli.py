@@ -169,6 +169,9 @@ def cmd_keys(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from careflow.demo import run_demo
 
+    if not (get_settings().data_dir / "dev-signing-key.pem").exists():
+        print("careflow demo: it drives a `careflow dev` stack, and needs its dev key in the data dir: start `careflow dev` first", file=sys.stderr)
+        return 2
     flows = args.flows if args.flows is not None else args.referrals
     return asyncio.run(run_demo(get_settings(), pathway=args.pathway, flows=flows, api_url=args.api, concurrency=args.concurrency, timeout=args.timeout))
 

@@ -133,3 +133,26 @@ def test_dev_key_tokens_and_their_refusal_outside_dev(tmp_path: Path) -> None:
         verifier_from_settings(Settings(env="production", data_dir=tmp_path, jwks=str(dev_jwks_path(tmp_path)), jwt_issuer=DEV_ISSUER, jwt_audience=DEV_AUDIENCE))
     with pytest.raises(FileNotFoundError, match="careflow dev"):
         dev_issuer(tmp_path / "elsewhere", create=False)
+
+
+def test_a_jwks_served_over_http_is_fetched_and_used(tmp_path: Path) -> None:
+    """The identity provider's JWKS endpoint, as a real HTTP server on loopback."""
+    import functools
+    import http.server
+    import threading
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    _jwks(tmp_path / "certs", ("idp-key-1", key))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/certs"
+        verifier = TokenVerifier(JwksKeys(url), TokenPolicy(issuer=ISSUER, audience=AUDIENCE, max_lifetime=timedelta(hours=1)))
+        now = int(time.time())
+        claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "c-1", "iat": now, "exp": now + 300, "roles": ["coordinator"], "sor": ["200000000000001"]}
+        assert verifier.verify(jwt.encode(claims, key, algorithm="ES256", headers={"kid": "idp-key-1"})).role is Role.COORDINATOR
+        with pytest.raises(InvalidToken, match="unknown key"):
+            verifier.verify(jwt.encode(claims, ec.generate_private_key(ec.SECP256R1()), algorithm="ES256", headers={"kid": "idp-key-2"}))
+    finally:
+        server.shutdown()
