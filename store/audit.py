@@ -92,7 +92,7 @@ def verify_chain(engine: Engine, cpr_hash_key: str) -> Verdict:
             if entry.seq is None or entry.entry_hash is None:
                 if chained:
                     return Verdict(checked, f"entry id {entry.id} was inserted outside the chain (no sequence number or hash)")
-                continue  # written before the chain existed (migration 0003)
+                continue  # written before the chain existed (migration 0004)
             chained = True
             if entry.seq < expected_seq:
                 return Verdict(checked, f"entry {entry.seq} (id {entry.id}) appears out of order: inserted or renumbered")

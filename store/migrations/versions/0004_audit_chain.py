@@ -1,7 +1,7 @@
 """audit log: hash chain, chain head, append-only triggers
 
-Revision ID: 0003_audit
-Revises: 0002_platform
+Revision ID: 0004_audit
+Revises: 0003_inbound_starts
 Create Date: 2026-11-29
 """
 from alembic import op
@@ -9,8 +9,8 @@ import sqlalchemy as sa
 import sqlmodel
 
 
-revision = '0003_audit'
-down_revision = '0002_platform'
+revision = '0004_audit'
+down_revision = '0003_inbound_starts'
 branch_labels = None
 depends_on = None
 

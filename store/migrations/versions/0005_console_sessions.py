@@ -1,7 +1,7 @@
 """console sessions kept server-side (logout and a new login end them)
 
-Revision ID: 0004_console_sessions
-Revises: 0003_audit
+Revision ID: 0005_console_sessions
+Revises: 0004_audit
 Create Date: 2026-11-29
 """
 from alembic import op
@@ -9,8 +9,8 @@ import sqlalchemy as sa
 import sqlmodel
 
 
-revision = '0004_console_sessions'
-down_revision = '0003_audit'
+revision = '0005_console_sessions'
+down_revision = '0004_audit'
 branch_labels = None
 depends_on = None
 
