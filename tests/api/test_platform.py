@@ -16,7 +16,7 @@ from careflow.auth import Role
 from messaging import build_message, to_json
 from messaging.model import AckCode, CareCommunicationContent, Envelope, MessageKind, Organization, PatientData
 from store.db import make_engine
-from store.models import AuditEntry, Flow, InboundMessage, OutboundMessage
+from store.models import AuditEntry, Flow, InboundMessage, OutboundMessage, sealed_as
 from tests.api.test_inbound import GP, HOSPITAL, appointment, post, silent_referral
 from tests.conftest import Stack, record_history, referral_payload, wait_for
 from workflows.models import PathwayState
@@ -189,8 +189,8 @@ def _acknowledgement_by(stack: Stack, flow_id: str, organisation: Organization) 
     from careflow.crypto import KeyRing
     from messaging import build_acknowledgement
 
-    [body_enc] = _rows(stack, select(OutboundMessage.body_enc).where(OutboundMessage.flow_id == flow_id))
-    referral = json.loads(KeyRing.parse(stack.settings.codec_keys).decrypt_text(body_enc))
+    [sent] = _rows(stack, select(OutboundMessage).where(OutboundMessage.flow_id == flow_id))
+    referral = json.loads(KeyRing.parse(stack.settings.codec_keys).decrypt_text(sent.body_enc, sealed_as(OutboundMessage, "body_enc", sent.bundle_id)))
     ack = build_acknowledgement(referral, code=AckCode.OK, message_header_id=str(uuid.uuid4()), bundle_id=str(uuid.uuid4()), timestamp=datetime.now(UTC))
     text = json.dumps(ack).replace(HOSPITAL.sor, organisation.sor).replace(HOSPITAL.ean, organisation.ean)
     return text.encode()

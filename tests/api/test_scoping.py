@@ -31,9 +31,7 @@ def audit(stack: Stack, flow_id: str) -> list[AuditEntry]:
 
 
 async def _referral(stack: Stack, cpr: str) -> str:
-    body = referral_payload(cpr)
-    del body["referring_sor"]  # the clinician's own organisation
-    response = await stack.api.post("/referrals", json=body, headers=bearer(stack, Role.CLINICIAN, GP))
+    response = await stack.api.post("/referrals", json=referral_payload(cpr), headers=bearer(stack, Role.CLINICIAN, GP))
     assert response.status_code == 202, response.text
     return response.json()["id"]
 
@@ -44,6 +42,8 @@ async def test_a_clinician_refers_from_their_own_organisation_only(stack: Stack)
     assert detail["referring_sor"] == GP
     forged = await stack.api.post("/referrals", json={**referral_payload("0707505124"), "referring_sor": OTHER_GP}, headers=bearer(stack, Role.CLINICIAN, GP))
     assert forged.status_code == 403 and "own organisation" in forged.json()["issue"][0]["diagnostics"]
+    generic = await stack.api.post("/pathways/referral/flows", json={**referral_payload("0707505124"), "referring_sor": OTHER_GP}, headers=bearer(stack, Role.CLINICIAN, GP))
+    assert generic.status_code == 403, "the generic start is held to the same rule"
 
 
 async def test_each_role_sees_the_flows_it_is_party_to(stack: Stack) -> None:

@@ -33,7 +33,7 @@ from messaging import Directory
 from messaging.model import PatientData
 from store.db import migrate
 from store.models import Flow
-from tests.conftest import LoopbackServer, Stack, encrypted_client, free_port, referral_payload, wait_for, write_directory
+from tests.conftest import LoopbackServer, Stack, encrypted_client, free_port, referral_payload, token, wait_for, write_directory
 from tests.console.conftest import GP_SOR, _session, console_client, read_flow, synthetic_cpr
 from workflows.models import PathwayInput, PathwayTimings
 from workflows.referral import ReferralPathwayWorkflow
@@ -134,7 +134,9 @@ async def stack(dev_server: WorkflowEnvironment, tmp_path_factory: pytest.TempPa
     client = await encrypted_client(dev_server, settings)
     # The appointment a second after the referral: later than the workflow takes to finish the referral
     # step, so its reply latency is more than the 0 s of a reply that beat its step.
-    simulator_app = create_simulator(settings, Behaviour(ack_delay=0.05, appointment_delay=1.0, test_result_delay=0.2, treatment_plan_delay=0.2))
+    simulator_app = create_simulator(
+        settings, Behaviour(ack_delay=0.05, appointment_delay=1.0, test_result_delay=0.2, treatment_plan_delay=0.2), partner_token=lambda sor: token(settings, Role.PARTNER, sor)
+    )
     async with (
         httpx.AsyncClient(timeout=30) as worker_http,
         LoopbackServer(simulator_app, simulator_port),
