@@ -11,6 +11,9 @@ import sys
 import time
 from datetime import datetime, timedelta
 
+import functools
+from collections.abc import Callable
+
 import httpx
 
 from careflow.auth import Role
@@ -43,14 +46,25 @@ def referral_body(rng: random.Random, receiving_sor: str = RECEIVING_SOR) -> dic
     }
 
 
-def _tokens(settings: Settings) -> tuple[str, str]:
-    """Tokens from the dev stack's key (the demo drives a `careflow dev` stack, nothing else)."""
+def _tokens(settings: Settings) -> tuple[Callable[[str], dict[str, str]], str]:
+    """Tokens from the dev stack's key (the demo drives a `careflow dev` stack, nothing else): a
+    clinician of each organisation the demo acts for (a clinician acts for their own), a coordinator
+    of all."""
     issuer = dev_issuer(settings.data_dir, create=False)
     ttl = timedelta(hours=1)
-    return (
-        issuer.issue(Role.CLINICIAN, sor=REFERRING_SOR, subject="demo-clinician", ttl=ttl),
-        issuer.issue(Role.COORDINATOR, sor="*", subject="demo-coordinator", ttl=ttl),
-    )
+
+    @functools.cache
+    def clinician(sor: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {issuer.issue(Role.CLINICIAN, sor=sor, subject=f'demo-clinician-{sor}', ttl=ttl)}"}
+
+    return clinician, issuer.issue(Role.COORDINATOR, sor="*", subject="demo-coordinator", ttl=ttl)
+
+
+def acting_sor(declaration: type, body: dict) -> str:
+    """The organisation a flow's start acts for (its pathway's acting party), from the start's input."""
+    party = next((p for p in declaration.parties if p.role == declaration.acting_for), None)
+    value = body.get(party.field) if party is not None and party.field else None
+    return value if isinstance(value, str) and value else REFERRING_SOR
 
 
 def dev_pathways(settings: Settings) -> Pathways:
@@ -68,11 +82,11 @@ async def seed_demo(settings: Settings, count: int) -> None:
         rng = random.Random()
         for i in range(count):
             receiving = QUIET_SOR if i == count - 1 and count > 1 else RECEIVING_SOR  # one will escalate
-            await http.post("/referrals", json=referral_body(rng, receiving), headers={"Authorization": f"Bearer {clinician}"})
+            await http.post("/referrals", json=referral_body(rng, receiving), headers=clinician(REFERRING_SOR))
         for pathway in dev_pathways(settings):
             example = pathway.example(rng)
             if pathway.name != "referral" and pathway.api_start and example is not None:
-                await http.post(f"/pathways/{pathway.name}/flows", json=example, headers={"Authorization": f"Bearer {clinician}"})
+                await http.post(f"/pathways/{pathway.name}/flows", json=example, headers=clinician(acting_sor(pathway, example)))
 
 
 def _bar(done: int, total: int, started: float) -> None:
@@ -99,7 +113,6 @@ async def run_demo(settings: Settings, *, pathway: str = "referral", flows: int,
     limits = httpx.Limits(max_connections=concurrency)
     async with httpx.AsyncClient(base_url=api_url or settings.public_url, timeout=60, limits=limits) as http:
         semaphore = asyncio.Semaphore(concurrency)
-        as_clinician = {"Authorization": f"Bearer {clinician}"}
 
         async def post_one() -> None:
             nonlocal failed_to_start
@@ -109,7 +122,7 @@ async def run_demo(settings: Settings, *, pathway: str = "referral", flows: int,
                         url, body = "/referrals", referral_body(rng, QUIET_SOR if rng.random() < QUIET_SHARE else RECEIVING_SOR)
                     else:
                         url, body = f"/pathways/{pathway}/flows", declaration.example(rng)
-                    response = await http.post(url, json=body, headers=as_clinician)
+                    response = await http.post(url, json=body, headers=clinician(acting_sor(declaration, body)))
             except httpx.HTTPError:
                 failed_to_start += 1
                 return
@@ -138,7 +151,7 @@ async def run_demo(settings: Settings, *, pathway: str = "referral", flows: int,
                     if flow["step"] in event_steps and (flow["id"], flow["step"]) not in reported:
                         # The demo plays the clinician: it reports the event the flow waits for.
                         reported.add((flow["id"], flow["step"]))
-                        answer = await http.post(f"/flows/{flow['id']}/events/{event_steps[flow['step']]}", json={"reason": "demo"}, headers=as_clinician)
+                        answer = await http.post(f"/flows/{flow['id']}/events/{event_steps[flow['step']]}", json={"reason": "demo"}, headers=clinician(flow["referring_sor"]))
                         events_reported += answer.status_code == 200
                     # A flow whose partner stays silent escalates and waits: count it as settled.
                     if flow["status"] in SETTLED or flow["open_escalations"]:

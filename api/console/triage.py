@@ -6,14 +6,15 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, HTTPException, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
-from api.console.web import ConsoleRoute, CsrfCheckedCoordinator, CurrentCoordinator, flash_redirect, render
+from api.console.web import ConsoleRoute, ConsoleUser, CsrfCheckedCoordinator, CurrentCoordinator, flash_redirect, render
 from api.deps import SessionDep, TemporalDep
+from api.scoping import in_scope
 from exchange.triage import Triage, TriageRefused, held
 from store.models import AuditEntry, Flow
 from workflows.models import EventReport
@@ -24,16 +25,24 @@ router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schem
 Reason = Annotated[str, Form(max_length=2000)]
 
 
+def _whole_region(user: ConsoleUser) -> None:
+    """Held messages belong to no flow yet, so to no organisation's scope: triage is for coordinators
+    of every organisation (`*`) and admins."""
+    if user.scope is not None:
+        raise HTTPException(403, "The triage queue is for coordinators of all organisations: held messages belong to no flow yet.")
+
+
 @router.get("/triage", response_class=HTMLResponse)
 def triage_page(request: Request, user: CurrentCoordinator, session: SessionDep) -> Response:
     """Messages that match no flow (or came after their flow ended), oldest first."""
+    _whole_region(user)
     return render(request, "triage.html", {"user": user, "items": held(session)})
 
 
 @router.post("/triage/{message_id}/{action}")
 async def act_on_held(
     request: Request,
-    message_id: int,
+    message_id: Annotated[int, Path(ge=1, le=2**62)],
     action: Literal["attach", "reprocess", "reject"],
     user: CsrfCheckedCoordinator,
     session: SessionDep,
@@ -41,6 +50,7 @@ async def act_on_held(
     flow_id: Annotated[str, Form(max_length=100)] = "",
 ) -> Response:
     """Attach a held message to a flow, have careflow look again, or reject it (fatal-error acknowledgement)."""
+    _whole_region(user)
     triage = Triage(request.app.state.receiver, request.app.state.key_ring)
     if action in ("attach", "reject") and not reason.strip():
         return flash_redirect(request, "/console/triage", "error", "Not done: a reason is required.")
@@ -64,6 +74,8 @@ async def report_event(request: Request, flow_id: str, event: str, user: CsrfChe
     flow = await run_in_threadpool(session.get, Flow, flow_id)
     if flow is None:
         return flash_redirect(request, "/console/flows", "error", f"There is no flow {flow_id}.")
+    if not in_scope(flow, user.scope):
+        raise HTTPException(403, "This pathway is outside your organisations. Nothing was changed.")
     report = EventReport(event=event, actor=user.subject, role="coordinator", reason=reason)
     try:
         result = await temporal.get_workflow_handle(flow.workflow_id).execute_update(PathwayWorkflow.report_event, report, rpc_timeout=timedelta(seconds=20))

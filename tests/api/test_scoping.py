@@ -98,3 +98,14 @@ async def test_the_console_is_scoped_and_breaks_glass_with_a_reason(stack: Stack
         assert opened.status_code == 200 and "121250-5123" in opened.text
     flagged = [e for e in audit(stack, flow_id) if e.break_glass]
     assert [(e.actor, e.action, e.detail) for e in flagged] == [("console-elsewhere", "console-break-glass-read-flow", "patient overflyttet til os")]
+
+
+async def test_out_of_scope_actions_are_refused(stack: Stack) -> None:
+    """Reporting an event to, or triaging for, a pathway outside one's organisations is 403."""
+    flow_id = await _referral(stack, "1303505123")
+    elsewhere = bearer(stack, Role.CLINICIAN, OTHER_GP)
+    event = await stack.api.post(f"/flows/{flow_id}/events/discharged", json={"reason": "x"}, headers=elsewhere)
+    assert event.status_code == 403
+    scoped = bearer(stack, Role.COORDINATOR, HOSPITAL)
+    assert (await stack.api.get("/triage", headers=scoped)).status_code == 403
+    assert (await stack.api.get("/triage", headers=bearer(stack, Role.COORDINATOR, "*"))).status_code == 200
