@@ -137,6 +137,8 @@ class Settings(BaseSettings):
                     problems.append(f"CAREFLOW_{name.upper()} is not set (the identity provider's {name.removeprefix('jwt_')})")
             if self.jwt_issuer == "careflow-dev":
                 problems.append("CAREFLOW_JWT_ISSUER is careflow's dev issuer")
+            if self.jwks.strip().startswith("http://"):
+                problems.append("CAREFLOW_JWKS must be an https URL (or a file): keys fetched in clear can be swapped")
         if problems:
             raise UnsafeConfiguration(f"careflow {process} refuses to start outside dev mode (CAREFLOW_ENV={self.env or '(unset)'}): " + "; ".join(problems))
 

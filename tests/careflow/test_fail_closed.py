@@ -59,6 +59,11 @@ def test_placeholder_dev_and_short_secrets_are_refused(tmp_path: Path, variable:
     assert value not in result.stderr or len(value) < 12, "the refusal does not echo the secret"
 
 
+def test_a_jwks_over_plain_http_is_refused(tmp_path: Path) -> None:
+    result = careflow(tmp_path, "api", CAREFLOW_ENV="production", **GOOD, CAREFLOW_JWKS="http://idp.example/certs", CAREFLOW_JWT_ISSUER="https://idp", CAREFLOW_JWT_AUDIENCE="careflow")
+    assert result.returncode == 2 and "CAREFLOW_JWKS must be an https URL" in result.stderr
+
+
 def test_real_secrets_and_an_identity_provider_pass(tmp_path: Path) -> None:
     settings = Settings(env="production", session_secret=GOOD["CAREFLOW_SESSION_SECRET"], codec_keys=GOOD["CAREFLOW_CODEC_KEYS"], cpr_hash_key=GOOD["CAREFLOW_CPR_HASH_KEY"], jwks="https://idp.example/jwks", jwt_issuer="https://idp.example", jwt_audience="careflow")
     settings.refuse_unsafe("api")
