@@ -31,7 +31,8 @@ from harness import PARTNERS_AT_ONCE, BenchStack, Profiler, Usage, load_average,
 import httpx  # noqa: E402
 
 from bench_throughput import RECEIVING_SOR, REFERRING_SOR, RESULTS, synthetic_cpr, wait_settled  # noqa: E402
-from careflow.auth import Role, issue_token  # noqa: E402
+from careflow.auth import Role  # noqa: E402
+from careflow.tokens import dev_issuer  # noqa: E402
 from messaging import Directory, build_message, to_json  # noqa: E402
 from messaging.model import AppointmentContent, Envelope, MessageKind, ObservationValue, PatientData, TestResultContent, TreatmentPlanContent  # noqa: E402
 
@@ -39,7 +40,7 @@ LAB_SOR = "300000000000001"
 
 
 async def open_pathways(stack: BenchStack, count: int, concurrency: int) -> dict[str, PatientData]:
-    token = issue_token(stack.settings.token_secret, subject="bench-clinician", role=Role.CLINICIAN, ttl=timedelta(hours=2))
+    token = dev_issuer(stack.data, create=True).issue(Role.CLINICIAN, sor="100000000000001", subject="bench-clinician", ttl=timedelta(hours=1))
     rng = random.Random(5)
     semaphore = asyncio.Semaphore(concurrency)
     opened: dict[str, PatientData] = {}
@@ -68,7 +69,7 @@ def replies(stack: BenchStack, opened: dict[str, PatientData]) -> list[tuple[byt
     with Session(make_engine(stack.settings.sqlalchemy_url)) as session:
         referral_header = {o.flow_id: o.message_header_id for o in session.exec(select(OutboundMessage).where(col(OutboundMessage.flow_id).in_(list(opened)), OutboundMessage.step == "referral")).all()}
     hospital, lab, gp = (directory.get(sor).organization for sor in (RECEIVING_SOR, LAB_SOR, REFERRING_SOR))
-    tokens = {sor: issue_token(stack.settings.token_secret, subject=f"bench-{sor}", role=Role.PARTNER, sor=sor, ttl=timedelta(hours=2)) for sor in (RECEIVING_SOR, LAB_SOR)}
+    tokens = {sor: dev_issuer(stack.data, create=True).issue(Role.PARTNER, sor=sor, subject=f"bench-{sor}", ttl=timedelta(hours=1)) for sor in (RECEIVING_SOR, LAB_SOR)}
     now = datetime.now(UTC)
     out: list[tuple[bytes, dict[str, str]]] = []
     for make in (

@@ -40,7 +40,8 @@ from temporalio.api.history.v1 import History  # noqa: E402
 from temporalio.client import Client  # noqa: E402
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker  # noqa: E402
 
-from careflow.auth import Role, issue_token  # noqa: E402
+from careflow.auth import Role  # noqa: E402
+from careflow.tokens import dev_issuer  # noqa: E402
 from careflow.devstack import wait_for_port  # noqa: E402
 from careflow.settings import Settings  # noqa: E402
 from careflow.temporal import connect, dev_server_args, temporal_cli  # noqa: E402
@@ -236,7 +237,7 @@ def _utc(value: datetime | None) -> datetime | None:
 
 async def post_referrals(stack: BenchStack, count: int, concurrency: int, pathway: str, rng: random.Random, rate: float = 0) -> list[str]:
     """POST `count` referrals, all at once (`concurrency` in flight) or paced at `rate` per second."""
-    token = issue_token(stack.settings.token_secret, subject="bench-clinician", role=Role.CLINICIAN, ttl=timedelta(hours=2))
+    token = dev_issuer(stack.data, create=True).issue(Role.CLINICIAN, sor="100000000000001", subject="bench-clinician", ttl=timedelta(hours=1))
     semaphore = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(base_url=stack.api_url, timeout=120, limits=httpx.Limits(max_connections=concurrency)) as http:
 

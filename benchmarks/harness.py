@@ -184,6 +184,10 @@ class BenchStack:
         self._start("temporal", [temporal_cli(), *args])
         wait_for_port("127.0.0.1", self.temporal_port, 60, self.processes["temporal"])
         subprocess.run([sys.executable, "-m", "careflow", "migrate"], env=self.env, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+        from careflow.devstack import refresh_partner_tokens
+        from careflow.tokens import dev_issuer
+
+        refresh_partner_tokens(self.settings, dev_issuer(self.data, create=True))  # the partners are handed tokens, not the key
         self._start("simulator", [sys.executable, "-m", "careflow", "simulator", "--behaviour", json.dumps(self.behaviour)])
         self._start("api", [sys.executable, "-m", "careflow", "api"])
         self._start("worker", [sys.executable, "-m", "careflow", "worker"])
