@@ -17,7 +17,10 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/careflow dev
 
+# Lint and format are checked first (ruff, configured in pyproject.toml), then every test.
 test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The fault suite at full size, then again with CPU hogs beside the stack for the whole chaos phase.

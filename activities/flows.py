@@ -25,7 +25,11 @@ class FlowActivities:
         with Session(self.engine) as session:
             flow = session.get(Flow, state.flow_id, with_for_update=True)
             if flow is None:
-                raise ApplicationError(f"flow {state.flow_id} has no read-model row", type=ActivityErrors.FLOW_NOT_FOUND, non_retryable=True)
+                raise ApplicationError(
+                    f"flow {state.flow_id} has no read-model row",
+                    type=ActivityErrors.FLOW_NOT_FOUND,
+                    non_retryable=True,
+                )
             if state.version > flow.state_version:
                 flow.state_version = state.version
                 flow.status = state.status.value
@@ -37,13 +41,37 @@ class FlowActivities:
                 if state.status.value in ("completed", "cancelled") and flow.completed_at is None:
                     flow.completed_at = utcnow()
                 session.add(flow)
-            known = set(session.exec(select(FlowEvent.event_key).where(FlowEvent.flow_id == state.flow_id)).all()) if request.events else set()
+            known = (
+                set(session.exec(select(FlowEvent.event_key).where(FlowEvent.flow_id == state.flow_id)).all())
+                if request.events
+                else set()
+            )
             for event in request.events:
                 if event.key not in known:
-                    session.add(FlowEvent(flow_id=state.flow_id, event_key=event.key, at=event.at, kind=event.kind, step=event.step, detail=event.detail, message_header_id=event.message_header_id, actor=event.actor))
-            stored = {e.escalation_key: e for e in session.exec(select(Escalation).where(Escalation.flow_id == state.flow_id)).all()}
+                    session.add(
+                        FlowEvent(
+                            flow_id=state.flow_id,
+                            event_key=event.key,
+                            at=event.at,
+                            kind=event.kind,
+                            step=event.step,
+                            detail=event.detail,
+                            message_header_id=event.message_header_id,
+                            actor=event.actor,
+                        )
+                    )
+            stored = {
+                e.escalation_key: e
+                for e in session.exec(select(Escalation).where(Escalation.flow_id == state.flow_id)).all()
+            }
             for escalation in state.escalations:
-                row = stored.get(escalation.key) or Escalation(flow_id=state.flow_id, escalation_key=escalation.key, step=escalation.step, reason=escalation.reason, opened_at=escalation.opened_at)
+                row = stored.get(escalation.key) or Escalation(
+                    flow_id=state.flow_id,
+                    escalation_key=escalation.key,
+                    step=escalation.step,
+                    reason=escalation.reason,
+                    opened_at=escalation.opened_at,
+                )
                 if escalation.resolved_at and row.resolved_at is None:
                     row.resolved_at, row.resolution = escalation.resolved_at, escalation.resolution
                 session.add(row)

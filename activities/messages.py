@@ -33,13 +33,19 @@ class MessageActivities:
         try:
             entry = self.directory.require_accepts(envelope.receiver.sor, request.kind)
         except UnknownOrganization:
-            raise ApplicationError(f"receiver SOR {envelope.receiver.sor} is not in the directory", type=ActivityErrors.UNKNOWN_ORGANIZATION, non_retryable=True) from None
+            raise ApplicationError(
+                f"receiver SOR {envelope.receiver.sor} is not in the directory",
+                type=ActivityErrors.UNKNOWN_ORGANIZATION,
+                non_retryable=True,
+            ) from None
         except NotAccepted as err:
             raise ApplicationError(str(err), type=ActivityErrors.NOT_ACCEPTED, non_retryable=True) from None
 
         body = self._stored_or_new(request, entry.endpoint)
         try:
-            response = await self.http.post(entry.endpoint, content=body, headers={"Content-Type": "application/fhir+json"})
+            response = await self.http.post(
+                entry.endpoint, content=body, headers={"Content-Type": "application/fhir+json"}
+            )
         except httpx.HTTPError as err:
             log.warning("send to %s failed (%s), will retry", envelope.receiver.sor, type(err).__name__)
             raise
@@ -52,15 +58,25 @@ class MessageActivities:
                 type=ActivityErrors.PARTNER_REJECTED,
                 non_retryable=True,
             )
-        log.info("sent %s %s (bundle %s) to %s", request.kind, envelope.message_header_id, envelope.bundle_id, envelope.receiver.sor)
+        log.info(
+            "sent %s %s (bundle %s) to %s",
+            request.kind,
+            envelope.message_header_id,
+            envelope.bundle_id,
+            envelope.receiver.sor,
+        )
         return SendMessageResult(bundle_id=envelope.bundle_id, http_status=response.status_code)
 
     def _stored_or_new(self, request: SendMessageRequest, endpoint: str) -> bytes:
         envelope = request.envelope
         with Session(self.engine) as session:
-            stored = session.exec(select(OutboundMessage).where(OutboundMessage.bundle_id == envelope.bundle_id)).first()
+            stored = session.exec(
+                select(OutboundMessage).where(OutboundMessage.bundle_id == envelope.bundle_id)
+            ).first()
             if stored is not None:
-                return self.key_ring.decrypt_text(stored.body_enc, sealed_as(OutboundMessage, "body_enc", stored.bundle_id)).encode()
+                return self.key_ring.decrypt_text(
+                    stored.body_enc, sealed_as(OutboundMessage, "body_enc", stored.bundle_id)
+                ).encode()
             body = to_json(build_message(request.kind, envelope, request.message_content()))
             session.add(
                 OutboundMessage(
@@ -72,7 +88,9 @@ class MessageActivities:
                     attempt=request.attempt,
                     receiver_sor=envelope.receiver.sor,
                     endpoint=endpoint,
-                    body_enc=self.key_ring.encrypt_text(body.decode(), sealed_as(OutboundMessage, "body_enc", envelope.bundle_id)),
+                    body_enc=self.key_ring.encrypt_text(
+                        body.decode(), sealed_as(OutboundMessage, "body_enc", envelope.bundle_id)
+                    ),
                 )
             )
             session.commit()

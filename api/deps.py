@@ -63,12 +63,18 @@ EngineDep = Annotated[Engine, Depends(get_engine)]
 PathwaysDep = Annotated[Pathways, Depends(get_pathways)]
 ReceiverDep = Annotated[Receiver, Depends(get_receiver)]
 
-_bearer = HTTPBearer(auto_error=False, description="a JWT from the identity provider (in dev: `careflow token --role ROLE`)")
+_bearer = HTTPBearer(
+    auto_error=False, description="a JWT from the identity provider (in dev: `careflow token --role ROLE`)"
+)
 
 
-def get_current_user(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
+def get_current_user(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
     if credentials is None:
-        raise HTTPException(401, "authentication required: send 'Authorization: Bearer <token>'", headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            401, "authentication required: send 'Authorization: Bearer <token>'", headers={"WWW-Authenticate": "Bearer"}
+        )
     try:
         principal = request.app.state.verifier.verify(credentials.credentials)
     except InvalidToken as err:
@@ -83,7 +89,9 @@ CurrentUser = Annotated[Principal, Depends(get_current_user)]
 def require_roles(*roles: Role, admin: bool = True) -> Callable[[Principal], Principal]:
     def check(user: CurrentUser) -> Principal:
         if user.role not in roles and not (admin and user.role is Role.ADMIN):
-            raise HTTPException(403, f"role {user.role.value} may not do this; needs {' or '.join(r.value for r in roles)}")
+            raise HTTPException(
+                403, f"role {user.role.value} may not do this; needs {' or '.join(r.value for r in roles)}"
+            )
         return user
 
     return check
@@ -93,6 +101,8 @@ Clinician = Annotated[Principal, Depends(require_roles(Role.CLINICIAN))]
 Coordinator = Annotated[Principal, Depends(require_roles(Role.COORDINATOR))]
 FlowReader = Annotated[Principal, Depends(require_roles(Role.COORDINATOR, Role.CLINICIAN))]
 Reader = Annotated[Principal, Depends(require_roles(Role.COORDINATOR, Role.CLINICIAN, Role.PARTNER))]
+
+
 # Admin does not act as a partner: a partner is an organisation, bound to its SOR.
 def get_scope(user: CurrentUser) -> frozenset[str] | None:
     from api.scoping import visible_organisations

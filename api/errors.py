@@ -11,10 +11,22 @@ from exchange.starting import StartRefused
 
 FHIR_JSON = "application/fhir+json"
 
-_ISSUE_CODES = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 409: "duplicate", 413: "too-costly", 415: "not-supported", 422: "invalid", 503: "transient"}
+_ISSUE_CODES = {
+    400: "invalid",
+    401: "login",
+    403: "forbidden",
+    404: "not-found",
+    409: "duplicate",
+    413: "too-costly",
+    415: "not-supported",
+    422: "invalid",
+    503: "transient",
+}
 
 
-def operation_outcome(diagnostics: str | list[str], *, code: str = "invalid", severity: str = "error", expression: list[str] | None = None) -> dict:
+def operation_outcome(
+    diagnostics: str | list[str], *, code: str = "invalid", severity: str = "error", expression: list[str] | None = None
+) -> dict:
     messages = [diagnostics] if isinstance(diagnostics, str) else diagnostics
     issues = []
     for i, message in enumerate(messages):
@@ -25,7 +37,9 @@ def operation_outcome(diagnostics: str | list[str], *, code: str = "invalid", se
     return {"resourceType": "OperationOutcome", "issue": issues}
 
 
-def outcome_response(status: int, diagnostics: str | list[str], *, headers: dict | None = None, expression: list[str] | None = None) -> JSONResponse:
+def outcome_response(
+    status: int, diagnostics: str | list[str], *, headers: dict | None = None, expression: list[str] | None = None
+) -> JSONResponse:
     return JSONResponse(
         operation_outcome(diagnostics, code=_ISSUE_CODES.get(status, "processing"), expression=expression),
         status_code=status,

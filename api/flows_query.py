@@ -9,8 +9,8 @@ from datetime import datetime
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from api.scoping import restrict
 from api.schemas import EscalationPublic, FlowDetail, FlowPublic, MessagePublic, PatientPublic, TimelineEntry
+from api.scoping import restrict
 from careflow.crypto import KeyRing
 from messaging.model import PatientData
 from store.models import Escalation, Flow, FlowEvent, InboundMessage, OutboundMessage, sealed_as, utcnow
@@ -50,24 +50,40 @@ class FlowFilter:
         return query
 
 
-def list_flows(session: Session, flt: FlowFilter, *, limit: int, offset: int, sort: str = "deadline") -> tuple[list[FlowPublic], int]:
+def list_flows(
+    session: Session, flt: FlowFilter, *, limit: int, offset: int, sort: str = "deadline"
+) -> tuple[list[FlowPublic], int]:
     total = session.exec(flt.apply(select(func.count()).select_from(Flow))).one()
-    rows = session.exec(flt.apply(select(Flow)).order_by(*SORTS.get(sort, SORTS["deadline"])).offset(offset).limit(limit)).all()
+    rows = session.exec(
+        flt.apply(select(Flow)).order_by(*SORTS.get(sort, SORTS["deadline"])).offset(offset).limit(limit)
+    ).all()
     return [flow_public(f) for f in rows], total
 
 
 def flow_public(flow: Flow) -> FlowPublic:
-    overdue = bool(flow.next_deadline and _aware(flow.next_deadline) < utcnow() and flow.status in ("active", "escalated"))
+    overdue = bool(
+        flow.next_deadline and _aware(flow.next_deadline) < utcnow() and flow.status in ("active", "escalated")
+    )
     return FlowPublic(**flow.model_dump(include=set(FlowPublic.model_fields) - {"overdue"}), overdue=overdue)
 
 
 def flow_detail(session: Session, flow: Flow, key_ring: KeyRing) -> FlowDetail:
     now = utcnow()
-    patient = PatientData.model_validate_json(key_ring.decrypt_text(flow.patient_enc, sealed_as(Flow, "patient_enc", flow.id)))
-    events = session.exec(select(FlowEvent).where(FlowEvent.flow_id == flow.id).order_by(col(FlowEvent.at), col(FlowEvent.id))).all()
-    escalations = session.exec(select(Escalation).where(Escalation.flow_id == flow.id).order_by(col(Escalation.opened_at))).all()
-    outbound = session.exec(select(OutboundMessage).where(OutboundMessage.flow_id == flow.id).order_by(col(OutboundMessage.id))).all()
-    inbound = session.exec(select(InboundMessage).where(InboundMessage.flow_id == flow.id).order_by(col(InboundMessage.id))).all()
+    patient = PatientData.model_validate_json(
+        key_ring.decrypt_text(flow.patient_enc, sealed_as(Flow, "patient_enc", flow.id))
+    )
+    events = session.exec(
+        select(FlowEvent).where(FlowEvent.flow_id == flow.id).order_by(col(FlowEvent.at), col(FlowEvent.id))
+    ).all()
+    escalations = session.exec(
+        select(Escalation).where(Escalation.flow_id == flow.id).order_by(col(Escalation.opened_at))
+    ).all()
+    outbound = session.exec(
+        select(OutboundMessage).where(OutboundMessage.flow_id == flow.id).order_by(col(OutboundMessage.id))
+    ).all()
+    inbound = session.exec(
+        select(InboundMessage).where(InboundMessage.flow_id == flow.id).order_by(col(InboundMessage.id))
+    ).all()
     messages = [
         MessagePublic(
             direction="out",
@@ -106,8 +122,24 @@ def flow_detail(session: Session, flow: Flow, key_ring: KeyRing) -> FlowDetail:
         patient=PatientPublic(cpr=patient.cpr, given_name=patient.given_name, family_name=patient.family_name),
         reason=key_ring.decrypt_text(flow.reason_enc, sealed_as(Flow, "reason_enc", flow.id)),
         deadlines=deadlines,
-        timeline=[TimelineEntry(at=e.at, kind=e.kind, step=e.step, detail=e.detail, message_header_id=e.message_header_id, actor=e.actor) for e in events],
-        escalations=[EscalationPublic(id=e.id, step=e.step, reason=e.reason, opened_at=e.opened_at, resolved_at=e.resolved_at, resolved_by=e.resolved_by, resolution=e.resolution) for e in escalations],
+        timeline=[
+            TimelineEntry(
+                at=e.at, kind=e.kind, step=e.step, detail=e.detail, message_header_id=e.message_header_id, actor=e.actor
+            )
+            for e in events
+        ],
+        escalations=[
+            EscalationPublic(
+                id=e.id,
+                step=e.step,
+                reason=e.reason,
+                opened_at=e.opened_at,
+                resolved_at=e.resolved_at,
+                resolved_by=e.resolved_by,
+                resolution=e.resolution,
+            )
+            for e in escalations
+        ],
         messages=messages,
     )
 

@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import FastAPI
-from temporalio.client import Client
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from api import console
@@ -20,21 +19,23 @@ from api.security import BodyLimitMiddleware, CodecCORSMiddleware, DeniedAuditMi
 from careflow.codec import EncryptionCodec
 from careflow.crypto import KeyRing
 from careflow.metrics import ApiMetrics
-from exchange.delivering import Deliverer, send_acknowledgement
-from exchange.receiving import Receiver
 from careflow.settings import Settings, get_settings
 from careflow.temporal import connect
-from careflow.tracing import Tracing
 from careflow.tokens import verifier_from_settings
+from careflow.tracing import Tracing
+from exchange.delivering import Deliverer, send_acknowledgement
+from exchange.receiving import Receiver
 from messaging import Directory
 from store.audit import chain_key
-from workflows.registry import Pathways
 from store.db import make_engine, migrate
+from workflows.registry import Pathways
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None, *, run_migrations: bool = True, tracing: Tracing | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, run_migrations: bool = True, tracing: Tracing | None = None
+) -> FastAPI:
     settings = settings or get_settings()
     tracing = tracing or Tracing.from_settings(settings, "careflow-api")
     settings.refuse_unsafe("api")  # before anything listens: production secrets or no start
@@ -50,7 +51,9 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
         app.state.metrics.watch_read_model(app.state.engine)
         app.state.audit_key = chain_key(settings.cpr_hash_key)
         app.state.key_ring = KeyRing.parse(settings.codec_keys)
-        app.state.temporal_codec = EncryptionCodec(app.state.key_ring, strict=False)  # the UI's codec endpoint shows what is there
+        app.state.temporal_codec = EncryptionCodec(
+            app.state.key_ring, strict=False
+        )  # the UI's codec endpoint shows what is there
         app.state.directory = Directory.load(settings.directory_path)
         app.state.pathways = Pathways.load(settings.pathway_modules)
         use_pathways(app.state.pathways)
@@ -58,12 +61,16 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
         # Lazy: the API starts, and stores inbound messages, even while Temporal is down.
         app.state.temporal = await connect(settings, lazy=True, interceptors=tracing.temporal_interceptors())
         app.state.http = tracing.instrument_http(httpx.AsyncClient(timeout=settings.send_timeout.total_seconds()))
-        deliverer = Deliverer(app.state.engine, app.state.temporal, app.state.pathways, app.state.key_ring, settings.task_queue)
+        deliverer = Deliverer(
+            app.state.engine, app.state.temporal, app.state.pathways, app.state.key_ring, settings.task_queue
+        )
         tasks: set[asyncio.Task] = set()
 
         async def _deliver_and_acknowledge(message_id: int) -> None:
             await deliverer.deliver(message_id)
-            await send_acknowledgement(app.state.engine, app.state.http, app.state.directory, app.state.key_ring, message_id)
+            await send_acknowledgement(
+                app.state.engine, app.state.http, app.state.directory, app.state.key_ring, message_id
+            )
 
         def after_store(message_id: int) -> None:
             """Deliver and acknowledge right away; whatever fails here the relay picks up."""
@@ -92,7 +99,9 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
     # CORS (the Temporal UI calls /codec from the browser), response headers, and body limits
     # before any route, parser or authentication.
     app.add_middleware(DeniedAuditMiddleware)
-    app.add_middleware(BodyLimitMiddleware, limits={"/fhir/": settings.max_message_bytes, "/codec/": settings.max_codec_bytes})
+    app.add_middleware(
+        BodyLimitMiddleware, limits={"/fhir/": settings.max_message_bytes, "/codec/": settings.max_codec_bytes}
+    )
     app.add_middleware(ResponseHeadersMiddleware)
     app.add_middleware(CodecCORSMiddleware, origins=settings.codec_cors_origins)
     app.state.metrics = ApiMetrics()
@@ -100,6 +109,17 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
     tracing.instrument_app(app)
     if settings.proxies:
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.proxies)
-    for router in (health.router, metrics.router, pathways.router, referrals.router, flows.router, reports.router, fhir.router, triage.router, codec.router, console.router):
+    for router in (
+        health.router,
+        metrics.router,
+        pathways.router,
+        referrals.router,
+        flows.router,
+        reports.router,
+        fhir.router,
+        triage.router,
+        codec.router,
+        console.router,
+    ):
         app.include_router(router)
     return app

@@ -65,7 +65,9 @@ def parse_period(since: str | None, until: str | None, *, now: datetime | None =
     end = _parse_moment(until, "until") if until else (now or utcnow())
     start = _parse_moment(since, "since") if since else end - DEFAULT_PERIOD
     if start >= end:
-        raise BadPeriod(f"the period is empty: since ({start.isoformat()}) must be before until ({end.isoformat()})", "since")
+        raise BadPeriod(
+            f"the period is empty: since ({start.isoformat()}) must be before until ({end.isoformat()})", "since"
+        )
     if end - start > MAX_PERIOD:
         raise BadPeriod(f"the period is longer than {MAX_PERIOD.days} days; ask for a shorter one", "since")
     return Period(start, end)
@@ -78,7 +80,9 @@ def _parse_moment(value: str, parameter: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise BadPeriod(f"{parameter} is not an ISO 8601 datetime (e.g. 2025-01-31T00:00:00Z): {value[:40]!r}", parameter) from None
+        raise BadPeriod(
+            f"{parameter} is not an ISO 8601 datetime (e.g. 2025-01-31T00:00:00Z): {value[:40]!r}", parameter
+        ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
@@ -117,7 +121,9 @@ def reply_steps() -> dict[str, dict[str, tuple[str, str]]]:
     found: dict[str, dict[str, tuple[str, str]]] = {}
     for name, pathway in PATHWAYS.items():
         steps = pathway.steps
-        found[name] = {s.message: (s.name, steps[i - 1].name) for i, s in enumerate(steps) if isinstance(s, AwaitReply) and i > 0}
+        found[name] = {
+            s.message: (s.name, steps[i - 1].name) for i, s in enumerate(steps) if isinstance(s, AwaitReply) and i > 0
+        }
     return found
 
 
@@ -150,16 +156,31 @@ def partner_report(session: Session, period: Period, directory: Directory) -> Pa
         return rows[sor]
 
     in_period = and_(col(OutboundMessage.created_at) >= period.since, col(OutboundMessage.created_at) < period.until)
-    counts = select(
-        OutboundMessage.receiver_sor,
-        func.sum(case((col(OutboundMessage.attempt) == 0, 1), else_=0)),
-        func.sum(case((col(OutboundMessage.attempt) > 0, 1), else_=0)),
-        func.sum(case((and_(col(OutboundMessage.http_status) >= 400, col(OutboundMessage.http_status) < 500), 1), else_=0)),
-        func.count(func.distinct(case((col(OutboundMessage.ack_code) == FATAL_ERROR, OutboundMessage.message_header_id)))),
-    ).where(in_period).group_by(OutboundMessage.receiver_sor)
+    counts = (
+        select(
+            OutboundMessage.receiver_sor,
+            func.sum(case((col(OutboundMessage.attempt) == 0, 1), else_=0)),
+            func.sum(case((col(OutboundMessage.attempt) > 0, 1), else_=0)),
+            func.sum(
+                case(
+                    (and_(col(OutboundMessage.http_status) >= 400, col(OutboundMessage.http_status) < 500), 1), else_=0
+                )
+            ),
+            func.count(
+                func.distinct(case((col(OutboundMessage.ack_code) == FATAL_ERROR, OutboundMessage.message_header_id)))
+            ),
+        )
+        .where(in_period)
+        .group_by(OutboundMessage.receiver_sor)
+    )
     for sor, sent, resends, refused, fatal_acks in session.exec(counts).all():
         r = row(sor)
-        r.messages_sent, r.resends, r.refused_sends, r.fatal_error_acks = int(sent or 0), int(resends or 0), int(refused or 0), int(fatal_acks or 0)
+        r.messages_sent, r.resends, r.refused_sends, r.fatal_error_acks = (
+            int(sent or 0),
+            int(resends or 0),
+            int(refused or 0),
+            int(fatal_acks or 0),
+        )
         r.fatal_errors = r.refused_sends + r.fatal_error_acks
 
     # Acknowledgement latency: every send of each message first sent in the period.
@@ -183,7 +204,11 @@ def partner_report(session: Session, period: Period, directory: Directory) -> Pa
     breaches = (
         select(Flow.receiving_sor, Escalation.step, func.count())
         .join(Flow, col(Flow.id) == col(Escalation.flow_id))
-        .where(col(Escalation.reason).endswith(DEADLINE_REASON_SUFFIX), col(Escalation.opened_at) >= period.since, col(Escalation.opened_at) < period.until)
+        .where(
+            col(Escalation.reason).endswith(DEADLINE_REASON_SUFFIX),
+            col(Escalation.opened_at) >= period.since,
+            col(Escalation.opened_at) < period.until,
+        )
         .group_by(Flow.receiving_sor, Escalation.step)
     )
     for sor, step, n in session.exec(breaches).all():
@@ -202,15 +227,24 @@ def _reply_latencies(session: Session, period: Period, row) -> None:  # noqa: AN
     first_at = func.min(InboundMessage.received_at)
     first_replies = (
         select(InboundMessage.flow_id, InboundMessage.event_code, InboundMessage.sender_sor, first_at.label("first_at"))
-        .where(col(InboundMessage.flow_id).is_not(None), col(InboundMessage.event_code).in_(kinds), col(InboundMessage.delivery_status).in_(REPLY_STATUSES))
+        .where(
+            col(InboundMessage.flow_id).is_not(None),
+            col(InboundMessage.event_code).in_(kinds),
+            col(InboundMessage.delivery_status).in_(REPLY_STATUSES),
+        )
         .where(col(InboundMessage.received_at) < period.until)
         .group_by(InboundMessage.flow_id, InboundMessage.event_code, InboundMessage.sender_sor)
         .having(first_at >= period.since)
         .subquery()
     )
-    query = select(first_replies.c.flow_id, first_replies.c.event_code, first_replies.c.sender_sor, first_replies.c.first_at, Flow.pathway, Flow.steps_json).join(
-        Flow, col(Flow.id) == first_replies.c.flow_id
-    )
+    query = select(
+        first_replies.c.flow_id,
+        first_replies.c.event_code,
+        first_replies.c.sender_sor,
+        first_replies.c.first_at,
+        Flow.pathway,
+        Flow.steps_json,
+    ).join(Flow, col(Flow.id) == first_replies.c.flow_id)
     earliest: dict[tuple[str, str], tuple[datetime, str, str, str]] = {}
     for flow_id, event_code, sender, at, pathway, steps_json in session.exec(query).all():
         key = (flow_id, event_code)
@@ -227,9 +261,13 @@ def _reply_latencies(session: Session, period: Period, row) -> None:  # noqa: AN
         started = completed.get(previous)
         if not started:
             continue  # the step before never finished: this reply answered no open step
-        latencies.setdefault((sender, step), []).append(max(0.0, (at - _utc(datetime.fromisoformat(started))).total_seconds()))
+        latencies.setdefault((sender, step), []).append(
+            max(0.0, (at - _utc(datetime.fromisoformat(started))).total_seconds())
+        )
     for (sender, step), values in latencies.items():
-        row(sender).reply_latency[step] = StepLatency(replies=len(values), p50_seconds=percentile(values, 0.50), p99_seconds=percentile(values, 0.99))
+        row(sender).reply_latency[step] = StepLatency(
+            replies=len(values), p50_seconds=percentile(values, 0.50), p99_seconds=percentile(values, 0.99)
+        )
 
 
 def _utc(moment: datetime) -> datetime:
@@ -242,7 +280,12 @@ def csv_columns() -> list[str]:
         "fatal_error_acks", "refused_sends", "fatal_errors", "deadlines_breached",
     ]  # fmt: skip
     for step in reply_step_names():
-        columns += [f"{step}_replies", f"{step}_reply_p50_seconds", f"{step}_reply_p99_seconds", f"{step}_deadlines_breached"]
+        columns += [
+            f"{step}_replies",
+            f"{step}_reply_p50_seconds",
+            f"{step}_reply_p99_seconds",
+            f"{step}_deadlines_breached",
+        ]
     return columns
 
 
@@ -253,12 +296,26 @@ def report_csv(report: PartnerReport) -> str:
     writer.writerow(csv_columns())
     for p in report.partners:
         cells: list[object] = [
-            p.sor, p.name, p.messages_sent, p.resends, p.acknowledged, _num(p.ack_latency_p50_seconds), _num(p.ack_latency_p99_seconds),
-            p.fatal_error_acks, p.refused_sends, p.fatal_errors, p.deadlines_breached,
-        ]  # fmt: skip
+            p.sor,
+            p.name,
+            p.messages_sent,
+            p.resends,
+            p.acknowledged,
+            _num(p.ack_latency_p50_seconds),
+            _num(p.ack_latency_p99_seconds),
+            p.fatal_error_acks,
+            p.refused_sends,
+            p.fatal_errors,
+            p.deadlines_breached,
+        ]
         for step in reply_step_names():
             latency = p.reply_latency.get(step, StepLatency())
-            cells += [latency.replies, _num(latency.p50_seconds), _num(latency.p99_seconds), p.deadlines_breached_by_step.get(step, 0)]
+            cells += [
+                latency.replies,
+                _num(latency.p50_seconds),
+                _num(latency.p99_seconds),
+                p.deadlines_breached_by_step.get(step, 0),
+            ]
         writer.writerow(cells)
     return out.getvalue()
 

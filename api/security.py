@@ -39,7 +39,18 @@ class BodyTooLarge(Exception):
 
 async def _outcome(send: Send, status: int, message: str) -> None:
     body = json.dumps(operation_outcome(message, code="too-costly" if status == 413 else "invalid")).encode()
-    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", FHIR_JSON.encode()), (b"content-length", str(len(body)).encode()), NO_STORE, *SECURITY_HEADERS]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", FHIR_JSON.encode()),
+                (b"content-length", str(len(body)).encode()),
+                NO_STORE,
+                *SECURITY_HEADERS,
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -126,14 +137,19 @@ class CodecCORSMiddleware:
     def __init__(self, app: ASGIApp, origins: list[str], prefix: str = "/codec") -> None:
         self.app = app
         self.prefix = prefix
-        self.cors = CORSMiddleware(app, allow_origins=origins, allow_methods=["POST"], allow_headers=["Authorization", "Content-Type", "X-Namespace"], allow_credentials=False)
+        self.cors = CORSMiddleware(
+            app,
+            allow_origins=origins,
+            allow_methods=["POST"],
+            allow_headers=["Authorization", "Content-Type", "X-Namespace"],
+            allow_credentials=False,
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith(self.prefix):
             await self.cors(scope, receive, send)
         else:
             await self.app(scope, receive, send)
-
 
 
 class DeniedAuditMiddleware:
@@ -172,5 +188,7 @@ def _record_denial(scope: Scope, status: int) -> None:
     action = "console-login-failed" if path == "/console/login" and scope["method"] == "POST" else f"denied-{status}"
     client = scope.get("client") or ("", 0)
     with audit_session(state.engine, state.audit_key) as session:
-        session.add(AuditEntry(actor=actor, role=role, action=action, detail=f"{scope['method']} {path} from {client[0]}"))
+        session.add(
+            AuditEntry(actor=actor, role=role, action=action, detail=f"{scope['method']} {path} from {client[0]}")
+        )
         session.commit()

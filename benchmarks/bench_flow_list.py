@@ -42,14 +42,20 @@ def fill(settings: Settings, count: int) -> None:
     rng = random.Random(7)
     key_ring = KeyRing.parse(settings.codec_keys)
     # One ciphertext shared by all rows: the list page never decrypts, so this costs nothing real.
-    patient_enc = key_ring.encrypt_text(json.dumps({"cpr": "0101505123", "given_name": "Testa", "family_name": "Syntetisk"}))
+    patient_enc = key_ring.encrypt_text(
+        json.dumps({"cpr": "0101505123", "given_name": "Testa", "family_name": "Syntetisk"})
+    )
     reason_enc = key_ring.encrypt_text("Brystsmerter ved anstrengelse")
     now = datetime.now(UTC)
     flows, escalations = [], []
     for i in range(count):
         step = rng.choice(STEPS)
         status = "completed" if step == "completed" else rng.choice(["active"] * 8 + ["escalated", "cancelled"])
-        deadline = None if status in ("completed", "cancelled") or step == "referral" else now + timedelta(hours=rng.randint(-72, 30 * 24))
+        deadline = (
+            None
+            if status in ("completed", "cancelled") or step == "referral"
+            else now + timedelta(hours=rng.randint(-72, 30 * 24))
+        )
         flow_id = str(uuid.uuid4())
         flows.append(
             {
@@ -73,7 +79,15 @@ def fill(settings: Settings, count: int) -> None:
             }
         )
         if status == "escalated":
-            escalations.append({"flow_id": flow_id, "escalation_key": f"{step}-1", "step": step, "reason": "no reply by the deadline", "opened_at": now - timedelta(hours=i % 100)})
+            escalations.append(
+                {
+                    "flow_id": flow_id,
+                    "escalation_key": f"{step}-1",
+                    "step": step,
+                    "reason": "no reply by the deadline",
+                    "opened_at": now - timedelta(hours=i % 100),
+                }
+            )
     engine = make_engine(settings.sqlalchemy_url)
     with engine.begin() as conn:
         conn.execute(insert(Flow), flows)
@@ -98,7 +112,9 @@ async def measure(settings: Settings, requests: int) -> dict[str, tuple[float, f
     async with app.router.lifespan_context(app):
         open_console_session(app.state.engine, console_session)  # the server-side half of the login
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000", cookies={COOKIE_NAME: cookie}) as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://127.0.0.1:8000", cookies={COOKIE_NAME: cookie}
+        ) as client:
             for label, path in variants.items():
                 for _ in range(3):  # warm up: templates compiled, connections open
                     (await client.get(path)).raise_for_status()
@@ -119,7 +135,9 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=50)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(env="dev", data_dir=Path(tmp), temporal_address="127.0.0.1:1")  # dev secrets; Temporal is never called
+        settings = Settings(
+            env="dev", data_dir=Path(tmp), temporal_address="127.0.0.1:1"
+        )  # dev secrets; Temporal is never called
         migrate(settings.sqlalchemy_url)
         start = time.perf_counter()
         fill(settings, args.flows)

@@ -26,21 +26,30 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import httpx  # noqa: E402
+from bench_throughput import RECEIVING_SOR, REFERRING_SOR, RESULTS, synthetic_cpr, wait_settled  # noqa: E402
 from harness import PARTNERS_AT_ONCE, BenchStack, Profiler, Usage, load_average, machine, p50_p99  # noqa: E402
 
-import httpx  # noqa: E402
-
-from bench_throughput import RECEIVING_SOR, REFERRING_SOR, RESULTS, synthetic_cpr, wait_settled  # noqa: E402
 from careflow.auth import Role  # noqa: E402
 from careflow.tokens import dev_issuer  # noqa: E402
 from messaging import Directory, build_message, to_json  # noqa: E402
-from messaging.model import AppointmentContent, Envelope, MessageKind, ObservationValue, PatientData, TestResultContent, TreatmentPlanContent  # noqa: E402
+from messaging.model import (  # noqa: E402
+    AppointmentContent,
+    Envelope,
+    MessageKind,
+    ObservationValue,
+    PatientData,
+    TestResultContent,
+    TreatmentPlanContent,
+)
 
 LAB_SOR = "300000000000001"
 
 
 async def open_pathways(stack: BenchStack, count: int, concurrency: int) -> dict[str, PatientData]:
-    token = dev_issuer(stack.data, create=True).issue(Role.CLINICIAN, sor="100000000000001", subject="bench-clinician", ttl=timedelta(hours=1))
+    token = dev_issuer(stack.data, create=True).issue(
+        Role.CLINICIAN, sor="100000000000001", subject="bench-clinician", ttl=timedelta(hours=1)
+    )
     rng = random.Random(5)
     semaphore = asyncio.Semaphore(concurrency)
     opened: dict[str, PatientData] = {}
@@ -48,7 +57,13 @@ async def open_pathways(stack: BenchStack, count: int, concurrency: int) -> dict
 
         async def one() -> None:
             patient = PatientData(cpr=synthetic_cpr(rng), given_name="Testa", family_name="Syntetisk")
-            body = {"patient": patient.model_dump(), "referring_sor": REFERRING_SOR, "receiving_sor": RECEIVING_SOR, "reason": "Udredning (benchmark)", "priority": "routine"}
+            body = {
+                "patient": patient.model_dump(),
+                "referring_sor": REFERRING_SOR,
+                "receiving_sor": RECEIVING_SOR,
+                "reason": "Udredning (benchmark)",
+                "priority": "routine",
+            }
             async with semaphore:
                 response = await http.post("/referrals", json=body, headers={"Authorization": f"Bearer {token}"})
             if response.status_code == 202:
@@ -67,19 +82,59 @@ def replies(stack: BenchStack, opened: dict[str, PatientData]) -> list[tuple[byt
 
     directory = Directory.load(stack.settings.directory_path)
     with Session(make_engine(stack.settings.sqlalchemy_url)) as session:
-        referral_header = {o.flow_id: o.message_header_id for o in session.exec(select(OutboundMessage).where(col(OutboundMessage.flow_id).in_(list(opened)), OutboundMessage.step == "referral")).all()}
+        referral_header = {
+            o.flow_id: o.message_header_id
+            for o in session.exec(
+                select(OutboundMessage).where(
+                    col(OutboundMessage.flow_id).in_(list(opened)), OutboundMessage.step == "referral"
+                )
+            ).all()
+        }
     hospital, lab, gp = (directory.get(sor).organization for sor in (RECEIVING_SOR, LAB_SOR, REFERRING_SOR))
-    tokens = {sor: dev_issuer(stack.data, create=True).issue(Role.PARTNER, sor=sor, subject=f"bench-{sor}", ttl=timedelta(hours=1)) for sor in (RECEIVING_SOR, LAB_SOR)}
+    tokens = {
+        sor: dev_issuer(stack.data, create=True).issue(
+            Role.PARTNER, sor=sor, subject=f"bench-{sor}", ttl=timedelta(hours=1)
+        )
+        for sor in (RECEIVING_SOR, LAB_SOR)
+    }
     now = datetime.now(UTC)
     out: list[tuple[bytes, dict[str, str]]] = []
     for make in (
-        lambda sr: (hospital, MessageKind.APPOINTMENT, AppointmentContent(service_request_id=sr, start=now + timedelta(days=7), description="Ambulant forundersøgelse")),
-        lambda sr: (lab, MessageKind.TEST_RESULT, TestResultContent(service_request_id=sr, code="NPU02319", display="Hæmoglobin;B", conclusion="Normal", observations=[ObservationValue(code="NPU02319", display="Hæmoglobin;B", value=8.9, unit="mmol/L")])),
-        lambda sr: (hospital, MessageKind.TREATMENT_PLAN, TreatmentPlanContent(service_request_id=sr, description="Kontrol om 3 måneder")),
+        lambda sr: (
+            hospital,
+            MessageKind.APPOINTMENT,
+            AppointmentContent(
+                service_request_id=sr, start=now + timedelta(days=7), description="Ambulant forundersøgelse"
+            ),
+        ),
+        lambda sr: (
+            lab,
+            MessageKind.TEST_RESULT,
+            TestResultContent(
+                service_request_id=sr,
+                code="NPU02319",
+                display="Hæmoglobin;B",
+                conclusion="Normal",
+                observations=[ObservationValue(code="NPU02319", display="Hæmoglobin;B", value=8.9, unit="mmol/L")],
+            ),
+        ),
+        lambda sr: (
+            hospital,
+            MessageKind.TREATMENT_PLAN,
+            TreatmentPlanContent(service_request_id=sr, description="Kontrol om 3 måneder"),
+        ),
     ):
         for flow_id, patient in opened.items():
             sender, kind, content = make(flow_id)
-            envelope = Envelope(message_header_id=str(uuid.uuid4()), bundle_id=str(uuid.uuid4()), timestamp=now, sender=sender, receiver=gp, patient=patient, previous_header_id=referral_header.get(flow_id))
+            envelope = Envelope(
+                message_header_id=str(uuid.uuid4()),
+                bundle_id=str(uuid.uuid4()),
+                timestamp=now,
+                sender=sender,
+                receiver=gp,
+                patient=patient,
+                previous_header_id=referral_header.get(flow_id),
+            )
             headers = {"Content-Type": "application/fhir+json", "Authorization": f"Bearer {tokens[sender.sor]}"}
             out.append((to_json(build_message(kind, envelope, content)), headers))
     return out
@@ -99,7 +154,11 @@ async def run(args: argparse.Namespace, data: Path) -> int:
         opened = await open_pathways(stack, args.flows, 16)
         waiting = await wait_settled(make_engine(stack.settings.sqlalchemy_url), list(opened), 300, step="appointment")
         messages = replies(stack, opened)
-        print(f"inbound: {len(opened)} pathways open ({waiting} waiting for their appointment), {len(messages)} replies to post (load average {load_average()})", flush=True)
+        print(
+            f"inbound: {len(opened)} pathways open ({waiting} waiting for their appointment), {len(messages)} "
+            f"replies to post (load average {load_average()})",
+            flush=True,
+        )
         latencies: list[float] = []
         statuses: dict[int, int] = {}
         async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=args.concurrency)) as http:
@@ -134,10 +193,14 @@ async def run(args: argparse.Namespace, data: Path) -> int:
             if profiler:
                 print(f"  flame graph: {', '.join(map(str, profiler.stop()))}")
         print(
-            f"inbound: posted {len(messages)} with {args.concurrency} in flight: {len(messages) / posted:.1f} messages/s over {posted:.1f}s, "
+            f"inbound: posted {len(messages)} with {args.concurrency} in flight: {len(messages) / posted:.1f} "
+            f"messages/s over {posted:.1f}s, "
             f"answers {dict(sorted(statuses.items()))}; POST {p50_p99(latencies)}"
         )
-        print(f"inbound: acknowledgements at the partner {acks}/{len(messages)} after {acked:.1f}s ({acks / acked:.1f}/s, accepted message → acknowledged end to end)")
+        print(
+            f"inbound: acknowledgements at the partner {acks}/{len(messages)} after {acked:.1f}s "
+            f"({acks / acked:.1f}/s, accepted message → acknowledged end to end)"
+        )
         print(*usage.lines(len(messages), "message"), sep="\n")
         print(f"load average at the end: {load_average()}")
         return 0 if statuses.get(202, 0) == len(messages) and acks >= len(messages) else 1
@@ -147,7 +210,9 @@ async def run(args: argparse.Namespace, data: Path) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--flows", type=int, default=100, help="pathways to open; 3 replies are posted per pathway (default 100)")
+    parser.add_argument(
+        "--flows", type=int, default=100, help="pathways to open; 3 replies are posted per pathway (default 100)"
+    )
     parser.add_argument("--concurrency", type=int, default=16, help="POSTs in flight (default 16)")
     parser.add_argument("--profile", action="store_true", help=f"py-spy flame graph of the API into {RESULTS}")
     args = parser.parse_args()

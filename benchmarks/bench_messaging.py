@@ -11,7 +11,7 @@ import argparse
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -22,10 +22,10 @@ from messaging import (  # noqa: E402
     ObservationValue,
     PatientData,
     build_message,
+    load_default_directory,
     parse_message,
     to_json,
     to_xml,
-    load_default_directory,
     validate_message,
 )
 from messaging.model import TestResultContent  # noqa: E402
@@ -37,7 +37,7 @@ def typical_message() -> dict:
     envelope = Envelope(
         message_header_id="3f2b8c1e-7a6d-4e5f-9b0a-1c2d3e4f5a6b",
         bundle_id="8e7d6c5b-4a39-4281-9f0e-d1c2b3a49586",
-        timestamp=datetime(2025, 3, 4, 10, 30, tzinfo=timezone.utc),
+        timestamp=datetime(2025, 3, 4, 10, 30, tzinfo=UTC),
         sender=directory.get("300000000000001").organization,  # the demo lab
         receiver=directory.get("100000000000001").organization,  # the demo GP
         patient=PatientData(cpr="0101010000", given_name="Testa", family_name="Syntetisk"),
@@ -63,7 +63,9 @@ def main() -> int:
     args = parser.parse_args()
 
     bundle = typical_message()
-    body, content_type = (to_xml(bundle), "application/fhir+xml") if args.xml else (to_json(bundle), "application/fhir+json")
+    body, content_type = (
+        (to_xml(bundle), "application/fhir+xml") if args.xml else (to_json(bundle), "application/fhir+json")
+    )
     from messaging.parse import decode_body
 
     def once() -> None:
@@ -84,7 +86,8 @@ def main() -> int:
     p99 = timings[min(len(timings) - 1, int(len(timings) * 0.99))]
     print(
         f"parse+validate ({'XML' if args.xml else 'JSON'}, {len(body)} bytes, {len(bundle['entry'])} entries), "
-        f"{args.iterations} iterations: median {statistics.median(timings):.2f} ms, p99 {p99:.2f} ms, max {timings[-1]:.2f} ms"
+        f"{args.iterations} iterations: median {statistics.median(timings):.2f} ms, p99 {p99:.2f} ms, max "
+        f"{timings[-1]:.2f} ms"
     )
     return 0
 

@@ -31,9 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import PARTNERS_AT_ONCE, BenchStack, Profiler, Usage, free_port, load_average, machine, p50_p99  # noqa: E402
-
 import httpx  # noqa: E402
+from harness import PARTNERS_AT_ONCE, BenchStack, Profiler, Usage, free_port, load_average, machine, p50_p99  # noqa: E402
 from temporalio import activity, workflow  # noqa: E402
 from temporalio.api.enums.v1 import EventType  # noqa: E402
 from temporalio.api.history.v1 import History  # noqa: E402
@@ -41,10 +40,10 @@ from temporalio.client import Client  # noqa: E402
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker  # noqa: E402
 
 from careflow.auth import Role  # noqa: E402
-from careflow.tokens import dev_issuer  # noqa: E402
 from careflow.devstack import wait_for_port  # noqa: E402
 from careflow.settings import Settings  # noqa: E402
 from careflow.temporal import connect, dev_server_args, temporal_cli  # noqa: E402
+from careflow.tokens import dev_issuer  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # Per referral pathway: 1 start, 5 activities (send the referral, 4 projections), 4 signals
@@ -55,12 +54,18 @@ REFERRING_SOR, RECEIVING_SOR = "100000000000001", "200000000000001"
 WARM_UP = 2
 
 HOPS = {
-    "accepted → partner received": "POST /referrals answered (Flow.created_at) → the referral's POST to the partner returned 2xx (OutboundMessage.sent_at): API, workflow start, first workflow task, send_message",
-    "inbound accepted → signalled": "partner's message stored (InboundMessage.received_at) → signal accepted by Temporal (delivered_at)",
-    "activity ran → signalled": "bare: the activity told the driver → the driver's signal RPC returned (the partner's side of the same hop)",
-    "signalled → next activity": "WorkflowExecutionSignaled → the next ActivityTaskScheduled in the history: a workflow task took the signal and moved on (in careflow the 4 replies arrive together, so later ones wait behind earlier steps)",
+    "accepted → partner received": "POST /referrals answered (Flow.created_at) → the referral's POST to the partner "
+    "returned 2xx (OutboundMessage.sent_at): API, workflow start, first workflow task, send_message",
+    "inbound accepted → signalled": "partner's message stored (InboundMessage.received_at) → signal accepted by "
+    "Temporal (delivered_at)",
+    "activity ran → signalled": "bare: the activity told the driver → the driver's signal RPC returned (the "
+    "partner's side of the same hop)",
+    "signalled → next activity": "WorkflowExecutionSignaled → the next ActivityTaskScheduled in the history: a "
+    "workflow task took the signal and moved on (in careflow the 4 replies arrive together, so later ones wait "
+    "behind earlier steps)",
     "activity scheduled → completed": "ActivityTaskScheduled → ActivityTaskCompleted in the history, per activity type",
-    "reply accepted → ack at partner": "partner's reply stored (received_at) → careflow's acknowledgement accepted by the partner (ack_sent_at)",
+    "reply accepted → ack at partner": "partner's reply stored (received_at) → careflow's acknowledgement accepted "
+    "by the partner (ack_sent_at)",
     "pathway": "start (POST /referrals, or StartWorkflow for bare) → completed",
 }
 
@@ -113,16 +118,32 @@ async def bare_worker(address: str, task_queue: str) -> None:
 
 
 async def run_bare(flows: int, concurrency: int, data: Path, sample: int, rate: float = 0) -> dict:
-    print(f"\n== bare Temporal floor: {flows} flows{f' at {rate}/s' if rate else ''} (load average {load_average()})", flush=True)
+    print(
+        f"\n== bare Temporal floor: {flows} flows{f' at {rate}/s' if rate else ''} (load average {load_average()})",
+        flush=True,
+    )
     port = free_port()
     address = f"127.0.0.1:{port}"
     task_queue = f"bare-{uuid.uuid4().hex[:8]}"
     log = open(data / "bare-temporal.log", "ab")  # noqa: SIM115
-    temporal = subprocess.Popen([temporal_cli(), *dev_server_args(Settings(), db_file=data / "bare-temporal.db", port=port, ui_port=None)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    temporal = subprocess.Popen(
+        [temporal_cli(), *dev_server_args(Settings(), db_file=data / "bare-temporal.db", port=port, ui_port=None)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     worker = None
     try:
         wait_for_port("127.0.0.1", port, 60, temporal)
-        worker = await asyncio.create_subprocess_exec(sys.executable, __file__, "--bare-worker", address, task_queue, stdout=asyncio.subprocess.PIPE, start_new_session=True)
+        worker = await asyncio.create_subprocess_exec(
+            sys.executable,
+            __file__,
+            "--bare-worker",
+            address,
+            task_queue,
+            stdout=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
         assert worker.stdout is not None
         if (await asyncio.wait_for(worker.stdout.readline(), 60)).strip() != b"ready":
             raise RuntimeError("the bare worker did not start")
@@ -152,7 +173,9 @@ async def run_bare(flows: int, concurrency: int, data: Path, sample: int, rate: 
                 await asyncio.sleep(index / rate)
             started = time.monotonic()
             async with semaphore:
-                handle = await client.start_workflow(BarePathwayWorkflow.run, f"flow-{index}", id=workflow_id, task_queue=task_queue)
+                handle = await client.start_workflow(
+                    BarePathwayWorkflow.run, f"flow-{index}", id=workflow_id, task_queue=task_queue
+                )
             await handle.result()
             durations.append(time.monotonic() - started)
             return workflow_id
@@ -172,7 +195,15 @@ async def run_bare(flows: int, concurrency: int, data: Path, sample: int, rate: 
         hops, sizes = await history_hops(client, random.sample(ids, min(sample, len(ids))))
         hops["activity ran → signalled"] = signal_latency
         hops["pathway"] = durations
-        return {"flows": flows, "completed": len(durations), "elapsed": elapsed, "usage": usage, "hops": hops, "sizes": sizes, "messages": SIGNALS}
+        return {
+            "flows": flows,
+            "completed": len(durations),
+            "elapsed": elapsed,
+            "usage": usage,
+            "hops": hops,
+            "sizes": sizes,
+            "messages": SIGNALS,
+        }
     finally:
         for process in (worker, temporal):
             if process is not None and process.returncode is None:
@@ -187,15 +218,24 @@ async def run_bare(flows: int, concurrency: int, data: Path, sample: int, rate: 
 # ----- history: per-hop times and sizes -----------------------------------------------------------
 
 
-async def history_hops(client: Client, workflow_ids: list[str]) -> tuple[dict[str, list[float]], list[tuple[int, int, int, int]]]:
+async def history_hops(
+    client: Client, workflow_ids: list[str]
+) -> tuple[dict[str, list[float]], list[tuple[int, int, int, int]]]:
     """Hops read from the workflows' own histories, and (events, bytes, activities, signals) per history."""
     hops: dict[str, list[float]] = defaultdict(list)
     sizes: list[tuple[int, int, int, int]] = []
     for workflow_id in workflow_ids:
         history = await client.get_workflow_handle(workflow_id).fetch_history()
         events = list(history.events)
-        count = lambda kind: sum(1 for e in events if e.event_type == kind)  # noqa: E731
-        sizes.append((len(events), History(events=events).ByteSize(), count(EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED), count(EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED)))
+        count = lambda kind, events=events: sum(1 for e in events if e.event_type == kind)  # noqa: E731
+        sizes.append(
+            (
+                len(events),
+                History(events=events).ByteSize(),
+                count(EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED),
+                count(EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED),
+            )
+        )
         scheduled: dict[int, tuple[str, datetime]] = {}
         pending_signals: list[datetime] = []
         for event in events:
@@ -217,7 +257,8 @@ async def history_hops(client: Client, workflow_ids: list[str]) -> tuple[dict[st
 
 def synthetic_cpr(rng: random.Random) -> str:
     """Valid-format CPR that belongs to nobody: 7th digit 5-8 with year 30-57 means born 2030-2057."""
-    return f"{rng.randint(1, 28):02d}{rng.randint(1, 12):02d}{rng.randint(30, 57):02d}{rng.randint(5, 8)}{rng.randint(0, 999):03d}"
+    day, month, year = rng.randint(1, 28), rng.randint(1, 12), rng.randint(30, 57)
+    return f"{day:02d}{month:02d}{year:02d}{rng.randint(5, 8)}{rng.randint(0, 999):03d}"
 
 
 def referral_body(rng: random.Random, pathway: str) -> dict:
@@ -235,17 +276,25 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
-async def post_referrals(stack: BenchStack, count: int, concurrency: int, pathway: str, rng: random.Random, rate: float = 0) -> list[str]:
+async def post_referrals(
+    stack: BenchStack, count: int, concurrency: int, pathway: str, rng: random.Random, rate: float = 0
+) -> list[str]:
     """POST `count` referrals, all at once (`concurrency` in flight) or paced at `rate` per second."""
-    token = dev_issuer(stack.data, create=True).issue(Role.CLINICIAN, sor="100000000000001", subject="bench-clinician", ttl=timedelta(hours=1))
+    token = dev_issuer(stack.data, create=True).issue(
+        Role.CLINICIAN, sor="100000000000001", subject="bench-clinician", ttl=timedelta(hours=1)
+    )
     semaphore = asyncio.Semaphore(concurrency)
-    async with httpx.AsyncClient(base_url=stack.api_url, timeout=120, limits=httpx.Limits(max_connections=concurrency)) as http:
+    async with httpx.AsyncClient(
+        base_url=stack.api_url, timeout=120, limits=httpx.Limits(max_connections=concurrency)
+    ) as http:
 
         async def one(index: int) -> str | None:
             if rate:
                 await asyncio.sleep(index / rate)
             async with semaphore:
-                response = await http.post("/referrals", json=referral_body(rng, pathway), headers={"Authorization": f"Bearer {token}"})
+                response = await http.post(
+                    "/referrals", json=referral_body(rng, pathway), headers={"Authorization": f"Bearer {token}"}
+                )
             return response.json()["id"] if response.status_code == 202 else None
 
         ids = await asyncio.gather(*(one(i) for i in range(count)))
@@ -267,7 +316,11 @@ async def wait_settled(engine, flow_ids: list[str], timeout: float, *, step: str
             condition = Flow.step == step if step else col(Flow.status).in_(("completed", "cancelled", "failed"))
             done = 0
             for chunk in range(0, len(flow_ids), 500):
-                done += session.exec(select(func.count()).select_from(Flow).where(col(Flow.id).in_(flow_ids[chunk : chunk + 500]), condition)).one()
+                done += session.exec(
+                    select(func.count())
+                    .select_from(Flow)
+                    .where(col(Flow.id).in_(flow_ids[chunk : chunk + 500]), condition)
+                ).one()
         if done >= len(flow_ids):
             return done
         await asyncio.sleep(0.5)
@@ -292,18 +345,30 @@ def store_hops(engine, flow_ids: list[str]) -> tuple[dict[str, list[float]], dat
         for out in session.exec(select(OutboundMessage).where(col(OutboundMessage.flow_id).in_(flow_ids))).all():
             messages += out.sent_at is not None
             if out.step == "referral" and out.attempt == 0 and out.sent_at and out.flow_id in flows:
-                hops["accepted → partner received"].append((_utc(out.sent_at) - _utc(flows[out.flow_id].created_at)).total_seconds())
+                hops["accepted → partner received"].append(
+                    (_utc(out.sent_at) - _utc(flows[out.flow_id].created_at)).total_seconds()
+                )
         for inbound in session.exec(select(InboundMessage).where(col(InboundMessage.flow_id).in_(flow_ids))).all():
             messages += 1 + (inbound.ack_sent_at is not None)
             if inbound.delivered_at:
-                hops["inbound accepted → signalled"].append((_utc(inbound.delivered_at) - _utc(inbound.received_at)).total_seconds())
+                hops["inbound accepted → signalled"].append(
+                    (_utc(inbound.delivered_at) - _utc(inbound.received_at)).total_seconds()
+                )
             if inbound.ack_sent_at:
-                hops["reply accepted → ack at partner"].append((_utc(inbound.ack_sent_at) - _utc(inbound.received_at)).total_seconds())
+                hops["reply accepted → ack at partner"].append(
+                    (_utc(inbound.ack_sent_at) - _utc(inbound.received_at)).total_seconds()
+                )
     return hops, last, messages
 
 
-async def run_careflow(flows: int, concurrency: int, data: Path, sample: int, pathway: str, profile: bool, timeout: float, rate: float = 0) -> dict:
-    print(f"\n== careflow, whole stack: {flows} {pathway} pathways{f' at {rate}/s' if rate else ''} (load average {load_average()})", flush=True)
+async def run_careflow(
+    flows: int, concurrency: int, data: Path, sample: int, pathway: str, profile: bool, timeout: float, rate: float = 0
+) -> dict:
+    print(
+        f"\n== careflow, whole stack: {flows} {pathway} pathways{f' at {rate}/s' if rate else ''} (load average "
+        f"{load_average()})",
+        flush=True,
+    )
     from store.db import make_engine
 
     stack = BenchStack(data, behaviour=PARTNERS_AT_ONCE)
@@ -314,7 +379,9 @@ async def run_careflow(flows: int, concurrency: int, data: Path, sample: int, pa
         rng = random.Random(12)
         warm = await post_referrals(stack, WARM_UP, WARM_UP, pathway, rng)
         if len(warm) < WARM_UP or await wait_settled(engine, warm, 120) < WARM_UP:
-            raise RuntimeError(f"careflow did not complete the warm-up referrals; worker log:\n{stack.log_tail('worker')}")
+            raise RuntimeError(
+                f"careflow did not complete the warm-up referrals; worker log:\n{stack.log_tail('worker')}"
+            )
         usage = Usage({**stack.pids(), "driver": os.getpid()})
         if profile:
             profiler = Profiler({"api": stack.processes["api"].pid, "worker": stack.processes["worker"].pid}, RESULTS)
@@ -339,7 +406,17 @@ async def run_careflow(flows: int, concurrency: int, data: Path, sample: int, pa
         history, sizes = await history_hops(client, random.sample(workflow_ids, min(sample, len(workflow_ids))))
         hops.update(history)
         completed = len(hops["pathway"])
-        return {"flows": flows, "accepted": len(ids), "settled": settled, "completed": completed, "elapsed": elapsed, "usage": usage, "hops": hops, "sizes": sizes, "messages_total": messages}
+        return {
+            "flows": flows,
+            "accepted": len(ids),
+            "settled": settled,
+            "completed": completed,
+            "elapsed": elapsed,
+            "usage": usage,
+            "hops": hops,
+            "sizes": sizes,
+            "messages_total": messages,
+        }
     finally:
         if profiler:
             profiler.stop()
@@ -354,7 +431,11 @@ async def run_soak(levels: list[int], concurrency: int, data: Path, pathway: str
     referral and never answers. Worker RSS at each level."""
     from store.db import make_engine
 
-    print(f"\n== soak: worker RSS with {', '.join(map(str, levels))} open {pathway} pathways (load average {load_average()})", flush=True)
+    print(
+        f"\n== soak: worker RSS with {', '.join(map(str, levels))} open {pathway} pathways (load average "
+        f"{load_average()})",
+        flush=True,
+    )
     stack = BenchStack(data, behaviour={**PARTNERS_AT_ONCE, "reply": False})
     try:
         stack.start_all()
@@ -367,17 +448,23 @@ async def run_soak(levels: list[int], concurrency: int, data: Path, pathway: str
             t0 = time.monotonic()
             while len(ids) < level and time.monotonic() - t0 < level_timeout:
                 ids += await post_referrals(stack, min(500, level - len(ids)), concurrency, pathway, rng)
-            waiting = await wait_settled(engine, ids, max(10.0, level_timeout - (time.monotonic() - t0)), step="appointment")
+            waiting = await wait_settled(
+                engine, ids, max(10.0, level_timeout - (time.monotonic() - t0)), step="appointment"
+            )
             await asyncio.sleep(5)  # let the worker's caches and the allocator settle
             rss = {p.name: p.rss_mb() for p in usage.processes}
             rows.append((level, waiting, rss["worker"]))
             print(
-                f"soak: open {waiting:6d} (asked {level}) in {time.monotonic() - t0:6.1f}s   worker RSS {rss['worker']:6.0f} MB   "
+                f"soak: open {waiting:6d} (asked {level}) in {time.monotonic() - t0:6.1f}s   worker RSS "
+                f"{rss['worker']:6.0f} MB   "
                 f"temporal {rss['temporal']:6.0f} MB   api {rss['api']:5.0f} MB   load average {load_average()}",
                 flush=True,
             )
         if len(rows) > 1 and rows[0][2]:
-            print(f"soak: worker RSS {rows[-1][2]:.0f} MB at {rows[-1][1]} vs {rows[0][2]:.0f} MB at {rows[0][1]}: {100 * (rows[-1][2] / rows[0][2] - 1):+.0f} %")
+            print(
+                f"soak: worker RSS {rows[-1][2]:.0f} MB at {rows[-1][1]} vs {rows[0][2]:.0f} MB at {rows[0][1]}: "
+                f"{100 * (rows[-1][2] / rows[0][2] - 1):+.0f} %"
+            )
     finally:
         stack.close()
 
@@ -390,14 +477,19 @@ def report(bare: dict | None, careflow: dict | None, rate: float = 0) -> None:
     bare_rate = careflow_rate = None
     if bare:
         bare_rate = bare["completed"] / bare["elapsed"]
-        print(f"bare: flows {bare['flows']}, completed {bare['completed']}, {bare_rate:.1f} flows/s, {bare_rate * bare['messages']:.1f} signals/s over {bare['elapsed']:.1f}s")
+        print(
+            f"bare: flows {bare['flows']}, completed {bare['completed']}, {bare_rate:.1f} flows/s, "
+            f"{bare_rate * bare['messages']:.1f} signals/s over {bare['elapsed']:.1f}s"
+        )
         print(*bare["usage"].lines(bare["completed"]), sep="\n")
     if careflow:
         careflow_rate = careflow["completed"] / careflow["elapsed"] if careflow["elapsed"] > 0 else 0.0
         print(
-            f"careflow: referrals {careflow['flows']}, accepted {careflow['accepted']}, completed {careflow['completed']}, "
+            f"careflow: referrals {careflow['flows']}, accepted {careflow['accepted']}, completed "
+            f"{careflow['completed']}, "
             f"{careflow_rate:.1f} flows/s, {careflow['messages_total'] / careflow['elapsed']:.1f} messages/s "
-            f"({careflow['messages_total']} MedCom messages over HTTP, {MESSAGES} per pathway) over {careflow['elapsed']:.1f}s"
+            f"({careflow['messages_total']} MedCom messages over HTTP, {MESSAGES} per pathway) over "
+            f"{careflow['elapsed']:.1f}s"
         )
         print(*careflow["usage"].lines(careflow["completed"]), sep="\n")
     if bare_rate and careflow_rate is not None:
@@ -405,18 +497,30 @@ def report(bare: dict | None, careflow: dict | None, rate: float = 0) -> None:
         print(f"ratio: careflow / bare = {careflow_rate / bare_rate:.2f}{paced}")
         cpu_bare = bare["usage"].cpu("temporal") / bare["completed"]
         cpu_careflow = careflow["usage"].cpu("temporal") / max(careflow["completed"], 1)
-        print(f"temporal persistence: {1000 * cpu_bare:.1f} ms Temporal CPU per bare flow vs {1000 * cpu_careflow:.1f} ms per careflow pathway")
+        print(
+            f"temporal persistence: {1000 * cpu_bare:.1f} ms Temporal CPU per bare flow vs {1000 * cpu_careflow:.1f} "
+            "ms per careflow pathway"
+        )
     print("\nhops (p50/p99):")
-    names = sorted({*(bare or {}).get("hops", {}), *(careflow or {}).get("hops", {})}, key=lambda n: (list(HOPS).index(n.split(" [")[0]) if n.split(" [")[0] in HOPS else 99, n))
+    names = sorted(
+        {*(bare or {}).get("hops", {}), *(careflow or {}).get("hops", {})},
+        key=lambda n: (list(HOPS).index(n.split(" [")[0]) if n.split(" [")[0] in HOPS else 99, n),
+    )
     for name in names:
         for label, run in (("bare", bare), ("careflow", careflow)):
             if run and run["hops"].get(name):
                 print(f"  {label:<8} {name:<52} {p50_p99(run['hops'][name])}")
-    print("\nhistory per pathway (Temporal's default continue-as-new suggestion: 10,240 events or 10 MB; hard limits 51,200 / 50 MB):")
+    print(
+        "\nhistory per pathway (Temporal's default continue-as-new suggestion: 10,240 events or 10 MB; hard limits "
+        "51,200 / 50 MB):"
+    )
     for label, run in (("bare", bare), ("careflow", careflow)):
         if run and run["sizes"]:
-            events, size, activities, signals = (sorted(column) for column in zip(*run["sizes"]))
-            print(f"  {label:<8} events {events[0]}–{events[-1]}, bytes {size[0]}–{size[-1]}, activities {activities[0]}–{activities[-1]}, signals {signals[0]}–{signals[-1]} ({len(events)} histories)")
+            events, size, activities, signals = (sorted(column) for column in zip(*run["sizes"], strict=False))
+            print(
+                f"  {label:<8} events {events[0]}–{events[-1]}, bytes {size[0]}–{size[-1]}, activities "
+                f"{activities[0]}–{activities[-1]}, signals {signals[0]}–{signals[-1]} ({len(events)} histories)"
+            )
     print("\nhop definitions:")
     for name, meaning in HOPS.items():
         print(f"  {name}: {meaning}")
@@ -428,10 +532,25 @@ async def main_async(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="careflow-bench-") as tmp:
         data = Path(tmp)
         if args.soak:
-            await run_soak([int(n) for n in args.soak.split(",")], args.concurrency, data / "soak", args.pathway, args.soak_timeout)
+            await run_soak(
+                [int(n) for n in args.soak.split(",")], args.concurrency, data / "soak", args.pathway, args.soak_timeout
+            )
             return 0
         bare = None if args.skip_bare else await run_bare(args.flows, args.concurrency, data, args.histories, args.rate)
-        careflow = None if args.skip_careflow else await run_careflow(args.flows, args.concurrency, data / "careflow", args.histories, args.pathway, args.profile, args.timeout, args.rate)
+        careflow = (
+            None
+            if args.skip_careflow
+            else await run_careflow(
+                args.flows,
+                args.concurrency,
+                data / "careflow",
+                args.histories,
+                args.pathway,
+                args.profile,
+                args.timeout,
+                args.rate,
+            )
+        )
     report(bare, careflow, args.rate)
     return 0 if careflow is None or careflow["completed"] == careflow["flows"] else 1
 
@@ -443,11 +562,24 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--flows", type=int, default=200, help="pathways to drive in each run (default 200)")
     parser.add_argument("--pathway", default="referral", help="careflow pathway to drive (default referral)")
-    parser.add_argument("--concurrency", type=int, default=32, help="workflow starts / referral POSTs in flight (default 32)")
-    parser.add_argument("--rate", type=float, default=0, help="start pathways at this many per second instead of all at once (for latency below saturation)")
-    parser.add_argument("--histories", type=int, default=20, help="histories fetched for per-hop times and sizes (default 20)")
+    parser.add_argument(
+        "--concurrency", type=int, default=32, help="workflow starts / referral POSTs in flight (default 32)"
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0,
+        help="start pathways at this many per second instead of all at once (for latency below saturation)",
+    )
+    parser.add_argument(
+        "--histories", type=int, default=20, help="histories fetched for per-hop times and sizes (default 20)"
+    )
     parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for careflow's pathways to settle")
-    parser.add_argument("--profile", action="store_true", help=f"py-spy flame graphs of the API and worker into {RESULTS} (the `bench` extra)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help=f"py-spy flame graphs of the API and worker into {RESULTS} (the `bench` extra)",
+    )
     parser.add_argument("--skip-bare", action="store_true")
     parser.add_argument("--skip-careflow", action="store_true")
     parser.add_argument("--soak", help="instead: worker RSS at these numbers of open pathways, e.g. 1000,10000")

@@ -1,5 +1,6 @@
 """The functions that take the most of a py-spy flame graph (SVG), inclusive, each counted once
-however deep it recurs: `python benchmarks/flame_summary.py benchmarks/results/api.svg [--top 30] [--match careflow]`."""
+however deep it recurs:
+`python benchmarks/flame_summary.py benchmarks/results/api.svg [--top 30] [--match careflow]`."""
 
 from __future__ import annotations
 

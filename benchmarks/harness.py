@@ -25,7 +25,13 @@ from careflow.temporal import dev_server_args, temporal_cli  # noqa: E402
 
 DEMO_DIRECTORY = ROOT / "messaging" / "data" / "demo-directory.json"
 # Partners that answer at once: what the measurements used.
-PARTNERS_AT_ONCE = {"ack_delay": 0, "appointment_delay": 0, "test_result_delay": 0, "treatment_plan_delay": 0, "reply_delay": 0}
+PARTNERS_AT_ONCE = {
+    "ack_delay": 0,
+    "appointment_delay": 0,
+    "test_result_delay": 0,
+    "treatment_plan_delay": 0,
+    "reply_delay": 0,
+}
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -50,7 +56,8 @@ def machine() -> str:
     except OSError:
         pass
     temporal = subprocess.run([temporal_cli(), "--version"], capture_output=True, text=True).stdout.strip()
-    return f"nproc {os.cpu_count()}, {model}, Python {platform.python_version()}, {temporal}, load average {load_average()}"
+    python = platform.python_version()
+    return f"nproc {os.cpu_count()}, {model}, Python {python}, {temporal}, load average {load_average()}"
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -64,7 +71,9 @@ def percentile(values: list[float], pct: float) -> float:
 def p50_p99(values: list[float]) -> str:
     if not values:
         return "   (none)"
-    return f"p50 {percentile(values, 50) * 1000:7.0f} ms   p99 {percentile(values, 99) * 1000:7.0f} ms   (n={len(values)})"
+    return (
+        f"p50 {percentile(values, 50) * 1000:7.0f} ms   p99 {percentile(values, 99) * 1000:7.0f} ms   (n={len(values)})"
+    )
 
 
 @dataclass
@@ -115,7 +124,8 @@ class ProcessUsage:
     def line(self, per: int = 0, per_label: str = "flow") -> str:
         percent = 100 * self.cpu_seconds / self.wall if self.wall else 0.0
         cost = f"   {1000 * self.cpu_seconds / per:6.1f} ms CPU/{per_label}" if per else ""
-        return f"  {self.name:<10} CPU {percent:5.0f} %  ({self.cpu_seconds:6.1f} s)   peak RSS {self.peak_rss_mb:6.0f} MB{cost}"
+        cpu = f"CPU {percent:5.0f} %  ({self.cpu_seconds:6.1f} s)"
+        return f"  {self.name:<10} {cpu}   peak RSS {self.peak_rss_mb:6.0f} MB{cost}"
 
 
 class Usage:
@@ -152,7 +162,11 @@ class BenchStack:
         self.simulator_url = f"http://127.0.0.1:{self.simulator_port}"
         self.behaviour = behaviour
         directory = data / "directory.json"
-        directory.write_text(DEMO_DIRECTORY.read_text().replace("http://127.0.0.1:8000", self.api_url).replace("http://127.0.0.1:8100", self.simulator_url))
+        directory.write_text(
+            DEMO_DIRECTORY.read_text()
+            .replace("http://127.0.0.1:8000", self.api_url)
+            .replace("http://127.0.0.1:8100", self.simulator_url)
+        )
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("CAREFLOW_")}
         self.env.update(
             {
@@ -183,12 +197,18 @@ class BenchStack:
         args = dev_server_args(self.settings, db_file=self.data / "temporal.db", port=self.temporal_port, ui_port=None)
         self._start("temporal", [temporal_cli(), *args])
         wait_for_port("127.0.0.1", self.temporal_port, 60, self.processes["temporal"])
-        subprocess.run([sys.executable, "-m", "careflow", "migrate"], env=self.env, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-m", "careflow", "migrate"], env=self.env, check=True, cwd=ROOT, stdout=subprocess.DEVNULL
+        )
         from careflow.devstack import refresh_partner_tokens
         from careflow.tokens import dev_issuer
 
-        refresh_partner_tokens(self.settings, dev_issuer(self.data, create=True))  # the partners are handed tokens, not the key
-        self._start("simulator", [sys.executable, "-m", "careflow", "simulator", "--behaviour", json.dumps(self.behaviour)])
+        refresh_partner_tokens(
+            self.settings, dev_issuer(self.data, create=True)
+        )  # the partners are handed tokens, not the key
+        self._start(
+            "simulator", [sys.executable, "-m", "careflow", "simulator", "--behaviour", json.dumps(self.behaviour)]
+        )
         self._start("api", [sys.executable, "-m", "careflow", "api"])
         self._start("worker", [sys.executable, "-m", "careflow", "worker"])
         wait_for_port("127.0.0.1", self.simulator_port, 60, self.processes["simulator"])
@@ -212,7 +232,9 @@ class BenchStack:
 
     def _start(self, name: str, args: list[str]) -> None:
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 (lives as long as the process)
-        self.processes[name] = subprocess.Popen(args, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.processes[name] = subprocess.Popen(
+            args, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         log.close()
 
     def log_tail(self, name: str, lines: int = 30) -> str:
@@ -230,7 +252,23 @@ class Profiler:
         if not exe.exists():
             raise SystemExit("py-spy is not installed: `.venv/bin/pip install -c constraints.txt -e '.[bench]'`")
         self.recorders = {
-            name: subprocess.Popen([str(exe), "record", "--pid", str(pid), "--rate", str(rate), "--nonblocking", "--format", "flamegraph", "--output", str(out / f"{name}.svg")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            name: subprocess.Popen(
+                [
+                    str(exe),
+                    "record",
+                    "--pid",
+                    str(pid),
+                    "--rate",
+                    str(rate),
+                    "--nonblocking",
+                    "--format",
+                    "flamegraph",
+                    "--output",
+                    str(out / f"{name}.svg"),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
             for name, pid in pids.items()
         }
 

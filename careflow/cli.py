@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from datetime import timedelta
-
-import os
 
 from careflow.auth import Role
 from careflow.settings import UnsafeConfiguration, get_settings
@@ -53,7 +52,15 @@ def cmd_api(args: argparse.Namespace) -> int:
     settings = get_settings()
     _logging()
     # proxy_headers off: the app itself believes X-Forwarded-* only from CAREFLOW_TRUSTED_PROXIES.
-    uvicorn.run("api.main:create_app", factory=True, host=settings.api_host, port=args.port or settings.api_port, log_level="info", log_config=None, proxy_headers=False)
+    uvicorn.run(
+        "api.main:create_app",
+        factory=True,
+        host=settings.api_host,
+        port=args.port or settings.api_port,
+        log_level="info",
+        log_config=None,
+        proxy_headers=False,
+    )
     return 0
 
 
@@ -64,7 +71,12 @@ def cmd_simulator(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     behaviour = Behaviour.model_validate_json(args.behaviour) if args.behaviour else Behaviour()
-    uvicorn.run(create_simulator(settings, behaviour), host=settings.simulator_host, port=settings.simulator_port, log_level="warning")
+    uvicorn.run(
+        create_simulator(settings, behaviour),
+        host=settings.simulator_host,
+        port=settings.simulator_port,
+        log_level="warning",
+    )
     return 0
 
 
@@ -82,7 +94,9 @@ def cmd_setup(args: argparse.Namespace) -> int:
 
     _logging()
     try:
-        summary = asyncio.run(run_setup(get_settings(), register_namespace=not args.no_register_namespace, timeout=args.timeout))
+        summary = asyncio.run(
+            run_setup(get_settings(), register_namespace=not args.no_register_namespace, timeout=args.timeout)
+        )
     except SetupError as err:
         print(f"careflow setup: {err}", file=sys.stderr)
         return 1
@@ -110,7 +124,9 @@ def cmd_token(args: argparse.Namespace) -> int:
     role = Role(args.role)
     try:
         issuer = dev_issuer(settings.data_dir, create=settings.is_dev)
-        token = issuer.issue(role, sor=args.sor or DEV_SOR.get(role), subject=args.subject, ttl=timedelta(minutes=args.minutes))
+        token = issuer.issue(
+            role, sor=args.sor or DEV_SOR.get(role), subject=args.subject, ttl=timedelta(minutes=args.minutes)
+        )
     except (FileNotFoundError, ValueError) as err:
         print(f"careflow token: {err}", file=sys.stderr)
         return 2
@@ -170,10 +186,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from careflow.demo import run_demo
 
     if not (get_settings().data_dir / "dev-signing-key.pem").exists():
-        print("careflow demo: it drives a `careflow dev` stack, and needs its dev key in the data dir: start `careflow dev` first", file=sys.stderr)
+        print(
+            "careflow demo: it drives a `careflow dev` stack, and needs its dev key in the data dir: start `careflow "
+            "dev` first",
+            file=sys.stderr,
+        )
         return 2
     flows = args.flows if args.flows is not None else args.referrals
-    return asyncio.run(run_demo(get_settings(), pathway=args.pathway, flows=flows, api_url=args.api, concurrency=args.concurrency, timeout=args.timeout))
+    return asyncio.run(
+        run_demo(
+            get_settings(),
+            pathway=args.pathway,
+            flows=flows,
+            api_url=args.api,
+            concurrency=args.concurrency,
+            timeout=args.timeout,
+        )
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -181,8 +210,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     dev = sub.add_parser("dev", help="run everything: Temporal dev server, worker, API, simulator, demo data")
-    dev.add_argument("--demo-referrals", type=int, default=5, help="referrals to create at start when the store is empty")
-    dev.add_argument("--simulator-behaviour", default=None, help="JSON of simulator.app.Behaviour (default: answers after 2 s; the demo lab never answers)")
+    dev.add_argument(
+        "--demo-referrals", type=int, default=5, help="referrals to create at start when the store is empty"
+    )
+    dev.add_argument(
+        "--simulator-behaviour",
+        default=None,
+        help="JSON of simulator.app.Behaviour (default: answers after 2 s; the demo lab never answers)",
+    )
     dev.set_defaults(func=cmd_dev)
     sub.add_parser("worker", help="run a worker (and the relay)").set_defaults(func=cmd_worker)
     api = sub.add_parser("api", help="run the HTTP API")
@@ -192,8 +227,14 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--behaviour", help="JSON of simulator.app.Behaviour")
     sim.set_defaults(func=cmd_simulator)
     sub.add_parser("migrate", help="create or upgrade the database schema").set_defaults(func=cmd_migrate)
-    setup = sub.add_parser("setup", help="migrations + Temporal namespace and search attributes (idempotent; run before API and workers)")
-    setup.add_argument("--no-register-namespace", action="store_true", help="the namespace is managed elsewhere (e.g. Temporal Cloud): only check it")
+    setup = sub.add_parser(
+        "setup", help="migrations + Temporal namespace and search attributes (idempotent; run before API and workers)"
+    )
+    setup.add_argument(
+        "--no-register-namespace",
+        action="store_true",
+        help="the namespace is managed elsewhere (e.g. Temporal Cloud): only check it",
+    )
     setup.add_argument("--timeout", type=float, default=120, help="seconds to wait for Temporal")
     setup.set_defaults(func=cmd_setup)
     secrets_cmd = sub.add_parser("secrets", help="print an env file with freshly generated secrets")
@@ -202,21 +243,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     token = sub.add_parser("token", help="print a dev JWT from the dev stack's key (alone on stdout)")
     token.add_argument("--role", required=True, choices=[r.value for r in Role])
-    token.add_argument("--sor", help="the organisation's SOR code (default: partner the demo hospital, clinician the demo GP, coordinator * = all)")
+    token.add_argument(
+        "--sor",
+        help="the organisation's SOR code (default: partner the demo hospital, clinician the demo GP, coordinator * "
+        "= all)",
+    )
     token.add_argument("--subject", help="who the token is for")
-    token.add_argument("--minutes", type=int, default=60, help="lifetime (the API accepts at most CAREFLOW_TOKEN_MAX_LIFETIME, 1 h by default)")
+    token.add_argument(
+        "--minutes",
+        type=int,
+        default=60,
+        help="lifetime (the API accepts at most CAREFLOW_TOKEN_MAX_LIFETIME, 1 h by default)",
+    )
     token.set_defaults(func=cmd_token)
 
     audit = sub.add_parser("audit", help="the audit log: verify its hash chain, export it as JSON lines")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
-    audit_sub.add_parser("verify", help="report the first altered, inserted or deleted entry (exit 1)").set_defaults(func=cmd_audit)
+    audit_sub.add_parser("verify", help="report the first altered, inserted or deleted entry (exit 1)").set_defaults(
+        func=cmd_audit
+    )
     export = audit_sub.add_parser("export", help="every entry as one JSON line, oldest first (for a SIEM)")
     export.add_argument("--output", help="file to write (default: stdout)")
     export.set_defaults(func=cmd_audit)
 
     keys = sub.add_parser("keys", help="codec key rotation for the database")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
-    keys_sub.add_parser("reencrypt", help="re-encrypt every encrypted column with the newest key (the first in CAREFLOW_CODEC_KEYS)").set_defaults(func=cmd_keys)
+    keys_sub.add_parser(
+        "reencrypt", help="re-encrypt every encrypted column with the newest key (the first in CAREFLOW_CODEC_KEYS)"
+    ).set_defaults(func=cmd_keys)
 
     demo = sub.add_parser("demo", help="drive N flows of a pathway through the running stack and summarise")
     demo.add_argument("--pathway", default="referral", help="a declared pathway (GET /pathways); default: referral")

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 
 import temporalio.converter
 from temporalio.api.common.v1 import Payload
-from temporalio.converter import DefaultFailureConverterWithEncodedAttributes, PayloadCodec
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DefaultFailureConverterWithEncodedAttributes, PayloadCodec
 
 from careflow.crypto import KeyRing
 
@@ -40,7 +40,12 @@ class EncryptionCodec(PayloadCodec):
         for payload in payloads:
             key_id = self.key_ring.active_key_id
             _, data = self.key_ring.encrypt(payload.SerializeToString(), associated_data(key_id))
-            encoded.append(Payload(metadata={"encoding": ENCODING, "encryption-key-id": key_id.encode(), "careflow-format": FORMAT}, data=data))
+            encoded.append(
+                Payload(
+                    metadata={"encoding": ENCODING, "encryption-key-id": key_id.encode(), "careflow-format": FORMAT},
+                    data=data,
+                )
+            )
         return encoded
 
     async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:

@@ -22,7 +22,7 @@ class KeyRing:
     keys: dict[str, AESGCM]
 
     @classmethod
-    def parse(cls, spec: str) -> "KeyRing":
+    def parse(cls, spec: str) -> KeyRing:
         keys: dict[str, AESGCM] = {}
         order: list[str] = []
         for part in filter(None, (p.strip() for p in spec.split(","))):
@@ -69,7 +69,9 @@ class KeyRing:
 
     def reencrypt_text(self, stored: str, context: str | None) -> str | None:
         """The same text under the active key and bound to its context; None if it already is."""
-        if self.key_id_of(stored) == self.active_key_id and (context is None or stored.partition("$")[2].startswith("c$")):
+        if self.key_id_of(stored) == self.active_key_id and (
+            context is None or stored.partition("$")[2].startswith("c$")
+        ):
             return None
         return self.encrypt_text(self.decrypt_text(stored, context), context)
 

@@ -47,12 +47,16 @@ _OPTIONAL_NAMES = {
 
 
 def _table(category: str) -> dict[date, str]:
-    found = holidays.country_holidays("DK", years=range(FIRST_YEAR, LAST_YEAR + 1), categories=(category,), language="en_US")
+    found = holidays.country_holidays(
+        "DK", years=range(FIRST_YEAR, LAST_YEAR + 1), categories=(category,), language="en_US"
+    )
     return dict(found.items())
 
 
 PUBLIC_HOLIDAYS: dict[date, str] = _table("public")
-_OPTIONAL: dict[date, OptionalDay] = {day: _OPTIONAL_NAMES[name] for day, name in _table("optional").items() if name in _OPTIONAL_NAMES}
+_OPTIONAL: dict[date, OptionalDay] = {
+    day: _OPTIONAL_NAMES[name] for day, name in _table("optional").items() if name in _OPTIONAL_NAMES
+}
 _OPTIONAL_LABELS = {v: k for k, v in _OPTIONAL_NAMES.items()}
 
 
@@ -192,7 +196,7 @@ class DeadlineRuleBook(_Frozen):
     versions: tuple[DeadlineRules, ...] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _distinct(self) -> "DeadlineRuleBook":
+    def _distinct(self) -> DeadlineRuleBook:
         if len({v.version for v in self.versions}) != len(self.versions):
             raise ValueError("rule set versions must be unique")
         if len({v.valid_from for v in self.versions}) != len(self.versions):
@@ -229,7 +233,8 @@ class Deadline(_Frozen):
 
     def escalation_reason(self) -> str:
         """What an escalation says about this breach: names the rule and its version, no patient data."""
-        return f"deadline breached: {self.rule_name} (rule {self.rule_id}, rules {self.rules_version}, due {self.due_date.isoformat()})"
+        due = self.due_date.isoformat()
+        return f"deadline breached: {self.rule_name} (rule {self.rule_id}, rules {self.rules_version}, due {due})"
 
 
 def compute_deadline(rules: DeadlineRules, rule_id: str, started_at: datetime) -> Deadline:

@@ -5,14 +5,13 @@ clinician for the events a pathway awaits."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import statistics
 import sys
 import time
-from datetime import datetime, timedelta
-
-import functools
 from collections.abc import Callable
+from datetime import datetime, timedelta
 
 import httpx
 
@@ -33,7 +32,12 @@ SETTLED = {"completed", "cancelled", "failed"}
 # What `careflow dev` loads besides the built-in pathways: the tutorial's (docs/adding-a-pathway.md).
 DEV_PATHWAY_MODULES = ["examples.pathways.lab_order", "examples.pathways.home_care_request"]
 
-REASONS = ["Brystsmerter ved anstrengelse", "Hjertebanken, udredning", "Forhøjet blodtryk trods behandling", "Åndenød ved gang"]
+REASONS = [
+    "Brystsmerter ved anstrengelse",
+    "Hjertebanken, udredning",
+    "Forhøjet blodtryk trods behandling",
+    "Åndenød ved gang",
+]
 
 
 def referral_body(rng: random.Random, receiving_sor: str = RECEIVING_SOR) -> dict:
@@ -55,7 +59,9 @@ def _tokens(settings: Settings) -> tuple[Callable[[str], dict[str, str]], str]:
 
     @functools.cache
     def clinician(sor: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {issuer.issue(Role.CLINICIAN, sor=sor, subject=f'demo-clinician-{sor}', ttl=ttl)}"}
+        return {
+            "Authorization": f"Bearer {issuer.issue(Role.CLINICIAN, sor=sor, subject=f'demo-clinician-{sor}', ttl=ttl)}"
+        }
 
     return clinician, issuer.issue(Role.COORDINATOR, sor="*", subject="demo-coordinator", ttl=ttl)
 
@@ -86,17 +92,23 @@ async def seed_demo(settings: Settings, count: int) -> None:
         for pathway in dev_pathways(settings):
             example = pathway.example(rng)
             if pathway.name != "referral" and pathway.api_start and example is not None:
-                await http.post(f"/pathways/{pathway.name}/flows", json=example, headers=clinician(acting_sor(pathway, example)))
+                await http.post(
+                    f"/pathways/{pathway.name}/flows", json=example, headers=clinician(acting_sor(pathway, example))
+                )
 
 
 def _bar(done: int, total: int, started: float) -> None:
     width = 40
     filled = int(width * done / max(total, 1))
-    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} settled  {time.monotonic() - started:6.1f}s")
+    sys.stderr.write(
+        f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} settled  {time.monotonic() - started:6.1f}s"
+    )
     sys.stderr.flush()
 
 
-async def run_demo(settings: Settings, *, pathway: str = "referral", flows: int, api_url: str | None, concurrency: int, timeout: float) -> int:
+async def run_demo(
+    settings: Settings, *, pathway: str = "referral", flows: int, api_url: str | None, concurrency: int, timeout: float
+) -> int:
     declaration = dev_pathways(settings).get(pathway)
     if declaration is None or not declaration.api_start:
         sys.stderr.write(f"no pathway {pathway!r} to start through the API\n")
@@ -119,7 +131,10 @@ async def run_demo(settings: Settings, *, pathway: str = "referral", flows: int,
             try:
                 async with semaphore:
                     if pathway == "referral":  # one in ten to the demo lab, which never answers under `make run`
-                        url, body = "/referrals", referral_body(rng, QUIET_SOR if rng.random() < QUIET_SHARE else RECEIVING_SOR)
+                        url, body = (
+                            "/referrals",
+                            referral_body(rng, QUIET_SOR if rng.random() < QUIET_SHARE else RECEIVING_SOR),
+                        )
                     else:
                         url, body = f"/pathways/{pathway}/flows", declaration.example(rng)
                     response = await http.post(url, json=body, headers=clinician(acting_sor(declaration, body)))
@@ -151,7 +166,11 @@ async def run_demo(settings: Settings, *, pathway: str = "referral", flows: int,
                     if flow["step"] in event_steps and (flow["id"], flow["step"]) not in reported:
                         # The demo plays the clinician: it reports the event the flow waits for.
                         reported.add((flow["id"], flow["step"]))
-                        answer = await http.post(f"/flows/{flow['id']}/events/{event_steps[flow['step']]}", json={"reason": "demo"}, headers=clinician(flow["referring_sor"]))
+                        answer = await http.post(
+                            f"/flows/{flow['id']}/events/{event_steps[flow['step']]}",
+                            json={"reason": "demo"},
+                            headers=clinician(flow["referring_sor"]),
+                        )
                         events_reported += answer.status_code == 200
                     # A flow whose partner stays silent escalates and waits: count it as settled.
                     if flow["status"] in SETTLED or flow["open_escalations"]:
@@ -167,7 +186,9 @@ async def run_demo(settings: Settings, *, pathway: str = "referral", flows: int,
         durations = await _step_durations(http, auth, flow_ids, semaphore, escalated, milestones)
     completed = sum(1 for s in status.values() if s == "completed")
     # Throughput over the completed flows only: escalated ones wait for their deadline by design.
-    elapsed = max((t for f, t in finished_at.items() if status.get(f) == "completed"), default=time.monotonic()) - started
+    elapsed = (
+        max((t for f, t in finished_at.items() if status.get(f) == "completed"), default=time.monotonic()) - started
+    )
     print(
         f"demo: pathway {pathway}, flows {flows}, completed {completed}, escalated {len(escalated)}, "
         f"failed {failed_to_start + sum(1 for s in status.values() if s == 'failed')}, unsettled {len(pending)}, "
@@ -176,7 +197,10 @@ async def run_demo(settings: Settings, *, pathway: str = "referral", flows: int,
     for step in milestones[1:]:
         values = durations.get(step, [])
         if values:
-            print(f"  {step:<15} p50 {_percentile(values, 50):6.2f}s   p99 {_percentile(values, 99):6.2f}s   (n={len(values)})")
+            print(
+                f"  {step:<15} p50 {_percentile(values, 50):6.2f}s   p99 {_percentile(values, 99):6.2f}s   "
+                f"(n={len(values)})"
+            )
     return 0 if not pending and not failed_to_start else 1
 
 
@@ -192,7 +216,14 @@ async def _list_all(http: httpx.AsyncClient, auth: dict, newest: int) -> list[di
     return flows
 
 
-async def _step_durations(http: httpx.AsyncClient, auth: dict, flow_ids: list[str], semaphore: asyncio.Semaphore, escalated: set[str], steps: list[str]) -> dict[str, list[float]]:
+async def _step_durations(
+    http: httpx.AsyncClient,
+    auth: dict,
+    flow_ids: list[str],
+    semaphore: asyncio.Semaphore,
+    escalated: set[str],
+    steps: list[str],
+) -> dict[str, list[float]]:
     """Time from one step's milestone to the next, from each flow's timeline: the first message sent
     starts the clock; a step is reached when its reply is received (or its event reported, or its
     message sent)."""
@@ -213,7 +244,11 @@ async def _step_durations(http: httpx.AsyncClient, auth: dict, flow_ids: list[st
         sent = [datetime.fromisoformat(e["at"]) for e in timeline if e["kind"] == "sent"]
         previous = sent[0] if sent else None
         for step in steps[1:]:
-            reached = [datetime.fromisoformat(e["at"]) for e in timeline if e["step"] == step and e["kind"] in ("received", "event", "sent")]
+            reached = [
+                datetime.fromisoformat(e["at"])
+                for e in timeline
+                if e["step"] == step and e["kind"] in ("received", "event", "sent")
+            ]
             if previous is None or not reached:
                 break
             durations.setdefault(step, []).append((reached[0] - previous).total_seconds())

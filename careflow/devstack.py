@@ -16,8 +16,8 @@ from pathlib import Path
 from careflow.auth import Role
 from careflow.demo import DEV_PATHWAY_MODULES
 from careflow.settings import Settings
-from careflow.tokens import PARTNER_TOKENS_FILE, DevIssuer, dev_issuer, write_partner_tokens
 from careflow.temporal import dev_server_args, temporal_cli
+from careflow.tokens import PARTNER_TOKENS_FILE, DevIssuer, dev_issuer, write_partner_tokens
 
 # Short timings so the demo shows deadlines and escalations within minutes, not weeks.
 DEV_TIMINGS = {
@@ -33,7 +33,10 @@ DEV_TIMINGS = {
 # The demo lab acknowledges referrals but never answers them: `careflow demo` sends it one referral
 # in ten, so the console has escalations to show, while referrals to the hospital always complete.
 PARTNER_TOKEN_REFRESH = 20 * 60  # seconds; the simulator's tokens live an hour
-DEV_SIMULATOR = '{"quiet_partners": ["300000000000001"], "quiet_in": ["referral"], "appointment_delay": 2, "test_result_delay": 2, "treatment_plan_delay": 2}'
+DEV_SIMULATOR = (
+    '{"quiet_partners": ["300000000000001"], "quiet_in": ["referral"], '
+    '"appointment_delay": 2, "test_result_delay": 2, "treatment_plan_delay": 2}'
+)
 
 
 def wait_for_port(host: str, port: int, timeout: float, process: subprocess.Popen | None = None) -> None:
@@ -92,17 +95,39 @@ def run_dev(settings: Settings, *, demo_referrals: int, simulator_behaviour: str
     try:
         print("careflow: starting the Temporal dev server, worker, API and simulated partners …", flush=True)
         temporal_port = _port(settings.temporal_address)
-        busy = [f"{name} port {port}" for name, port in (("Temporal", temporal_port), ("Temporal UI", settings.temporal_ui_port), ("API", settings.api_port), ("simulator", settings.simulator_port)) if _listening(port)]
+        busy = [
+            f"{name} port {port}"
+            for name, port in (
+                ("Temporal", temporal_port),
+                ("Temporal UI", settings.temporal_ui_port),
+                ("API", settings.api_port),
+                ("simulator", settings.simulator_port),
+            )
+            if _listening(port)
+        ]
         if busy:
-            raise RuntimeError(f"{', '.join(busy)} already in use: is another careflow running? Stop it, or set CAREFLOW_*_PORT")
-        temporal = start("temporal", [temporal_cli(), *dev_server_args(settings, db_file=data / "temporal.db", port=temporal_port, ui_port=settings.temporal_ui_port)])
+            raise RuntimeError(
+                f"{', '.join(busy)} already in use: is another careflow running? Stop it, or set CAREFLOW_*_PORT"
+            )
+        temporal = start(
+            "temporal",
+            [
+                temporal_cli(),
+                *dev_server_args(
+                    settings, db_file=data / "temporal.db", port=temporal_port, ui_port=settings.temporal_ui_port
+                ),
+            ],
+        )
         wait_for_port("127.0.0.1", temporal_port, 60, temporal)
         subprocess.run([sys.executable, "-m", "careflow", "migrate"], env=env, check=True)
         worker = start("worker", [sys.executable, "-m", "careflow", "worker"])
         api = start("api", [sys.executable, "-m", "careflow", "api"])
         refresh_partner_tokens(settings, issuer)
         tokens_written = time.monotonic()
-        simulator = start("simulator", [sys.executable, "-m", "careflow", "simulator", "--behaviour", simulator_behaviour or DEV_SIMULATOR])
+        simulator = start(
+            "simulator",
+            [sys.executable, "-m", "careflow", "simulator", "--behaviour", simulator_behaviour or DEV_SIMULATOR],
+        )
         wait_for_port(settings.api_host, settings.api_port, 60, api)
         wait_for_port(settings.simulator_host, settings.simulator_port, 60, simulator)
         time.sleep(1)
@@ -119,7 +144,10 @@ def run_dev(settings: Settings, *, demo_referrals: int, simulator_behaviour: str
                 refresh_partner_tokens(settings, issuer)
                 tokens_written = time.monotonic()
         dead = [p for p in processes if p.poll() is not None]
-        print(f"careflow: a process stopped ({' '.join(map(str, dead[0].args[:4]))}); see {logs}; stopping the rest", flush=True)
+        print(
+            f"careflow: a process stopped ({' '.join(map(str, dead[0].args[:4]))}); see {logs}; stopping the rest",
+            flush=True,
+        )
         return 1
     except KeyboardInterrupt:
         print("\ncareflow: stopping …", flush=True)
@@ -142,7 +170,14 @@ def refresh_partner_tokens(settings: Settings, issuer: DevIssuer) -> None:
 
 def _print_banner(settings: Settings, logs: Path, issuer: DevIssuer) -> None:
     ttl = timedelta(hours=1)
-    token = {role: issuer.issue(role, ttl=ttl, sor={Role.PARTNER: "200000000000001", Role.CLINICIAN: "100000000000001", Role.COORDINATOR: "*"}.get(role)) for role in Role}
+    token = {
+        role: issuer.issue(
+            role,
+            ttl=ttl,
+            sor={Role.PARTNER: "200000000000001", Role.CLINICIAN: "100000000000001", Role.COORDINATOR: "*"}.get(role),
+        )
+        for role in Role
+    }
     base = settings.public_url
     print(
         f"""

@@ -20,7 +20,11 @@ async def polling_workers(client: Client, task_queue: str, stale_after: timedelt
     """How many workers polled the task queue's workflow tasks within `stale_after`. An idle worker
     re-polls every minute or so (long polls), so `stale_after` must be longer than that."""
     response = await client.workflow_service.describe_task_queue(
-        DescribeTaskQueueRequest(namespace=client.namespace, task_queue=TaskQueue(name=task_queue), task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW)
+        DescribeTaskQueueRequest(
+            namespace=client.namespace,
+            task_queue=TaskQueue(name=task_queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        )
     )
     cutoff = datetime.now(UTC) - stale_after
     return len({p.identity for p in response.pollers if p.last_access_time.ToDatetime(tzinfo=UTC) >= cutoff})
@@ -32,5 +36,9 @@ def relay_backlog(engine: Engine, older_than: timedelta) -> int:
         return session.exec(
             select(func.count())
             .select_from(InboundMessage)
-            .where(InboundMessage.delivery_status == "received", col(InboundMessage.flow_id).is_not(None), InboundMessage.received_at <= utcnow() - older_than)
+            .where(
+                InboundMessage.delivery_status == "received",
+                col(InboundMessage.flow_id).is_not(None),
+                InboundMessage.received_at <= utcnow() - older_than,
+            )
         ).one()

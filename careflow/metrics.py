@@ -46,15 +46,29 @@ class ApiMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter("careflow_http_requests", "HTTP requests answered, by route template and status code.", ["method", "route", "status_code"], registry=self.registry)
+        self.requests = Counter(
+            "careflow_http_requests",
+            "HTTP requests answered, by route template and status code.",
+            ["method", "route", "status_code"],
+            registry=self.registry,
+        )
         self.request_seconds = Histogram(
-            "careflow_http_request_duration_seconds", "Time to answer an HTTP request, by route template.", ["method", "route"], registry=self.registry,
+            "careflow_http_request_duration_seconds", "Time to answer an HTTP request, by route "
+                "template.", ["method", "route"], registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )  # fmt: skip
         self.inbound = Counter(
-            "careflow_inbound_messages", "Messages partners posted, by message type and outcome (accepted, rejected, uncorrelated, duplicate).", ["message_type", "outcome"], registry=self.registry
+            "careflow_inbound_messages",
+            "Messages partners posted, by message type and outcome (accepted, rejected, uncorrelated, duplicate).",
+            ["message_type", "outcome"],
+            registry=self.registry,
         )
-        self.acknowledgements = Counter("careflow_acknowledgements_received", "Acknowledgements partners sent for careflow's messages, by response code.", ["code"], registry=self.registry)
+        self.acknowledgements = Counter(
+            "careflow_acknowledgements_received",
+            "Acknowledgements partners sent for careflow's messages, by response code.",
+            ["code"],
+            registry=self.registry,
+        )
         self._read_model: ReadModelCollector | None = None
 
     def watch_read_model(self, engine: Engine, *, cache_seconds: float = 5.0) -> None:
@@ -68,12 +82,22 @@ class ApiMetrics:
         self.requests.labels(method, route, str(status_code)).inc()
         self.request_seconds.labels(method, route).observe(seconds)
 
-    def observe_inbound(self, event_code: str, delivery_status: str, response_code: str | None, *, duplicate: bool) -> None:
+    def observe_inbound(
+        self, event_code: str, delivery_status: str, response_code: str | None, *, duplicate: bool
+    ) -> None:
         """One message posted by a partner, as stored (or found stored, for a duplicate)."""
-        outcome = "duplicate" if duplicate else {"rejected": "rejected", "undeliverable": "uncorrelated"}.get(delivery_status, "accepted")
+        outcome = (
+            "duplicate"
+            if duplicate
+            else {"rejected": "rejected", "undeliverable": "uncorrelated"}.get(delivery_status, "accepted")
+        )
         message_type = message_type_label(event_code)
         self.inbound.labels(message_type, outcome).inc()
-        if not duplicate and message_type == MessageKind.ACKNOWLEDGEMENT.value and response_code in ("ok", "transient-error", "fatal-error"):
+        if (
+            not duplicate
+            and message_type == MessageKind.ACKNOWLEDGEMENT.value
+            and response_code in ("ok", "transient-error", "fatal-error")
+        ):
             self.acknowledgements.labels(response_code).inc()
 
 
@@ -96,25 +120,58 @@ class ReadModelCollector(Collector):
         yield from self._cached[1]
 
     def _families(self) -> list[Any]:
-        open_pathways = GaugeMetricFamily("careflow_pathways_open", "Pathways not yet ended, by pathway, current step and status (active or escalated).", labels=["pathway", "step", "status"])
-        escalations = CounterMetricFamily("careflow_escalations", "Escalations ever opened, by pathway and step.", labels=["pathway", "step"])
-        escalations_open = GaugeMetricFamily("careflow_escalations_open", "Escalations waiting for a coordinator, by pathway and step.", labels=["pathway", "step"])
-        breaches = CounterMetricFamily("careflow_deadline_breaches", "Reply deadlines that passed without the reply, by pathway and step.", labels=["pathway", "step"])
-        resends = CounterMetricFamily("careflow_resends", "Messages sent again (same MessageHeader.id, new Bundle.id), by pathway and step.", labels=["pathway", "step"])
-        backlog = GaugeMetricFamily("careflow_relay_backlog_messages", "Stored inbound messages not yet delivered to their pathway after the relay's grace period.")
+        open_pathways = GaugeMetricFamily(
+            "careflow_pathways_open",
+            "Pathways not yet ended, by pathway, current step and status (active or escalated).",
+            labels=["pathway", "step", "status"],
+        )
+        escalations = CounterMetricFamily(
+            "careflow_escalations", "Escalations ever opened, by pathway and step.", labels=["pathway", "step"]
+        )
+        escalations_open = GaugeMetricFamily(
+            "careflow_escalations_open",
+            "Escalations waiting for a coordinator, by pathway and step.",
+            labels=["pathway", "step"],
+        )
+        breaches = CounterMetricFamily(
+            "careflow_deadline_breaches",
+            "Reply deadlines that passed without the reply, by pathway and step.",
+            labels=["pathway", "step"],
+        )
+        resends = CounterMetricFamily(
+            "careflow_resends",
+            "Messages sent again (same MessageHeader.id, new Bundle.id), by pathway and step.",
+            labels=["pathway", "step"],
+        )
+        backlog = GaugeMetricFamily(
+            "careflow_relay_backlog_messages",
+            "Stored inbound messages not yet delivered to their pathway after the relay's grace period.",
+        )
         with Session(self.engine) as session:
             for pathway, step, status, n in session.exec(
-                select(Flow.pathway, Flow.step, Flow.status, func.count()).where(col(Flow.status).in_([FlowStatus.ACTIVE, FlowStatus.ESCALATED])).group_by(Flow.pathway, Flow.step, Flow.status)
+                select(Flow.pathway, Flow.step, Flow.status, func.count())
+                .where(col(Flow.status).in_([FlowStatus.ACTIVE, FlowStatus.ESCALATED]))
+                .group_by(Flow.pathway, Flow.step, Flow.status)
             ).all():
                 open_pathways.add_metric([pathway, step, status], n)
-            opened = select(Flow.pathway, Escalation.step, func.count()).join(Flow, col(Flow.id) == col(Escalation.flow_id)).group_by(Flow.pathway, Escalation.step)
+            opened = (
+                select(Flow.pathway, Escalation.step, func.count())
+                .join(Flow, col(Flow.id) == col(Escalation.flow_id))
+                .group_by(Flow.pathway, Escalation.step)
+            )
             for pathway, step, n in session.exec(opened).all():
                 escalations.add_metric([pathway, step], n)
             for pathway, step, n in session.exec(opened.where(col(Escalation.resolved_at).is_(None))).all():
                 escalations_open.add_metric([pathway, step], n)
-            for pathway, step, n in session.exec(opened.where(col(Escalation.reason).endswith(DEADLINE_REASON_SUFFIX))).all():
+            for pathway, step, n in session.exec(
+                opened.where(col(Escalation.reason).endswith(DEADLINE_REASON_SUFFIX))
+            ).all():
                 breaches.add_metric([pathway, step], n)
-            resent = select(Flow.pathway, OutboundMessage.step, func.count()).join(Flow, col(Flow.id) == col(OutboundMessage.flow_id)).where(OutboundMessage.attempt > 0)
+            resent = (
+                select(Flow.pathway, OutboundMessage.step, func.count())
+                .join(Flow, col(Flow.id) == col(OutboundMessage.flow_id))
+                .where(OutboundMessage.attempt > 0)
+            )
             for pathway, step, n in session.exec(resent.group_by(Flow.pathway, OutboundMessage.step)).all():
                 resends.add_metric([pathway, step], n)
         backlog.add_metric([], relay_backlog(self.engine, RELAY_GRACE))
@@ -127,10 +184,14 @@ class WorkerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.activities = Counter(
-            "careflow_activity_executions", "Activity attempts, by activity and outcome (completed, retried, failed).", ["activity", "outcome"], registry=self.registry
+            "careflow_activity_executions",
+            "Activity attempts, by activity and outcome (completed, retried, failed).",
+            ["activity", "outcome"],
+            registry=self.registry,
         )
         self.activity_seconds = Histogram(
-            "careflow_activity_duration_seconds", "Time an activity attempt took, by activity.", ["activity"], registry=self.registry,
+            "careflow_activity_duration_seconds", "Time an activity attempt took, by "
+                "activity.", ["activity"], registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )  # fmt: skip
 

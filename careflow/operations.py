@@ -22,7 +22,10 @@ from careflow.temporal import SEARCH_ATTRIBUTE_TYPES, connect
 
 log = logging.getLogger(__name__)
 
-INDEXED_TYPES = {"Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD, "Datetime": IndexedValueType.INDEXED_VALUE_TYPE_DATETIME}
+INDEXED_TYPES = {
+    "Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+    "Datetime": IndexedValueType.INDEXED_VALUE_TYPE_DATETIME,
+}
 # Closed pathways stay visible in Temporal this long (a namespace careflow registers itself).
 RETENTION = timedelta(days=30)
 
@@ -40,7 +43,9 @@ async def connect_with_deadline(settings: Settings, timeout: float) -> Client:
             return await connect(settings)
         except RuntimeError as err:
             if time.monotonic() + delay > deadline:
-                raise SetupError(f"Temporal at {settings.temporal_address} not reachable after {timeout:.0f}s: {err}") from None
+                raise SetupError(
+                    f"Temporal at {settings.temporal_address} not reachable after {timeout:.0f}s: {err}"
+                ) from None
             log.info("waiting for Temporal at %s", settings.temporal_address)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5)
@@ -58,7 +63,9 @@ async def ensure_namespace(client: Client, namespace: str) -> bool:
     retention = Duration()
     retention.FromTimedelta(RETENTION)
     try:
-        await client.workflow_service.register_namespace(RegisterNamespaceRequest(namespace=namespace, workflow_execution_retention_period=retention))
+        await client.workflow_service.register_namespace(
+            RegisterNamespaceRequest(namespace=namespace, workflow_execution_retention_period=retention)
+        )
     except RPCError as err:
         if err.status is not RPCStatusCode.ALREADY_EXISTS:  # another setup got there first
             raise
@@ -74,19 +81,30 @@ async def ensure_search_attributes(client: Client, namespace: str, *, timeout: f
     deadline = time.monotonic() + timeout
     while True:
         try:
-            listed = await client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace=namespace))
+            listed = await client.operator_service.list_search_attributes(
+                ListSearchAttributesRequest(namespace=namespace)
+            )
             break
         except RPCError as err:
             if err.status is not RPCStatusCode.NOT_FOUND or time.monotonic() > deadline:
                 raise
             await asyncio.sleep(1)
     existing = dict(listed.custom_attributes)
-    wrong = {name: kind for name, kind in SEARCH_ATTRIBUTE_TYPES.items() if name in existing and existing[name] != INDEXED_TYPES[kind]}
+    wrong = {
+        name: kind
+        for name, kind in SEARCH_ATTRIBUTE_TYPES.items()
+        if name in existing and existing[name] != INDEXED_TYPES[kind]
+    }
     if wrong:
-        raise SetupError(f"search attributes exist with another type in namespace {namespace}: {', '.join(f'{n} (want {k})' for n, k in wrong.items())}")
+        raise SetupError(
+            f"search attributes exist with another type in namespace {namespace}: "
+            f"{', '.join(f'{n} (want {k})' for n, k in wrong.items())}"
+        )
     missing = {name: INDEXED_TYPES[kind] for name, kind in SEARCH_ATTRIBUTE_TYPES.items() if name not in existing}
     if missing:
-        await client.operator_service.add_search_attributes(AddSearchAttributesRequest(namespace=namespace, search_attributes=missing))
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
+        )
     return sorted(missing)
 
 
@@ -98,7 +116,12 @@ async def run_setup(settings: Settings, *, register_namespace: bool = True, time
     client = await connect_with_deadline(settings, timeout)
     registered = await ensure_namespace(client, settings.temporal_namespace) if register_namespace else False
     added = await ensure_search_attributes(client, settings.temporal_namespace, timeout=timeout)
-    return {"migrated": True, "namespace": settings.temporal_namespace, "namespace_registered": registered, "search_attributes_added": added}
+    return {
+        "migrated": True,
+        "namespace": settings.temporal_namespace,
+        "namespace_registered": registered,
+        "search_attributes_added": added,
+    }
 
 
 def generate_secrets(env: str = "production") -> str:
@@ -120,7 +143,7 @@ def generate_secrets(env: str = "production") -> str:
         f"CAREFLOW_SESSION_SECRET={token(48)}",
         f"CAREFLOW_CODEC_KEYS={key_id}:{codec_key}",
         f"CAREFLOW_CPR_HASH_KEY={token(48)}",
-        "# The identity provider whose JWTs careflow accepts (set these; README \"Security\"):",
+        '# The identity provider whose JWTs careflow accepts (set these; README "Security"):',
         "# CAREFLOW_JWKS=https://idp.example/realms/health/protocol/openid-connect/certs",
         "# CAREFLOW_JWT_ISSUER=https://idp.example/realms/health",
         "# CAREFLOW_JWT_AUDIENCE=careflow",

@@ -23,10 +23,29 @@ DEV_CODEC_KEYS = "dev1:Y2FyZWZsb3ctZGV2LWtleS1ub3QtZm9yLXByb2QhISE="  # 32 bytes
 DEV_CPR_HASH_KEY = "dev-cpr-hash-key-not-for-production"
 DEV_SECRETS = {"session_secret": DEV_SESSION_SECRET, "codec_keys": DEV_CODEC_KEYS, "cpr_hash_key": DEV_CPR_HASH_KEY}
 # Values that say "fill me in": a secret containing one of them is a placeholder, not a secret.
-PLACEHOLDER_WORDS = ("change-me", "changeme", "change_me", "placeholder", "not-for-prod", "replace", "example", "dummy", "secret", "password", "xxxx", "todo", "dev-")
+PLACEHOLDER_WORDS = (
+    "change-me",
+    "changeme",
+    "change_me",
+    "placeholder",
+    "not-for-prod",
+    "replace",
+    "example",
+    "dummy",
+    "secret",
+    "password",
+    "xxxx",
+    "todo",
+    "dev-",
+)
 MIN_SECRET_CHARS = 32
 # Which secrets each long-running process needs (the worker and simulator hold no token material).
-PROCESS_SECRETS = {"api": ("session_secret", "codec_keys", "cpr_hash_key"), "worker": ("codec_keys",), "audit": ("cpr_hash_key",), "keys": ("codec_keys",)}
+PROCESS_SECRETS = {
+    "api": ("session_secret", "codec_keys", "cpr_hash_key"),
+    "worker": ("codec_keys",),
+    "audit": ("cpr_hash_key",),
+    "keys": ("codec_keys",),
+}
 
 
 class UnsafeConfiguration(Exception):
@@ -115,7 +134,7 @@ class Settings(BaseSettings):
     test_crash_after_store_ratio: float = 0.0
 
     @model_validator(mode="after")
-    def _dev_defaults(self) -> "Settings":
+    def _dev_defaults(self) -> Settings:
         if self.is_dev:
             for name, value in DEV_SECRETS.items():
                 if not getattr(self, name):
@@ -134,13 +153,18 @@ class Settings(BaseSettings):
         if process == "api":
             for name in ("jwks", "jwt_issuer", "jwt_audience"):
                 if not getattr(self, name).strip():
-                    problems.append(f"CAREFLOW_{name.upper()} is not set (the identity provider's {name.removeprefix('jwt_')})")
+                    problems.append(
+                        f"CAREFLOW_{name.upper()} is not set (the identity provider's {name.removeprefix('jwt_')})"
+                    )
             if self.jwt_issuer == "careflow-dev":
                 problems.append("CAREFLOW_JWT_ISSUER is careflow's dev issuer")
             if self.jwks.strip().startswith("http://"):
                 problems.append("CAREFLOW_JWKS must be an https URL (or a file): keys fetched in clear can be swapped")
         if problems:
-            raise UnsafeConfiguration(f"careflow {process} refuses to start outside dev mode (CAREFLOW_ENV={self.env or '(unset)'}): " + "; ".join(problems))
+            raise UnsafeConfiguration(
+                f"careflow {process} refuses to start outside dev mode (CAREFLOW_ENV={self.env or '(unset)'}): "
+                + "; ".join(problems)
+            )
 
     @property
     def codec_cors_origins(self) -> list[str]:
@@ -163,12 +187,17 @@ class Settings(BaseSettings):
             overrides.update(self.pathways.get(key, {}))
         unknown = sorted(set(overrides) - set(model.model_fields))
         if unknown:
-            raise ValueError(f"CAREFLOW_PATHWAYS__{pathway.replace('-', '_').upper()}__…: {model.__name__} has no timing {', '.join(unknown)} (it has {', '.join(model.model_fields)})")
+            raise ValueError(
+                f"CAREFLOW_PATHWAYS__{pathway.replace('-', '_').upper()}__…: {model.__name__} has no timing "
+                f"{', '.join(unknown)} (it has {', '.join(model.model_fields)})"
+            )
         try:
             return model.model_validate(overrides)
         except ValidationError as err:
             fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in err.errors())
-            raise ValueError(f"CAREFLOW_PATHWAYS__{pathway.replace('-', '_').upper()}__…: invalid {fields}: {err.errors()[0]['msg']}") from None
+            raise ValueError(
+                f"CAREFLOW_PATHWAYS__{pathway.replace('-', '_').upper()}__…: invalid {fields}: {err.errors()[0]['msg']}"
+            ) from None
 
 
 def _secret_problem(name: str, value: str) -> str | None:

@@ -42,7 +42,9 @@ def tls_config(settings: Settings) -> TLSConfig | bool:
     )
 
 
-async def connect(settings: Settings, *, runtime: Runtime | None = None, interceptors: Sequence[Interceptor] = (), lazy: bool = False) -> Client:
+async def connect(
+    settings: Settings, *, runtime: Runtime | None = None, interceptors: Sequence[Interceptor] = (), lazy: bool = False
+) -> Client:
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
@@ -108,7 +110,12 @@ async def register_search_attributes(client: Client, namespace: str) -> None:
     from temporalio.api.enums.v1 import IndexedValueType
     from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 
-    types = {"Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD, "Datetime": IndexedValueType.INDEXED_VALUE_TYPE_DATETIME}
+    types = {
+        "Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+        "Datetime": IndexedValueType.INDEXED_VALUE_TYPE_DATETIME,
+    }
     await client.operator_service.add_search_attributes(
-        AddSearchAttributesRequest(namespace=namespace, search_attributes={name: types[kind] for name, kind in SEARCH_ATTRIBUTE_TYPES.items()})
+        AddSearchAttributesRequest(
+            namespace=namespace, search_attributes={name: types[kind] for name, kind in SEARCH_ATTRIBUTE_TYPES.items()}
+        )
     )

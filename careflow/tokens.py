@@ -66,7 +66,11 @@ class JwksKeys:
 
     def __init__(self, source: str) -> None:
         self.source = source
-        self._client = jwt.PyJWKClient(source, cache_keys=True, lifespan=300, timeout=10) if source.startswith(("https://", "http://")) else None
+        self._client = (
+            jwt.PyJWKClient(source, cache_keys=True, lifespan=300, timeout=10)
+            if source.startswith(("https://", "http://"))
+            else None
+        )
         self._mtime: float | None = None
         self._keys: dict[str, jwt.PyJWK] = {}
 
@@ -140,24 +144,38 @@ class TokenVerifier:
         if exp - iat > self.policy.max_lifetime.total_seconds():
             raise InvalidToken(f"token lifetime longer than {int(self.policy.max_lifetime.total_seconds())} s")
         raw_roles = _claim(claims, self.policy.role_claim)
-        names = {raw_roles} if isinstance(raw_roles, str) else {r for r in raw_roles if isinstance(r, str)} if isinstance(raw_roles, list) else set()
+        names = (
+            {raw_roles}
+            if isinstance(raw_roles, str)
+            else {r for r in raw_roles if isinstance(r, str)}
+            if isinstance(raw_roles, list)
+            else set()
+        )
         prefix = self.policy.role_prefix
         wanted = {n[len(prefix) :] for n in names if n.startswith(prefix)}
         role = next((r for r in ROLE_ORDER if r.value in wanted), None)
         if role is None:
             raise InvalidToken("the token names no careflow role")
         sor = _claim(claims, self.policy.sor_claim)
-        organisations = [sor] if isinstance(sor, str) else [s for s in sor if isinstance(s, str)] if isinstance(sor, list) else []
+        organisations = (
+            [sor] if isinstance(sor, str) else [s for s in sor if isinstance(s, str)] if isinstance(sor, list) else []
+        )
         if role in (Role.PARTNER, Role.CLINICIAN) and (len(organisations) != 1 or organisations[0] == "*"):
             # A partner is one organisation; a clinician acts for one (refers from it, sees its pathways).
             raise InvalidToken(f"a {role.value} token must carry exactly one organisation (SOR)")
         subject = claims["sub"]
         if not isinstance(subject, str) or not subject or len(subject) > 200:
             raise InvalidToken("malformed subject")
-        return Principal(subject=subject, role=role, sor=organisations[0] if organisations else None, organisations=organisations, expires_at=int(exp))
+        return Principal(
+            subject=subject,
+            role=role,
+            sor=organisations[0] if organisations else None,
+            organisations=organisations,
+            expires_at=int(exp),
+        )
 
 
-def verifier_from_settings(settings: "Settings") -> TokenVerifier:
+def verifier_from_settings(settings: Settings) -> TokenVerifier:
     """The API's verifier: the configured identity provider, or in dev careflow's own dev key."""
     jwks, issuer, audience = settings.jwks.strip(), settings.jwt_issuer, settings.jwt_audience
     if settings.is_dev:
@@ -170,7 +188,14 @@ def verifier_from_settings(settings: "Settings") -> TokenVerifier:
         from careflow.settings import UnsafeConfiguration
 
         raise UnsafeConfiguration(f"CAREFLOW_JWKS ({jwks}) holds careflow's dev key: refused outside dev mode")
-    policy = TokenPolicy(issuer=issuer, audience=audience, max_lifetime=settings.token_max_lifetime, role_claim=settings.jwt_role_claim, sor_claim=settings.jwt_sor_claim, role_prefix=settings.jwt_role_prefix)
+    policy = TokenPolicy(
+        issuer=issuer,
+        audience=audience,
+        max_lifetime=settings.token_max_lifetime,
+        role_claim=settings.jwt_role_claim,
+        sor_claim=settings.jwt_sor_claim,
+        role_prefix=settings.jwt_role_prefix,
+    )
     return TokenVerifier(keys, policy, accept_dev_keys=settings.is_dev)
 
 
@@ -183,11 +208,29 @@ class DevIssuer:
     def __init__(self, private_key: ec.EllipticCurvePrivateKey, kid: str) -> None:
         self.private_key, self.kid = private_key, kid
 
-    def issue(self, role: Role, *, sor: str | None = None, subject: str | None = None, ttl: timedelta = timedelta(hours=1), issuer: str = DEV_ISSUER, audience: str = DEV_AUDIENCE) -> str:
+    def issue(
+        self,
+        role: Role,
+        *,
+        sor: str | None = None,
+        subject: str | None = None,
+        ttl: timedelta = timedelta(hours=1),
+        issuer: str = DEV_ISSUER,
+        audience: str = DEV_AUDIENCE,
+    ) -> str:
         if role in (Role.PARTNER, Role.CLINICIAN) and not sor:
             raise ValueError(f"a {role.value} token must carry the organisation's SOR code")
         now = int(time.time())
-        claims: dict[str, Any] = {"iss": issuer, "aud": audience, "sub": subject or f"dev-{role.value}", "iat": now, "nbf": now, "exp": now + int(ttl.total_seconds()), "jti": str(uuid.uuid4()), "roles": [role.value]}
+        claims: dict[str, Any] = {
+            "iss": issuer,
+            "aud": audience,
+            "sub": subject or f"dev-{role.value}",
+            "iat": now,
+            "nbf": now,
+            "exp": now + int(ttl.total_seconds()),
+            "jti": str(uuid.uuid4()),
+            "roles": [role.value],
+        }
         if sor:
             claims["sor"] = sor
         return jwt.encode(claims, self.private_key, algorithm="ES256", headers={"kid": self.kid})
@@ -202,9 +245,14 @@ def dev_issuer(data_dir: Path, *, create: bool) -> DevIssuer:
     key_path = Path(data_dir) / DEV_KEY_FILE
     if not key_path.exists():
         if not create:
-            raise FileNotFoundError(f"no dev signing key in {data_dir}: start `careflow dev` first (outside dev, tokens come from your identity provider)")
+            raise FileNotFoundError(
+                f"no dev signing key in {data_dir}: start `careflow dev` first (outside dev, tokens come from your "
+                "identity provider)"
+            )
         Path(data_dir).mkdir(parents=True, exist_ok=True)
-        pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
         tmp = key_path.with_suffix(f".{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as out:
@@ -217,7 +265,14 @@ def dev_issuer(data_dir: Path, *, create: bool) -> DevIssuer:
     private_key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
     assert isinstance(private_key, ec.EllipticCurvePrivateKey)
     public = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(private_key.public_key()))
-    kid = DEV_KID_PREFIX + jwt.utils.base64url_encode(private_key.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.CompressedPoint)).decode()[:16]
+    kid = (
+        DEV_KID_PREFIX
+        + jwt.utils.base64url_encode(
+            private_key.public_key().public_bytes(
+                serialization.Encoding.X962, serialization.PublicFormat.CompressedPoint
+            )
+        ).decode()[:16]
+    )
     jwks_path = dev_jwks_path(data_dir)
     document = json.dumps({"keys": [{**public, "kid": kid, "use": "sig", "alg": "ES256"}]}, indent=2)
     if not jwks_path.exists() or jwks_path.read_text() != document:

@@ -27,7 +27,7 @@ class Tracing:
     provider: TracerProvider | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings, service: str) -> "Tracing":
+    def from_settings(cls, settings: Settings, service: str) -> Tracing:
         if not settings.otlp_endpoint:
             return cls(None)
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -35,7 +35,7 @@ class Tracing:
         return cls.with_exporter(OTLPSpanExporter(endpoint=settings.otlp_endpoint.rstrip("/") + "/v1/traces"), service)
 
     @classmethod
-    def with_exporter(cls, exporter: SpanExporter, service: str, *, processor: type = BatchSpanProcessor) -> "Tracing":
+    def with_exporter(cls, exporter: SpanExporter, service: str, *, processor: type = BatchSpanProcessor) -> Tracing:
         provider = TracerProvider(resource=Resource.create({"service.name": service}))
         provider.add_span_processor(processor(exporter))
         return cls(provider)
@@ -57,7 +57,9 @@ class Tracing:
         if self.provider is not None:
             from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-            FastAPIInstrumentor.instrument_app(app, tracer_provider=self.provider, excluded_urls="healthz,readyz,metrics")
+            FastAPIInstrumentor.instrument_app(
+                app, tracer_provider=self.provider, excluded_urls="healthz,readyz,metrics"
+            )
 
     def instrument_http(self, client: httpx.AsyncClient) -> httpx.AsyncClient:
         if self.provider is not None:

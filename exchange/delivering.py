@@ -66,7 +66,13 @@ class Deliverer:
     """Signals stored messages to their workflows: the API right after storing, the relay for the rest."""
 
     def __init__(self, engine: Engine, client: Client, pathways: Pathways, key_ring: KeyRing, task_queue: str) -> None:
-        self.engine, self.client, self.pathways, self.key_ring, self.task_queue = engine, client, pathways, key_ring, task_queue
+        self.engine, self.client, self.pathways, self.key_ring, self.task_queue = (
+            engine,
+            client,
+            pathways,
+            key_ring,
+            task_queue,
+        )
 
     async def deliver(self, message_id: int) -> bool:
         """Signal one stored message to its workflow; True when it is delivered (now or before).
@@ -81,11 +87,18 @@ class Deliverer:
             if target.start is not None and (pathway := self.pathways.get(target.pathway)) is not None:
                 # Starts the workflow with the message, or only signals it if it runs already.
                 await self.client.start_workflow(
-                    pathway.run, target.start, id=target.workflow_id, task_queue=self.task_queue,
-                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE, start_signal="message_received", start_signal_args=[signal],
+                    pathway.run,
+                    target.start,
+                    id=target.workflow_id,
+                    task_queue=self.task_queue,
+                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                    start_signal="message_received",
+                    start_signal_args=[signal],
                 )
             else:
-                await self.client.get_workflow_handle(target.workflow_id).signal(PathwayWorkflow.message_received, signal)
+                await self.client.get_workflow_handle(target.workflow_id).signal(
+                    PathwayWorkflow.message_received, signal
+                )
         except (RPCError, WorkflowAlreadyStartedError) as err:
             if isinstance(err, WorkflowAlreadyStartedError) or err.status is RPCStatusCode.NOT_FOUND:
                 # The workflow has ended. A late acknowledgement has nothing left to apply to (it is
@@ -93,15 +106,32 @@ class Deliverer:
                 # coordinator, never dropped.
                 late_ack = signal.kind == MessageKind.ACKNOWLEDGEMENT
                 status = DeliveryStatus.UNDELIVERABLE if late_ack else DeliveryStatus.TRIAGE
-                await asyncio.to_thread(_set_status, self.engine, message_id, status, "its pathway has ended" if late_ack else "its pathway had ended when it arrived")
-                log.warning("message %s: workflow %s is closed; kept as %s", signal.message_header_id, target.workflow_id, status)
+                await asyncio.to_thread(
+                    _set_status,
+                    self.engine,
+                    message_id,
+                    status,
+                    "its pathway has ended" if late_ack else "its pathway had ended when it arrived",
+                )
+                log.warning(
+                    "message %s: workflow %s is closed; kept as %s",
+                    signal.message_header_id,
+                    target.workflow_id,
+                    status,
+                )
                 return False
             await asyncio.to_thread(_count_attempt, self.engine, message_id)
-            log.warning("message %s not delivered yet (%s): the relay will retry", signal.message_header_id, err.status.name if err.status else err)
+            log.warning(
+                "message %s not delivered yet (%s): the relay will retry",
+                signal.message_header_id,
+                err.status.name if err.status else err,
+            )
             return False
         except Exception as err:  # Temporal unreachable: stays stored, the relay delivers it later
             await asyncio.to_thread(_count_attempt, self.engine, message_id)
-            log.warning("message %s not delivered yet (%s): the relay will retry", signal.message_header_id, type(err).__name__)
+            log.warning(
+                "message %s not delivered yet (%s): the relay will retry", signal.message_header_id, type(err).__name__
+            )
             return False
         await asyncio.to_thread(_set_status, self.engine, message_id, DeliveryStatus.DELIVERED)
         return True
@@ -116,11 +146,19 @@ def _delivery_target(engine: Engine, key_ring: KeyRing, message_id: int) -> Targ
         flow = session.get(Flow, message.flow_id) if message.flow_id else None
         if flow is None:
             return False
-        start = PathwayInput.model_validate_json(key_ring.decrypt_text(flow.start_enc, sealed_as(Flow, "start_enc", flow.id))) if flow.start_enc else None
+        start = (
+            PathwayInput.model_validate_json(
+                key_ring.decrypt_text(flow.start_enc, sealed_as(Flow, "start_enc", flow.id))
+            )
+            if flow.start_enc
+            else None
+        )
         return Target(signal_for(message), flow.workflow_id, flow.pathway, start)
 
 
-async def send_acknowledgement(engine: Engine, http: httpx.AsyncClient, directory: Directory, key_ring: KeyRing, message_id: int) -> bool:
+async def send_acknowledgement(
+    engine: Engine, http: httpx.AsyncClient, directory: Directory, key_ring: KeyRing, message_id: int
+) -> bool:
     """POST the acknowledgement stored with an inbound message to its sender's endpoint."""
     pending = await asyncio.to_thread(_unsent_acknowledgement, engine, key_ring, message_id)
     if pending is None:
@@ -132,7 +170,9 @@ async def send_acknowledgement(engine: Engine, http: httpx.AsyncClient, director
         log.warning("no endpoint for SOR %s: acknowledgement of message %s kept unsent", sender, message_id)
         return False
     try:
-        response = await http.post(endpoint, content=ack_body.encode(), headers={"Content-Type": "application/fhir+json"})
+        response = await http.post(
+            endpoint, content=ack_body.encode(), headers={"Content-Type": "application/fhir+json"}
+        )
     except httpx.HTTPError as err:
         await asyncio.to_thread(_count_attempt, engine, message_id, "ack_attempts")
         log.warning("acknowledgement of message %s not sent (%s): the relay will retry", message_id, type(err).__name__)
@@ -151,7 +191,9 @@ def _unsent_acknowledgement(engine: Engine, key_ring: KeyRing, message_id: int) 
         message = session.get(InboundMessage, message_id)
         if message is None or message.ack_enc is None or message.ack_sent_at is not None:
             return None
-        return key_ring.decrypt_text(message.ack_enc, sealed_as(InboundMessage, "ack_enc", message.message_header_id)), message.sender_sor
+        return key_ring.decrypt_text(
+            message.ack_enc, sealed_as(InboundMessage, "ack_enc", message.message_header_id)
+        ), message.sender_sor
 
 
 def _mark_acknowledgement_sent(engine: Engine, message_id: int) -> None:
@@ -168,7 +210,11 @@ def undelivered(engine: Engine, older_than: timedelta, limit: int = 200) -> list
         return list(
             session.exec(
                 select(InboundMessage.id, InboundMessage.flow_id)
-                .where(InboundMessage.delivery_status == DeliveryStatus.RECEIVED, col(InboundMessage.flow_id).is_not(None), InboundMessage.received_at <= cutoff)
+                .where(
+                    InboundMessage.delivery_status == DeliveryStatus.RECEIVED,
+                    col(InboundMessage.flow_id).is_not(None),
+                    InboundMessage.received_at <= cutoff,
+                )
                 .order_by(col(InboundMessage.id))
                 .limit(limit)
             ).all()
@@ -181,7 +227,12 @@ def unsent_acknowledgements(engine: Engine, older_than: timedelta, limit: int = 
         return list(
             session.exec(
                 select(InboundMessage.id)
-                .where(col(InboundMessage.ack_enc).is_not(None), col(InboundMessage.ack_sent_at).is_(None), InboundMessage.received_at <= cutoff, InboundMessage.ack_attempts < 50)
+                .where(
+                    col(InboundMessage.ack_enc).is_not(None),
+                    col(InboundMessage.ack_sent_at).is_(None),
+                    InboundMessage.received_at <= cutoff,
+                    InboundMessage.ack_attempts < 50,
+                )
                 .order_by(col(InboundMessage.id))
                 .limit(limit)
             ).all()
@@ -202,5 +253,9 @@ def _set_status(engine: Engine, message_id: int, status: str, reason: str | None
 def _count_attempt(engine: Engine, message_id: int, column: str = "delivery_attempts") -> None:
     """One more failed try at delivering (or, with column="ack_attempts", acknowledging) a message."""
     with Session(engine) as session:
-        session.exec(update(InboundMessage).where(col(InboundMessage.id) == message_id).values({column: getattr(InboundMessage, column) + 1}))
+        session.exec(
+            update(InboundMessage)
+            .where(col(InboundMessage.id) == message_id)
+            .values({column: getattr(InboundMessage, column) + 1})
+        )
         session.commit()

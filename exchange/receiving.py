@@ -33,7 +33,9 @@ ENDED = ("completed", "cancelled", "failed")
 START_NAMESPACE = uuid.UUID("0b9c6f3e-2d7a-4c1e-9f4b-6a8d2e5c7b13")
 
 
-def operation_outcome(diagnostics: str | list[str], *, code: str = "invalid", severity: str = "error", expression: list[str] | None = None) -> dict:
+def operation_outcome(
+    diagnostics: str | list[str], *, code: str = "invalid", severity: str = "error", expression: list[str] | None = None
+) -> dict:
     messages = [diagnostics] if isinstance(diagnostics, str) else diagnostics
     issues = []
     for i, message in enumerate(messages):
@@ -59,7 +61,9 @@ class Receiver:
         self.key_ring, self.settings, self.directory, self.pathways = key_ring, settings, directory, pathways
         self.cpr_hash_key = settings.cpr_hash_key
 
-    def receive(self, session: Session, parsed: ParsedMessage, as_json: dict, body: bytes, content_type: str) -> tuple[InboundMessage, bool]:
+    def receive(
+        self, session: Session, parsed: ParsedMessage, as_json: dict, body: bytes, content_type: str
+    ) -> tuple[InboundMessage, bool]:
         """Validate, correlate and commit the message with its answer and acknowledgement (and, for
         a message that starts a pathway, the new flow's row). Returns the row and whether it is new:
         a duplicate returns the row stored the first time."""
@@ -76,14 +80,30 @@ class Receiver:
             response_to=parsed.response_identifier,
             response_code=parsed.response_code.value if parsed.response_code else None,
             content_type=content_type,
-            body_enc=self.key_ring.encrypt_text(body.decode("utf-8", errors="replace"), sealed_as(InboundMessage, "body_enc", parsed.message_header_id)),
-            patient_hash=cpr_lookup_hash(parsed.patient.cpr, self.cpr_hash_key) if parsed.patient and parsed.patient.cpr else None,
+            body_enc=self.key_ring.encrypt_text(
+                body.decode("utf-8", errors="replace"), sealed_as(InboundMessage, "body_enc", parsed.message_header_id)
+            ),
+            patient_hash=cpr_lookup_hash(parsed.patient.cpr, self.cpr_hash_key)
+            if parsed.patient and parsed.patient.cpr
+            else None,
         )
         decision = self._decide(session, parsed, issues, row)
         row.answer_status, row.answer_body = decision.status, json.dumps(decision.answer)
         if decision.ack is not None and needs_acknowledgement(parsed):
-            ack = build_acknowledgement(as_json, code=decision.ack, message_header_id=str(uuid.uuid4()), bundle_id=str(uuid.uuid4()), timestamp=utcnow(), issues=issues)
-            row.ack_code, row.ack_enc = decision.ack.value, self.key_ring.encrypt_text(json.dumps(ack), sealed_as(InboundMessage, "ack_enc", parsed.message_header_id))
+            ack = build_acknowledgement(
+                as_json,
+                code=decision.ack,
+                message_header_id=str(uuid.uuid4()),
+                bundle_id=str(uuid.uuid4()),
+                timestamp=utcnow(),
+                issues=issues,
+            )
+            row.ack_code, row.ack_enc = (
+                decision.ack.value,
+                self.key_ring.encrypt_text(
+                    json.dumps(ack), sealed_as(InboundMessage, "ack_enc", parsed.message_header_id)
+                ),
+            )
         session.add(row)
         if decision.started is not None:
             session.add(decision.started.flow)
@@ -100,11 +120,18 @@ class Receiver:
 
     # ----- deciding -----------------------------------------------------------------------
 
-    def _decide(self, session: Session, parsed: ParsedMessage, issues: list[ValidationIssue], row: InboundMessage) -> Decision:
+    def _decide(
+        self, session: Session, parsed: ParsedMessage, issues: list[ValidationIssue], row: InboundMessage
+    ) -> Decision:
         if issues:
             return _refuse(row, 422, [f"{i.rule} at {i.path}: {i.message}" for i in issues], [i.path for i in issues])
         if parsed.kind is None:
-            issue = ValidationIssue(rule="careflow-event-known", path="Bundle.entry[0].resource.eventCoding", message=f"event {parsed.event_code} is not handled by careflow", error_code="MSG_RECEIVER_UNABLE_TO_RECEIVE_MSG_TYPE")
+            issue = ValidationIssue(
+                rule="careflow-event-known",
+                path="Bundle.entry[0].resource.eventCoding",
+                message=f"event {parsed.event_code} is not handled by careflow",
+                error_code="MSG_RECEIVER_UNABLE_TO_RECEIVE_MSG_TYPE",
+            )
             issues.append(issue)
             return _refuse(row, 422, issue.message, [issue.path], code="not-supported")
         if parsed.kind == MessageKind.ACKNOWLEDGEMENT:
@@ -121,7 +148,14 @@ class Receiver:
         refusal = self.refusal(flow, parsed, row)
         if refusal:
             reason, path = refusal
-            issues.append(ValidationIssue(rule="careflow-confinement", path=path, message=reason, error_code="MSG_RECEIVER_UNABLE_TO_RECEIVE_MSG_TYPE"))
+            issues.append(
+                ValidationIssue(
+                    rule="careflow-confinement",
+                    path=path,
+                    message=reason,
+                    error_code="MSG_RECEIVER_UNABLE_TO_RECEIVE_MSG_TYPE",
+                )
+            )
             row.flow_id = flow.id  # kept with its flow, for the coordinators' view; never applied
             return _refuse(row, 422, reason, [path], code="business-rule")
         row.flow_id = flow.id
@@ -131,16 +165,33 @@ class Receiver:
         return Decision(202, _accepted(parsed), AckCode.OK)
 
     def _acknowledgement(self, session: Session, parsed: ParsedMessage, row: InboundMessage) -> Decision:
-        sent = session.exec(select(OutboundMessage).where(OutboundMessage.message_header_id == parsed.response_identifier)).first()
+        sent = session.exec(
+            select(OutboundMessage).where(OutboundMessage.message_header_id == parsed.response_identifier)
+        ).first()
         if sent is None:
             row.delivery_status, row.status_reason = DeliveryStatus.TRIAGE, "acknowledges no message careflow sent"
-            log.warning("acknowledgement %s for unknown message %s: held for triage", parsed.message_header_id, parsed.response_identifier)
-            return Decision(202, _accepted(parsed, "held for a coordinator: it acknowledges no message careflow sent"), None)
+            log.warning(
+                "acknowledgement %s for unknown message %s: held for triage",
+                parsed.message_header_id,
+                parsed.response_identifier,
+            )
+            return Decision(
+                202, _accepted(parsed, "held for a coordinator: it acknowledges no message careflow sent"), None
+            )
         sender = parsed.sender.sor if parsed.sender else ""
         if sent.receiver_sor and sender != sent.receiver_sor:
-            reason = f"only the receiver of message {sent.message_header_id} (SOR {sent.receiver_sor}) may acknowledge it, not SOR {sender}"
+            reason = (
+                f"only the receiver of message {sent.message_header_id} (SOR {sent.receiver_sor}) "
+                f"may acknowledge it, not SOR {sender}"
+            )
             row.flow_id, row.delivery_status, row.status_reason = sent.flow_id, DeliveryStatus.REJECTED, reason
-            return Decision(422, operation_outcome(reason, code="business-rule", expression=["Bundle.entry[0].resource.response.identifier"]), None)
+            return Decision(
+                422,
+                operation_outcome(
+                    reason, code="business-rule", expression=["Bundle.entry[0].resource.response.identifier"]
+                ),
+                None,
+            )
         row.flow_id = sent.flow_id
         return Decision(202, _accepted(parsed), None)
 
@@ -153,8 +204,19 @@ class Receiver:
                 return flow
         earlier = [link.previous_header_id for link in parsed.provenance if link.previous_header_id]
         if earlier:
-            flow_id = session.exec(select(OutboundMessage.flow_id).where(col(OutboundMessage.message_header_id).in_(earlier), col(OutboundMessage.flow_id).is_not(None)).limit(1)).first()
-            flow_id = flow_id or session.exec(select(InboundMessage.flow_id).where(col(InboundMessage.message_header_id).in_(earlier), col(InboundMessage.flow_id).is_not(None)).limit(1)).first()
+            flow_id = session.exec(
+                select(OutboundMessage.flow_id)
+                .where(col(OutboundMessage.message_header_id).in_(earlier), col(OutboundMessage.flow_id).is_not(None))
+                .limit(1)
+            ).first()
+            flow_id = (
+                flow_id
+                or session.exec(
+                    select(InboundMessage.flow_id)
+                    .where(col(InboundMessage.message_header_id).in_(earlier), col(InboundMessage.flow_id).is_not(None))
+                    .limit(1)
+                ).first()
+            )
             if flow_id:
                 return session.get(Flow, flow_id)
         return None
@@ -163,9 +225,15 @@ class Receiver:
         """Why this message may not go to this flow (reason, FHIRPath): another patient, or a sender
         the pathway does not expect it from. The workflow checks the same again when delivered."""
         if row.patient_hash and row.patient_hash != flow.cpr_hash:
-            return "the message is about another patient than the flow's", "Bundle.entry.resource.ofType(Patient).identifier"
+            return (
+                "the message is about another patient than the flow's",
+                "Bundle.entry.resource.ofType(Patient).identifier",
+            )
         pathway = self.pathways.get(flow.pathway)
-        parties: dict[str, str] = json.loads(flow.parties_json or "{}") or {"requester": flow.referring_sor, "performer": flow.receiving_sor}
+        parties: dict[str, str] = json.loads(flow.parties_json or "{}") or {
+            "requester": flow.referring_sor,
+            "performer": flow.receiving_sor,
+        }
         sender = parsed.sender.sor if parsed.sender else ""
         roles = {role for message, role in messages_awaited(pathway) if message == parsed.kind} if pathway else set()
         if pathway is not None and parsed.kind == pathway.partner_cancellation:
@@ -174,7 +242,11 @@ class Receiver:
         if roles and not expected:
             return None  # the expected party is not known for this flow (started before parties were kept)
         if sender not in expected:
-            return f"a {parsed.event_code} for this flow is expected from SOR {' or '.join(sorted(expected))}, not SOR {sender}", "Bundle.entry[0].resource.sender"
+            return (
+                f"a {parsed.event_code} for this flow is expected from SOR {' or '.join(sorted(expected))}, not SOR "
+                f"{sender}",
+                "Bundle.entry[0].resource.sender",
+            )
         return None
 
     def _start(self, parsed: ParsedMessage) -> tuple[Prepared | None, str | None]:
@@ -189,8 +261,16 @@ class Receiver:
                 try:
                     start = pathway.input_model.model_validate(trigger.input_from(parsed))
                     prepared = prepare_flow(
-                        pathway, start, actor=f"partner:{sender}", role="partner", settings=self.settings, directory=self.directory, key_ring=self.key_ring,
-                        flow_id=str(uuid.uuid5(START_NAMESPACE, parsed.message_header_id)), audit_action="start-flow-by-message", keep_input=True,
+                        pathway,
+                        start,
+                        actor=f"partner:{sender}",
+                        role="partner",
+                        settings=self.settings,
+                        directory=self.directory,
+                        key_ring=self.key_ring,
+                        flow_id=str(uuid.uuid5(START_NAMESPACE, parsed.message_header_id)),
+                        audit_action="start-flow-by-message",
+                        keep_input=True,
                     )
                 except ValidationError as err:
                     return None, f"would start a {pathway.name} flow, but: {invalid_input(err).detail}"
@@ -200,7 +280,9 @@ class Receiver:
         return None, None
 
 
-def _refuse(row: InboundMessage, status: int, diagnostics: str | list[str], expression: list[str], *, code: str = "invalid") -> Decision:
+def _refuse(
+    row: InboundMessage, status: int, diagnostics: str | list[str], expression: list[str], *, code: str = "invalid"
+) -> Decision:
     """Stored, never applied: the answer names the reason and a fatal-error acknowledgement follows."""
     row.delivery_status = DeliveryStatus.REJECTED
     row.status_reason = diagnostics if isinstance(diagnostics, str) else "; ".join(diagnostics)
@@ -208,13 +290,19 @@ def _refuse(row: InboundMessage, status: int, diagnostics: str | list[str], expr
 
 
 def _accepted(parsed: ParsedMessage, note: str = "") -> dict:
-    return operation_outcome(f"message {parsed.message_header_id} accepted" + (f"; {note}" if note else ""), code="informational", severity="information")
+    return operation_outcome(
+        f"message {parsed.message_header_id} accepted" + (f"; {note}" if note else ""),
+        code="informational",
+        severity="information",
+    )
 
 
 def _record_acknowledgement(session: Session, parsed: ParsedMessage) -> None:
     """Mark the acknowledged outbound message (all its sends), for the coordinators' views; the
     caller commits it with the stored acknowledgement."""
-    for sent in session.exec(select(OutboundMessage).where(OutboundMessage.message_header_id == parsed.response_identifier)).all():
+    for sent in session.exec(
+        select(OutboundMessage).where(OutboundMessage.message_header_id == parsed.response_identifier)
+    ).all():
         if sent.ack_code is None:
             sent.ack_code, sent.acked_at = parsed.response_code.value if parsed.response_code else None, utcnow()
             session.add(sent)

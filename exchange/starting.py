@@ -53,10 +53,14 @@ class Started:
 
 def flow_id_for(actor: str, idempotency_key: str | None) -> str:
     """A retry with the same Idempotency-Key (per actor) names the same flow."""
-    return str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{actor}:{idempotency_key}")) if idempotency_key else str(uuid.uuid4())
+    return (
+        str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{actor}:{idempotency_key}")) if idempotency_key else str(uuid.uuid4())
+    )
 
 
-def resolve_parties(pathway: type[PathwayWorkflow], start: PathwayStart, directory: Directory) -> dict[str, Organization]:
+def resolve_parties(
+    pathway: type[PathwayWorkflow], start: PathwayStart, directory: Directory
+) -> dict[str, Organization]:
     """Each declared party's organisation: from its input field, else the directory's first entry of
     its kind; and every party must accept what the pathway sends it."""
     parties: dict[str, Organization] = {}
@@ -68,7 +72,9 @@ def resolve_parties(pathway: type[PathwayWorkflow], start: PathwayStart, directo
             elif party.directory_kind:
                 entry = next((e for e in directory.entries if e.kind == party.directory_kind), None)
                 if entry is None:
-                    raise StartRefused(422, f"no {party.directory_kind} in the directory for the {party.title}", party.field)
+                    raise StartRefused(
+                        422, f"no {party.directory_kind} in the directory for the {party.title}", party.field
+                    )
                 parties[party.role] = entry.organization
             else:
                 raise StartRefused(422, f"the {party.title} ({party.field}) is required", party.field)
@@ -76,7 +82,11 @@ def resolve_parties(pathway: type[PathwayWorkflow], start: PathwayStart, directo
             raise StartRefused(422, f"unknown organisation for the {party.title}: {err}", party.field) from None
         expected_kind = party.kind or party.directory_kind
         if expected_kind and directory.get(parties[party.role].sor).kind != expected_kind:
-            raise StartRefused(422, f"the {party.title} must be a {expected_kind}, and SOR {parties[party.role].sor} is not", party.field)
+            raise StartRefused(
+                422,
+                f"the {party.title} must be a {expected_kind}, and SOR {parties[party.role].sor} is not",
+                party.field,
+            )
     for role, kinds in messages_sent(pathway).items():
         for kind in sorted(kinds):
             try:
@@ -98,8 +108,17 @@ class Prepared:
 
 
 def prepare_flow(
-    pathway: type[PathwayWorkflow], start: PathwayStart, *, actor: str, role: str, settings: Settings, directory: Directory, key_ring: KeyRing,
-    flow_id: str, audit_action: str = "start-flow", keep_input: bool = False,
+    pathway: type[PathwayWorkflow],
+    start: PathwayStart,
+    *,
+    actor: str,
+    role: str,
+    settings: Settings,
+    directory: Directory,
+    key_ring: KeyRing,
+    flow_id: str,
+    audit_action: str = "start-flow",
+    keep_input: bool = False,
 ) -> Prepared:
     """Resolve the parties and build the row and the input (nothing is written). `keep_input` keeps
     the workflow input, encrypted, on the row: a flow started by an inbound message is started by
@@ -126,11 +145,20 @@ def prepare_flow(
         priority=str(data.get("priority", "routine")),
         cpr_hash=cpr_hash,
         patient_enc=key_ring.encrypt_text(patient.model_dump_json(), sealed_as(Flow, "patient_enc", flow_id)),
-        reason_enc=key_ring.encrypt_text(str(data.get("reason", pathway.title)), sealed_as(Flow, "reason_enc", flow_id)),
+        reason_enc=key_ring.encrypt_text(
+            str(data.get("reason", pathway.title)), sealed_as(Flow, "reason_enc", flow_id)
+        ),
         parties_json=json.dumps({role: org.sor for role, org in parties.items()}),
-        start_enc=key_ring.encrypt_text(pathway_input.model_dump_json(), sealed_as(Flow, "start_enc", flow_id)) if keep_input else None,
+        start_enc=key_ring.encrypt_text(pathway_input.model_dump_json(), sealed_as(Flow, "start_enc", flow_id))
+        if keep_input
+        else None,
     )
-    return Prepared(pathway, flow, AuditEntry(actor=actor, role=role, action=audit_action, flow_id=flow_id, detail=pathway.name), pathway_input)
+    return Prepared(
+        pathway,
+        flow,
+        AuditEntry(actor=actor, role=role, action=audit_action, flow_id=flow_id, detail=pathway.name),
+        pathway_input,
+    )
 
 
 async def start_flow(
@@ -152,22 +180,42 @@ async def start_flow(
     """Store the read-model row, then start the workflow. The row is committed first so the flow
     is visible (and a retry can find it) before its workflow runs; a start that fails for certain
     takes it back unless the caller will retry with the same flow id (`keep_row_on_failure`)."""
-    prepared = prepare_flow(pathway, start, actor=actor, role=role, settings=settings, directory=directory, key_ring=key_ring, flow_id=flow_id, audit_action=audit_action)
+    prepared = prepare_flow(
+        pathway,
+        start,
+        actor=actor,
+        role=role,
+        settings=settings,
+        directory=directory,
+        key_ring=key_ring,
+        flow_id=flow_id,
+        audit_action=audit_action,
+    )
     if acting_sor is not None and prepared.flow.referring_sor != acting_sor:
         # A clinician acts for the organisation in the token (api/scoping.py), not for another.
         field = next((p.field for p in pathway.parties if p.role == pathway.acting_for), None)
-        raise StartRefused(403, f"a clinician acts for their own organisation (SOR {acting_sor}), not for {prepared.flow.referring_sor}", field)
+        raise StartRefused(
+            403,
+            f"a clinician acts for their own organisation (SOR {acting_sor}), not for {prepared.flow.referring_sor}",
+            field,
+        )
     url = f"{settings.public_url}/flows/{flow_id}"
 
     def store_flow() -> Flow:
-        with audit_session(engine, chain_key(settings.cpr_hash_key), expire_on_commit=False) as session:  # the audit entry is chained
+        with audit_session(
+            engine, chain_key(settings.cpr_hash_key), expire_on_commit=False
+        ) as session:  # the audit entry is chained
             flow = session.get(Flow, flow_id)
             if flow is None:
                 session.add(prepared.flow)
                 session.add(prepared.audit)
                 session.commit()
                 return prepared.flow
-            if flow.cpr_hash != prepared.flow.cpr_hash or flow.receiving_sor != prepared.flow.receiving_sor or flow.pathway != pathway.name:
+            if (
+                flow.cpr_hash != prepared.flow.cpr_hash
+                or flow.receiving_sor != prepared.flow.receiving_sor
+                or flow.pathway != pathway.name
+            ):
                 raise StartRefused(409, "this Idempotency-Key was already used for another flow")
             # A retry. Its first attempt may have died before (or while) starting the workflow, so
             # start it now; a workflow that did start answers 409 below.
@@ -182,7 +230,13 @@ async def start_flow(
 
     flow = await asyncio.to_thread(store_flow)
     try:
-        await temporal.start_workflow(pathway.run, prepared.input, id=flow.workflow_id, task_queue=settings.task_queue, id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE)
+        await temporal.start_workflow(
+            pathway.run,
+            prepared.input,
+            id=flow.workflow_id,
+            task_queue=settings.task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        )
     except WorkflowAlreadyStartedError:
         raise StartRefused(409, f"this flow was already started: {url}") from None
     except Exception as err:

@@ -26,7 +26,14 @@ class TriageRefused(Exception):
 
 
 def held(session: Session, limit: int = 200) -> list[InboundMessage]:
-    return list(session.exec(select(InboundMessage).where(InboundMessage.delivery_status == DeliveryStatus.TRIAGE).order_by(col(InboundMessage.id)).limit(limit)).all())
+    return list(
+        session.exec(
+            select(InboundMessage)
+            .where(InboundMessage.delivery_status == DeliveryStatus.TRIAGE)
+            .order_by(col(InboundMessage.id))
+            .limit(limit)
+        ).all()
+    )
 
 
 class Triage:
@@ -37,10 +44,15 @@ class Triage:
         row = session.get(InboundMessage, message_id)
         if row is None or row.delivery_status != DeliveryStatus.TRIAGE:
             raise TriageRefused(404, f"no message {message_id} held for triage")
-        as_json = decode_body(self.key_ring.decrypt_text(row.body_enc, sealed_as(InboundMessage, "body_enc", row.message_header_id)), row.content_type)
+        as_json = decode_body(
+            self.key_ring.decrypt_text(row.body_enc, sealed_as(InboundMessage, "body_enc", row.message_header_id)),
+            row.content_type,
+        )
         return row, parse_message(as_json), as_json
 
-    def attach(self, session: Session, message_id: int, flow_id: str, actor: str, role: str, reason: str) -> InboundMessage:
+    def attach(
+        self, session: Session, message_id: int, flow_id: str, actor: str, role: str, reason: str
+    ) -> InboundMessage:
         """Give the message to a flow the coordinator chose; the flow's parties and patient still apply."""
         row, parsed, as_json = self._held(session, message_id)
         flow = session.get(Flow, flow_id)
@@ -51,7 +63,18 @@ class Triage:
         refusal = self.receiver.refusal(flow, parsed, row)
         if refusal:
             raise TriageRefused(409, refusal[0])
-        return self._decide(session, row, parsed, as_json, DeliveryStatus.RECEIVED, AckCode.OK, actor, role, f"attached to flow {flow_id}: {reason}", flow_id)
+        return self._decide(
+            session,
+            row,
+            parsed,
+            as_json,
+            DeliveryStatus.RECEIVED,
+            AckCode.OK,
+            actor,
+            role,
+            f"attached to flow {flow_id}: {reason}",
+            flow_id,
+        )
 
     def reprocess(self, session: Session, message_id: int, actor: str, role: str) -> InboundMessage:
         """Correlate again (its flow may exist by now); if it still matches nothing it stays held."""
@@ -62,25 +85,83 @@ class Triage:
         refusal = self.receiver.refusal(flow, parsed, row)
         if refusal:
             raise TriageRefused(409, refusal[0])
-        return self._decide(session, row, parsed, as_json, DeliveryStatus.RECEIVED, AckCode.OK, actor, role, f"reprocessed: matched flow {flow.id}", flow.id)
+        return self._decide(
+            session,
+            row,
+            parsed,
+            as_json,
+            DeliveryStatus.RECEIVED,
+            AckCode.OK,
+            actor,
+            role,
+            f"reprocessed: matched flow {flow.id}",
+            flow.id,
+        )
 
     def reject(self, session: Session, message_id: int, actor: str, role: str, reason: str) -> InboundMessage:
         """Refuse it for good: the sender gets a fatal-error acknowledgement with the reason."""
         row, parsed, as_json = self._held(session, message_id)
-        issue = ValidationIssue(rule="careflow-triage", path="Bundle", message=f"rejected by a coordinator: {reason}", error_code="MSG_RECEIVER_UNABLE_TO_RECEIVE_MSG_TYPE")
-        return self._decide(session, row, parsed, as_json, DeliveryStatus.REJECTED, AckCode.FATAL_ERROR, actor, role, f"rejected: {reason}", row.flow_id, [issue])
+        issue = ValidationIssue(
+            rule="careflow-triage",
+            path="Bundle",
+            message=f"rejected by a coordinator: {reason}",
+            error_code="MSG_RECEIVER_UNABLE_TO_RECEIVE_MSG_TYPE",
+        )
+        return self._decide(
+            session,
+            row,
+            parsed,
+            as_json,
+            DeliveryStatus.REJECTED,
+            AckCode.FATAL_ERROR,
+            actor,
+            role,
+            f"rejected: {reason}",
+            row.flow_id,
+            [issue],
+        )
 
     def _decide(
-        self, session: Session, row: InboundMessage, parsed: ParsedMessage, as_json: dict, status: str, code: AckCode, actor: str, role: str, detail: str, flow_id: str | None,
+        self,
+        session: Session,
+        row: InboundMessage,
+        parsed: ParsedMessage,
+        as_json: dict,
+        status: str,
+        code: AckCode,
+        actor: str,
+        role: str,
+        detail: str,
+        flow_id: str | None,
         issues: list[ValidationIssue] | None = None,
     ) -> InboundMessage:
         row.delivery_status, row.flow_id, row.status_reason = status, flow_id, detail
         row.triaged_by, row.triaged_at = actor, utcnow()
         if row.ack_enc is None and needs_acknowledgement(parsed):
-            ack = build_acknowledgement(as_json, code=code, message_header_id=str(uuid.uuid4()), bundle_id=str(uuid.uuid4()), timestamp=utcnow(), issues=issues or [])
-            row.ack_code, row.ack_enc = code.value, self.key_ring.encrypt_text(json.dumps(ack), sealed_as(InboundMessage, "ack_enc", row.message_header_id))
+            ack = build_acknowledgement(
+                as_json,
+                code=code,
+                message_header_id=str(uuid.uuid4()),
+                bundle_id=str(uuid.uuid4()),
+                timestamp=utcnow(),
+                issues=issues or [],
+            )
+            row.ack_code, row.ack_enc = (
+                code.value,
+                self.key_ring.encrypt_text(
+                    json.dumps(ack), sealed_as(InboundMessage, "ack_enc", row.message_header_id)
+                ),
+            )
         session.add(row)
-        session.add(AuditEntry(actor=actor, role=role, action=f"triage-{'reject' if status == DeliveryStatus.REJECTED else 'attach'}", flow_id=flow_id, detail=f"message {row.message_header_id}: {detail}"))
+        session.add(
+            AuditEntry(
+                actor=actor,
+                role=role,
+                action=f"triage-{'reject' if status == DeliveryStatus.REJECTED else 'attach'}",
+                flow_id=flow_id,
+                detail=f"message {row.message_header_id}: {detail}",
+            )
+        )
         session.commit()
         session.refresh(row)
         return row

@@ -10,14 +10,14 @@ must be answered too.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Iterable
 
 from messaging.build import derived_id, destination, entry, organization_resource, provenance_resource, ref
 from messaging.bundle import (
+    ReferenceIndex,
     as_dict,
     as_list,
-    ReferenceIndex,
     fhir_instant,
     header_id_of,
     organization_of,
@@ -25,17 +25,17 @@ from messaging.bundle import (
     resources,
 )
 from messaging.errors import MessageError
-from messaging.profiles import apply_profiles
 from messaging.identifiers import SOR_ENDPOINT_PREFIX
 from messaging.model import AckCode, Organization, ParsedMessage, ValidationIssue
-from messaging.types import MESSAGE_TYPES
-from messaging.types.acknowledgement import TYPE as ACKNOWLEDGEMENT
+from messaging.profiles import apply_profiles
 from messaging.terminology import (
     HL7_OPERATION_OUTCOME_SYSTEM,
     MEDCOM_ACTIVITY_SYSTEM,
     MEDCOM_ERROR_SYSTEM,
     get_terminology,
 )
+from messaging.types import MESSAGE_TYPES
+from messaging.types.acknowledgement import TYPE as ACKNOWLEDGEMENT
 
 # Error codes used when a not-ok answer is given without specific issues.
 _DEFAULT_ERROR_CODES = {
@@ -85,12 +85,18 @@ def _latest_provenance(original: dict, header_id: str) -> dict | None:
 def _operation_outcome(outcome_id: str, code: AckCode, issues: Iterable[ValidationIssue]) -> dict:
     terminology = get_terminology()
     issue_list = list(issues) or [
-        ValidationIssue(rule="acknowledgement", path="Bundle", message="message not accepted", error_code=_DEFAULT_ERROR_CODES[code])
+        ValidationIssue(
+            rule="acknowledgement", path="Bundle", message="message not accepted", error_code=_DEFAULT_ERROR_CODES[code]
+        )
     ]
     fhir_issues = []
     for issue in issue_list:
         # MedCom's issue-details value set allows its own codes and HL7's MSG_* operation-outcome codes
-        system = MEDCOM_ERROR_SYSTEM if terminology.has(MEDCOM_ERROR_SYSTEM, issue.error_code) else HL7_OPERATION_OUTCOME_SYSTEM
+        system = (
+            MEDCOM_ERROR_SYSTEM
+            if terminology.has(MEDCOM_ERROR_SYSTEM, issue.error_code)
+            else HL7_OPERATION_OUTCOME_SYSTEM
+        )
         fhir_issue: dict = {
             "severity": "fatal" if code is AckCode.FATAL_ERROR else "error",
             "code": "transient" if code is AckCode.TRANSIENT_ERROR else "invalid",
@@ -128,7 +134,11 @@ def build_acknowledgement(
     if not isinstance(original_header_id, str) or not original_header_id:
         raise MessageError(
             "cannot acknowledge a message without a MessageHeader id",
-            [ValidationIssue(rule="header-id", path="Bundle.entry[0].resource.id", message="MessageHeader.id is missing")],
+            [
+                ValidationIssue(
+                    rule="header-id", path="Bundle.entry[0].resource.id", message="MessageHeader.id is missing"
+                )
+            ],
         )
     index = ReferenceIndex(original)
     primary = primary_destination(header) or {}
@@ -162,7 +172,12 @@ def build_acknowledgement(
             None,
         )
     answer = provenance_resource(
-        derived_id(message_header_id, "provenance"), message_header_id, stamp, "acknowledgement", ref(ack_sender), original_header_id
+        derived_id(message_header_id, "provenance"),
+        message_header_id,
+        stamp,
+        "acknowledgement",
+        ref(ack_sender),
+        original_header_id,
     )
 
     receiver_org = organization_of(ack_receiver) or Organization(sor="", ean="", name="")

@@ -11,10 +11,9 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from messaging.errors import MessageError
-from messaging.profiles import apply_profiles
 from messaging.identifiers import SOR_ENDPOINT_PREFIX
 from messaging.model import Envelope, ValidationIssue
-from messaging.terminology import CAREFLOW_PATHWAY_TAG_SYSTEM
+from messaging.profiles import apply_profiles
 
 # The shared resource helpers keep their old import path (messaging.acknowledge and others use it).
 from messaging.resources import (  # noqa: F401
@@ -32,6 +31,7 @@ from messaging.resources import (  # noqa: F401
     ref,
     service_request_identifier,
 )
+from messaging.terminology import CAREFLOW_PATHWAY_TAG_SYSTEM
 from messaging.types import MESSAGE_TYPES
 from messaging.types.base import ContentBuilder  # noqa: F401
 from messaging.types.care_communication import CARE_COMMUNICATION_CATEGORY_SYSTEM  # noqa: F401
@@ -58,7 +58,11 @@ def build_message(code: str, envelope: Envelope, content: BaseModel | dict) -> d
     if message_type.patient and envelope.patient is None:
         raise MessageError(
             f"{message_type.code} needs a patient",
-            [ValidationIssue(rule="patient-count", path="Bundle.entry", message="a clinical message carries exactly one Patient")],
+            [
+                ValidationIssue(
+                    rule="patient-count", path="Bundle.entry", message="a clinical message carries exactly one Patient"
+                )
+            ],
         )
     ctx = BuildContext(envelope)
     focus, others = message_type.build(ctx, content)
@@ -72,7 +76,12 @@ def build_message(code: str, envelope: Envelope, content: BaseModel | dict) -> d
         "focus": [{"reference": ref(r)} for r in focus],
     }
     if envelope.pathway:
-        header = {"resourceType": "MessageHeader", "id": ctx.header_id, "meta": {"tag": [{"system": CAREFLOW_PATHWAY_TAG_SYSTEM, "code": envelope.pathway}]}, **{k: v for k, v in header.items() if k not in ("resourceType", "id")}}
+        header = {
+            "resourceType": "MessageHeader",
+            "id": ctx.header_id,
+            "meta": {"tag": [{"system": CAREFLOW_PATHWAY_TAG_SYSTEM, "code": envelope.pathway}]},
+            **{k: v for k, v in header.items() if k not in ("resourceType", "id")},
+        }
     provenance = provenance_resource(
         ctx.id("provenance"), ctx.header_id, ctx.timestamp, ctx.activity, ref(ctx.sender), envelope.previous_header_id
     )

@@ -6,11 +6,13 @@ must also cope with broken messages (validation and acknowledgements of invalid 
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any, Iterator
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
 
 from messaging.identifiers import GLN_SYSTEMS, SOR_SYSTEM
 from messaging.model import Organization
+
 
 def as_dict(value: object) -> dict:
     """`value` if it is a JSON object, else an empty one: broken input must not crash a reader."""
@@ -28,7 +30,7 @@ FULL_URL_BASE = "https://careflow.dk/fhir/"
 def fhir_instant(moment: datetime) -> str:
     """An instant with a zone; a naive datetime is taken to be UTC."""
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     text = moment.isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 

@@ -74,7 +74,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     try:
         bundle = decode_body(Path(args.file).read_bytes(), content_type="")
-        output = to_xml(bundle) if args.to == "xml" else json.dumps(bundle, indent=2, ensure_ascii=False).encode("utf-8") + b"\n"
+        output = (
+            to_xml(bundle)
+            if args.to == "xml"
+            else json.dumps(bundle, indent=2, ensure_ascii=False).encode("utf-8") + b"\n"
+        )
     except OSError as exc:
         print(f"cannot read {args.file}: {type(exc).__name__}", file=sys.stderr)
         return 1

@@ -80,7 +80,7 @@ class Directory:
         self._by_ean = {e.ean: e for e in self._entries}
 
     @classmethod
-    def load(cls, path: str | Path) -> "Directory":
+    def load(cls, path: str | Path) -> Directory:
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
@@ -91,7 +91,7 @@ class Directory:
         return cls.from_rows(rows)
 
     @classmethod
-    def from_rows(cls, rows: list) -> "Directory":
+    def from_rows(cls, rows: list) -> Directory:
         problems: list[str] = []
         entries: list[DirectoryEntry] = []
         seen_sor: dict[str, int] = {}

@@ -48,7 +48,12 @@ def _safe_parser() -> etree.XMLParser:
 
 # FHIR XML has no DTD; a DOCTYPE only brings entities (expansion bombs, external files): refused
 # outright, before parsing (and checked again after, for encodings the byte search cannot see).
-_DOCTYPE_ISSUE = ValidationIssue(rule="syntax", path="Bundle", message="XML with a DOCTYPE (DTD, entities) is not accepted", error_code="MSG_Damaged_durin_transport")
+_DOCTYPE_ISSUE = ValidationIssue(
+    rule="syntax",
+    path="Bundle",
+    message="XML with a DOCTYPE (DTD, entities) is not accepted",
+    error_code="MSG_Damaged_durin_transport",
+)
 _ROOT_START = re.compile(rb"<[A-Za-z_:]")
 _DOCTYPE = re.compile(rb"<!DOCTYPE", re.IGNORECASE)
 
@@ -89,7 +94,14 @@ def from_xml(data: bytes | str) -> dict:
         if etree.QName(root).localname != "Bundle" or etree.QName(root).namespace != FHIR_NS:
             raise MessageError(
                 "not a FHIR Bundle",
-                [ValidationIssue(rule="bundle-type", path="Bundle", message="root element is not a FHIR Bundle", error_code="MSG_Datatype_Wrong")],
+                [
+                    ValidationIssue(
+                        rule="bundle-type",
+                        path="Bundle",
+                        message="root element is not a FHIR Bundle",
+                        error_code="MSG_Datatype_Wrong",
+                    )
+                ],
             )
         model = Node.from_element(root, fhir_class=Bundle).to_fhir(Bundle)
     except MessageError:
@@ -97,7 +109,14 @@ def from_xml(data: bytes | str) -> dict:
     except etree.XMLSyntaxError:
         raise MessageError(
             "not well-formed XML",
-            [ValidationIssue(rule="syntax", path="Bundle", message="body is not well-formed XML", error_code="MSG_Damaged_durin_transport")],
+            [
+                ValidationIssue(
+                    rule="syntax",
+                    path="Bundle",
+                    message="body is not well-formed XML",
+                    error_code="MSG_Damaged_durin_transport",
+                )
+            ],
         ) from None
     except (ValidationError, KeyError, ValueError, TypeError, AttributeError, RecursionError) as exc:
         raise MessageError("not a valid FHIR XML Bundle", [_structure_issue(exc)]) from None

@@ -76,4 +76,6 @@ def gln_check_digit(first12: str) -> int:
 
 
 def is_valid_gln(value: object) -> bool:
-    return isinstance(value, str) and _GLN.fullmatch(value) is not None and gln_check_digit(value[:12]) == int(value[12])
+    return (
+        isinstance(value, str) and _GLN.fullmatch(value) is not None and gln_check_digit(value[:12]) == int(value[12])
+    )

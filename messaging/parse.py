@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 
 from messaging.bundle import (
+    ReferenceIndex,
     as_dict,
     as_list,
-    ReferenceIndex,
     header_id_of,
     identifier_value,
     organization_of,
@@ -23,9 +23,9 @@ from messaging.errors import MessageError
 from messaging.formats import JSON_TYPES, MAX_JSON_DEPTH, XML_TYPES, from_xml, json_depth_exceeded, looks_like_xml
 from messaging.identifiers import CPR_SYSTEM, is_replacement_cpr_system
 from messaging.model import AckCode, ParsedMessage, PatientData, ProvenanceLink, ValidationIssue
+from messaging.terminology import CAREFLOW_PATHWAY_TAG_SYSTEM
 from messaging.types import MESSAGE_TYPES
 from messaging.types.base import extract_correlation
-from messaging.terminology import CAREFLOW_PATHWAY_TAG_SYSTEM
 
 ACK_CODES = frozenset(a.value for a in AckCode)
 
@@ -46,11 +46,19 @@ def decode_body(body: bytes | str | dict, content_type: str = "application/fhir+
     if is_xml:
         return from_xml(body)
     if json_depth_exceeded(body.encode("utf-8", errors="replace") if isinstance(body, str) else body):
-        raise MessageError("JSON nested too deeply", _issue("syntax", "Bundle", f"JSON nested deeper than {MAX_JSON_DEPTH} levels", "MSG_Damaged_durin_transport"))
+        raise MessageError(
+            "JSON nested too deeply",
+            _issue(
+                "syntax", "Bundle", f"JSON nested deeper than {MAX_JSON_DEPTH} levels", "MSG_Damaged_durin_transport"
+            ),
+        )
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):
-        raise MessageError("body is not valid JSON", _issue("syntax", "Bundle", "body is not valid JSON", "MSG_Damaged_durin_transport")) from None
+        raise MessageError(
+            "body is not valid JSON",
+            _issue("syntax", "Bundle", "body is not valid JSON", "MSG_Damaged_durin_transport"),
+        ) from None
     if not isinstance(data, dict):
         raise MessageError("body is not a JSON object", _issue("bundle-type", "Bundle", "body is not a FHIR resource"))
     return data
@@ -64,7 +72,9 @@ def _patient(bundle: dict) -> PatientData | None:
                 (
                     i.get("value")
                     for i in as_list(resource.get("identifier"))
-                    if isinstance(i, dict) and is_replacement_cpr_system(i.get("system")) and isinstance(i.get("value"), str)
+                    if isinstance(i, dict)
+                    and is_replacement_cpr_system(i.get("system"))
+                    and isinstance(i.get("value"), str)
                 ),
                 None,
             )
@@ -85,9 +95,9 @@ def _provenance(bundle: dict) -> list[ProvenanceLink]:
         target = next((header_id_of(t) for t in as_list(resource.get("target")) if header_id_of(t)), None)
         previous = None
         for entity in as_list(resource.get("entity")):
-            if isinstance(entity, dict) and (found := header_id_of(entity.get("what"))) and found != target:
-                if entity.get("role") == "revision" or previous is None:
-                    previous = found
+            found = header_id_of(entity.get("what")) if isinstance(entity, dict) else None
+            if found and found != target and (entity.get("role") == "revision" or previous is None):
+                previous = found
         links.append(
             ProvenanceLink(
                 provenance_id=resource.get("id") if isinstance(resource.get("id"), str) else "",
@@ -103,13 +113,20 @@ def parse_message(body: bytes | str | dict, content_type: str = "application/fhi
     """Read a message Bundle. Raises MessageError when there is no message to speak of."""
     bundle = decode_body(body, content_type)
     if bundle.get("resourceType") != "Bundle":
-        raise MessageError("not a FHIR Bundle", _issue("bundle-type", "Bundle.resourceType", "resource is not a Bundle"))
+        raise MessageError(
+            "not a FHIR Bundle", _issue("bundle-type", "Bundle.resourceType", "resource is not a Bundle")
+        )
     header = next((r for _, r in resources(bundle, "MessageHeader")), None)
     if header is None:
-        raise MessageError("no MessageHeader", _issue("header-first", "Bundle.entry[0].resource", "the Bundle has no MessageHeader"))
+        raise MessageError(
+            "no MessageHeader", _issue("header-first", "Bundle.entry[0].resource", "the Bundle has no MessageHeader")
+        )
     header_id = header.get("id")
     if not isinstance(header_id, str) or not header_id:
-        raise MessageError("MessageHeader without id", _issue("header-id", "Bundle.entry[0].resource.id", "MessageHeader.id is missing"))
+        raise MessageError(
+            "MessageHeader without id",
+            _issue("header-id", "Bundle.entry[0].resource.id", "MessageHeader.id is missing"),
+        )
 
     index = ReferenceIndex(bundle)
     event = header.get("eventCoding") if isinstance(header.get("eventCoding"), dict) else {}
@@ -131,7 +148,14 @@ def parse_message(body: bytes | str | dict, content_type: str = "application/fhi
     code = response.get("code")
     response_code = AckCode(code) if isinstance(code, str) and code in ACK_CODES else None
     tags = as_list(as_dict(header.get("meta")).get("tag"))
-    pathway = next((t.get("code") for t in tags if isinstance(t, dict) and t.get("system") == CAREFLOW_PATHWAY_TAG_SYSTEM and isinstance(t.get("code"), str)), None)
+    pathway = next(
+        (
+            t.get("code")
+            for t in tags
+            if isinstance(t, dict) and t.get("system") == CAREFLOW_PATHWAY_TAG_SYSTEM and isinstance(t.get("code"), str)
+        ),
+        None,
+    )
     return ParsedMessage(
         pathway=pathway,
         kind=message_type.code if message_type else None,

@@ -108,7 +108,9 @@ def apply_profiles(bundle: dict) -> dict:
     if not isinstance(event_code, str) or expected_profile(event_code, "Bundle") is None:
         return bundle
     sender = as_dict(header.get("sender")).get("reference")
-    receivers = {as_dict(d.get("receiver")).get("reference") for d in as_list(header.get("destination")) if isinstance(d, dict)}
+    receivers = {
+        as_dict(d.get("receiver")).get("reference") for d in as_list(header.get("destination")) if isinstance(d, dict)
+    }
     _set_profile(bundle, expected_profile(event_code, "Bundle"))
     for _, resource in resources(bundle):
         role = resource.get("resourceType")
@@ -116,6 +118,12 @@ def apply_profiles(bundle: dict) -> dict:
             continue
         if role == "Organization":
             own_ref = f"Organization/{resource.get('id')}"
-            role = "Organization.sender" if own_ref == sender else "Organization.receiver" if own_ref in receivers else role
+            role = (
+                "Organization.sender"
+                if own_ref == sender
+                else "Organization.receiver"
+                if own_ref in receivers
+                else role
+            )
         _set_profile(resource, expected_profile(event_code, role))
     return bundle

@@ -10,9 +10,14 @@ from __future__ import annotations
 import uuid
 
 from messaging.bundle import FULL_URL_BASE, fhir_instant
-from messaging.identifiers import CPR_SYSTEM, GLN_SYSTEM, SOR_SYSTEM, SOR_ENDPOINT_PREFIX, URI_SYSTEM
+from messaging.identifiers import CPR_SYSTEM, GLN_SYSTEM, SOR_ENDPOINT_PREFIX, SOR_SYSTEM, URI_SYSTEM
 from messaging.model import Envelope, ObservationValue, Organization, PatientData
-from messaging.terminology import DESTINATION_USE_EXTENSION, MEDCOM_ACTIVITY_SYSTEM, MEDCOM_CS_BASE, MEDCOM_DESTINATION_USE_SYSTEM
+from messaging.terminology import (
+    DESTINATION_USE_EXTENSION,
+    MEDCOM_ACTIVITY_SYSTEM,
+    MEDCOM_CS_BASE,
+    MEDCOM_DESTINATION_USE_SYSTEM,
+)
 
 _ID_NAMESPACE = uuid.UUID("6f1e0c1a-3b0e-4c56-9a51-6d1f3c8e2b47")
 NPU_SYSTEM = "urn:oid:1.2.208.176.2.1"
@@ -131,7 +136,9 @@ class BuildContext:
         return {"reference": ref(self.patient)}
 
 
-def observation(ctx: BuildContext, role: str, value: ObservationValue, service_request_id: str | None, effective: str | None) -> dict:
+def observation(
+    ctx: BuildContext, role: str, value: ObservationValue, service_request_id: str | None, effective: str | None
+) -> dict:
     quantity: dict = {"value": value.value}
     if value.unit:
         quantity["unit"] = value.unit

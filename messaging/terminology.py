@@ -19,7 +19,9 @@ MEDCOM_EVENT_SYSTEM = MEDCOM_CS_BASE + "medcom-messaging-eventCodes"
 MEDCOM_ACTIVITY_SYSTEM = MEDCOM_CS_BASE + "medcom-messaging-activityCodes"
 MEDCOM_ERROR_SYSTEM = MEDCOM_CS_BASE + "medcom-acknowledgement-error-codes"
 MEDCOM_DESTINATION_USE_SYSTEM = MEDCOM_CS_BASE + "medcom-messaging-destinationUse"
-DESTINATION_USE_EXTENSION = "http://medcomfhir.dk/ig/messaging/StructureDefinition/medcom-messaging-destinationUseExtension"
+DESTINATION_USE_EXTENSION = (
+    "http://medcomfhir.dk/ig/messaging/StructureDefinition/medcom-messaging-destinationUseExtension"
+)
 # HL7's generic message error codes, which MedCom's issue-details value set also allows.
 HL7_OPERATION_OUTCOME_SYSTEM = "http://terminology.hl7.org/CodeSystem/operation-outcome"
 
@@ -86,9 +88,7 @@ class Terminology:
         if any(cs.has(code) for url, cs in self.activity_systems.items() if url == system):
             return True
         # value sets of activities (e.g. CareCommunication's) may include codes of other systems
-        return any(
-            (system, code) in pairs for vs_id, pairs in self.value_sets.items() if "activit" in vs_id.lower()
-        )
+        return any((system, code) in pairs for vs_id, pairs in self.value_sets.items() if "activit" in vs_id.lower())
 
     def to_json(self) -> dict:
         return {
@@ -100,7 +100,7 @@ class Terminology:
         }
 
     @classmethod
-    def from_json(cls, data: dict, source: str = "") -> "Terminology":
+    def from_json(cls, data: dict, source: str = "") -> Terminology:
         systems = {
             c["url"]: CodeSystem(c["url"], c["id"], c["caseSensitive"], frozenset(c["codes"]))
             for c in data["codeSystems"]

@@ -32,7 +32,9 @@ class Transport(Protocol):
 
     name: str
 
-    def prepare(self, bundle: dict, *, endpoint: str, sender: Organization, receiver: Organization, sent: datetime) -> OutboundRequest: ...
+    def prepare(
+        self, bundle: dict, *, endpoint: str, sender: Organization, receiver: Organization, sent: datetime
+    ) -> OutboundRequest: ...
 
 
 class ProcessMessageTransport:
@@ -46,9 +48,13 @@ class ProcessMessageTransport:
             raise ValueError(f"mime_type must be one of {', '.join(FHIR_MIME_TYPES)}")
         self.mime_type = mime_type
 
-    def prepare(self, bundle: dict, *, endpoint: str, sender: Organization, receiver: Organization, sent: datetime) -> OutboundRequest:
+    def prepare(
+        self, bundle: dict, *, endpoint: str, sender: Organization, receiver: Organization, sent: datetime
+    ) -> OutboundRequest:
         body = to_json(bundle) if self.mime_type == FHIR_JSON else to_xml(bundle)
-        return OutboundRequest(url=endpoint, headers={"Content-Type": self.mime_type, "Accept": self.mime_type}, body=body)
+        return OutboundRequest(
+            url=endpoint, headers={"Content-Type": self.mime_type, "Accept": self.mime_type}, body=body
+        )
 
 
 class VansTransport:
@@ -63,6 +69,15 @@ class VansTransport:
         self.mime_type = mime_type
         self.document = document
 
-    def prepare(self, bundle: dict, *, endpoint: str, sender: Organization, receiver: Organization, sent: datetime) -> OutboundRequest:
-        body = build_envelope(bundle, sender_gln=sender.ean, receiver_gln=receiver.ean, sent=sent, mime_type=self.mime_type, document=self.document)
+    def prepare(
+        self, bundle: dict, *, endpoint: str, sender: Organization, receiver: Organization, sent: datetime
+    ) -> OutboundRequest:
+        body = build_envelope(
+            bundle,
+            sender_gln=sender.ean,
+            receiver_gln=receiver.ean,
+            sent=sent,
+            mime_type=self.mime_type,
+            document=self.document,
+        )
         return OutboundRequest(url=endpoint, headers={"Content-Type": VANS_CONTENT_TYPE}, body=body)

@@ -7,7 +7,8 @@ they may be patient data.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC
 
 from pydantic import ValidationError
 
@@ -92,7 +93,11 @@ class _Check:
         self.issues.append(ValidationIssue(rule=rule, path=path, message=message, error_code=code or RULES[rule]))
 
     def typed_all(self) -> list[tuple[int, dict]]:
-        return [(i, e["resource"]) for i, e in enumerate(self.entries) if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
+        return [
+            (i, e["resource"])
+            for i, e in enumerate(self.entries)
+            if isinstance(e, dict) and isinstance(e.get("resource"), dict)
+        ]
 
     def typed(self, resource_type: str) -> list[tuple[int, dict]]:
         found = []
@@ -180,7 +185,12 @@ def check_header(c: _Check) -> None:
         if c.message_type is None or c.message_type.system != system:
             c.add("event-code", f"{path}.eventCoding.code", "not a careflow event code")
     else:
-        c.add("event-code", f"{path}.eventCoding.system", "event code system is neither MedCom's nor careflow's", VALUESET_UNKNOWN)
+        c.add(
+            "event-code",
+            f"{path}.eventCoding.system",
+            "event code system is neither MedCom's nor careflow's",
+            VALUESET_UNKNOWN,
+        )
     if c.message_type is not None and c.message_type.system != system:
         c.message_type = None  # a code in the wrong system is not that type: its rules do not apply
 
@@ -202,7 +212,12 @@ def _check_organization(c: _Check, reference: object, path: str, role: str) -> N
     ):
         position = next((k for k, ident in enumerate(identifiers) if ident.get("system") in systems), None)
         if position is None:
-            c.add(system_rule, f"{org_path}.identifier", f"the {role} Organization has no {label}", RECEIVER_MISSING if receiver else None)
+            c.add(
+                system_rule,
+                f"{org_path}.identifier",
+                f"the {role} Organization has no {label}",
+                RECEIVER_MISSING if receiver else None,
+            )
         elif not is_valid(identifiers[position].get("value")):
             c.add(
                 system_rule,
@@ -229,7 +244,9 @@ def check_parties(c: _Check) -> None:
             _check_organization(c, dest.get("receiver"), f"{path}.receiver", "primary receiver")
         elif use == "cc":
             if c.message_type is None or not c.message_type.carbon_copy:
-                c.add("destination-cc", f"{path}.extension", "this message type does not allow carbon-copy destinations")
+                c.add(
+                    "destination-cc", f"{path}.extension", "this message type does not allow carbon-copy destinations"
+                )
             else:
                 _check_organization(c, dest.get("receiver"), f"{path}.receiver", "cc receiver")
         else:
@@ -239,7 +256,11 @@ def check_parties(c: _Check) -> None:
                 f"destination use must be a code of {MEDCOM_DESTINATION_USE_SYSTEM}",
             )
     if primaries != 1:
-        c.add("destination-primary", f"{header_path}.destination", f"exactly one primary destination is required, found {primaries}")
+        c.add(
+            "destination-primary",
+            f"{header_path}.destination",
+            f"exactly one primary destination is required, found {primaries}",
+        )
 
 
 def check_patient(c: _Check) -> None:
@@ -258,7 +279,11 @@ def check_patient(c: _Check) -> None:
         replacement = next((k for k, i in enumerate(identifiers) if is_replacement_cpr_system(i.get("system"))), None)
         if cpr is not None:
             if not is_valid_cpr(identifiers[cpr].get("value")):
-                c.add("patient-cpr", f"{path}[{cpr}].value", "CPR must be 10 digits with a valid day (01-31) and month (01-12)")
+                c.add(
+                    "patient-cpr",
+                    f"{path}[{cpr}].value",
+                    "CPR must be 10 digits with a valid day (01-31) and month (01-12)",
+                )
         elif replacement is not None:
             if not is_valid_replacement_cpr(identifiers[replacement].get("value")):
                 c.add("patient-cpr", f"{path}[{replacement}].value", "replacement CPR is malformed")
@@ -278,11 +303,21 @@ def check_provenance(c: _Check) -> None:
     # MedCom's published empty-message example carries only the Provenance of the message it
     # stands in for; an empty message is therefore not held to this rule.
     if header_id and not targets_header and c.event_code != EMPTY_MESSAGE:
-        c.add("provenance-target", f"Bundle.entry[{provenances[-1][0]}].resource.target", "no Provenance targets this MessageHeader")
+        c.add(
+            "provenance-target",
+            f"Bundle.entry[{provenances[-1][0]}].resource.target",
+            "no Provenance targets this MessageHeader",
+        )
     for index, provenance in provenances:
         codings = as_list(as_dict(provenance.get("activity")).get("coding"))
-        if not any(isinstance(cd, dict) and c.terminology.is_activity(cd.get("system"), cd.get("code")) for cd in codings):
-            c.add("provenance-activity", f"Bundle.entry[{index}].resource.activity", "activity must be a MedCom activity code")
+        if not any(
+            isinstance(cd, dict) and c.terminology.is_activity(cd.get("system"), cd.get("code")) for cd in codings
+        ):
+            c.add(
+                "provenance-activity",
+                f"Bundle.entry[{index}].resource.activity",
+                "activity must be a MedCom activity code",
+            )
 
 
 def _is_organization_reference(reference: str) -> bool:
@@ -320,14 +355,24 @@ def check_message_type(c: _Check) -> None:
     focus = as_list(c.header.get("focus"))
     if message_type.focus is None:
         if focus:
-            c.add("message-focus", f"Bundle.entry[{header_index}].resource.focus", f"a {message_type.label} has no focus")
+            c.add(
+                "message-focus", f"Bundle.entry[{header_index}].resource.focus", f"a {message_type.label} has no focus"
+            )
     elif not focus:
-        c.add("message-focus", f"Bundle.entry[{header_index}].resource.focus", f"a {message_type.label} focuses on a {message_type.focus}")
+        c.add(
+            "message-focus",
+            f"Bundle.entry[{header_index}].resource.focus",
+            f"a {message_type.label} focuses on a {message_type.focus}",
+        )
     else:
         for k, reference in enumerate(focus):
             found = c.index.resolve(reference)
             if found is not None and found[1].get("resourceType") != message_type.focus:
-                c.add("message-focus", f"Bundle.entry[{header_index}].resource.focus[{k}]", f"a {message_type.label} focuses on a {message_type.focus}")
+                c.add(
+                    "message-focus",
+                    f"Bundle.entry[{header_index}].resource.focus[{k}]",
+                    f"a {message_type.label} focuses on a {message_type.focus}",
+                )
     for rule in message_type.rules:
         try:
             c.issues.extend(rule(c.bundle))
@@ -383,7 +428,14 @@ def validate_message(
     itself. `types` defaults to the registry of message types.
     """
     if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
-        return [ValidationIssue(rule="bundle-type", path="Bundle.resourceType", message="resource is not a Bundle", error_code=DATATYPE_WRONG)]
+        return [
+            ValidationIssue(
+                rule="bundle-type",
+                path="Bundle.resourceType",
+                message="resource is not a Bundle",
+                error_code=DATATYPE_WRONG,
+            )
+        ]
     c = _Check(body, terminology or get_terminology(), types or MESSAGE_TYPES)
     for check in CHECKS:
         if check is check_structure and not structure:
@@ -396,7 +448,7 @@ def warm_up() -> None:
     """Build fhir.resources' models and load the terminology now, not on the first inbound message
     (the first validation of each resource type otherwise costs tens of milliseconds).
     Call it at process start."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from pydantic import ValidationError as ContentError
 
@@ -404,7 +456,7 @@ def warm_up() -> None:
     from messaging.model import Envelope, ObservationValue, Organization, PatientData
 
     get_terminology()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     # synthetic parties and patient: nothing here is real
     envelope = Envelope(
         message_header_id="warm-up",
@@ -415,15 +467,26 @@ def warm_up() -> None:
         patient=PatientData(cpr="0101010000"),
     )
     values = {
-        "service_request_id": "warm-up", "reason": "warm-up", "start": now, "effective": now, "code": "x",
-        "description": "warm-up", "communication_id": "warm-up", "text": "warm-up", "encounter_id": "warm-up",
-        "report_id": "warm-up", "observations": [ObservationValue(code="x", value=1.0)], "episode_of_care_id": "warm-up",
+        "service_request_id": "warm-up",
+        "reason": "warm-up",
+        "start": now,
+        "effective": now,
+        "code": "x",
+        "description": "warm-up",
+        "communication_id": "warm-up",
+        "text": "warm-up",
+        "encounter_id": "warm-up",
+        "report_id": "warm-up",
+        "observations": [ObservationValue(code="x", value=1.0)],
+        "episode_of_care_id": "warm-up",
     }
     for message_type in MESSAGE_TYPES:
         if message_type.content is None:
             continue
         try:
-            content = message_type.content(**{k: v for k, v in values.items() if k in message_type.content.model_fields})
+            content = message_type.content(
+                **{k: v for k, v in values.items() if k in message_type.content.model_fields}
+            )
         except ContentError:
             continue  # a type with content fields these samples do not cover: it warms up on first use
         validate_message(build_message(message_type.code, envelope, content))

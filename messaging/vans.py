@@ -272,7 +272,9 @@ def build_receipt(
 
 
 def _safe_parser() -> etree.XMLParser:
-    return etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=True, remove_blank_text=True)
+    return etree.XMLParser(
+        resolve_entities=False, no_network=True, load_dtd=False, huge_tree=True, remove_blank_text=True
+    )
 
 
 def _child(parent: etree._Element, tag: str, *, required: bool = True) -> etree._Element | None:
@@ -323,7 +325,9 @@ def _meta(element: etree._Element, *, need_mime: bool) -> MetaInformation:
     size = _text(document, "SizeInBytes", required=False)
     return MetaInformation(
         identifier=_uuid(element, "Identifier"),
-        document=DocumentType(format=_text(document, "Format"), name=_text(document, "Name"), version=_text(document, "Version")),
+        document=DocumentType(
+            format=_text(document, "Format"), name=_text(document, "Name"), version=_text(document, "Version")
+        ),
         transport_type=transport_type,  # type: ignore[arg-type]
         transform_message=transform,
         mime_type=mime.split(";", 1)[0].strip().lower() or FHIR_JSON,
@@ -363,10 +367,14 @@ def parse_envelope(raw: bytes, *, max_bytes: int = MAX_ENVELOPE_BYTES) -> VansMe
         raise EnvelopeBadBase64("Message/Data is not valid base64") from None
     if not data:
         raise EnvelopeBadBase64("Message/Data is empty")
-    return VansMessage(sender=sender, receiver=receiver, envelope_identifier=envelope_identifier, sent=sent, meta=meta, data=data)
+    return VansMessage(
+        sender=sender, receiver=receiver, envelope_identifier=envelope_identifier, sent=sent, meta=meta, data=data
+    )
 
 
-def _receipt(receipt: etree._Element, sender: EndPoint, receiver: EndPoint, envelope_identifier: str, sent: datetime) -> VansReceipt:
+def _receipt(
+    receipt: etree._Element, sender: EndPoint, receiver: EndPoint, envelope_identifier: str, sent: datetime
+) -> VansReceipt:
     body = next(iter(receipt), None)
     names = {k.value for k in ReceiptKind}
     if body is None or etree.QName(body).localname not in names or etree.QName(body).namespace != VANS_NS:
@@ -397,12 +405,18 @@ class TransportDuplicate(StrEnum):
     ENVELOPE_REUSED = "envelope-reused"  # envelope id seen with another message: an error
 
 
-def classify_envelope(envelope_identifier: str, message_identifier: str, *, message_of_envelope: str | None, message_seen: bool) -> TransportDuplicate:
+def classify_envelope(
+    envelope_identifier: str, message_identifier: str, *, message_of_envelope: str | None, message_seen: bool
+) -> TransportDuplicate:
     """MedCom's four cases for a received envelope, given what the receiver's cache knows:
     `message_of_envelope` is the message identifier first received under this envelope identifier
     (None if the envelope is new), `message_seen` whether the message identifier was seen at all."""
     if message_of_envelope is not None:
-        return TransportDuplicate.REPEATED if message_of_envelope == message_identifier else TransportDuplicate.ENVELOPE_REUSED
+        return (
+            TransportDuplicate.REPEATED
+            if message_of_envelope == message_identifier
+            else TransportDuplicate.ENVELOPE_REUSED
+        )
     return TransportDuplicate.RECEIPT_LOST if message_seen else TransportDuplicate.NEW
 
 

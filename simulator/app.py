@@ -23,10 +23,18 @@ import httpx
 from fastapi import FastAPI, Request, Response
 from pydantic import BaseModel
 
-from careflow.tracing import Tracing
 from careflow.settings import Settings
 from careflow.tokens import PARTNER_TOKENS_FILE, PartnerTokenFile
-from messaging import Directory, MessageError, UnknownOrganization, build_acknowledgement, build_message, parse_message, to_json
+from careflow.tracing import Tracing
+from messaging import (
+    Directory,
+    MessageError,
+    UnknownOrganization,
+    build_acknowledgement,
+    build_message,
+    parse_message,
+    to_json,
+)
 from messaging.model import (
     AckCode,
     AppointmentContent,
@@ -45,6 +53,7 @@ from workflows.steps import PathwayWorkflow
 
 log = logging.getLogger(__name__)
 
+
 class Behaviour(BaseModel):
     """How the simulated partners act; every field can be changed while running."""
 
@@ -58,12 +67,15 @@ class Behaviour(BaseModel):
     def answers_referral(self, partner_sor: str, pathway: str | None = None) -> bool:
         quiet = partner_sor in self.quiet_partners and (not self.quiet_in or pathway in self.quiet_in)
         return self.reply and not quiet and random.random() >= self.no_reply_fraction
+
     appointment_delay: float = 0.5
     test_result_delay: float = 0.5
     treatment_plan_delay: float = 0.5
     reply_delay: float = 0.5  # any other reply
     outcome: str | None = None  # which outcome to answer a branching step with (None: the first declared)
-    failure: Literal["none", "503", "stall", "reject"] = "none"  # how the endpoint answers careflow ("reject": 422 + OperationOutcome)
+    failure: Literal["none", "503", "stall", "reject"] = (
+        "none"  # how the endpoint answers careflow ("reject": 422 + OperationOutcome)
+    )
     reject_reason: str = "receiver cannot process this message"
     stall_seconds: float = 15.0
     answer_delay: float = 0.0  # answer careflow's POST this late: its acknowledgement can overtake the answer
@@ -83,7 +95,14 @@ class Stats(BaseModel):
 
 
 class PartnerSimulator:
-    def __init__(self, settings: Settings, directory: Directory, behaviour: Behaviour, partner_token: Callable[[str], str], pathways: Pathways | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        directory: Directory,
+        behaviour: Behaviour,
+        partner_token: Callable[[str], str],
+        pathways: Pathways | None = None,
+    ) -> None:
         self.settings, self.directory, self.behaviour = settings, directory, behaviour
         self.partner_token = partner_token  # SOR -> bearer token: the simulator is handed tokens, holds no key
         self.pathways = pathways or Pathways.load(settings.pathway_modules)
@@ -169,7 +188,15 @@ class PartnerSimulator:
                     continue
                 party = next((p for p in pathway.parties if p.role == step.to), None)
                 expected = party and (party.kind or party.directory_kind)
-                score = 3 if message.pathway == pathway.name else 2 if expected == partner.kind else 1 if not expected else 0
+                score = (
+                    3
+                    if message.pathway == pathway.name
+                    else 2
+                    if expected == partner.kind
+                    else 1
+                    if not expected
+                    else 0
+                )
                 if score > best:
                     chosen, best = (pathway, index), score
         if chosen is None:
@@ -192,7 +219,9 @@ class PartnerSimulator:
                 replies.append((kind, sender))
         return replies
 
-    def _organisation(self, pathway: type[PathwayWorkflow], role: str, to_role: str, partner: object) -> Organization | None:
+    def _organisation(
+        self, pathway: type[PathwayWorkflow], role: str, to_role: str, partner: object
+    ) -> Organization | None:
         if role == to_role:
             return partner.organization
         party = next((p for p in pathway.parties if p.role == role), None)
@@ -215,7 +244,12 @@ class PartnerSimulator:
                 patient=message.patient,
                 previous_header_id=message.message_header_id,
             )
-            await self._post(sender.sor, message.sender.sor, build_message(kind, envelope, sample_content(kind, service_request)), kind)
+            await self._post(
+                sender.sor,
+                message.sender.sor,
+                build_message(kind, envelope, sample_content(kind, service_request)),
+                kind,
+            )
 
     async def _post(self, sender_sor: str, receiver_sor: str, bundle: dict, kind: str) -> None:
         """Post to the receiver's endpoint like a partner system would: retry until accepted, bounded."""
@@ -260,27 +294,47 @@ def sample_content(kind: str, service_request_id: str) -> dict | object:
     pathway's ServiceRequest."""
     now = datetime.now(UTC)
     samples = {
-        MessageKind.APPOINTMENT.value: lambda: AppointmentContent(service_request_id=service_request_id, start=now + timedelta(days=7), description="Ambulant forundersøgelse"),
+        MessageKind.APPOINTMENT.value: lambda: AppointmentContent(
+            service_request_id=service_request_id, start=now + timedelta(days=7), description="Ambulant forundersøgelse"
+        ),
         MessageKind.TEST_RESULT.value: lambda: TestResultContent(
             service_request_id=service_request_id,
             code="NPU02319",
             display="Hæmoglobin;B",
             conclusion="Normal",
-            observations=[ObservationValue(code="NPU02319", display="Hæmoglobin;B", value=round(random.uniform(7.5, 10.5), 1), unit="mmol/L")],
+            observations=[
+                ObservationValue(
+                    code="NPU02319", display="Hæmoglobin;B", value=round(random.uniform(7.5, 10.5), 1), unit="mmol/L"
+                )
+            ],
         ),
-        MessageKind.TREATMENT_PLAN.value: lambda: TreatmentPlanContent(service_request_id=service_request_id, description="Medicinsk behandling og kontrol om 3 måneder"),
-        MessageKind.CARE_COMMUNICATION.value: lambda: CareCommunicationContent(communication_id=str(uuid.uuid4()), text="Tak for henvendelsen.", service_request_id=service_request_id),
-        MessageKind.CANCELLATION.value: lambda: {"service_request_id": service_request_id, "reason": "Afvist: henvises til anden afdeling"},
+        MessageKind.TREATMENT_PLAN.value: lambda: TreatmentPlanContent(
+            service_request_id=service_request_id, description="Medicinsk behandling og kontrol om 3 måneder"
+        ),
+        MessageKind.CARE_COMMUNICATION.value: lambda: CareCommunicationContent(
+            communication_id=str(uuid.uuid4()), text="Tak for henvendelsen.", service_request_id=service_request_id
+        ),
+        MessageKind.CANCELLATION.value: lambda: {
+            "service_request_id": service_request_id,
+            "reason": "Afvist: henvises til anden afdeling",
+        },
     }
     if kind in samples:
         return samples[kind]()
     return {"service_request_id": service_request_id}  # a type whose content needs no more than that
 
 
-def create_simulator(settings: Settings, behaviour: Behaviour | None = None, tracing: Tracing | None = None, partner_token: Callable[[str], str] | None = None) -> FastAPI:
+def create_simulator(
+    settings: Settings,
+    behaviour: Behaviour | None = None,
+    tracing: Tracing | None = None,
+    partner_token: Callable[[str], str] | None = None,
+) -> FastAPI:
     """The simulated partners; `partner_token` gives each its bearer token (default: the token file,
     CAREFLOW_SIMULATOR_TOKENS_FILE, that `careflow dev` writes in the data dir)."""
-    tokens = partner_token or PartnerTokenFile(settings.simulator_tokens_file or settings.data_dir / PARTNER_TOKENS_FILE)
+    tokens = partner_token or PartnerTokenFile(
+        settings.simulator_tokens_file or settings.data_dir / PARTNER_TOKENS_FILE
+    )
     simulator = PartnerSimulator(settings, Directory.load(settings.directory_path), behaviour or Behaviour(), tokens)
     app = FastAPI(title="careflow partner simulator")
     # Like a partner system that traces: its acknowledgement carries the trace of the message it answers.
@@ -298,7 +352,10 @@ def create_simulator(settings: Settings, behaviour: Behaviour | None = None, tra
             return Response(status_code=503, content="temporarily unavailable")
         if b.failure == "reject":
             simulator.refused += 1
-            outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "processing", "diagnostics": b.reject_reason}]}
+            outcome = {
+                "resourceType": "OperationOutcome",
+                "issue": [{"severity": "error", "code": "processing", "diagnostics": b.reject_reason}],
+            }
             return Response(status_code=422, content=json.dumps(outcome), media_type="application/fhir+json")
         if b.failure == "stall":
             await asyncio.sleep(b.stall_seconds)

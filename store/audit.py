@@ -43,8 +43,20 @@ def _moment(at: datetime) -> str:
 
 
 def entry_hash(key: bytes, entry: AuditEntry) -> str:
-    fields = [entry.seq, _moment(entry.at), entry.actor, entry.role, entry.action, entry.flow_id, entry.detail, entry.break_glass, entry.prev_hash]
-    return hmac.new(key, json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode(), hashlib.sha256).hexdigest()
+    fields = [
+        entry.seq,
+        _moment(entry.at),
+        entry.actor,
+        entry.role,
+        entry.action,
+        entry.flow_id,
+        entry.detail,
+        entry.break_glass,
+        entry.prev_hash,
+    ]
+    return hmac.new(
+        key, json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode(), hashlib.sha256
+    ).hexdigest()
 
 
 def search_detail(cpr_hash: str, total: int, flow_ids: list[str]) -> str:
@@ -91,22 +103,39 @@ def verify_chain(engine: Engine, cpr_hash_key: str) -> Verdict:
         for entry in session.exec(select(AuditEntry).order_by(col(AuditEntry.id))).yield_per(1000):
             if entry.seq is None or entry.entry_hash is None:
                 if chained:
-                    return Verdict(checked, f"entry id {entry.id} was inserted outside the chain (no sequence number or hash)")
+                    return Verdict(
+                        checked, f"entry id {entry.id} was inserted outside the chain (no sequence number or hash)"
+                    )
                 continue  # written before the chain existed (migration 0004)
             chained = True
             if entry.seq < expected_seq:
-                return Verdict(checked, f"entry {entry.seq} (id {entry.id}) appears out of order: inserted or renumbered")
+                return Verdict(
+                    checked, f"entry {entry.seq} (id {entry.id}) appears out of order: inserted or renumbered"
+                )
             if entry.seq > expected_seq:
-                return Verdict(checked, f"entries {expected_seq}–{entry.seq - 1} were deleted (the chain jumps to {entry.seq})")
+                return Verdict(
+                    checked, f"entries {expected_seq}–{entry.seq - 1} were deleted (the chain jumps to {entry.seq})"
+                )
             if entry.prev_hash != last:
-                return Verdict(checked, f"entry {entry.seq} (id {entry.id}) does not follow the entry before it: inserted, or its predecessor altered")
+                return Verdict(
+                    checked,
+                    f"entry {entry.seq} (id {entry.id}) does not follow the entry before it: inserted, or its "
+                    "predecessor altered",
+                )
             if not hmac.compare_digest(entry_hash(key, entry), entry.entry_hash):
-                return Verdict(checked, f"entry {entry.seq} (id {entry.id}) was altered (its hash does not match its content)")
+                return Verdict(
+                    checked, f"entry {entry.seq} (id {entry.id}) was altered (its hash does not match its content)"
+                )
             checked, expected_seq, last = checked + 1, expected_seq + 1, entry.entry_hash
         if head is None:
             return Verdict(checked, "the chain head is missing")
         if head.seq != checked or head.hash != last:
-            return Verdict(checked, f"entries {checked + 1}–{head.seq} were deleted from the end (the head says {head.seq})" if head.seq > checked else "the chain head does not match the last entry")
+            return Verdict(
+                checked,
+                f"entries {checked + 1}–{head.seq} were deleted from the end (the head says {head.seq})"
+                if head.seq > checked
+                else "the chain head does not match the last entry",
+            )
     return Verdict(checked, None)
 
 

@@ -19,7 +19,9 @@ def make_engine(url: str) -> Engine:
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         # SQLite connections are cheap; a pool as large as the API's thread pool avoids queueing for one.
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=40, max_overflow=20)
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=40, max_overflow=20
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001

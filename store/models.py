@@ -105,7 +105,9 @@ class InboundMessage(SQLModel, table=True):
     # (invalid, or refused: wrong sender or patient) | triage (matches no flow, or its pathway has
     # ended: kept for a coordinator, who attaches, reprocesses or rejects it)
     delivery_status: str = Field(default="received")
-    status_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))  # why it was refused or left for triage
+    status_reason: str | None = Field(
+        default=None, sa_column=Column(Text, nullable=True)
+    )  # why it was refused or left for triage
     patient_hash: str | None = Field(default=None, index=True)  # keyed hash of the message's CPR
     triaged_by: str | None = None
     triaged_at: datetime | None = None

@@ -22,8 +22,8 @@ from temporalio.testing import WorkflowEnvironment
 from careflow.auth import Role
 from careflow.codec import data_converter
 from careflow.settings import Settings
-from careflow.tokens import dev_issuer
 from careflow.temporal import register_search_attributes, temporal_cli, temporal_test_server
+from careflow.tokens import dev_issuer
 from store.db import make_engine, migrate
 from workflows.steps import SEARCH_ATTRIBUTES
 
@@ -46,7 +46,11 @@ def free_port() -> int:
 
 def write_directory(path: Path, *, api_url: str, simulator_url: str) -> Path:
     """The demo directory with the test's own ports for careflow and the simulated partners."""
-    text = DEMO_DIRECTORY.read_text().replace("http://127.0.0.1:8000", api_url).replace("http://127.0.0.1:8100", simulator_url)
+    text = (
+        DEMO_DIRECTORY.read_text()
+        .replace("http://127.0.0.1:8000", api_url)
+        .replace("http://127.0.0.1:8100", simulator_url)
+    )
     path.write_text(text)
     return path
 
@@ -60,7 +64,9 @@ def token(settings: Settings, role: Role, sor: str | None = None, subject: str |
     """A JWT from the dev key in the settings' data dir (the one the API in dev mode trusts)."""
     from datetime import timedelta
 
-    return dev_issuer(settings.data_dir, create=True).issue(role, sor=sor or DEFAULT_SOR.get(role), subject=subject or f"test-{role.value}", ttl=timedelta(hours=1))
+    return dev_issuer(settings.data_dir, create=True).issue(
+        role, sor=sor or DEFAULT_SOR.get(role), subject=subject or f"test-{role.value}", ttl=timedelta(hours=1)
+    )
 
 
 def auth(settings: Settings, role: Role, sor: str | None = None) -> dict[str, str]:
@@ -74,10 +80,14 @@ class LoopbackServer:
     def __init__(self, app, port: int | None = None) -> None:  # noqa: ANN001
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", proxy_headers=False))
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", proxy_headers=False
+            )
+        )
         self.task: asyncio.Task | None = None
 
-    async def __aenter__(self) -> "LoopbackServer":
+    async def __aenter__(self) -> LoopbackServer:
         self.task = asyncio.create_task(self.server.serve())
         while not self.server.started:
             if self.task.done():
@@ -169,8 +179,8 @@ class Stack:
 @pytest_asyncio.fixture(scope="session")
 async def stack(dev_server: WorkflowEnvironment, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
     from api.main import create_app
-    from simulator.app import Behaviour, create_simulator
     from careflow.metrics import WorkerMetrics
+    from simulator.app import Behaviour, create_simulator
     from workers.main import build_worker
 
     data = tmp_path_factory.mktemp("stack")
@@ -189,7 +199,9 @@ async def stack(dev_server: WorkflowEnvironment, tmp_path_factory: pytest.TempPa
     migrate(settings.sqlalchemy_url)
     client = await encrypted_client(dev_server, settings)
     simulator_app = create_simulator(
-        settings, Behaviour(ack_delay=0.05, appointment_delay=0.2, test_result_delay=0.2, treatment_plan_delay=0.2), partner_token=lambda sor: token(settings, Role.PARTNER, sor, f"simulator-{sor}")
+        settings,
+        Behaviour(ack_delay=0.05, appointment_delay=0.2, test_result_delay=0.2, treatment_plan_delay=0.2),
+        partner_token=lambda sor: token(settings, Role.PARTNER, sor, f"simulator-{sor}"),
     )
     async with (
         httpx.AsyncClient(timeout=30) as worker_http,
@@ -201,7 +213,14 @@ async def stack(dev_server: WorkflowEnvironment, tmp_path_factory: pytest.TempPa
             worker_metrics = WorkerMetrics()
             worker = build_worker(client, settings, http=worker_http, executor=executor, metrics=worker_metrics)
             async with worker:
-                yield Stack(settings=settings, client=client, api=api, simulator_url=simulator_url, simulator_app=simulator_app, worker_metrics=worker_metrics)
+                yield Stack(
+                    settings=settings,
+                    client=client,
+                    api=api,
+                    simulator_url=simulator_url,
+                    simulator_app=simulator_app,
+                    worker_metrics=worker_metrics,
+                )
 
 
 def referral_payload(cpr: str = "0101505123", receiving_sor: str = "200000000000001") -> dict:

@@ -32,7 +32,11 @@ class ConsultationTimings(Timings):
 
 
 def summary(pathway_input: PathwayInput, event: dict[str, Any]) -> CareCommunicationContent:
-    return CareCommunicationContent(communication_id=pathway_input.flow_id, text=str(event.get("text", "Patienten er set.")), service_request_id=pathway_input.flow_id)
+    return CareCommunicationContent(
+        communication_id=pathway_input.flow_id,
+        text=str(event.get("text", "Patienten er set.")),
+        service_request_id=pathway_input.flow_id,
+    )
 
 
 @workflow.defn
@@ -44,23 +48,43 @@ class ConsultationPathway(PathwayWorkflow):
     title, title_da = "Consultation", "Konsultation"
     input_model = ConsultationInput
     timings_model = ConsultationTimings
-    parties = (Party("requester", "GP", field="gp_sor"), Party("performer", "hospital", field="hospital_sor", kind="hospital-department"))
+    parties = (
+        Party("requester", "GP", field="gp_sor"),
+        Party("performer", "hospital", field="hospital_sor", kind="hospital-department"),
+    )
     steps = (
         Send("request", MessageKind.REFERRAL, to="performer"),
         AwaitOneOf(
             "decision",
-            {"booked": Outcome(MessageKind.APPOINTMENT), "declined": Outcome(MessageKind.CANCELLATION, escalate=True, end=True)},
+            {
+                "booked": Outcome(MessageKind.APPOINTMENT),
+                "declined": Outcome(MessageKind.CANCELLATION, escalate=True, end=True),
+            },
             sender="performer",
             deadline="decision_deadline",
         ),
-        SendOnEvent("summary", event="patient-seen", title="patient seen", message=MessageKind.CARE_COMMUNICATION, to="performer", roles=("clinician",), deadline="seen_deadline", content=summary),
+        SendOnEvent(
+            "summary",
+            event="patient-seen",
+            title="patient seen",
+            message=MessageKind.CARE_COMMUNICATION,
+            to="performer",
+            roles=("clinician",),
+            deadline="seen_deadline",
+            content=summary,
+        ),
     )
 
     @classmethod
     def example(cls, rng):  # noqa: ANN001, ANN206
         from workflows.examples import DEMO_GP, DEMO_HOSPITAL, synthetic_patient
 
-        return {"patient": synthetic_patient(rng), "gp_sor": DEMO_GP, "hospital_sor": DEMO_HOSPITAL, "reason": "Vurdering"}
+        return {
+            "patient": synthetic_patient(rng),
+            "gp_sor": DEMO_GP,
+            "hospital_sor": DEMO_HOSPITAL,
+            "reason": "Vurdering",
+        }
 
 
 class DialogueInput(PathwayStart):
@@ -71,14 +95,20 @@ class DialogueInput(PathwayStart):
 def dialogue_input(parsed: ParsedMessage) -> dict[str, Any]:
     patient = parsed.patient
     return {
-        "patient": {"cpr": patient.cpr if patient else "", "given_name": patient.given_name if patient else "", "family_name": patient.family_name if patient else ""},
+        "patient": {
+            "cpr": patient.cpr if patient else "",
+            "given_name": patient.given_name if patient else "",
+            "family_name": patient.family_name if patient else "",
+        },
         "gp_sor": parsed.receiver.sor if parsed.receiver else "",
         "hospital_sor": parsed.sender.sor if parsed.sender else "",
     }
 
 
 def answer(pathway_input: PathwayInput, event: dict[str, Any]) -> CareCommunicationContent:
-    return CareCommunicationContent(communication_id=pathway_input.flow_id, text=str(event.get("text", "Tak, vi følger op.")))
+    return CareCommunicationContent(
+        communication_id=pathway_input.flow_id, text=str(event.get("text", "Tak, vi følger op."))
+    )
 
 
 @workflow.defn
@@ -93,7 +123,16 @@ class DialogueTestPathway(PathwayWorkflow):
     cancellation = None
     parties = (Party("requester", "GP", field="gp_sor"), Party("performer", "hospital", field="hospital_sor"))
     starts = (StartOn(MessageKind.CARE_COMMUNICATION, input_from=dialogue_input),)
-    steps = (SendOnEvent("answer", event="answered", title="answer written", message=MessageKind.CARE_COMMUNICATION, to="performer", content=answer),)
+    steps = (
+        SendOnEvent(
+            "answer",
+            event="answered",
+            title="answer written",
+            message=MessageKind.CARE_COMMUNICATION,
+            to="performer",
+            content=answer,
+        ),
+    )
 
 
 class BookingTimings(Timings):
@@ -114,5 +153,11 @@ class BookingPathway(PathwayWorkflow):
     steps = (
         Send("referral", MessageKind.REFERRAL, to="performer"),
         AwaitReply("appointment", MessageKind.APPOINTMENT, sender="performer", deadline="appointment_deadline"),
-        AwaitReply("result", MessageKind.TREATMENT_PLAN, sender="performer", deadline="result_deadline", deadline_from="appointment"),
+        AwaitReply(
+            "result",
+            MessageKind.TREATMENT_PLAN,
+            sender="performer",
+            deadline="result_deadline",
+            deadline_from="appointment",
+        ),
     )

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 
 import httpx
@@ -32,11 +32,30 @@ log = logging.getLogger(__name__)
 
 # Pass our pure models and pydantic through the sandbox: reloading them per workflow run costs a
 # third to half of the throughput (DESIGN.md), and they hold no state a workflow could leak.
-PASSTHROUGH = ("pydantic", "pydantic_core", "annotated_types", "messaging", "activities", "workflows.models", "careflow", "store", "httpx", "sqlalchemy", "sqlmodel")
+PASSTHROUGH = (
+    "pydantic",
+    "pydantic_core",
+    "annotated_types",
+    "messaging",
+    "activities",
+    "workflows.models",
+    "careflow",
+    "store",
+    "httpx",
+    "sqlalchemy",
+    "sqlmodel",
+)
 
 
 def build_worker(
-    client: Client, settings: Settings, *, http: httpx.AsyncClient, executor: ThreadPoolExecutor, task_queue: str | None = None, workflows: Sequence[type] | None = None, metrics: WorkerMetrics | None = None
+    client: Client,
+    settings: Settings,
+    *,
+    http: httpx.AsyncClient,
+    executor: ThreadPoolExecutor,
+    task_queue: str | None = None,
+    workflows: Sequence[type] | None = None,
+    metrics: WorkerMetrics | None = None,
 ) -> Worker:
     engine = make_engine(settings.sqlalchemy_url)
     key_ring = KeyRing.parse(settings.codec_keys)
@@ -49,22 +68,33 @@ def build_worker(
         workflows=workflows if workflows is not None else Pathways.load(settings.pathway_modules).workflows,
         activities=[messages.send_message, flows.record_state],
         activity_executor=executor,
-        workflow_runner=SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)),
+        workflow_runner=SandboxedWorkflowRunner(
+            restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
+        ),
         max_cached_workflows=2000,  # below the flows in flight, throughput drops by two thirds
         max_concurrent_activities=executor._max_workers,  # one thread per running activity
         interceptors=[(metrics or WorkerMetrics()).interceptor()],
     )
 
 
-async def connect_when_reachable(settings: Settings, runtime: Runtime | None = None, tracing: Tracing | None = None) -> Client:
+async def connect_when_reachable(
+    settings: Settings, runtime: Runtime | None = None, tracing: Tracing | None = None
+) -> Client:
     """Connect to Temporal, waiting for it if it is not up yet (started after the worker, or
     restarting): a worker that exits instead takes the relay with it, and `careflow dev` with it."""
     delay = 0.5
     while True:
         try:
-            return await connect(settings, runtime=runtime, interceptors=tracing.temporal_interceptors() if tracing else ())
+            return await connect(
+                settings, runtime=runtime, interceptors=tracing.temporal_interceptors() if tracing else ()
+            )
         except RuntimeError as err:  # the SDK's "Failed client connect"
-            log.warning("Temporal at %s not reachable (%s); retrying in %.1fs", settings.temporal_address, str(err).split(":")[0], delay)
+            log.warning(
+                "Temporal at %s not reachable (%s); retrying in %.1fs",
+                settings.temporal_address,
+                str(err).split(":")[0],
+                delay,
+            )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10)
 
@@ -76,10 +106,20 @@ async def run_worker(settings: Settings) -> None:
     client = await connect_when_reachable(settings, runtime_for(settings), tracing)
     async with AsyncExitStack() as stack:
         stack.callback(tracing.shutdown)
-        http = await stack.enter_async_context(tracing.instrument_http(httpx.AsyncClient(timeout=settings.send_timeout.total_seconds())))
+        http = await stack.enter_async_context(
+            tracing.instrument_http(httpx.AsyncClient(timeout=settings.send_timeout.total_seconds()))
+        )
         executor = stack.enter_context(ThreadPoolExecutor(max_workers=32))
         worker = build_worker(client, settings, http=http, executor=executor, metrics=metrics)
-        relay = Relay(make_engine(settings.sqlalchemy_url), client, http, Directory.load(settings.directory_path), KeyRing.parse(settings.codec_keys), Pathways.load(settings.pathway_modules), settings.task_queue)
+        relay = Relay(
+            make_engine(settings.sqlalchemy_url),
+            client,
+            http,
+            Directory.load(settings.directory_path),
+            KeyRing.parse(settings.codec_keys),
+            Pathways.load(settings.pathway_modules),
+            settings.task_queue,
+        )
         log.info("worker polling task queue %s on %s", settings.task_queue, settings.temporal_address)
         reconciler = Reconciler(relay.engine, client)
         background = [

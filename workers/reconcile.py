@@ -47,7 +47,11 @@ class Reconciler:
         with Session(self.engine) as session:
             rows = session.exec(
                 select(Flow.workflow_id)
-                .where(Flow.state_version == 0, col(Flow.status).in_([FlowStatus.ACTIVE, FlowStatus.ESCALATED]), Flow.created_at < utcnow() - NEVER_STARTED_AFTER)
+                .where(
+                    Flow.state_version == 0,
+                    col(Flow.status).in_([FlowStatus.ACTIVE, FlowStatus.ESCALATED]),
+                    Flow.created_at < utcnow() - NEVER_STARTED_AFTER,
+                )
                 .limit(limit)
             ).all()
         return list(rows)
@@ -58,10 +62,22 @@ class Reconciler:
             if flow is None or flow.status not in (FlowStatus.ACTIVE, FlowStatus.ESCALATED):
                 return 0
             now = utcnow()
-            flow.status, flow.updated_at, flow.completed_at, flow.open_escalations, flow.next_deadline = FlowStatus.FAILED, now, now, 0, None
+            flow.status, flow.updated_at, flow.completed_at, flow.open_escalations, flow.next_deadline = (
+                FlowStatus.FAILED,
+                now,
+                now,
+                0,
+                None,
+            )
             session.add(flow)
-            session.add(FlowEvent(flow_id=flow.id, event_key="ended-outside", at=now, kind="failed", step=flow.step, detail=reason))
-            for escalation in session.exec(select(Escalation).where(Escalation.flow_id == flow.id, col(Escalation.resolved_at).is_(None))).all():
+            session.add(
+                FlowEvent(
+                    flow_id=flow.id, event_key="ended-outside", at=now, kind="failed", step=flow.step, detail=reason
+                )
+            )
+            for escalation in session.exec(
+                select(Escalation).where(Escalation.flow_id == flow.id, col(Escalation.resolved_at).is_(None))
+            ).all():
                 escalation.resolved_at, escalation.resolution = now, f"pathway ended: {reason}"
                 session.add(escalation)
             session.commit()

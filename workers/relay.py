@@ -34,7 +34,16 @@ async def repeat(one_pass: Callable[[], Awaitable[object]], interval: timedelta,
 
 
 class Relay:
-    def __init__(self, engine: Engine, client: Client, http: httpx.AsyncClient, directory: Directory, key_ring: KeyRing, pathways: Pathways | None = None, task_queue: str = "careflow") -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        client: Client,
+        http: httpx.AsyncClient,
+        directory: Directory,
+        key_ring: KeyRing,
+        pathways: Pathways | None = None,
+        task_queue: str = "careflow",
+    ) -> None:
         self.engine, self.client, self.http, self.directory, self.key_ring = engine, client, http, directory, key_ring
         self.deliverer = Deliverer(engine, client, pathways or PATHWAYS, key_ring, task_queue)
 

@@ -81,7 +81,7 @@ class PathwayInput(BaseModel):
         return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
 
     @model_validator(mode="after")
-    def _first_shape(self) -> "PathwayInput":
+    def _first_shape(self) -> PathwayInput:
         """A referral input of the first shape: its two organisations become the two parties."""
         if not self.parties and self.referring and self.receiving:
             self.parties = {"requester": self.referring, "performer": self.receiving}
@@ -153,7 +153,9 @@ class PathwayState(BaseModel):
 
     @property
     def next_deadline(self) -> datetime | None:
-        deadlines = [s.deadline for s in self.steps if s.deadline and s.status in (StepStatus.WAITING, StepStatus.OVERDUE)]
+        deadlines = [
+            s.deadline for s in self.steps if s.deadline and s.status in (StepStatus.WAITING, StepStatus.OVERDUE)
+        ]
         return min(deadlines) if deadlines else None
 
 

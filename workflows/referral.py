@@ -20,7 +20,11 @@ class ReferralInput(PathwayStart):
 
     referring_sor: str = Field(description="SOR code of the referring organisation", pattern=r"^\d{6,18}$")
     receiving_sor: str = Field(description="SOR code of the receiving organisation", pattern=r"^\d{6,18}$")
-    lab_sor: str | None = Field(default=None, description="SOR code of the lab that reports the test result (default: the directory's lab)", pattern=r"^\d{6,18}$")
+    lab_sor: str | None = Field(
+        default=None,
+        description="SOR code of the lab that reports the test result (default: the directory's lab)",
+        pattern=r"^\d{6,18}$",
+    )
     reason: str = Field(min_length=1, max_length=2000)
     priority: Literal["routine", "urgent", "asap", "stat"] = "routine"
 
@@ -50,12 +54,23 @@ class ReferralPathwayWorkflow(PathwayWorkflow):
         Send("referral", MessageKind.REFERRAL, to="performer"),
         AwaitReply("appointment", MessageKind.APPOINTMENT, sender="performer", deadline="appointment_deadline"),
         AwaitReply("test_result", MessageKind.TEST_RESULT, sender="lab", deadline="test_result_deadline"),
-        AwaitReply("treatment_plan", MessageKind.TREATMENT_PLAN, sender="performer", deadline="treatment_plan_deadline"),
+        AwaitReply(
+            "treatment_plan", MessageKind.TREATMENT_PLAN, sender="performer", deadline="treatment_plan_deadline"
+        ),
     )
-
-
 
     @classmethod
     def example(cls, rng):  # noqa: ANN001, ANN206
-        reasons = ["Brystsmerter ved anstrengelse", "Hjertebanken, udredning", "Forhøjet blodtryk trods behandling", "Åndenød ved gang"]
-        return {"patient": synthetic_patient(rng), "referring_sor": DEMO_GP, "receiving_sor": DEMO_HOSPITAL, "reason": rng.choice(reasons), "priority": rng.choice(["routine", "routine", "urgent"])}
+        reasons = [
+            "Brystsmerter ved anstrengelse",
+            "Hjertebanken, udredning",
+            "Forhøjet blodtryk trods behandling",
+            "Åndenød ved gang",
+        ]
+        return {
+            "patient": synthetic_patient(rng),
+            "referring_sor": DEMO_GP,
+            "receiving_sor": DEMO_HOSPITAL,
+            "reason": rng.choice(reasons),
+            "priority": rng.choice(["routine", "routine", "urgent"]),
+        }

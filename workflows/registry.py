@@ -34,12 +34,18 @@ def check(pathway: type[PathwayWorkflow]) -> None:
         names.add(step.name)
         for role in (getattr(step, "to", None), getattr(step, "sender", None)):
             if role is not None and role not in roles:
-                raise PathwayError(f"{where}, step {step.name!r}: no party {role!r} (parties: {', '.join(sorted(roles))})")
+                raise PathwayError(
+                    f"{where}, step {step.name!r}: no party {role!r} (parties: {', '.join(sorted(roles))})"
+                )
         deadline = getattr(step, "deadline", None)
         if deadline is not None and deadline not in timings:
-            raise PathwayError(f"{where}, step {step.name!r}: no timing {deadline!r} in {pathway.timings_model.__name__}")
+            raise PathwayError(
+                f"{where}, step {step.name!r}: no timing {deadline!r} in {pathway.timings_model.__name__}"
+            )
         if isinstance(step, AwaitReply) and step.deadline_from and step.deadline_from not in names:
-            raise PathwayError(f"{where}, step {step.name!r}: deadline_from {step.deadline_from!r} is not an earlier step")
+            raise PathwayError(
+                f"{where}, step {step.name!r}: deadline_from {step.deadline_from!r} is not an earlier step"
+            )
     for role in (pathway.acting_for, pathway.counterpart):
         if role not in roles:
             raise PathwayError(f"{where}: acting_for/counterpart {role!r} is not one of its parties")
@@ -82,7 +88,9 @@ class Pathways:
             check(pathway)
             known = self._by_name.get(pathway.name)
             if known is not None and known is not pathway:
-                raise PathwayError(f"two pathways are called {pathway.name!r}: {known.__module__} and {pathway.__module__}")
+                raise PathwayError(
+                    f"two pathways are called {pathway.name!r}: {known.__module__} and {pathway.__module__}"
+                )
             self._by_name[pathway.name] = pathway
 
     @classmethod
@@ -96,7 +104,10 @@ class Pathways:
             found += [
                 obj
                 for _, obj in inspect.getmembers(module, inspect.isclass)
-                if issubclass(obj, PathwayWorkflow) and obj is not PathwayWorkflow and obj.name and obj.__module__ == module.__name__
+                if issubclass(obj, PathwayWorkflow)
+                and obj is not PathwayWorkflow
+                and obj.name
+                and obj.__module__ == module.__name__
             ]
         return cls(found)
 
@@ -144,19 +155,64 @@ def describe(pathway: type[PathwayWorkflow], timings: object | None = None) -> d
 
     def step(s: object) -> dict:
         if isinstance(s, Send):
-            return {"name": s.name, "kind": "send", "message": s.message, "message_label": message_label(s.message), "party": s.to}
+            return {
+                "name": s.name,
+                "kind": "send",
+                "message": s.message,
+                "message_label": message_label(s.message),
+                "party": s.to,
+            }
         if isinstance(s, AwaitReply):
-            return {"name": s.name, "kind": "await-reply", "message": s.message, "message_label": message_label(s.message), "party": s.sender, "deadline": deadline(s.deadline), "deadline_from": s.deadline_from}
+            return {
+                "name": s.name,
+                "kind": "await-reply",
+                "message": s.message,
+                "message_label": message_label(s.message),
+                "party": s.sender,
+                "deadline": deadline(s.deadline),
+                "deadline_from": s.deadline_from,
+            }
         if isinstance(s, AwaitOneOf):
             outcomes = [
-                {"outcome": name, "message": o.message, "message_label": message_label(o.message), "when": o.when, "escalate": o.escalate, "end": o.end, "steps": [step(x) for x in o.steps]}
+                {
+                    "outcome": name,
+                    "message": o.message,
+                    "message_label": message_label(o.message),
+                    "when": o.when,
+                    "escalate": o.escalate,
+                    "end": o.end,
+                    "steps": [step(x) for x in o.steps],
+                }
                 for name, o in s.outcomes.items()
             ]
-            return {"name": s.name, "kind": "await-one-of", "party": s.sender, "deadline": deadline(s.deadline), "outcomes": outcomes}
+            return {
+                "name": s.name,
+                "kind": "await-one-of",
+                "party": s.sender,
+                "deadline": deadline(s.deadline),
+                "outcomes": outcomes,
+            }
         if isinstance(s, SendOnEvent):
-            return {"name": s.name, "kind": "send-on-event", "event": s.event, "title": s.title or s.event, "roles": list(s.roles), "message": s.message, "message_label": message_label(s.message), "party": s.to, "deadline": deadline(s.deadline)}
+            return {
+                "name": s.name,
+                "kind": "send-on-event",
+                "event": s.event,
+                "title": s.title or s.event,
+                "roles": list(s.roles),
+                "message": s.message,
+                "message_label": message_label(s.message),
+                "party": s.to,
+                "deadline": deadline(s.deadline),
+            }
         assert isinstance(s, AwaitEvent)
-        return {"name": s.name, "kind": "await-event", "event": s.event, "title": s.title or s.event, "roles": list(s.roles), "deadline": deadline(s.deadline)}
+        return {
+            "name": s.name,
+            "kind": "await-event",
+            "event": s.event,
+            "title": s.title or s.event,
+            "roles": list(s.roles),
+            "deadline": deadline(s.deadline),
+        }
 
     return {
         "name": pathway.name,
@@ -164,7 +220,10 @@ def describe(pathway: type[PathwayWorkflow], timings: object | None = None) -> d
         "title_da": pathway.title_da,
         "description": (pathway.__doc__ or "").strip().split("\n\n")[0],
         "api_start": pathway.api_start,
-        "parties": [{"role": p.role, "title": p.title, "field": p.field, "directory_kind": p.directory_kind} for p in pathway.parties],
+        "parties": [
+            {"role": p.role, "title": p.title, "field": p.field, "directory_kind": p.directory_kind}
+            for p in pathway.parties
+        ],
         "steps": [step(s) for s in pathway.steps],
         "starts": [{"message": t.message, "message_label": message_label(t.message)} for t in pathway.starts],
         "timings": timings.model_dump(mode="json") if hasattr(timings, "model_dump") else {},

@@ -9,9 +9,7 @@ A pathway module subclasses `Pathway`, fills in its declarations and decorates t
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
@@ -136,7 +134,11 @@ class PathwayWorkflow:
         async def run(self, pathway_input: PathwayInput) -> PathwayResult:  # noqa: ANN001
             return await self.run_pathway(pathway_input)
 
-        run.__qualname__, run.__module__, run.__doc__ = f"{cls.__qualname__}.run", cls.__module__, f"Run the {cls.name} pathway's declared steps."
+        run.__qualname__, run.__module__, run.__doc__ = (
+            f"{cls.__qualname__}.run",
+            cls.__module__,
+            f"Run the {cls.name} pathway's declared steps.",
+        )
         cls.run = workflow.run(run)  # type: ignore[attr-defined]
 
     @classmethod
@@ -201,7 +203,12 @@ class PathwayWorkflow:
             workflow.logger.warning("refused message %s: %s", message.message_header_id, refusal)
             if self.state is not None:
                 self.state.refused_header_ids.append(message.message_header_id)
-                self._event("refused", self._step_for_kind(message.kind), f"{message_label(message.kind)} refused: {refusal}", message.message_header_id)
+                self._event(
+                    "refused",
+                    self._step_for_kind(message.kind),
+                    f"{message_label(message.kind)} refused: {refusal}",
+                    message.message_header_id,
+                )
             return
         detail = message_label(message.kind) + (f" {message.response_code.value}" if message.response_code else "")
         if message.kind == MessageKind.ACKNOWLEDGEMENT and message.response_to:
@@ -221,7 +228,12 @@ class PathwayWorkflow:
             return
         if self.state is not None:
             self.state.received_header_ids.append(message.message_header_id)
-            self._event("received", self._step_for_kind(message.kind), detail + (f": {message.summary}" if message.summary else ""), message.message_header_id)
+            self._event(
+                "received",
+                self._step_for_kind(message.kind),
+                detail + (f": {message.summary}" if message.summary else ""),
+                message.message_header_id,
+            )
 
     @workflow.query
     def pathway_state(self) -> PathwayState:
@@ -265,8 +277,16 @@ class PathwayWorkflow:
         step.deadline = request.new_deadline
         if step.status is StepStatus.OVERDUE:
             step.status = StepStatus.WAITING
-        self._resolve_escalations(request.step, f"deadline extended to {request.new_deadline:%Y-%m-%d %H:%M} by {request.actor}: {request.reason}")
-        self._event("action", request.step, f"deadline extended to {request.new_deadline.isoformat()}: {request.reason}", actor=request.actor)
+        self._resolve_escalations(
+            request.step,
+            f"deadline extended to {request.new_deadline:%Y-%m-%d %H:%M} by {request.actor}: {request.reason}",
+        )
+        self._event(
+            "action",
+            request.step,
+            f"deadline extended to {request.new_deadline.isoformat()}: {request.reason}",
+            actor=request.actor,
+        )
         self._deadline_changes += 1
         return ActionResult(detail=f"deadline of {request.step} is now {request.new_deadline.isoformat()}")
 
@@ -297,13 +317,25 @@ class PathwayWorkflow:
     async def report_event(self, report: EventReport) -> ActionResult:
         """An event outside messaging (a discharge), reported through the API or the console."""
         self._events[report.event] = report
-        step = next((s.name for s in self.all_steps() if isinstance(s, AwaitEvent | SendOnEvent) and s.event == report.event), "")
-        self._event("event", step, f"{self._event_title(report.event)} reported" + (f": {report.reason}" if report.reason else ""), actor=report.actor)
+        step = next(
+            (s.name for s in self.all_steps() if isinstance(s, AwaitEvent | SendOnEvent) and s.event == report.event),
+            "",
+        )
+        self._event(
+            "event",
+            step,
+            f"{self._event_title(report.event)} reported" + (f": {report.reason}" if report.reason else ""),
+            actor=report.actor,
+        )
         return ActionResult(detail=f"{report.event} recorded")
 
     @report_event.validator
     def _validate_event(self, report: EventReport) -> None:
-        if self.state is None or self.state.status in (PathwayStatus.COMPLETED, PathwayStatus.CANCELLED, PathwayStatus.FAILED):
+        if self.state is None or self.state.status in (
+            PathwayStatus.COMPLETED,
+            PathwayStatus.CANCELLED,
+            PathwayStatus.FAILED,
+        ):
             raise ValueError("the pathway has ended")
         steps = [s for s in self.all_steps() if isinstance(s, AwaitEvent | SendOnEvent) and s.event == report.event]
         if not steps:
@@ -345,10 +377,14 @@ class PathwayWorkflow:
                 await self._send_cancellation()
                 self.state.status = PathwayStatus.CANCELLED
                 self._resolve_all("pathway cancelled")
-                self._event("action", self.state.step, f"pathway cancelled: {self._cancel.reason}", actor=self._cancel.actor)
+                self._event(
+                    "action", self.state.step, f"pathway cancelled: {self._cancel.reason}", actor=self._cancel.actor
+                )
         await self.record()
         await workflow.wait_condition(workflow.all_handlers_finished)
-        return PathwayResult(flow_id=self.state.flow_id, status=self.state.status, escalations=len(self.state.escalations))
+        return PathwayResult(
+            flow_id=self.state.flow_id, status=self.state.status, escalations=len(self.state.escalations)
+        )
 
     async def _run(self, steps: tuple[Step, ...]) -> None:
         for step in steps:
@@ -371,7 +407,9 @@ class PathwayWorkflow:
         assert self.input and self.state and self.timings
         timings = self.timings
         header_id = str(workflow.uuid4())
-        outbound = OutboundState(step=step.name, kind=step.message, message_header_id=header_id, receiver_sor=self.party(step.to).sor)
+        outbound = OutboundState(
+            step=step.name, kind=step.message, message_header_id=header_id, receiver_sor=self.party(step.to).sor
+        )
         self.state.outbound.append(outbound)
         self._enter_step(step.name)
         attempt = 0
@@ -381,13 +419,17 @@ class PathwayWorkflow:
             acks_before_send = len(self._acks.get(header_id, []))
             if not await self._send(step, outbound, attempt):
                 return  # the partner refused it for good: escalated
-            seen = acks_before_send if workflow.patched(ACK_BEFORE_SEND_RETURNED) else len(self._acks.get(header_id, []))
+            seen = (
+                acks_before_send if workflow.patched(ACK_BEFORE_SEND_RETURNED) else len(self._acks.get(header_id, []))
+            )
             try:
                 await workflow.wait_condition(
-                    lambda: len(self._acks.get(header_id, [])) > seen or self._reply_arrived_after(step) or self._stopped(),
+                    lambda: (
+                        len(self._acks.get(header_id, [])) > seen or self._reply_arrived_after(step) or self._stopped()
+                    ),
                     timeout=timings.ack_timeout,
                 )
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._check_cancel()
             ack = self._latest_ack(header_id)
@@ -398,7 +440,9 @@ class PathwayWorkflow:
                 break
             if ack is not None and ack.response_code is AckCode.FATAL_ERROR:
                 outbound.ack_code = AckCode.FATAL_ERROR
-                await self.escalate(step.name, f"{message_label(step.message)} refused by the receiver (fatal-error acknowledgement)")
+                await self.escalate(
+                    step.name, f"{message_label(step.message)} refused by the receiver (fatal-error acknowledgement)"
+                )
                 break
             if ack is not None:
                 outbound.ack_code = ack.response_code
@@ -438,7 +482,12 @@ class PathwayWorkflow:
         if outcome is None:
             return  # done outside careflow
         reply = self._replies[outcome.message]
-        self._event("branch", step.name, f"outcome: {chosen}" + (f" ({reply.summary})" if reply.summary else ""), reply.message_header_id)
+        self._event(
+            "branch",
+            step.name,
+            f"outcome: {chosen}" + (f" ({reply.summary})" if reply.summary else ""),
+            reply.message_header_id,
+        )
         if outcome.escalate:
             await self.escalate(step.name, f"{chosen} by the partner" + (f": {reply.summary}" if reply.summary else ""))
         await self._run(outcome.steps)
@@ -454,7 +503,15 @@ class PathwayWorkflow:
             overdue=f"no {self._event_title(step.event)} reported by its deadline",
         )
 
-    async def _await(self, name: str, deadline: str | None, *, arrived: Callable[[], str | None], overdue: str, counted_from: Step | None = None) -> str | None:
+    async def _await(
+        self,
+        name: str,
+        deadline: str | None,
+        *,
+        arrived: Callable[[], str | None],
+        overdue: str,
+        counted_from: Step | None = None,
+    ) -> str | None:
         """The waiting every step shares: escalate once when the deadline passes and keep waiting;
         a coordinator may extend the deadline, resend, or record the step as done outside careflow.
         Returns what arrived (None: done outside careflow)."""
@@ -464,7 +521,11 @@ class PathwayWorkflow:
         period: timedelta | None = getattr(self.timings, deadline) if deadline else None
 
         def arm() -> None:
-            start = self._reply_times.get(counted_from.message, workflow.now()) if isinstance(counted_from, AwaitReply) else workflow.now()
+            start = (
+                self._reply_times.get(counted_from.message, workflow.now())
+                if isinstance(counted_from, AwaitReply)
+                else workflow.now()
+            )
             state.deadline = start + period if period is not None else None
 
         arm()
@@ -475,7 +536,9 @@ class PathwayWorkflow:
             if found is not None:
                 header = self._replies[found].message_header_id if found in self._replies else None
                 self._finish_step(name, StepStatus.DONE, header)
-                self._resolve_escalations(name, f"{message_label(found) if found in self._replies else self._event_title(found)} received")
+                self._resolve_escalations(
+                    name, f"{message_label(found) if found in self._replies else self._event_title(found)} received"
+                )
                 break
             if name in self._done_outside:
                 request = self._done_outside[name]
@@ -494,22 +557,31 @@ class PathwayWorkflow:
             wait_for = remaining if remaining is not None and remaining > timedelta(0) else None
             try:
                 await workflow.wait_condition(
-                    lambda: arrived() is not None
-                    or name in self._done_outside
-                    or self._resend is not None
-                    or self._stopped()
-                    or self._deadline_changes != changes
-                    or (counted_from is not None and self._replaced != replaced),
+                    lambda: (
+                        arrived() is not None
+                        or name in self._done_outside
+                        or self._resend is not None
+                        or self._stopped()
+                        or self._deadline_changes != changes
+                        or (counted_from is not None and self._replaced != replaced)
+                    ),
                     timeout=wait_for,
                 )
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             if counted_from is not None and self._replaced != replaced and arrived() is None:
                 arm()  # the reply it counts from was replaced: a new deadline from the new one
                 if state.status is StepStatus.OVERDUE:
                     state.status = StepStatus.WAITING
-                    self._resolve_escalations(name, f"{message_label(counted_from.message)} replaced: deadline re-armed")
-                self._event("deadline", name, f"deadline re-armed to {state.deadline:%Y-%m-%d %H:%M} by a new {message_label(counted_from.message)}")
+                    self._resolve_escalations(
+                        name, f"{message_label(counted_from.message)} replaced: deadline re-armed"
+                    )
+                self._event(
+                    "deadline",
+                    name,
+                    f"deadline re-armed to {state.deadline:%Y-%m-%d %H:%M} by a new "
+                    f"{message_label(counted_from.message)}",
+                )
                 await self.record()
             elif self._deadline_changes != changes:
                 await self.record()
@@ -536,7 +608,9 @@ class PathwayWorkflow:
             [
                 SA_STEP.value_set(self.state.step),
                 SA_STATUS.value_set(self.state.status.value),
-                SA_NEXT_DEADLINE.value_set(self.state.next_deadline) if self.state.next_deadline else SA_NEXT_DEADLINE.value_unset(),
+                SA_NEXT_DEADLINE.value_set(self.state.next_deadline)
+                if self.state.next_deadline
+                else SA_NEXT_DEADLINE.value_unset(),
             ]
         )
         events, self._pending_events = self._pending_events, []
@@ -570,8 +644,11 @@ class PathwayWorkflow:
         )
         try:
             await workflow.execute_activity_method(
-                MessageActivities.send_message, request, start_to_close_timeout=timedelta(seconds=30),
-                schedule_to_close_timeout=SEND_TIMEOUT, retry_policy=PARTNER_RETRY,
+                MessageActivities.send_message,
+                request,
+                start_to_close_timeout=timedelta(seconds=30),
+                schedule_to_close_timeout=SEND_TIMEOUT,
+                retry_policy=PARTNER_RETRY,
             )
         except ActivityError as err:  # the send failed for good (refused, or retried past its time)
             cause = err.cause or err
@@ -580,18 +657,31 @@ class PathwayWorkflow:
         outbound.bundle_ids.append(bundle_id)
         outbound.first_sent_at = outbound.first_sent_at or workflow.now()
         label = "sent" if attempt == 0 else f"resent (attempt {attempt + 1})"
-        self._event("sent", step.name, f"{message_label(step.message)} {label}", outbound.message_header_id, key=f"sent-{bundle_id}")
+        self._event(
+            "sent",
+            step.name,
+            f"{message_label(step.message)} {label}",
+            outbound.message_header_id,
+            key=f"sent-{bundle_id}",
+        )
         return True
 
     def _content(self, step: Send | SendOnEvent) -> dict[str, Any]:
         """The message's content, as plain data for its type's content model (built in the activity)."""
         assert self.input is not None
         if step.message == self.cancellation and step.name not in self.steps_by_name():
-            content: Any = {"service_request_id": self.input.flow_id, "reason": self._cancel.reason if self._cancel else ""}
+            content: Any = {
+                "service_request_id": self.input.flow_id,
+                "reason": self._cancel.reason if self._cancel else "",
+            }
         elif isinstance(step, SendOnEvent):
             report = self._events.get(step.event)
             data = report.data if report else {}
-            content = step.content(self.input, data) if step.content else {"service_request_id": self.input.flow_id, **self.input.data, **data}
+            content = (
+                step.content(self.input, data)
+                if step.content
+                else {"service_request_id": self.input.flow_id, **self.input.data, **data}
+            )
         else:
             content = step.content(self.input)
         return content.model_dump(mode="json") if hasattr(content, "model_dump") else dict(content)
@@ -620,7 +710,12 @@ class PathwayWorkflow:
         assert self.state is not None
         if not self.cancellation:
             return  # this pathway tells nobody when it is cancelled
-        outbound = OutboundState(step=self.state.step, kind=self.cancellation, message_header_id=str(workflow.uuid4()), receiver_sor=self.party(self.counterpart).sor)
+        outbound = OutboundState(
+            step=self.state.step,
+            kind=self.cancellation,
+            message_header_id=str(workflow.uuid4()),
+            receiver_sor=self.party(self.counterpart).sor,
+        )
         self.state.outbound.append(outbound)
         await self._send(Send(self.state.step, self.cancellation, to=self.counterpart), outbound, 0)
 
@@ -629,7 +724,9 @@ class PathwayWorkflow:
         assert self.state is not None and self._partner_cancel is not None
         message = self._partner_cancel
         self.state.status = PathwayStatus.CANCELLED
-        reason = f"cancelled by the partner (SOR {message.sender_sor})" + (f": {message.summary}" if message.summary else "")
+        reason = f"cancelled by the partner (SOR {message.sender_sor})" + (
+            f": {message.summary}" if message.summary else ""
+        )
         self._resolve_all(reason)
         self._event("received", self.state.step, reason, message.message_header_id)
 
@@ -657,7 +754,9 @@ class PathwayWorkflow:
 
     def _step_for_kind(self, kind: str) -> str:
         for step in self.all_steps():
-            if getattr(step, "message", None) == kind or (isinstance(step, AwaitOneOf) and any(o.message == kind for o in step.outcomes.values())):
+            if getattr(step, "message", None) == kind or (
+                isinstance(step, AwaitOneOf) and any(o.message == kind for o in step.outcomes.values())
+            ):
                 return step.name
         return self.state.step if self.state else ""
 
@@ -687,13 +786,20 @@ class PathwayWorkflow:
         if message.patient_hash and self.input.patient_hash and message.patient_hash != self.input.patient_hash:
             return "the message is about another patient than the pathway's"
         if message.kind == MessageKind.ACKNOWLEDGEMENT:
-            sent = next((o for o in (self.state.outbound if self.state else []) if o.message_header_id == message.response_to), None)
+            sent = next(
+                (o for o in (self.state.outbound if self.state else []) if o.message_header_id == message.response_to),
+                None,
+            )
             if sent is not None and sent.receiver_sor is not None and sent.receiver_sor != message.sender_sor:
-                return f"only the receiver of the acknowledged message (SOR {sent.receiver_sor}) may acknowledge it, not SOR {message.sender_sor}"
+                return (
+                    f"only the receiver of the acknowledged message (SOR {sent.receiver_sor}) "
+                    f"may acknowledge it, not SOR {message.sender_sor}"
+                )
             return None
         expected = self.expected_senders(message.kind)
         if expected and message.sender_sor not in expected:
-            return f"a {message_label(message.kind)} is expected from SOR {' or '.join(sorted(expected))}, not SOR {message.sender_sor}"
+            senders = " or ".join(sorted(expected))
+            return f"a {message_label(message.kind)} is expected from SOR {senders}, not SOR {message.sender_sor}"
         return None
 
     def expected_senders(self, kind: str) -> set[str]:
@@ -701,7 +807,11 @@ class PathwayWorkflow:
         name; for a type no step awaits, any party of the pathway."""
         assert self.input is not None
         roles = {s.sender for s in self.all_steps() if isinstance(s, AwaitReply) and s.message == kind}
-        roles |= {s.sender for s in self.all_steps() if isinstance(s, AwaitOneOf) and any(o.message == kind for o in s.outcomes.values())}
+        roles |= {
+            s.sender
+            for s in self.all_steps()
+            if isinstance(s, AwaitOneOf) and any(o.message == kind for o in s.outcomes.values())
+        }
         if kind == self.partner_cancellation:
             roles.add(self.counterpart)
         parties = self.input.parties
@@ -729,7 +839,11 @@ class PathwayWorkflow:
         return step
 
     def _require_active_and_reason(self, reason: str) -> None:
-        if self.state is None or self.state.status in (PathwayStatus.COMPLETED, PathwayStatus.CANCELLED, PathwayStatus.FAILED):
+        if self.state is None or self.state.status in (
+            PathwayStatus.COMPLETED,
+            PathwayStatus.CANCELLED,
+            PathwayStatus.FAILED,
+        ):
             raise ValueError("the pathway has ended")
         if not reason.strip():
             raise ValueError("a reason is required")
@@ -749,8 +863,25 @@ class PathwayWorkflow:
             if escalation.step == step:
                 escalation.resolved_at, escalation.resolution = workflow.now(), resolution
 
-    def _event(self, kind: str, step: str, detail: str, header_id: str | None = None, *, actor: str | None = None, key: str | None = None) -> None:
+    def _event(
+        self,
+        kind: str,
+        step: str,
+        detail: str,
+        header_id: str | None = None,
+        *,
+        actor: str | None = None,
+        key: str | None = None,
+    ) -> None:
         self._event_seq += 1
         self._pending_events.append(
-            TimelineEvent(key=key or f"{kind}-{self._event_seq}", at=workflow.now(), kind=kind, step=step, detail=detail, message_header_id=header_id, actor=actor)
+            TimelineEvent(
+                key=key or f"{kind}-{self._event_seq}",
+                at=workflow.now(),
+                kind=kind,
+                step=step,
+                detail=detail,
+                message_header_id=header_id,
+                actor=actor,
+            )
         )

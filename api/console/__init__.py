@@ -18,7 +18,11 @@ def static_file(name: str) -> FileResponse:
     """The console's own stylesheet and script (a fixed list: nothing else is served from disk)."""
     if name not in STATIC:
         raise HTTPException(404, "no such file")
-    return FileResponse(HERE / "static" / name, media_type=STATIC[name], headers={"Cache-Control": "public, max-age=300", "X-Content-Type-Options": "nosniff"})
+    return FileResponse(
+        HERE / "static" / name,
+        media_type=STATIC[name],
+        headers={"Cache-Control": "public, max-age=300", "X-Content-Type-Options": "nosniff"},
+    )
 
 
 router.include_router(login.router)

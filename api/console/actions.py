@@ -52,17 +52,35 @@ def _parse_deadline(value: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=COPENHAGEN)
 
 
-async def _update(client: Client, flow: Flow, action: Action, escalation: Escalation, user: ConsoleUser, reason: str, new_deadline: datetime | None) -> ActionResult:
+async def _update(
+    client: Client,
+    flow: Flow,
+    action: Action,
+    escalation: Escalation,
+    user: ConsoleUser,
+    reason: str,
+    new_deadline: datetime | None,
+) -> ActionResult:
     handle = client.get_workflow_handle(flow.workflow_id)
     if action == "resend":
-        return await handle.execute_update(PathwayWorkflow.resend, ResendRequest(actor=user.subject, reason=reason), rpc_timeout=UPDATE_TIMEOUT)
+        return await handle.execute_update(
+            PathwayWorkflow.resend, ResendRequest(actor=user.subject, reason=reason), rpc_timeout=UPDATE_TIMEOUT
+        )
     if action == "extend-deadline":
         assert new_deadline is not None
-        request = ExtendDeadlineRequest(actor=user.subject, reason=reason, step=escalation.step, new_deadline=new_deadline)
+        request = ExtendDeadlineRequest(
+            actor=user.subject, reason=reason, step=escalation.step, new_deadline=new_deadline
+        )
         return await handle.execute_update(PathwayWorkflow.extend_deadline, request, rpc_timeout=UPDATE_TIMEOUT)
     if action == "complete-step":
-        return await handle.execute_update(PathwayWorkflow.complete_step, CompleteStepRequest(actor=user.subject, reason=reason, step=escalation.step), rpc_timeout=UPDATE_TIMEOUT)
-    return await handle.execute_update(PathwayWorkflow.cancel, CancelRequest(actor=user.subject, reason=reason), rpc_timeout=UPDATE_TIMEOUT)
+        return await handle.execute_update(
+            PathwayWorkflow.complete_step,
+            CompleteStepRequest(actor=user.subject, reason=reason, step=escalation.step),
+            rpc_timeout=UPDATE_TIMEOUT,
+        )
+    return await handle.execute_update(
+        PathwayWorkflow.cancel, CancelRequest(actor=user.subject, reason=reason), rpc_timeout=UPDATE_TIMEOUT
+    )
 
 
 def _mark_resolved_by(session: Session, flow: Flow, action: Action, escalation: Escalation, actor: str) -> None:
@@ -71,9 +89,17 @@ def _mark_resolved_by(session: Session, flow: Flow, action: Action, escalation: 
     or a step done outside careflow, the resent message's step for a resend, all for a cancellation."""
     query = select(Escalation).where(Escalation.flow_id == flow.id, col(Escalation.resolved_by).is_(None))
     if action in ("extend-deadline", "complete-step"):
-        query = query.where(Escalation.step == escalation.step, (col(Escalation.resolved_at).is_(None)) | (Escalation.id == escalation.id))
+        query = query.where(
+            Escalation.step == escalation.step,
+            (col(Escalation.resolved_at).is_(None)) | (Escalation.id == escalation.id),
+        )
     elif action == "resend":
-        resent_step = session.exec(select(OutboundMessage.step).where(OutboundMessage.flow_id == flow.id).order_by(col(OutboundMessage.id).desc()).limit(1)).first()
+        resent_step = session.exec(
+            select(OutboundMessage.step)
+            .where(OutboundMessage.flow_id == flow.id)
+            .order_by(col(OutboundMessage.id).desc())
+            .limit(1)
+        ).first()
         query = query.where(Escalation.step == resent_step, col(Escalation.resolved_at).is_(None))
     else:
         query = query.where((col(Escalation.resolved_at).is_(None)) | (Escalation.id == escalation.id))
@@ -119,26 +145,63 @@ async def act_on_escalation(
         raise HTTPException(403, "This pathway is outside your organisations. Nothing was changed.")
     if escalation.resolved_at is not None:
         # A stale page: the pathway has moved on since it was loaded.
-        return flash_redirect(request, back, "error", f"This escalation was already resolved ({escalation.resolution or 'no detail'}). Nothing was changed.")
+        return flash_redirect(
+            request,
+            back,
+            "error",
+            f"This escalation was already resolved ({escalation.resolution or 'no detail'}). Nothing was changed.",
+        )
     deadline = None
     if action == "extend-deadline":
         try:
             deadline = _parse_deadline(new_deadline)
         except ValueError as err:
             return flash_redirect(request, back, "error", f"Not done: {err}.")
-    audit_detail = f"escalation {escalation.id} ({escalation.step}): {reason}" + (f"; new deadline {deadline.isoformat()}" if deadline else "")
+    audit_detail = f"escalation {escalation.id} ({escalation.step}): {reason}" + (
+        f"; new deadline {deadline.isoformat()}" if deadline else ""
+    )
     try:
         result = await _update(temporal, flow, action, escalation, user, reason, deadline)
     except WorkflowUpdateFailedError as err:
         refusal = _refusal(err)
-        await run_in_threadpool(_audit, session, AuditEntry(actor=user.subject, role=user.role, action=f"console-{action}-refused", flow_id=flow.id, detail=f"{audit_detail} — refused: {refusal}"))
-        return flash_redirect(request, back, "error", f"The pathway refused this action: {refusal}. Nothing was changed.")
+        await run_in_threadpool(
+            _audit,
+            session,
+            AuditEntry(
+                actor=user.subject,
+                role=user.role,
+                action=f"console-{action}-refused",
+                flow_id=flow.id,
+                detail=f"{audit_detail} — refused: {refusal}",
+            ),
+        )
+        return flash_redirect(
+            request, back, "error", f"The pathway refused this action: {refusal}. Nothing was changed."
+        )
     except WorkflowUpdateRPCTimeoutOrCancelledError:
         log.warning("console %s on flow %s: no answer from Temporal in time", action, flow.id)
-        return flash_redirect(request, back, "error", "The workflow service did not answer in time; the action may still take effect. Reload in a moment and check the timeline.")
+        return flash_redirect(
+            request,
+            back,
+            "error",
+            "The workflow service did not answer in time; the action may still take effect. Reload in a moment and "
+            "check the timeline.",
+        )
     except RPCError as err:
         log.warning("console %s on flow %s failed: %s", action, flow.id, err.status.name if err.status else "rpc error")
-        return flash_redirect(request, back, "error", f"The workflow service could not take the action ({err.message}). Nothing was changed.")
-    await run_in_threadpool(_audit, session, AuditEntry(actor=user.subject, role=user.role, action=f"console-{action}", flow_id=flow.id, detail=audit_detail), lambda: _mark_resolved_by(session, flow, action, escalation, user.subject))
+        return flash_redirect(
+            request,
+            back,
+            "error",
+            f"The workflow service could not take the action ({err.message}). Nothing was changed.",
+        )
+    await run_in_threadpool(
+        _audit,
+        session,
+        AuditEntry(
+            actor=user.subject, role=user.role, action=f"console-{action}", flow_id=flow.id, detail=audit_detail
+        ),
+        lambda: _mark_resolved_by(session, flow, action, escalation, user.subject),
+    )
     log.info("console %s on flow %s by %s", action, flow.id, user.subject)
     return flash_redirect(request, back, "ok", f"Done: {result.detail}.")

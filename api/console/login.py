@@ -1,4 +1,5 @@
-"""Console login and logout: a coordinator pastes a token from the identity provider; the console keeps a signed session."""
+"""Console login and logout: a coordinator pastes a token from the identity provider; the console
+keeps a signed session."""
 
 from __future__ import annotations
 
@@ -9,7 +10,17 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from api.console.session import ConsoleSession, csrf_valid
-from api.console.web import CONSOLE_ROLES, ConsoleRoute, CsrfCheckedCoordinator, clear_session_cookie, end_console_session, open_console_session, read_session, set_session_cookie, templates
+from api.console.web import (
+    CONSOLE_ROLES,
+    ConsoleRoute,
+    CsrfCheckedCoordinator,
+    clear_session_cookie,
+    end_console_session,
+    open_console_session,
+    read_session,
+    set_session_cookie,
+    templates,
+)
 from api.deps import SessionDep
 from careflow.auth import InvalidToken
 from store.models import AuditEntry
@@ -18,8 +29,12 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)
 
 
-def _login_page(request: Request, session: ConsoleSession, error: str | None = None, status_code: int = 200) -> HTMLResponse:
-    response = templates.TemplateResponse(request, "login.html", {"csrf": session.csrf, "error": error, "user": None}, status_code=status_code)
+def _login_page(
+    request: Request, session: ConsoleSession, error: str | None = None, status_code: int = 200
+) -> HTMLResponse:
+    response = templates.TemplateResponse(
+        request, "login.html", {"csrf": session.csrf, "error": error, "user": None}, status_code=status_code
+    )
     set_session_cookie(response, request, session)
     return response
 
@@ -34,11 +49,18 @@ def login_form(request: Request) -> Response:
 
 
 @router.post("/login", response_class=HTMLResponse)
-def login(request: Request, db: SessionDep, token: Annotated[str, Form()] = "", csrf_token: Annotated[str, Form()] = "") -> Response:
+def login(
+    request: Request, db: SessionDep, token: Annotated[str, Form()] = "", csrf_token: Annotated[str, Form()] = ""
+) -> Response:
     """Check the pasted token: only coordinators and admins enter the console."""
     session = read_session(request)
     if not csrf_valid(session, csrf_token):
-        return _login_page(request, ConsoleSession.anonymous(), "The login form had expired. Please paste your token again.", status_code=403)
+        return _login_page(
+            request,
+            ConsoleSession.anonymous(),
+            "The login form had expired. Please paste your token again.",
+            status_code=403,
+        )
     assert session is not None
     try:
         principal = request.app.state.verifier.verify(token.strip())
@@ -47,12 +69,18 @@ def login(request: Request, db: SessionDep, token: Annotated[str, Form()] = "", 
     if principal.role.value not in CONSOLE_ROLES:
         log.info("console login refused for role %s", principal.role.value)
         return _login_page(
-            request, session, f"A {principal.role.value} token cannot open the coordinator console: it is for care coordinators (and admins) only.", status_code=403
+            request,
+            session,
+            f"A {principal.role.value} token cannot open the coordinator console: it is for care coordinators (and "
+            "admins) only.",
+            status_code=403,
         )
     db.add(AuditEntry(actor=principal.subject, role=principal.role.value, action="console-login"))
     db.commit()
     response = RedirectResponse("/console", status_code=303)
-    console_session = ConsoleSession.login(principal.subject, principal.role.value, principal.expires_at, tuple(principal.organisations))
+    console_session = ConsoleSession.login(
+        principal.subject, principal.role.value, principal.expires_at, tuple(principal.organisations)
+    )
     open_console_session(request.app.state.engine, console_session)
     set_session_cookie(response, request, console_session)
     return response

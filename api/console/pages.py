@@ -13,12 +13,20 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from api.console.web import COPENHAGEN, ConsoleRoute, ConsoleUser, CsrfCheckedCoordinator, CurrentCoordinator, aware, render, templates
+from api.console.web import (
+    COPENHAGEN,
+    ConsoleRoute,
+    ConsoleUser,
+    CsrfCheckedCoordinator,
+    CurrentCoordinator,
+    aware,
+    render,
+    templates,
+)
 from api.deps import DirectoryDep, KeyRingDep, SessionDep, SettingsDep
 from api.flows_query import SORTS, FlowFilter, flow_detail, list_flows
 from api.scoping import in_scope, restrict
-from careflow.crypto import KeyRing
-from careflow.crypto import cpr_lookup_hash
+from careflow.crypto import KeyRing, cpr_lookup_hash
 from messaging import Directory, from_xml
 from messaging.formats import looks_like_xml
 from store.audit import search_detail
@@ -35,7 +43,9 @@ STATUSES = (FlowStatus.ACTIVE, FlowStatus.ESCALATED, FlowStatus.COMPLETED, FlowS
 
 def _awaiting_ack_flow_ids():  # noqa: ANN202
     """Flows with an outbound message sent but not (yet) acknowledged."""
-    return select(OutboundMessage.flow_id).where(col(OutboundMessage.ack_code).is_(None), col(OutboundMessage.sent_at).is_not(None))
+    return select(OutboundMessage.flow_id).where(
+        col(OutboundMessage.ack_code).is_(None), col(OutboundMessage.sent_at).is_not(None)
+    )
 
 
 @dataclass
@@ -88,17 +98,35 @@ def overview(request: Request, user: CurrentCoordinator, session: SessionDep) ->
     """Counts by pathway and step, overdue flows, open escalations, unacknowledged messages."""
     scope = user.scope
     by_step = session.exec(
-        restrict(select(Flow.pathway, Flow.step, func.count()).where(col(Flow.status).in_(OPEN_STATUSES)), scope).group_by(Flow.pathway, Flow.step)
+        restrict(
+            select(Flow.pathway, Flow.step, func.count()).where(col(Flow.status).in_(OPEN_STATUSES)), scope
+        ).group_by(Flow.pathway, Flow.step)
     ).all()
     order = {name: i for i, name in enumerate(_step_names(request.app.state.pathways))}
-    by_status = session.exec(restrict(select(Flow.pathway, Flow.status, func.count()), scope).group_by(Flow.pathway, Flow.status)).all()
-    overdue = session.exec(ConsoleFilter(overdue=True, organisations=scope).apply(select(func.count()).select_from(Flow))).one()
-    open_escalations = session.exec(restrict(select(func.count()).select_from(Escalation).join(Flow, col(Flow.id) == col(Escalation.flow_id)).where(col(Escalation.resolved_at).is_(None)), scope)).one()
+    by_status = session.exec(
+        restrict(select(Flow.pathway, Flow.status, func.count()), scope).group_by(Flow.pathway, Flow.status)
+    ).all()
+    overdue = session.exec(
+        ConsoleFilter(overdue=True, organisations=scope).apply(select(func.count()).select_from(Flow))
+    ).one()
+    open_escalations = session.exec(
+        restrict(
+            select(func.count())
+            .select_from(Escalation)
+            .join(Flow, col(Flow.id) == col(Escalation.flow_id))
+            .where(col(Escalation.resolved_at).is_(None)),
+            scope,
+        )
+    ).one()
     awaiting_ack = session.exec(
         restrict(
             select(func.count(func.distinct(OutboundMessage.message_header_id)))
             .join(Flow, col(Flow.id) == col(OutboundMessage.flow_id))
-            .where(col(OutboundMessage.ack_code).is_(None), col(OutboundMessage.sent_at).is_not(None), col(Flow.status).in_(OPEN_STATUSES)),
+            .where(
+                col(OutboundMessage.ack_code).is_(None),
+                col(OutboundMessage.sent_at).is_not(None),
+                col(Flow.status).in_(OPEN_STATUSES),
+            ),
             scope,
         )
     ).one()
@@ -152,22 +180,54 @@ def _list_context(session: Session, query: ListQuery, scope: frozenset[str] | No
     sort = query.sort if query.sort in SORTS else "deadline"
     page = query.page
     items, total = list_flows(session, flt, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE, sort=sort)
-    params = {"pathway": query.pathway, "step": query.step, "status": query.status, "overdue": query.overdue, "receiving_sor": query.receiving_sor, "escalated": query.escalated, "awaiting_ack": query.awaiting_ack, "sort": sort}
-    return {"items": items, "total": total, "page": page, "pages": max(1, math.ceil(total / PAGE_SIZE)), "params": params, "now": utcnow()}
+    params = {
+        "pathway": query.pathway,
+        "step": query.step,
+        "status": query.status,
+        "overdue": query.overdue,
+        "receiving_sor": query.receiving_sor,
+        "escalated": query.escalated,
+        "awaiting_ack": query.awaiting_ack,
+        "sort": sort,
+    }
+    return {
+        "items": items,
+        "total": total,
+        "page": page,
+        "pages": max(1, math.ceil(total / PAGE_SIZE)),
+        "params": params,
+        "now": utcnow(),
+    }
 
 
 @router.get("/flows", response_class=HTMLResponse)
-def flows(request: Request, user: CurrentCoordinator, session: SessionDep, directory: DirectoryDep, query: ListQueryDep) -> Response:
+def flows(
+    request: Request, user: CurrentCoordinator, session: SessionDep, directory: DirectoryDep, query: ListQueryDep
+) -> Response:
     """Pathways (no patient data), filtered, soonest deadline first, paginated; refreshes itself."""
     context = _list_context(session, query, user.scope)
-    return render(request, "flows.html", {"user": user, "choices": _filter_choices(directory, request.app.state.pathways), "organisations": _names(directory), "search": None, **context})
+    return render(
+        request,
+        "flows.html",
+        {
+            "user": user,
+            "choices": _filter_choices(directory, request.app.state.pathways),
+            "organisations": _names(directory),
+            "search": None,
+            **context,
+        },
+    )
 
 
 @router.get("/flows/table", response_class=HTMLResponse)
-def flows_table(request: Request, user: CurrentCoordinator, session: SessionDep, directory: DirectoryDep, query: ListQueryDep) -> Response:
+def flows_table(
+    request: Request, user: CurrentCoordinator, session: SessionDep, directory: DirectoryDep, query: ListQueryDep
+) -> Response:
     """The list's table alone, fetched by the page every few seconds."""
     context = _list_context(session, query, user.scope)
-    return templates.TemplateResponse(request, "_flows_table.html", {"user": user, "organisations": _names(directory), "search": None, **context})
+    return templates.TemplateResponse(
+        request, "_flows_table.html", {"user": user, "organisations": _names(directory), "search": None, **context}
+    )
 
 
 @router.post("/flows/search", response_class=HTMLResponse)
@@ -183,13 +243,43 @@ def search_by_cpr(
     normalised = cpr.replace("-", "").replace(" ", "").strip()
     if not (len(normalised) == 10 and normalised.isdigit()):
         context = _list_context(session, ListQuery(), user.scope)
-        return render(request, "flows.html", {"user": user, "choices": _filter_choices(directory, request.app.state.pathways), "organisations": _names(directory), "search": {"error": "A CPR number has 10 digits (DDMMYY-XXXX)."}, **context}, status_code=422)
+        return render(
+            request,
+            "flows.html",
+            {
+                "user": user,
+                "choices": _filter_choices(directory, request.app.state.pathways),
+                "organisations": _names(directory),
+                "search": {"error": "A CPR number has 10 digits (DDMMYY-XXXX)."},
+                **context,
+            },
+            status_code=422,
+        )
     cpr_hash = cpr_lookup_hash(normalised, settings.cpr_hash_key)
-    items, total = list_flows(session, FlowFilter(cpr_hash=cpr_hash, organisations=user.scope), limit=200, offset=0, sort="newest")
-    session.add(AuditEntry(actor=user.subject, role=user.role, action="console-search-by-cpr", detail=search_detail(cpr_hash, total, [f.id for f in items])))
+    items, total = list_flows(
+        session, FlowFilter(cpr_hash=cpr_hash, organisations=user.scope), limit=200, offset=0, sort="newest"
+    )
+    session.add(
+        AuditEntry(
+            actor=user.subject,
+            role=user.role,
+            action="console-search-by-cpr",
+            detail=search_detail(cpr_hash, total, [f.id for f in items]),
+        )
+    )
     session.commit()
     context = {"items": items, "total": total, "page": 1, "pages": 1, "params": {}, "now": utcnow()}
-    return render(request, "flows.html", {"user": user, "choices": _filter_choices(directory, request.app.state.pathways), "organisations": _names(directory), "search": {"total": total}, **context})
+    return render(
+        request,
+        "flows.html",
+        {
+            "user": user,
+            "choices": _filter_choices(directory, request.app.state.pathways),
+            "organisations": _names(directory),
+            "search": {"total": total},
+            **context,
+        },
+    )
 
 
 # ----- flow detail --------------------------------------------------------------------------
@@ -206,7 +296,14 @@ def _steps(flow: Flow, pathways: Pathways) -> list[dict]:
 
 
 @router.get("/flows/{flow_id}", response_class=HTMLResponse)
-def flow_page(request: Request, flow_id: str, user: CurrentCoordinator, session: SessionDep, key_ring: KeyRingDep, directory: DirectoryDep) -> Response:
+def flow_page(
+    request: Request,
+    flow_id: str,
+    user: CurrentCoordinator,
+    session: SessionDep,
+    key_ring: KeyRingDep,
+    directory: DirectoryDep,
+) -> Response:
     """One pathway: its steps, messages and acknowledgements, deadlines and escalations (audited)."""
     flow = session.get(Flow, flow_id)
     if flow is None:
@@ -220,28 +317,55 @@ def flow_page(request: Request, flow_id: str, user: CurrentCoordinator, session:
 
 @router.post("/flows/{flow_id}/break-glass", response_class=HTMLResponse)
 def break_glass(
-    request: Request, flow_id: str, user: CsrfCheckedCoordinator, session: SessionDep, key_ring: KeyRingDep, directory: DirectoryDep, reason: Annotated[str, Form(max_length=500)] = ""
+    request: Request,
+    flow_id: str,
+    user: CsrfCheckedCoordinator,
+    session: SessionDep,
+    key_ring: KeyRingDep,
+    directory: DirectoryDep,
+    reason: Annotated[str, Form(max_length=500)] = "",
 ) -> Response:
     """Read a pathway outside one's organisations, giving the reason: flagged in the audit log."""
     flow = session.get(Flow, flow_id)
     if flow is None:
         raise HTTPException(404, f"There is no flow {flow_id}.")
     if not reason.strip():
-        return render(request, "break_glass.html", {"user": user, "flow_id": flow_id, "error": "Say why you need to read this pathway."}, status_code=422)
-    session.add(AuditEntry(actor=user.subject, role=user.role, action="console-break-glass-read-flow", flow_id=flow_id, detail=reason.strip(), break_glass=True))
+        return render(
+            request,
+            "break_glass.html",
+            {"user": user, "flow_id": flow_id, "error": "Say why you need to read this pathway."},
+            status_code=422,
+        )
+    session.add(
+        AuditEntry(
+            actor=user.subject,
+            role=user.role,
+            action="console-break-glass-read-flow",
+            flow_id=flow_id,
+            detail=reason.strip(),
+            break_glass=True,
+        )
+    )
     session.commit()
     return _flow_page(request, flow, user, session, key_ring, directory)
 
 
-def _flow_page(request: Request, flow: Flow, user: ConsoleUser, session: Session, key_ring: KeyRing, directory: Directory) -> Response:
+def _flow_page(
+    request: Request, flow: Flow, user: ConsoleUser, session: Session, key_ring: KeyRing, directory: Directory
+) -> Response:
     detail = flow_detail(session, flow, key_ring)
     names = _names(directory)
     return render(
         request,
         "flow.html",
         {
-            "user": user, "flow": detail, "steps": _steps(flow, request.app.state.pathways), "organisations": names,
-            "open_escalations": [e for e in detail.escalations if e.resolved_at is None], "now": utcnow(), "default_deadline": _default_deadline(flow),
+            "user": user,
+            "flow": detail,
+            "steps": _steps(flow, request.app.state.pathways),
+            "organisations": names,
+            "open_escalations": [e for e in detail.escalations if e.resolved_at is None],
+            "now": utcnow(),
+            "default_deadline": _default_deadline(flow),
             "awaited_event": _awaited_event(flow, request.app.state.pathways),
         },
     )
@@ -263,7 +387,15 @@ def _default_deadline(flow: Flow) -> str:
 
 
 @router.get("/flows/{flow_id}/messages/{direction}/{message_id}", response_class=HTMLResponse)
-def message_page(request: Request, flow_id: str, direction: str, message_id: Annotated[int, Path(ge=1, le=2**62)], user: CurrentCoordinator, session: SessionDep, key_ring: KeyRingDep) -> Response:
+def message_page(
+    request: Request,
+    flow_id: str,
+    direction: str,
+    message_id: Annotated[int, Path(ge=1, le=2**62)],
+    user: CurrentCoordinator,
+    session: SessionDep,
+    key_ring: KeyRingDep,
+) -> Response:
     """One stored message as formatted FHIR (it holds patient data: audited)."""
     table = {"out": OutboundMessage, "in": InboundMessage}.get(direction)
     row = session.get(table, message_id) if table else None
@@ -271,13 +403,38 @@ def message_page(request: Request, flow_id: str, direction: str, message_id: Ann
         raise HTTPException(404, "There is no such message on this flow.")
     flow = session.get(Flow, flow_id)
     if flow is None or not in_scope(flow, user.scope):
-        raise HTTPException(403, "This pathway is outside your organisations (a break-glass read shows its page, not its messages).")
-    session.add(AuditEntry(actor=user.subject, role=user.role, action="console-read-message", flow_id=flow_id, detail=f"{direction} {row.message_header_id}"))
+        raise HTTPException(
+            403, "This pathway is outside your organisations (a break-glass read shows its page, not its messages)."
+        )
+    session.add(
+        AuditEntry(
+            actor=user.subject,
+            role=user.role,
+            action="console-read-message",
+            flow_id=flow_id,
+            detail=f"{direction} {row.message_header_id}",
+        )
+    )
     session.commit()
     key = row.bundle_id if direction == "out" else row.message_header_id
     body = _formatted(key_ring.decrypt_text(row.body_enc, sealed_as(table, "body_enc", key)))
-    acknowledgement = _formatted(key_ring.decrypt_text(row.ack_enc, sealed_as(InboundMessage, "ack_enc", key))) if direction == "in" and row.ack_enc else None
-    return render(request, "message.html", {"user": user, "flow_id": flow_id, "direction": direction, "message": row, "body": body, "acknowledgement": acknowledgement})
+    acknowledgement = (
+        _formatted(key_ring.decrypt_text(row.ack_enc, sealed_as(InboundMessage, "ack_enc", key)))
+        if direction == "in" and row.ack_enc
+        else None
+    )
+    return render(
+        request,
+        "message.html",
+        {
+            "user": user,
+            "flow_id": flow_id,
+            "direction": direction,
+            "message": row,
+            "body": body,
+            "acknowledgement": acknowledgement,
+        },
+    )
 
 
 def _formatted(text: str) -> str:
@@ -301,10 +458,24 @@ def _formatted(text: str) -> str:
 def escalations(request: Request, user: CurrentCoordinator, session: SessionDep) -> Response:
     """Open escalations, oldest first, each with its actions; and the latest resolved ones."""
     open_rows = session.exec(
-        restrict(select(Escalation, Flow).join(Flow, col(Flow.id) == col(Escalation.flow_id)).where(col(Escalation.resolved_at).is_(None)), user.scope).order_by(col(Escalation.opened_at), col(Escalation.id)).limit(500)
+        restrict(
+            select(Escalation, Flow)
+            .join(Flow, col(Flow.id) == col(Escalation.flow_id))
+            .where(col(Escalation.resolved_at).is_(None)),
+            user.scope,
+        )
+        .order_by(col(Escalation.opened_at), col(Escalation.id))
+        .limit(500)
     ).all()
     resolved = session.exec(
-        restrict(select(Escalation).join(Flow, col(Flow.id) == col(Escalation.flow_id)).where(col(Escalation.resolved_at).is_not(None)), user.scope).order_by(col(Escalation.resolved_at).desc()).limit(20)
+        restrict(
+            select(Escalation)
+            .join(Flow, col(Flow.id) == col(Escalation.flow_id))
+            .where(col(Escalation.resolved_at).is_not(None)),
+            user.scope,
+        )
+        .order_by(col(Escalation.resolved_at).desc())
+        .limit(20)
     ).all()
     items = [{"escalation": e, "flow": f, "default_deadline": _default_deadline(f)} for e, f in open_rows]
     return render(request, "escalations.html", {"user": user, "items": items, "resolved": resolved, "now": utcnow()})

@@ -11,12 +11,26 @@ from fastapi.responses import HTMLResponse, Response
 
 from api.console.web import ConsoleRoute, CurrentCoordinator, render
 from api.deps import DirectoryDep, SessionDep
-from api.reports import BadPeriod, PartnerSla, Period, parse_period, csv_filename, partner_report, report_csv, reply_step_names
+from api.reports import (
+    BadPeriod,
+    PartnerSla,
+    Period,
+    csv_filename,
+    parse_period,
+    partner_report,
+    reply_step_names,
+    report_csv,
+)
 from store.models import utcnow
 
 router = APIRouter(prefix="/console/reports", route_class=ConsoleRoute, include_in_schema=False)
 
-PRESETS = (("24 h", timedelta(days=1)), ("7 days", timedelta(days=7)), ("30 days", timedelta(days=30)), ("90 days", timedelta(days=90)))
+PRESETS = (
+    ("24 h", timedelta(days=1)),
+    ("7 days", timedelta(days=7)),
+    ("30 days", timedelta(days=30)),
+    ("90 days", timedelta(days=90)),
+)
 # Chart geometry (SVG user units).
 LABEL_WIDTH, BAR_WIDTH, ROW_HEIGHT, TOP = 330, 520, 34, 28
 
@@ -116,4 +130,8 @@ def partners_csv(
     """The same CSV as `GET /reports/partners.csv`, for the console's session (the API wants a bearer token)."""
     period = _period(since, until)
     body = report_csv(partner_report(session, period, directory))
-    return Response(body, media_type="text/csv; charset=utf-8", headers={"Content-Disposition": f'attachment; filename="{csv_filename(period)}"'})
+    return Response(
+        body,
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{csv_filename(period)}"'},
+    )

@@ -1,8 +1,8 @@
-"""The console's session cookie and CSRF token: a signed, expiring payload; no server-side state.
+"""The console's session cookie and CSRF token: a signed, expiring payload.
 
 The cookie holds who is logged in (token subject and role: never patient data), when the session
-ends, and the session's CSRF token. It is signed with an HMAC key derived from the session secret (CAREFLOW_SESSION_SECRET),
-so a forged or altered cookie is simply not a session.
+ends, and the session's CSRF token. It is signed with an HMAC key derived from the session secret
+(CAREFLOW_SESSION_SECRET), so a forged or altered cookie is simply not a session.
 """
 
 from __future__ import annotations
@@ -73,19 +73,28 @@ class ConsoleSession:
         return self.sub is not None
 
     @classmethod
-    def anonymous(cls) -> "ConsoleSession":
+    def anonymous(cls) -> ConsoleSession:
         return cls(csrf=secrets.token_urlsafe(32), exp=int(time.time()) + ANONYMOUS_SECONDS)
 
     @classmethod
-    def login(cls, subject: str, role: str, token_expires_at: int, organisations: tuple[str, ...] = ()) -> "ConsoleSession":
+    def login(
+        cls, subject: str, role: str, token_expires_at: int, organisations: tuple[str, ...] = ()
+    ) -> ConsoleSession:
         # A fresh CSRF token at login: a token planted before login is worth nothing after it.
-        return cls(csrf=secrets.token_urlsafe(32), exp=min(int(time.time()) + SESSION_SECONDS, token_expires_at), sub=subject, role=role, orgs=tuple(organisations), sid=secrets.token_urlsafe(32))
+        return cls(
+            csrf=secrets.token_urlsafe(32),
+            exp=min(int(time.time()) + SESSION_SECONDS, token_expires_at),
+            sub=subject,
+            role=role,
+            orgs=tuple(organisations),
+            sid=secrets.token_urlsafe(32),
+        )
 
     def encode(self, secret: str) -> str:
         return sign(secret, "session", asdict(self))
 
     @classmethod
-    def decode(cls, secret: str, value: str | None) -> "ConsoleSession | None":
+    def decode(cls, secret: str, value: str | None) -> ConsoleSession | None:
         payload = unsign(secret, "session", value)
         if payload is None or not isinstance(payload.get("csrf"), str):
             return None

@@ -12,7 +12,14 @@ from fastapi.responses import HTMLResponse, Response
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
-from api.console.web import ConsoleRoute, ConsoleUser, CsrfCheckedCoordinator, CurrentCoordinator, flash_redirect, render
+from api.console.web import (
+    ConsoleRoute,
+    ConsoleUser,
+    CsrfCheckedCoordinator,
+    CurrentCoordinator,
+    flash_redirect,
+    render,
+)
 from api.deps import SessionDep, TemporalDep
 from api.scoping import in_scope
 from exchange.triage import Triage, TriageRefused, held
@@ -29,7 +36,9 @@ def _whole_region(user: ConsoleUser) -> None:
     """Held messages belong to no flow yet, so to no organisation's scope: triage is for coordinators
     of every organisation (`*`) and admins."""
     if user.scope is not None:
-        raise HTTPException(403, "The triage queue is for coordinators of all organisations: held messages belong to no flow yet.")
+        raise HTTPException(
+            403, "The triage queue is for coordinators of all organisations: held messages belong to no flow yet."
+        )
 
 
 @router.get("/triage", response_class=HTMLResponse)
@@ -56,7 +65,9 @@ async def act_on_held(
         return flash_redirect(request, "/console/triage", "error", "Not done: a reason is required.")
     try:
         if action == "attach":
-            row = await run_in_threadpool(triage.attach, session, message_id, flow_id.strip(), user.subject, user.role, reason)
+            row = await run_in_threadpool(
+                triage.attach, session, message_id, flow_id.strip(), user.subject, user.role, reason
+            )
         elif action == "reprocess":
             row = await run_in_threadpool(triage.reprocess, session, message_id, user.subject, user.role)
         else:
@@ -64,11 +75,21 @@ async def act_on_held(
     except TriageRefused as err:
         return flash_redirect(request, "/console/triage", "error", f"Not done: {err.detail}.")
     request.app.state.after_store(row.id)
-    return flash_redirect(request, "/console/triage", "ok", f"Done: message {row.message_header_id} {row.status_reason}.")
+    return flash_redirect(
+        request, "/console/triage", "ok", f"Done: message {row.message_header_id} {row.status_reason}."
+    )
 
 
 @router.post("/flows/{flow_id}/events/{event}")
-async def report_event(request: Request, flow_id: str, event: str, user: CsrfCheckedCoordinator, session: SessionDep, temporal: TemporalDep, reason: Reason = "") -> Response:
+async def report_event(
+    request: Request,
+    flow_id: str,
+    event: str,
+    user: CsrfCheckedCoordinator,
+    session: SessionDep,
+    temporal: TemporalDep,
+    reason: Reason = "",
+) -> Response:
     """Report an event the flow's pathway awaits (e.g. the patient discharged), as the coordinator."""
     back = f"/console/flows/{flow_id}"
     flow = await run_in_threadpool(session.get, Flow, flow_id)
@@ -78,14 +99,31 @@ async def report_event(request: Request, flow_id: str, event: str, user: CsrfChe
         raise HTTPException(403, "This pathway is outside your organisations. Nothing was changed.")
     report = EventReport(event=event, actor=user.subject, role="coordinator", reason=reason)
     try:
-        result = await temporal.get_workflow_handle(flow.workflow_id).execute_update(PathwayWorkflow.report_event, report, rpc_timeout=timedelta(seconds=20))
+        result = await temporal.get_workflow_handle(flow.workflow_id).execute_update(
+            PathwayWorkflow.report_event, report, rpc_timeout=timedelta(seconds=20)
+        )
     except WorkflowUpdateFailedError as err:
-        return flash_redirect(request, back, "error", f"The pathway refused it: {getattr(err.cause, 'message', '') or err.cause}. Nothing was changed.")
+        return flash_redirect(
+            request,
+            back,
+            "error",
+            f"The pathway refused it: {getattr(err.cause, 'message', '') or err.cause}. Nothing was changed.",
+        )
     except RPCError as err:
-        return flash_redirect(request, back, "error", f"The workflow service could not take it ({err.message}). Nothing was changed.")
+        return flash_redirect(
+            request, back, "error", f"The workflow service could not take it ({err.message}). Nothing was changed."
+        )
 
     def audit() -> None:
-        session.add(AuditEntry(actor=user.subject, role=user.role, action=f"console-report-event:{event}", flow_id=flow_id, detail=reason))
+        session.add(
+            AuditEntry(
+                actor=user.subject,
+                role=user.role,
+                action=f"console-report-event:{event}",
+                flow_id=flow_id,
+                detail=reason,
+            )
+        )
         session.commit()
 
     await run_in_threadpool(audit)

@@ -17,14 +17,22 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
-
 from sqlalchemy import Engine, update
 from sqlmodel import Session, col
 
-from api.console.session import COOKIE_NAME, COOKIE_PATH, FLASH_COOKIE, ConsoleSession, csrf_valid, decode_flash, encode_flash, sid_hash
-from store.models import ConsoleLogin, utcnow
+from api.console.session import (
+    COOKIE_NAME,
+    COOKIE_PATH,
+    FLASH_COOKIE,
+    ConsoleSession,
+    csrf_valid,
+    decode_flash,
+    encode_flash,
+    sid_hash,
+)
 from api.scoping import visible_organisations
 from careflow.auth import Role
+from store.models import ConsoleLogin, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +52,7 @@ def _declared_terms() -> dict[str, str]:
     from workflows.registry import PATHWAYS
 
     terms: dict[str, str] = {}
-    for pathway in (_loaded_pathways or PATHWAYS):
+    for pathway in _loaded_pathways or PATHWAYS:
         for step in pathway.all_steps():
             if isinstance(step, Send | AwaitReply | SendOnEvent):
                 terms.setdefault(step.name, _both(message_label(step.message)))
@@ -117,6 +125,8 @@ def query_string(params: dict[str, Any], **changes: Any) -> str:
 
 
 templates = Jinja2Templates(directory=str(HERE / "templates"))
+
+
 def age(seconds: float) -> str:
     """How long something has waited, coarsely: '45 s', '12 min', '3 h', '2 d'."""
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
@@ -146,7 +156,9 @@ class ConsoleRoute(APIRoute):
             except HTTPException as exc:
                 response = error_page(request, exc.status_code, str(exc.detail))
             except RequestValidationError as exc:
-                problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ())[1:])}: {e.get('msg', 'invalid')}" for e in exc.errors())
+                problems = "; ".join(
+                    f"{'.'.join(str(p) for p in e.get('loc', ())[1:])}: {e.get('msg', 'invalid')}" for e in exc.errors()
+                )
                 response = error_page(request, 422, f"the request was not understood ({problems})")
             for name, value in SECURITY_HEADERS.items():
                 response.headers.setdefault(name, value)
@@ -156,7 +168,9 @@ class ConsoleRoute(APIRoute):
 
 
 def error_page(request: Request, status: int, message: str) -> HTMLResponse:
-    return templates.TemplateResponse(request, "error.html", {"status": status, "message": message, "user": None}, status_code=status)
+    return templates.TemplateResponse(
+        request, "error.html", {"status": status, "message": message, "user": None}, status_code=status
+    )
 
 
 def read_session(request: Request) -> ConsoleSession | None:
@@ -200,14 +214,30 @@ def open_console_session(engine: Engine, session: ConsoleSession) -> None:
     organisations = json.dumps(sorted(session.orgs))
     with Session(engine) as db:
         changed = (col(ConsoleLogin.role) != session.role) | (col(ConsoleLogin.organisations_json) != organisations)
-        db.exec(update(ConsoleLogin).where(col(ConsoleLogin.subject) == session.sub, col(ConsoleLogin.ended_at).is_(None), changed).values(ended_at=utcnow()))
-        db.add(ConsoleLogin(sid_hash=sid_hash(session.sid), subject=session.sub, role=session.role, organisations_json=organisations, expires_at=datetime.fromtimestamp(session.exp, UTC)))
+        db.exec(
+            update(ConsoleLogin)
+            .where(col(ConsoleLogin.subject) == session.sub, col(ConsoleLogin.ended_at).is_(None), changed)
+            .values(ended_at=utcnow())
+        )
+        db.add(
+            ConsoleLogin(
+                sid_hash=sid_hash(session.sid),
+                subject=session.sub,
+                role=session.role,
+                organisations_json=organisations,
+                expires_at=datetime.fromtimestamp(session.exp, UTC),
+            )
+        )
         db.commit()
 
 
 def end_console_session(engine: Engine, sid: str) -> None:
     with Session(engine) as db:
-        db.exec(update(ConsoleLogin).where(col(ConsoleLogin.sid_hash) == sid_hash(sid), col(ConsoleLogin.ended_at).is_(None)).values(ended_at=utcnow()))
+        db.exec(
+            update(ConsoleLogin)
+            .where(col(ConsoleLogin.sid_hash) == sid_hash(sid), col(ConsoleLogin.ended_at).is_(None))
+            .values(ended_at=utcnow())
+        )
         db.commit()
 
 
@@ -219,20 +249,38 @@ def get_console_user(request: Request) -> ConsoleUser:
         raise LoginRequired()
     with Session(request.app.state.engine) as db:
         row = db.get(ConsoleLogin, sid_hash(session.sid))
-    if row is None or row.ended_at is not None or aware(row.expires_at) < utcnow() or row.subject != session.sub or row.role not in CONSOLE_ROLES:
+    if (
+        row is None
+        or row.ended_at is not None
+        or aware(row.expires_at) < utcnow()
+        or row.subject != session.sub
+        or row.role not in CONSOLE_ROLES
+    ):
         raise LoginRequired()
     request.state.actor = (row.subject, row.role)  # for the audit of a 403
-    return ConsoleUser(subject=row.subject, role=row.role, csrf=session.csrf, organisations=tuple(json.loads(row.organisations_json)), sid=session.sid)
+    return ConsoleUser(
+        subject=row.subject,
+        role=row.role,
+        csrf=session.csrf,
+        organisations=tuple(json.loads(row.organisations_json)),
+        sid=session.sid,
+    )
 
 
 CurrentCoordinator = Annotated[ConsoleUser, Depends(get_console_user)]
 
 
-def require_csrf(user: CurrentCoordinator, request: Request, csrf_token: Annotated[str | None, Form()] = None) -> ConsoleUser:
+def require_csrf(
+    user: CurrentCoordinator, request: Request, csrf_token: Annotated[str | None, Form()] = None
+) -> ConsoleUser:
     """Every console POST carries the session's CSRF token; without it nothing happens."""
     if not csrf_valid(read_session(request), csrf_token):
         log.warning("console POST %s refused: missing or wrong CSRF token (user %s)", request.url.path, user.subject)
-        raise HTTPException(403, "This form has expired or did not come from the console (CSRF token missing or wrong). Nothing was changed; reload the page and try again.")
+        raise HTTPException(
+            403,
+            "This form has expired or did not come from the console (CSRF token missing or wrong). Nothing was "
+            "changed; reload the page and try again.",
+        )
     return user
 
 
@@ -241,7 +289,14 @@ CsrfCheckedCoordinator = Annotated[ConsoleUser, Depends(require_csrf)]
 
 def flash_redirect(request: Request, url: str, kind: str, text: str) -> RedirectResponse:
     response = RedirectResponse(url, status_code=303)
-    response.set_cookie(FLASH_COOKIE, encode_flash(request.app.state.settings.session_secret, kind, text), max_age=60, path=COOKIE_PATH, httponly=True, samesite="lax")
+    response.set_cookie(
+        FLASH_COOKIE,
+        encode_flash(request.app.state.settings.session_secret, kind, text),
+        max_age=60,
+        path=COOKIE_PATH,
+        httponly=True,
+        samesite="lax",
+    )
     return response
 
 

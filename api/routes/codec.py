@@ -23,7 +23,9 @@ async def _apply(request: Request, decode: bool) -> dict:
     try:
         result: list[Payload] = await (codec.decode if decode else codec.encode)(list(payloads.payloads))
     except (ValueError, KeyError, DecodeError) as err:
-        raise HTTPException(400, f"payloads could not be {'decoded' if decode else 'encoded'}: {type(err).__name__}") from None
+        raise HTTPException(
+            400, f"payloads could not be {'decoded' if decode else 'encoded'}: {type(err).__name__}"
+        ) from None
     return json_format.MessageToDict(Payloads(payloads=result))
 
 
@@ -34,7 +36,14 @@ async def decode(request: Request, user: Coordinator, session: SessionDep) -> di
 
     def record() -> None:
         namespace = request.headers.get("x-namespace", "")[:100]
-        session.add(AuditEntry(actor=user.subject, role=user.role.value, action="codec-decode", detail=f"{len(result.get('payloads', []))} payloads, namespace {namespace or '(none)'}"))
+        session.add(
+            AuditEntry(
+                actor=user.subject,
+                role=user.role.value,
+                action="codec-decode",
+                detail=f"{len(result.get('payloads', []))} payloads, namespace {namespace or '(none)'}",
+            )
+        )
         session.commit()
 
     await run_in_threadpool(record)

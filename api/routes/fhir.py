@@ -24,7 +24,12 @@ MAX_BODY = 5 * 1024 * 1024
 @router.post(
     "/$process-message",
     status_code=202,
-    responses={400: {"description": "unreadable message"}, 403: {"description": "sender is not the authenticated partner"}, 415: {"description": "unsupported content type"}, 422: {"description": "invalid message; a fatal-error acknowledgement follows"}},
+    responses={
+        400: {"description": "unreadable message"},
+        403: {"description": "sender is not the authenticated partner"},
+        415: {"description": "unsupported content type"},
+        422: {"description": "invalid message; a fatal-error acknowledgement follows"},
+    },
     # The body is read raw (JSON or XML), so describe it for partner developers here.
     openapi_extra={
         "requestBody": {
@@ -42,7 +47,11 @@ async def process_message(request: Request, partner: Partner, session: SessionDe
     """Receive a message: store it durably, deliver it to its pathway, acknowledge it to the sender."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in ACCEPTED_TYPES:
-        return outcome_response(415, f"content type {content_type or '(none)'!r} not supported: send application/fhir+json or application/fhir+xml")
+        return outcome_response(
+            415,
+            f"content type {content_type or '(none)'!r} not supported: send application/fhir+json or "
+            "application/fhir+xml",
+        )
     body = await request.body()
     if len(body) > MAX_BODY:
         return outcome_response(413, "message too large")
@@ -50,15 +59,27 @@ async def process_message(request: Request, partner: Partner, session: SessionDe
         as_json = decode_body(body, content_type)  # once: XML conversion is the costly part
         parsed = parse_message(as_json)
     except MessageError as err:
-        return outcome_response(400, [f"{i.rule}: {i.message}" for i in err.issues] or [str(err)], expression=[i.path for i in err.issues])
+        return outcome_response(
+            400, [f"{i.rule}: {i.message}" for i in err.issues] or [str(err)], expression=[i.path for i in err.issues]
+        )
     if parsed.sender is None or (partner.sor and parsed.sender.sor != partner.sor):
-        return outcome_response(403, f"the MessageHeader sender must be the authenticated organisation (SOR {partner.sor})")
+        return outcome_response(
+            403, f"the MessageHeader sender must be the authenticated organisation (SOR {partner.sor})"
+        )
 
     row, stored_now = await run_in_threadpool(receiver.receive, session, parsed, as_json, body, content_type)
-    request.app.state.metrics.observe_inbound(row.event_code, row.delivery_status, row.response_code, duplicate=not stored_now)
+    request.app.state.metrics.observe_inbound(
+        row.event_code, row.delivery_status, row.response_code, duplicate=not stored_now
+    )
     if stored_now:
         _maybe_crash_after_store(request.app.state.settings)
-        log.info("stored message %s (%s) from %s as %s", parsed.message_header_id, parsed.event_code, parsed.sender.sor, row.delivery_status)
+        log.info(
+            "stored message %s (%s) from %s as %s",
+            parsed.message_header_id,
+            parsed.event_code,
+            parsed.sender.sor,
+            row.delivery_status,
+        )
         request.app.state.after_store(row.id)
     else:
         log.info("duplicate message %s: answering as the first time", parsed.message_header_id)

@@ -9,17 +9,27 @@ from fastapi import APIRouter, Header, HTTPException, Query
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import Coordinator, CurrentUser, FlowReader, KeyRingDep, PathwaysDep, Scope, SessionDep, SettingsDep, TemporalDep
-from api.scoping import BREAK_GLASS_HEADER, in_scope, visible_organisations
+from api.deps import (
+    Coordinator,
+    CurrentUser,
+    FlowReader,
+    KeyRingDep,
+    PathwaysDep,
+    Scope,
+    SessionDep,
+    SettingsDep,
+    TemporalDep,
+)
 from api.flows_query import FlowFilter, flow_detail, list_flows
 from api.schemas import CprSearch, EventIn, FlowDetail, FlowPublic, Page
+from api.scoping import BREAK_GLASS_HEADER, in_scope, visible_organisations
 from careflow.auth import Role
-from workflows.models import ActionResult, EventReport
-from workflows.registry import events
-from workflows.steps import PathwayWorkflow
 from careflow.crypto import cpr_lookup_hash
 from store.audit import search_detail
 from store.models import AuditEntry, Flow
+from workflows.models import ActionResult, EventReport
+from workflows.registry import events
+from workflows.steps import PathwayWorkflow
 
 router = APIRouter(prefix="/flows", tags=["flows"])
 
@@ -42,17 +52,42 @@ def get_flows(
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> Page[FlowPublic]:
     """List the pathways in the caller's scope (no patient data), filtered and paginated, soonest deadline first."""
-    flt = FlowFilter(status=status, step=step, pathway=pathway, receiving_sor=receiving_sor, overdue=overdue, escalated=escalated, organisations=scope)
+    flt = FlowFilter(
+        status=status,
+        step=step,
+        pathway=pathway,
+        receiving_sor=receiving_sor,
+        overdue=overdue,
+        escalated=escalated,
+        organisations=scope,
+    )
     items, total = list_flows(session, flt, limit=limit, offset=offset, sort=sort)
     return Page(items=items, total=total, limit=limit, offset=offset)
 
 
 @router.post("/search", response_model=Page[FlowPublic])
-def search_by_cpr(search: CprSearch, user: Coordinator, scope: Scope, session: SessionDep, settings: SettingsDep, limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0) -> Page[FlowPublic]:
+def search_by_cpr(
+    search: CprSearch,
+    user: Coordinator,
+    scope: Scope,
+    session: SessionDep,
+    settings: SettingsDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+) -> Page[FlowPublic]:
     """Find a patient's pathways by CPR (POSTed, so it never lands in a URL or access log)."""
     cpr_hash = cpr_lookup_hash(search.cpr, settings.cpr_hash_key)
-    items, total = list_flows(session, FlowFilter(cpr_hash=cpr_hash, organisations=scope), limit=limit, offset=offset, sort="newest")
-    session.add(AuditEntry(actor=user.subject, role=user.role.value, action="search-by-cpr", detail=search_detail(cpr_hash, total, [f.id for f in items])))
+    items, total = list_flows(
+        session, FlowFilter(cpr_hash=cpr_hash, organisations=scope), limit=limit, offset=offset, sort="newest"
+    )
+    session.add(
+        AuditEntry(
+            actor=user.subject,
+            role=user.role.value,
+            action="search-by-cpr",
+            detail=search_detail(cpr_hash, total, [f.id for f in items]),
+        )
+    )
     session.commit()
     return Page(items=items, total=total, limit=limit, offset=offset)
 
@@ -64,7 +99,14 @@ def get_flow(
     scope: Scope,
     session: SessionDep,
     key_ring: KeyRingDep,
-    break_glass_reason: Annotated[str, Header(alias=BREAK_GLASS_HEADER, max_length=500, description="to read a pathway outside your organisations: why (audited, flagged)")] = "",
+    break_glass_reason: Annotated[
+        str,
+        Header(
+            alias=BREAK_GLASS_HEADER,
+            max_length=500,
+            description="to read a pathway outside your organisations: why (audited, flagged)",
+        ),
+    ] = "",
 ) -> FlowDetail:
     """One pathway with its patient, timeline, deadlines, escalations and messages (audited)."""
     flow = session.get(Flow, flow_id)
@@ -73,15 +115,44 @@ def get_flow(
     if in_scope(flow, scope):
         session.add(AuditEntry(actor=user.subject, role=user.role.value, action="read-flow", flow_id=flow_id))
     elif break_glass_reason.strip():
-        session.add(AuditEntry(actor=user.subject, role=user.role.value, action="break-glass-read-flow", flow_id=flow_id, detail=break_glass_reason.strip(), break_glass=True))
+        session.add(
+            AuditEntry(
+                actor=user.subject,
+                role=user.role.value,
+                action="break-glass-read-flow",
+                flow_id=flow_id,
+                detail=break_glass_reason.strip(),
+                break_glass=True,
+            )
+        )
     else:
-        raise HTTPException(403, f"this pathway is outside your organisations; to read it anyway, give the reason in the {BREAK_GLASS_HEADER} header (a break-glass read, flagged in the audit log)")
+        raise HTTPException(
+            403,
+            "this pathway is outside your organisations; to read it anyway, give the reason in the "
+            f"{BREAK_GLASS_HEADER} header (a break-glass read, flagged in the audit log)",
+        )
     session.commit()
     return flow_detail(session, flow, key_ring)
 
 
-@router.post("/{flow_id}/events/{event}", response_model=ActionResult, responses={403: {"description": "role may not report it"}, 404: {"description": "no such flow or event"}, 409: {"description": "refused by the pathway"}})
-async def report_event(flow_id: str, event: str, body: EventIn, user: CurrentUser, session: SessionDep, pathways: PathwaysDep, temporal: TemporalDep) -> ActionResult:
+@router.post(
+    "/{flow_id}/events/{event}",
+    response_model=ActionResult,
+    responses={
+        403: {"description": "role may not report it"},
+        404: {"description": "no such flow or event"},
+        409: {"description": "refused by the pathway"},
+    },
+)
+async def report_event(
+    flow_id: str,
+    event: str,
+    body: EventIn,
+    user: CurrentUser,
+    session: SessionDep,
+    pathways: PathwaysDep,
+    temporal: TemporalDep,
+) -> ActionResult:
     """Report an event outside messaging (a discharge) to a running flow, if its pathway awaits it."""
     flow = session.get(Flow, flow_id)
     pathway = pathways.get(flow.pathway) if flow else None
@@ -91,14 +162,24 @@ async def report_event(flow_id: str, event: str, body: EventIn, user: CurrentUse
         raise HTTPException(403, "this pathway is outside your organisations")
     steps = [s for s in events(pathway) if s.event == event]
     if not steps:
-        raise HTTPException(404, f"the {pathway.name} pathway awaits no event {event!r}; it awaits: {', '.join(sorted({s.event for s in events(pathway)})) or 'none'}")
+        raise HTTPException(
+            404,
+            f"the {pathway.name} pathway awaits no event {event!r}; it awaits: "
+            f"{', '.join(sorted({s.event for s in events(pathway)})) or 'none'}",
+        )
     if user.role is not Role.ADMIN and not any(user.role.value in s.roles for s in steps):
-        raise HTTPException(403, f"role {user.role.value} may not report {event!r}; needs {' or '.join(sorted({r for s in steps for r in s.roles}))}")
+        raise HTTPException(
+            403,
+            f"role {user.role.value} may not report {event!r}; needs "
+            f"{' or '.join(sorted({r for s in steps for r in s.roles}))}",
+        )
     session.add(AuditEntry(actor=user.subject, role=user.role.value, action=f"report-event:{event}", flow_id=flow_id))
     session.commit()
     report = EventReport(event=event, actor=user.subject, role=user.role.value, reason=body.reason, data=body.data)
     try:
-        return await temporal.get_workflow_handle(flow.workflow_id).execute_update(PathwayWorkflow.report_event, report, rpc_timeout=timedelta(seconds=20))
+        return await temporal.get_workflow_handle(flow.workflow_id).execute_update(
+            PathwayWorkflow.report_event, report, rpc_timeout=timedelta(seconds=20)
+        )
     except WorkflowUpdateFailedError as err:
         cause = err.cause
         raise HTTPException(409, f"refused by the pathway: {getattr(cause, 'message', '') or cause}") from None

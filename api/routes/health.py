@@ -22,7 +22,10 @@ def healthz() -> dict:
 
 
 @router.get("/readyz")
-async def readyz(request: Request, strict: bool = Query(False, description="answer 503 when degraded too (for monitoring, not load balancers)")) -> JSONResponse:
+async def readyz(
+    request: Request,
+    strict: bool = Query(False, description="answer 503 when degraded too (for monitoring, not load balancers)"),
+) -> JSONResponse:
     """Database and Temporal reachable (else 503: this replica cannot work); workers polling and the
     relay keeping up (else "degraded": this replica still stores what partners send, so a load
     balancer keeps it, while `?strict=true` answers 503 for monitoring)."""
@@ -40,8 +43,15 @@ async def readyz(request: Request, strict: bool = Query(False, description="answ
         checks["temporal"] = f"unreachable: {type(err).__name__}"
     if checks["temporal"] == "ok":
         try:
-            workers = await asyncio.wait_for(polling_workers(request.app.state.temporal, settings.task_queue, settings.worker_stale_after), timeout=3)
-            checks["workers"] = "ok" if workers else f"no worker polled task queue {settings.task_queue} in the last {settings.worker_stale_after.total_seconds():.0f}s"
+            workers = await asyncio.wait_for(
+                polling_workers(request.app.state.temporal, settings.task_queue, settings.worker_stale_after), timeout=3
+            )
+            checks["workers"] = (
+                "ok"
+                if workers
+                else f"no worker polled task queue {settings.task_queue} in the last "
+                f"{settings.worker_stale_after.total_seconds():.0f}s"
+            )
         except Exception as err:  # readiness reports, it does not fail
             checks["workers"] = f"unknown: {type(err).__name__}"
     else:
@@ -49,7 +59,12 @@ async def readyz(request: Request, strict: bool = Query(False, description="answ
     if checks["database"] == "ok":
         try:
             waiting = await run_in_threadpool(relay_backlog, request.app.state.engine, settings.relay_backlog_threshold)
-            checks["relay"] = "ok" if not waiting else f"{waiting} inbound messages undelivered for more than {settings.relay_backlog_threshold.total_seconds():.0f}s"
+            checks["relay"] = (
+                "ok"
+                if not waiting
+                else f"{waiting} inbound messages undelivered for more than "
+                f"{settings.relay_backlog_threshold.total_seconds():.0f}s"
+            )
         except Exception as err:  # readiness reports, it does not fail
             checks["relay"] = f"unknown: {type(err).__name__}"
     else:

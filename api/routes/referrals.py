@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Header, HTTPException, Response
 
 from api.deps import Clinician, DirectoryDep, EngineDep, KeyRingDep, PathwaysDep, SettingsDep, TemporalDep
-from careflow.auth import Role
 from api.schemas import FlowAccepted, ReferralCreate
+from careflow.auth import Role
 from exchange.starting import IDEMPOTENCY_NAMESPACE, flow_id_for, start_flow
 from workflows.referral import ReferralInput
 
@@ -15,7 +15,15 @@ router = APIRouter(prefix="/referrals", tags=["referrals"])
 __all__ = ["IDEMPOTENCY_NAMESPACE", "router"]
 
 
-@router.post("", status_code=202, response_model=FlowAccepted, responses={409: {"description": "already started (same Idempotency-Key)"}, 503: {"description": "Temporal unreachable; nothing was started"}})
+@router.post(
+    "",
+    status_code=202,
+    response_model=FlowAccepted,
+    responses={
+        409: {"description": "already started (same Idempotency-Key)"},
+        503: {"description": "Temporal unreachable; nothing was started"},
+    },
+)
 async def create_referral(
     referral: ReferralCreate,
     response: Response,
@@ -34,9 +42,19 @@ async def create_referral(
         known = ", ".join(p.name for p in pathways if p.api_start and issubclass(ReferralInput, p.input_model))
         raise HTTPException(422, f"no pathway {referral.pathway!r} that takes a referral; known: {known}")
     started = await start_flow(
-        pathway, pathway.input_model.model_validate(referral.model_dump(exclude={"pathway"})), actor=clinician.subject, role=clinician.role.value,
-        engine=engine, temporal=temporal, settings=settings, directory=directory, key_ring=key_ring,
-        flow_id=flow_id_for(clinician.subject, idempotency_key), keep_row_on_failure=idempotency_key is not None, acting_sor=clinician.sor if clinician.role is Role.CLINICIAN else None, audit_action="create-referral",
+        pathway,
+        pathway.input_model.model_validate(referral.model_dump(exclude={"pathway"})),
+        actor=clinician.subject,
+        role=clinician.role.value,
+        engine=engine,
+        temporal=temporal,
+        settings=settings,
+        directory=directory,
+        key_ring=key_ring,
+        flow_id=flow_id_for(clinician.subject, idempotency_key),
+        keep_row_on_failure=idempotency_key is not None,
+        acting_sor=clinician.sor if clinician.role is Role.CLINICIAN else None,
+        audit_action="create-referral",
     )
     response.headers["Location"] = started.url
     return FlowAccepted(id=started.flow_id, url=started.url)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
@@ -14,12 +13,13 @@ from api.deps import Coordinator, Scope, SessionDep
 from exchange.triage import Triage, TriageRefused, held
 
 
-
 def whole_region(scope: Scope) -> None:
     """Held messages belong to no flow yet, so to no organisation's scope: triage is for
     coordinators of every organisation (`*`) and admins."""
     if scope is not None:
-        raise HTTPException(403, "the triage queue is for coordinators of all organisations: held messages belong to no flow yet")
+        raise HTTPException(
+            403, "the triage queue is for coordinators of all organisations: held messages belong to no flow yet"
+        )
 
 
 router = APIRouter(prefix="/triage", tags=["triage"], dependencies=[Depends(whole_region)])
@@ -48,7 +48,15 @@ class Reject(BaseModel):
 
 
 def _public(row) -> HeldMessage:  # noqa: ANN001
-    return HeldMessage(id=row.id, message_header_id=row.message_header_id, event_code=row.event_code, sender_sor=row.sender_sor, received_at=row.received_at, reason=row.status_reason, flow_id=row.flow_id)
+    return HeldMessage(
+        id=row.id,
+        message_header_id=row.message_header_id,
+        event_code=row.event_code,
+        sender_sor=row.sender_sor,
+        received_at=row.received_at,
+        reason=row.status_reason,
+        flow_id=row.flow_id,
+    )
 
 
 def _triage(request: Request) -> Triage:
@@ -70,19 +78,33 @@ def list_held(user: Coordinator, session: SessionDep) -> list[HeldMessage]:
     return [_public(r) for r in held(session)]
 
 
-@router.post("/{message_id}/attach", response_model=HeldMessage, responses={404: {"description": "no such message or flow"}, 409: {"description": "the flow cannot take it"}})
-async def attach(message_id: MessageId, body: Attach, request: Request, user: Coordinator, session: SessionDep) -> HeldMessage:
+@router.post(
+    "/{message_id}/attach",
+    response_model=HeldMessage,
+    responses={404: {"description": "no such message or flow"}, 409: {"description": "the flow cannot take it"}},
+)
+async def attach(
+    message_id: MessageId, body: Attach, request: Request, user: Coordinator, session: SessionDep
+) -> HeldMessage:
     """Give the message to a flow (its parties and patient must match); it is delivered and acknowledged."""
-    return await _act(request, _triage(request).attach, session, message_id, body.flow_id, user.subject, user.role.value, body.reason)
+    return await _act(
+        request, _triage(request).attach, session, message_id, body.flow_id, user.subject, user.role.value, body.reason
+    )
 
 
-@router.post("/{message_id}/reprocess", response_model=HeldMessage, responses={404: {"description": "no such message"}, 409: {"description": "still matches nothing"}})
+@router.post(
+    "/{message_id}/reprocess",
+    response_model=HeldMessage,
+    responses={404: {"description": "no such message"}, 409: {"description": "still matches nothing"}},
+)
 async def reprocess(message_id: MessageId, request: Request, user: Coordinator, session: SessionDep) -> HeldMessage:
     """Correlate the message again (its flow may exist by now)."""
     return await _act(request, _triage(request).reprocess, session, message_id, user.subject, user.role.value)
 
 
 @router.post("/{message_id}/reject", response_model=HeldMessage, responses={404: {"description": "no such message"}})
-async def reject(message_id: MessageId, body: Reject, request: Request, user: Coordinator, session: SessionDep) -> HeldMessage:
+async def reject(
+    message_id: MessageId, body: Reject, request: Request, user: Coordinator, session: SessionDep
+) -> HeldMessage:
     """Refuse it: the sender gets a fatal-error acknowledgement with the reason."""
     return await _act(request, _triage(request).reject, session, message_id, user.subject, user.role.value, body.reason)

@@ -63,7 +63,9 @@ MESSAGE_TYPES.register(
 
 class HomeCareRequestInput(PathwayStart):
     gp_sor: str = Field(pattern=r"^\d{6,18}$", description="SOR code of the GP")
-    municipality_sor: str | None = Field(default=None, pattern=r"^\d{6,18}$", description="default: the directory's municipality")
+    municipality_sor: str | None = Field(
+        default=None, pattern=r"^\d{6,18}$", description="default: the directory's municipality"
+    )
     need: str = Field(min_length=1, max_length=2000)
     start: date
 
@@ -91,4 +93,9 @@ class HomeCareRequestPathway(PathwayWorkflow):
 
     @classmethod
     def example(cls, rng):  # noqa: ANN001, ANN206
-        return {"patient": synthetic_patient(rng), "gp_sor": DEMO_GP, "need": "Hjælp til medicin morgen og aften", "start": date.today().isoformat()}
+        return {
+            "patient": synthetic_patient(rng),
+            "gp_sor": DEMO_GP,
+            "need": "Hjælp til medicin morgen og aften",
+            "start": date.today().isoformat(),
+        }

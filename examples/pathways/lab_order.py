@@ -46,4 +46,9 @@ class LabOrderPathway(PathwayWorkflow):
     @classmethod
     def example(cls, rng):  # noqa: ANN001, ANN206
         """A synthetic order for the demo (`careflow demo --pathway lab-order`)."""
-        return {"patient": synthetic_patient(rng), "requester_sor": DEMO_GP, "lab_sor": DEMO_LAB, "reason": rng.choice(["Lipidstatus", "Hæmoglobin", "HbA1c"])}
+        return {
+            "patient": synthetic_patient(rng),
+            "requester_sor": DEMO_GP,
+            "lab_sor": DEMO_LAB,
+            "reason": rng.choice(["Lipidstatus", "Hæmoglobin", "HbA1c"]),
+        }

@@ -22,8 +22,8 @@ never MedCom's, and has no `profile`.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
 from dataclasses import fields
-from typing import Iterator
 
 from messaging.types.base import MessageType
 
@@ -75,7 +75,8 @@ class MessageTypes:
         found = self.find(code)
         if found is None:
             raise UnknownMessageType(
-                f"no message type with event code {str(code)!r} is registered; known: {', '.join(sorted(self._by_code))}"
+                f"no message type with event code {str(code)!r} is registered; known: "
+                f"{', '.join(sorted(self._by_code))}"
             )
         return found
 
@@ -140,4 +141,12 @@ def message_label_da(code: str) -> str:
     return MESSAGE_TYPES.label(code, "da")
 
 
-__all__ = ["BUILT_IN", "MESSAGE_TYPES", "MessageType", "MessageTypes", "UnknownMessageType", "message_label", "message_label_da"]
+__all__ = [
+    "BUILT_IN",
+    "MESSAGE_TYPES",
+    "MessageType",
+    "MessageTypes",
+    "UnknownMessageType",
+    "message_label",
+    "message_label_da",
+]

@@ -24,17 +24,38 @@ def check_response(bundle: dict) -> list[ValidationIssue]:
         return [issue("ack-response", path, "an acknowledgement needs MessageHeader.response")]
     problems = []
     if not isinstance(response.get("identifier"), str) or not response["identifier"]:
-        problems.append(issue("ack-response", f"{path}.identifier", "response.identifier (the acknowledged MessageHeader.id) is missing"))
+        problems.append(
+            issue(
+                "ack-response",
+                f"{path}.identifier",
+                "response.identifier (the acknowledged MessageHeader.id) is missing",
+            )
+        )
     code = response.get("code")
     if not isinstance(code, str) or code not in ACK_CODES:
-        problems.append(issue("ack-response", f"{path}.code", "response.code must be ok, transient-error or fatal-error", "MSG_VALUESET_VALUE_UNKNOWN"))
+        problems.append(
+            issue(
+                "ack-response",
+                f"{path}.code",
+                "response.code must be ok, transient-error or fatal-error",
+                "MSG_VALUESET_VALUE_UNKNOWN",
+            )
+        )
     elif code != AckCode.OK.value:
         outcome = ReferenceIndex(bundle).resolve(as_dict(response.get("details")))
         if outcome is None or outcome[1].get("resourceType") != "OperationOutcome":
-            problems.append(issue("ack-outcome", f"{path}.details", "a not-ok acknowledgement references an OperationOutcome"))
+            problems.append(
+                issue("ack-outcome", f"{path}.details", "a not-ok acknowledgement references an OperationOutcome")
+            )
     provenances = list(resources(bundle, "Provenance"))
     if provenances and len(provenances) != 2:
-        problems.append(issue("ack-provenance", "Bundle.entry", f"an acknowledgement carries exactly two Provenances, found {len(provenances)}"))
+        problems.append(
+            issue(
+                "ack-provenance",
+                "Bundle.entry",
+                f"an acknowledgement carries exactly two Provenances, found {len(provenances)}",
+            )
+        )
     return problems
 
 

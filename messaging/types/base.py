@@ -3,8 +3,8 @@ validation rules and MedCom profile. One `MessageType` per module in this packag
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from pydantic import BaseModel
 
@@ -75,7 +75,10 @@ def extract_correlation(bundle: dict) -> Correlation:
             ),
             None,
         )
-    thread_id = next((ids[0] for r in candidates if r.get("resourceType") == "Communication" and (ids := _identifier_values(r))), None)
+    thread_id = next(
+        (ids[0] for r in candidates if r.get("resourceType") == "Communication" and (ids := _identifier_values(r))),
+        None,
+    )
     encounter = next((r for r in candidates if r.get("resourceType") == "Encounter"), None)
     episode_of_care_id = None
     if encounter is not None:
@@ -111,7 +114,13 @@ def requires_based_on(rule_id: str, what: str) -> Rule:
         for index, resource in focus_of(bundle):
             refs = [as_dict(b) for b in as_list(resource.get("basedOn"))]
             if not any(strip_uuid(as_dict(b.get("identifier")).get("value")) for b in refs):
-                problems.append(issue(rule_id, f"Bundle.entry[{index}].resource.basedOn", f"{what} must be based on the pathway's ServiceRequest identifier"))
+                problems.append(
+                    issue(
+                        rule_id,
+                        f"Bundle.entry[{index}].resource.basedOn",
+                        f"{what} must be based on the pathway's ServiceRequest identifier",
+                    )
+                )
         return problems
 
     return check

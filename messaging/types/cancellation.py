@@ -32,7 +32,12 @@ def build(ctx: BuildContext, content: CancellationContent) -> tuple[list[dict], 
 
 def check_revoked(bundle: dict) -> list[ValidationIssue]:
     return [
-        issue("cancellation-revoked", f"Bundle.entry[{index}].resource.status", "a cancellation's ServiceRequest has status revoked", "MSG_VALUESET_VALUE_UNKNOWN")
+        issue(
+            "cancellation-revoked",
+            f"Bundle.entry[{index}].resource.status",
+            "a cancellation's ServiceRequest has status revoked",
+            "MSG_VALUESET_VALUE_UNKNOWN",
+        )
         for index, request in focus_of(bundle)
         if request.get("status") != "revoked"
     ]

@@ -53,10 +53,22 @@ def check_thread_and_category(bundle: dict) -> list[ValidationIssue]:
     for index, communication in focus_of(bundle):
         path = f"Bundle.entry[{index}].resource"
         if not any(isinstance(i, dict) and i.get("value") for i in as_list(communication.get("identifier"))):
-            problems.append(issue("care-communication-thread", f"{path}.identifier", "a CareCommunication carries its thread identifier"))
+            problems.append(
+                issue(
+                    "care-communication-thread",
+                    f"{path}.identifier",
+                    "a CareCommunication carries its thread identifier",
+                )
+            )
         categories = [c for c in as_list(communication.get("category")) if isinstance(c, dict)]
         if len(categories) != 1:
-            problems.append(issue("care-communication-category", f"{path}.category", f"exactly one category is required, found {len(categories)}"))
+            problems.append(
+                issue(
+                    "care-communication-category",
+                    f"{path}.category",
+                    f"exactly one category is required, found {len(categories)}",
+                )
+            )
     return problems
 
 

@@ -9,7 +9,14 @@ from pydantic import BaseModel, Field
 
 from messaging.bundle import as_dict, as_list, fhir_instant
 from messaging.model import MessageKind, ObservationValue, ValidationIssue
-from messaging.resources import DIAGNOSTIC_REPORT_CODE_SYSTEM, BuildContext, based_on_service_request, coded, observation, ref
+from messaging.resources import (
+    DIAGNOSTIC_REPORT_CODE_SYSTEM,
+    BuildContext,
+    based_on_service_request,
+    coded,
+    observation,
+    ref,
+)
 from messaging.terminology import MEDCOM_EVENT_SYSTEM
 from messaging.types.base import MessageType, focus_of, issue
 
@@ -53,7 +60,12 @@ def build(ctx: BuildContext, content: HomeCareObservationContent) -> tuple[list[
 
 def check_report_code(bundle: dict) -> list[ValidationIssue]:
     return [
-        issue("homecare-report-code", f"Bundle.entry[{index}].resource.code", f"the DiagnosticReport is coded {REPORT_CODE}", "MSG_VALUESET_VALUE_UNKNOWN")
+        issue(
+            "homecare-report-code",
+            f"Bundle.entry[{index}].resource.code",
+            f"the DiagnosticReport is coded {REPORT_CODE}",
+            "MSG_VALUESET_VALUE_UNKNOWN",
+        )
         for index, report in focus_of(bundle)
         if not any(
             as_dict(c).get("system") == DIAGNOSTIC_REPORT_CODE_SYSTEM and as_dict(c).get("code") == REPORT_CODE

@@ -47,7 +47,12 @@ def build(ctx: BuildContext, content: HospitalNotificationContent) -> tuple[list
     }
     if content.episode_of_care_id:
         encounter["episodeOfCare"] = [
-            {"identifier": {"system": SOR_ENDPOINT_PREFIX + ctx.envelope.sender.sor, "value": content.episode_of_care_id}}
+            {
+                "identifier": {
+                    "system": SOR_ENDPOINT_PREFIX + ctx.envelope.sender.sor,
+                    "value": content.episode_of_care_id,
+                }
+            }
         ]
     return [encounter], []
 
@@ -58,11 +63,25 @@ def check_encounter(bundle: dict) -> list[ValidationIssue]:
     for index, encounter in focus_of(bundle):
         path = f"Bundle.entry[{index}].resource"
         if not any(as_dict(as_dict(e).get("identifier")).get("value") for e in as_list(encounter.get("episodeOfCare"))):
-            problems.append(issue("hospital-notification-episode", f"{path}.episodeOfCare", "the Encounter needs an episode-of-care identifier"))
+            problems.append(
+                issue(
+                    "hospital-notification-episode",
+                    f"{path}.episodeOfCare",
+                    "the Encounter needs an episode-of-care identifier",
+                )
+            )
         if not as_dict(encounter.get("period")).get("start"):
-            problems.append(issue("hospital-notification-encounter", f"{path}.period.start", "the Encounter needs its start"))
+            problems.append(
+                issue("hospital-notification-encounter", f"{path}.period.start", "the Encounter needs its start")
+            )
         if not as_dict(encounter.get("serviceProvider")).get("reference"):
-            problems.append(issue("hospital-notification-encounter", f"{path}.serviceProvider", "the Encounter needs its service provider"))
+            problems.append(
+                issue(
+                    "hospital-notification-encounter",
+                    f"{path}.serviceProvider",
+                    "the Encounter needs its service provider",
+                )
+            )
     return problems
 
 
@@ -80,7 +99,9 @@ _FDIS20_POSTFIX = {
 def _current_activity(bundle: dict, header_id: str) -> str:
     for _, provenance in resources(bundle, "Provenance"):
         if any(header_id_of(t) == header_id for t in as_list(provenance.get("target"))):
-            coding = next((c for c in as_list(as_dict(provenance.get("activity")).get("coding")) if isinstance(c, dict)), {})
+            coding = next(
+                (c for c in as_list(as_dict(provenance.get("activity")).get("coding")) if isinstance(c, dict)), {}
+            )
             return coding.get("code") if isinstance(coding.get("code"), str) else ""
     return ""
 

@@ -42,7 +42,11 @@ def build(ctx: BuildContext, content: ReferralContent) -> tuple[list[dict], list
 def check_identifier(bundle: dict) -> list[ValidationIssue]:
     """The ServiceRequest's identifier is the pathway id every later message refers to."""
     return [
-        issue("referral-identifier", f"Bundle.entry[{index}].resource.identifier", "the referral's ServiceRequest has no identifier")
+        issue(
+            "referral-identifier",
+            f"Bundle.entry[{index}].resource.identifier",
+            "the referral's ServiceRequest has no identifier",
+        )
         for index, request in focus_of(bundle)
         if not any(isinstance(i, dict) and i.get("value") for i in as_list(request.get("identifier")))
     ]

@@ -11,7 +11,13 @@ pytestmark = pytest.mark.e2e
 
 
 async def test_no_token_is_401(stack: Stack) -> None:
-    for method, path in [("POST", "/referrals"), ("GET", "/flows"), ("GET", "/flows/x"), ("POST", "/fhir/$process-message"), ("POST", "/codec/decode")]:
+    for method, path in [
+        ("POST", "/referrals"),
+        ("GET", "/flows"),
+        ("GET", "/flows/x"),
+        ("POST", "/fhir/$process-message"),
+        ("POST", "/codec/decode"),
+    ]:
         response = await stack.api.request(method, path)
         assert response.status_code == 401, path
         assert response.json()["resourceType"] == "OperationOutcome"
@@ -42,7 +48,9 @@ async def test_forged_expired_and_misaddressed_jwts_are_401(stack: Stack, tmp_pa
         response = await stack.api.get("/flows", headers={"Authorization": f"Bearer {bearer}"})
         assert response.status_code == 401, case
         assert response.json()["resourceType"] == "OperationOutcome"
-    assert (await stack.api.get("/flows", headers={"Authorization": f"Bearer {real.issue(Role.COORDINATOR)}"})).status_code == 200
+    assert (
+        await stack.api.get("/flows", headers={"Authorization": f"Bearer {real.issue(Role.COORDINATOR)}"})
+    ).status_code == 200
 
 
 def _with_kid(token: str, kid: str) -> str:
@@ -56,21 +64,40 @@ def _with_kid(token: str, kid: str) -> str:
 
 
 async def test_admin_does_not_act_as_a_partner(stack: Stack) -> None:
-    response = await stack.api.post("/fhir/$process-message", content=b"{}", headers={**stack.headers(Role.ADMIN), "Content-Type": "application/fhir+json"})
+    response = await stack.api.post(
+        "/fhir/$process-message",
+        content=b"{}",
+        headers={**stack.headers(Role.ADMIN), "Content-Type": "application/fhir+json"},
+    )
     assert response.status_code == 403
 
 
 async def test_wrong_role_is_403(stack: Stack) -> None:
-    assert (await stack.api.post("/referrals", json=referral_payload(), headers=stack.headers(Role.COORDINATOR))).status_code == 403
+    assert (
+        await stack.api.post("/referrals", json=referral_payload(), headers=stack.headers(Role.COORDINATOR))
+    ).status_code == 403
     assert (await stack.api.get("/flows", headers=stack.headers(Role.PARTNER, "200000000000001"))).status_code == 403
-    assert (await stack.api.post("/fhir/$process-message", content=b"{}", headers={**stack.headers(Role.CLINICIAN), "Content-Type": "application/fhir+json"})).status_code == 403
-    assert (await stack.api.post("/codec/decode", json={"payloads": []}, headers=stack.headers(Role.CLINICIAN))).status_code == 403
+    assert (
+        await stack.api.post(
+            "/fhir/$process-message",
+            content=b"{}",
+            headers={**stack.headers(Role.CLINICIAN), "Content-Type": "application/fhir+json"},
+        )
+    ).status_code == 403
+    assert (
+        await stack.api.post("/codec/decode", json={"payloads": []}, headers=stack.headers(Role.CLINICIAN))
+    ).status_code == 403
 
 
 async def test_health_needs_no_token(stack: Stack) -> None:
     assert (await stack.api.get("/healthz")).status_code == 200
     ready = await stack.api.get("/readyz")
-    assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok", "temporal": "ok", "workers": "ok", "relay": "ok"}
+    assert ready.status_code == 200 and ready.json()["checks"] == {
+        "database": "ok",
+        "temporal": "ok",
+        "workers": "ok",
+        "relay": "ok",
+    }
 
 
 async def test_unknown_flow_is_404(stack: Stack) -> None:
@@ -99,7 +126,9 @@ async def test_bad_referral_is_422_without_echoing_patient_data(stack: Stack, ch
 
 
 async def test_unknown_receiver_is_422(stack: Stack) -> None:
-    response = await stack.api.post("/referrals", json=referral_payload(receiving_sor="999999999999999"), headers=stack.headers(Role.CLINICIAN))
+    response = await stack.api.post(
+        "/referrals", json=referral_payload(receiving_sor="999999999999999"), headers=stack.headers(Role.CLINICIAN)
+    )
     assert response.status_code == 422
     assert "unknown organisation" in response.json()["issue"][0]["diagnostics"]
 
@@ -128,7 +157,18 @@ async def test_retry_with_idempotency_key_starts_a_referral_whose_first_attempt_
     flow_id = str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"test-clinician:{key}"))
     key_ring = KeyRing.parse(stack.settings.codec_keys)
     with Session(make_engine(stack.settings.sqlalchemy_url)) as session:
-        session.add(Flow(id=flow_id, workflow_id=f"referral-{flow_id}", pathway="referral", referring_sor="100000000000001", receiving_sor="200000000000001", cpr_hash=cpr_lookup_hash("0606505123", stack.settings.cpr_hash_key), patient_enc=key_ring.encrypt_text("{}"), reason_enc=key_ring.encrypt_text("r")))
+        session.add(
+            Flow(
+                id=flow_id,
+                workflow_id=f"referral-{flow_id}",
+                pathway="referral",
+                referring_sor="100000000000001",
+                receiving_sor="200000000000001",
+                cpr_hash=cpr_lookup_hash("0606505123", stack.settings.cpr_hash_key),
+                patient_enc=key_ring.encrypt_text("{}"),
+                reason_enc=key_ring.encrypt_text("r"),
+            )
+        )
         session.commit()
     headers = {**stack.headers(Role.CLINICIAN), "Idempotency-Key": key}
     other_patient = await stack.api.post("/referrals", json=referral_payload("0707505123"), headers=headers)

@@ -15,13 +15,23 @@ pytestmark = pytest.mark.e2e
 
 
 async def test_coordinator_decodes_a_workflow_input_from_the_server(stack: Stack) -> None:
-    accepted = (await stack.api.post("/referrals", json=referral_payload("0808505123"), headers=stack.headers(Role.CLINICIAN))).json()
+    accepted = (
+        await stack.api.post("/referrals", json=referral_payload("0808505123"), headers=stack.headers(Role.CLINICIAN))
+    ).json()
     handle = stack.client.get_workflow_handle_for(ReferralPathwayWorkflow.run, f"referral-{accepted['id']}")
     await handle.result()
     history = await handle.fetch_history()
     started = history.events[0].workflow_execution_started_event_attributes.input
     # What the server holds: encrypted, as the UI receives it.
-    encrypted = {"payloads": [{"metadata": {k: base64.b64encode(v).decode() for k, v in p.metadata.items()}, "data": base64.b64encode(p.data).decode()} for p in started.payloads]}
+    encrypted = {
+        "payloads": [
+            {
+                "metadata": {k: base64.b64encode(v).decode() for k, v in p.metadata.items()},
+                "data": base64.b64encode(p.data).decode(),
+            }
+            for p in started.payloads
+        ]
+    }
     assert "0808505123" not in json.dumps(encrypted)
     response = await stack.api.post("/codec/decode", json=encrypted, headers=stack.headers(Role.COORDINATOR))
     assert response.status_code == 200, response.text
@@ -34,8 +44,24 @@ async def test_coordinator_decodes_a_workflow_input_from_the_server(stack: Stack
 
 
 async def test_codec_refuses_garbage_and_other_roles(stack: Stack) -> None:
-    assert (await stack.api.post("/codec/decode", content=b"not json", headers=stack.headers(Role.COORDINATOR))).status_code == 400
-    tampered = {"payloads": [{"metadata": {"encoding": base64.b64encode(b"binary/encrypted").decode(), "encryption-key-id": base64.b64encode(b"dev1").decode()}, "data": base64.b64encode(b"x" * 40).decode()}]}
+    assert (
+        await stack.api.post("/codec/decode", content=b"not json", headers=stack.headers(Role.COORDINATOR))
+    ).status_code == 400
+    tampered = {
+        "payloads": [
+            {
+                "metadata": {
+                    "encoding": base64.b64encode(b"binary/encrypted").decode(),
+                    "encryption-key-id": base64.b64encode(b"dev1").decode(),
+                },
+                "data": base64.b64encode(b"x" * 40).decode(),
+            }
+        ]
+    }
     response = await stack.api.post("/codec/decode", json=tampered, headers=stack.headers(Role.COORDINATOR))
     assert response.status_code == 400 and response.json()["resourceType"] == "OperationOutcome"
-    assert (await stack.api.post("/codec/decode", json={"payloads": []}, headers=stack.headers(Role.PARTNER, "200000000000001"))).status_code == 403
+    assert (
+        await stack.api.post(
+            "/codec/decode", json={"payloads": []}, headers=stack.headers(Role.PARTNER, "200000000000001")
+        )
+    ).status_code == 403

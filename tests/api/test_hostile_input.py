@@ -37,23 +37,47 @@ def _outcome(response: httpx.Response, status: int) -> dict:
 
 
 async def test_deeply_nested_json_is_400_for_every_json_endpoint(stack: Stack) -> None:
-    inbound = await stack.api.post("/fhir/$process-message", content=NESTED, headers={**stack.headers(Role.PARTNER, HOSPITAL_SOR), "Content-Type": "application/fhir+json"})
+    inbound = await stack.api.post(
+        "/fhir/$process-message",
+        content=NESTED,
+        headers={**stack.headers(Role.PARTNER, HOSPITAL_SOR), "Content-Type": "application/fhir+json"},
+    )
     assert "nested deeper" in _outcome(inbound, 400)["issue"][0]["diagnostics"]
-    referral = await stack.api.post("/referrals", content=b'{"patient":' + b'{"a":' * 200 + b"1" + b"}" * 201, headers={**stack.headers(Role.CLINICIAN), "Content-Type": "application/json"})
+    referral = await stack.api.post(
+        "/referrals",
+        content=b'{"patient":' + b'{"a":' * 200 + b"1" + b"}" * 201,
+        headers={**stack.headers(Role.CLINICIAN), "Content-Type": "application/json"},
+    )
     _outcome(referral, 400)
-    search = await stack.api.post("/flows/search", content=NESTED[:20_000] + NESTED[-20_000:], headers={**stack.headers(Role.COORDINATOR), "Content-Type": "application/json"})
+    search = await stack.api.post(
+        "/flows/search",
+        content=NESTED[:20_000] + NESTED[-20_000:],
+        headers={**stack.headers(Role.COORDINATOR), "Content-Type": "application/json"},
+    )
     _outcome(search, 400)
 
 
 @pytest.mark.parametrize("document", [BILLION_LAUGHS, EXTERNAL_ENTITY], ids=["entity-expansion", "external-entity"])
 async def test_xml_with_a_doctype_is_refused(stack: Stack, document: bytes) -> None:
-    response = await stack.api.post("/fhir/$process-message", content=document, headers={**stack.headers(Role.PARTNER, HOSPITAL_SOR), "Content-Type": "application/fhir+xml"})
+    response = await stack.api.post(
+        "/fhir/$process-message",
+        content=document,
+        headers={**stack.headers(Role.PARTNER, HOSPITAL_SOR), "Content-Type": "application/fhir+xml"},
+    )
     outcome = _outcome(response, 400)
     assert "DOCTYPE" in outcome["issue"][0]["diagnostics"]
     assert "root:" not in response.text and "lollol" not in response.text
 
 
-@pytest.mark.parametrize(("path", "limit"), [("/referrals", 64 * 1024), ("/codec/decode", 4 * 1024 * 1024), ("/fhir/$process-message", 5 * 1024 * 1024), ("/flows/search", 64 * 1024)])
+@pytest.mark.parametrize(
+    ("path", "limit"),
+    [
+        ("/referrals", 64 * 1024),
+        ("/codec/decode", 4 * 1024 * 1024),
+        ("/fhir/$process-message", 5 * 1024 * 1024),
+        ("/flows/search", 64 * 1024),
+    ],
+)
 async def test_oversized_bodies_are_413_before_authentication(stack: Stack, path: str, limit: int) -> None:
     # No token at all: the size is refused first, and the body is not read.
     declared = await stack.api.post(path, content=b" " * (limit + 1), headers={"Content-Type": "application/json"})
@@ -80,7 +104,9 @@ async def test_non_ascii_credentials_are_401(stack: Stack) -> None:
         _outcome(response, 401)
     async with httpx.AsyncClient(base_url=stack.settings.public_url) as client:
         form = await client.get("/console/login")
-        login = await client.post("/console/login", data={"token": "eyJæøå.blåbær.grød", "csrf_token": csrf_of(form.text)})
+        login = await client.post(
+            "/console/login", data={"token": "eyJæøå.blåbær.grød", "csrf_token": csrf_of(form.text)}
+        )
         assert login.status_code == 401 and "not accepted" in login.text
     async with httpx.AsyncClient(base_url=stack.settings.public_url) as client:
         garbage_cookie = await client.get("/console", headers={"Cookie": "careflow_console=æøå.ø".encode()})
@@ -88,7 +114,15 @@ async def test_non_ascii_credentials_are_401(stack: Stack) -> None:
 
 
 def _payloads(*items: tuple[dict[str, bytes], bytes]) -> dict:
-    return {"payloads": [{"metadata": {k: base64.b64encode(v).decode() for k, v in metadata.items()}, "data": base64.b64encode(data).decode()} for metadata, data in items]}
+    return {
+        "payloads": [
+            {
+                "metadata": {k: base64.b64encode(v).decode() for k, v in metadata.items()},
+                "data": base64.b64encode(data).decode(),
+            }
+            for metadata, data in items
+        ]
+    }
 
 
 async def test_foreign_or_garbage_ciphertext_to_the_codec_is_400(stack: Stack) -> None:
@@ -105,12 +139,21 @@ async def test_foreign_or_garbage_ciphertext_to_the_codec_is_400(stack: Stack) -
     ]
     for probe in probes:
         _outcome(await stack.api.post("/codec/decode", json=probe, headers=stack.headers(Role.COORDINATOR)), 400)
-    _outcome(await stack.api.post("/codec/decode", content=b'{"payloads": [{"data": 12}]}', headers=stack.headers(Role.COORDINATOR)), 400)
+    _outcome(
+        await stack.api.post(
+            "/codec/decode", content=b'{"payloads": [{"data": 12}]}', headers=stack.headers(Role.COORDINATOR)
+        ),
+        400,
+    )
 
 
 async def test_cors_only_on_the_codec_for_the_temporal_ui_and_without_credentials(stack: Stack) -> None:
     ui = f"http://127.0.0.1:{stack.settings.temporal_ui_port}"
-    preflight = {"Origin": ui, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization,content-type"}
+    preflight = {
+        "Origin": ui,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type",
+    }
     codec = await stack.api.options("/codec/decode", headers=preflight)
     assert codec.status_code == 200 and codec.headers["access-control-allow-origin"] == ui
     assert "access-control-allow-credentials" not in codec.headers
@@ -123,7 +166,9 @@ async def test_cors_only_on_the_codec_for_the_temporal_ui_and_without_credential
 
 
 async def test_patient_data_answers_are_not_cached(stack: Stack) -> None:
-    accepted = await stack.api.post("/referrals", json=referral_payload("0202505123"), headers=stack.headers(Role.CLINICIAN))
+    accepted = await stack.api.post(
+        "/referrals", json=referral_payload("0202505123"), headers=stack.headers(Role.CLINICIAN)
+    )
     flow = await stack.api.get(f"/flows/{accepted.json()['id']}", headers=stack.headers(Role.COORDINATOR))
     search = await stack.api.post("/flows/search", json={"cpr": "0202505123"}, headers=stack.headers(Role.COORDINATOR))
     for response in (flow, search):
@@ -136,7 +181,10 @@ async def test_hsts_and_secure_cookie_only_behind_a_trusted_tls_proxy(stack: Sta
     from api.main import create_app
 
     proxied = stack.settings.model_copy(update={"trusted_proxies": "127.0.0.1"})
-    async with LoopbackServer(create_app(proxied, run_migrations=False)) as server, httpx.AsyncClient(base_url=server.url) as client:
+    async with (
+        LoopbackServer(create_app(proxied, run_migrations=False)) as server,
+        httpx.AsyncClient(base_url=server.url) as client,
+    ):
         over_tls = await client.get("/console/login", headers={"X-Forwarded-Proto": "https"})
         assert over_tls.headers["strict-transport-security"].startswith("max-age=")
         assert "secure" in over_tls.headers["set-cookie"].lower()
@@ -160,5 +208,8 @@ async def test_numbers_too_large_for_the_database_are_422(stack: Stack) -> None:
     async with console_client(stack) as client:
         page = await client.get(f"/console/flows/x/messages/in/{huge}")
         assert page.status_code == 422
-        action = await client.post(f"/console/escalations/{huge}/resend", data={"reason": "r", "csrf_token": csrf_of((await client.get("/console/flows")).text)})
+        action = await client.post(
+            f"/console/escalations/{huge}/resend",
+            data={"reason": "r", "csrf_token": csrf_of((await client.get("/console/flows")).text)},
+        )
         assert action.status_code == 422

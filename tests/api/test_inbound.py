@@ -22,7 +22,9 @@ HOSPITAL = Organization(sor="200000000000001", ean="5790020000016", name="Kardio
 GP = Organization(sor="100000000000001", ean="5790010000019", name="Lægerne Nørrebro (demo GP)")
 
 
-def appointment(service_request_id: str, header_id: str | None = None, *, cpr: str = "0101505123", sender: Organization = HOSPITAL) -> bytes:
+def appointment(
+    service_request_id: str, header_id: str | None = None, *, cpr: str = "0101505123", sender: Organization = HOSPITAL
+) -> bytes:
     """The hospital's appointment for a referral (for the referral's patient: pass its CPR)."""
     envelope = Envelope(
         message_header_id=header_id or str(uuid.uuid4()),
@@ -42,7 +44,9 @@ async def silent_referral(stack: Stack, cpr: str) -> dict:
     simulator = stack.simulator_app.state.simulator
     simulator.behaviour.reply = False
     try:
-        accepted = (await stack.api.post("/referrals", json=referral_payload(cpr), headers=stack.headers(Role.CLINICIAN))).json()
+        accepted = (
+            await stack.api.post("/referrals", json=referral_payload(cpr), headers=stack.headers(Role.CLINICIAN))
+        ).json()
 
         async def received() -> bool:
             return any(sr == accepted["id"] for sr, _event in simulator.headers_per_step)
@@ -54,7 +58,11 @@ async def silent_referral(stack: Stack, cpr: str) -> dict:
 
 
 def post(stack: Stack, body: bytes, content_type: str = "application/fhir+json", sor: str = HOSPITAL.sor):  # noqa: ANN201
-    return stack.api.post("/fhir/$process-message", content=body, headers={**stack.headers(Role.PARTNER, sor), "Content-Type": content_type})
+    return stack.api.post(
+        "/fhir/$process-message",
+        content=body,
+        headers={**stack.headers(Role.PARTNER, sor), "Content-Type": content_type},
+    )
 
 
 def operation_outcome(response) -> dict:  # noqa: ANN001
@@ -73,7 +81,11 @@ async def test_duplicate_is_delivered_once_and_answered_the_same(stack: Stack) -
     assert first.content == second.content
     engine = make_engine(stack.settings.sqlalchemy_url)
     with Session(engine) as session:
-        rows = session.exec(select(InboundMessage).where(InboundMessage.flow_id == accepted["id"], InboundMessage.event_code == MessageKind.APPOINTMENT.value)).all()
+        rows = session.exec(
+            select(InboundMessage).where(
+                InboundMessage.flow_id == accepted["id"], InboundMessage.event_code == MessageKind.APPOINTMENT.value
+            )
+        ).all()
     assert len(rows) == 1
     handle = stack.client.get_workflow_handle_for(ReferralPathwayWorkflow.run, f"referral-{accepted['id']}")
 
@@ -103,7 +115,12 @@ async def test_message_for_unknown_flow_is_held_for_triage(stack: Stack) -> None
     engine = make_engine(stack.settings.sqlalchemy_url)
     with Session(engine) as session:
         row = session.exec(select(InboundMessage).order_by(InboundMessage.id.desc())).first()
-    assert (row.delivery_status, row.status_reason, row.ack_code, row.flow_id) == ("triage", "matches no flow careflow knows", None, None)
+    assert (row.delivery_status, row.status_reason, row.ack_code, row.flow_id) == (
+        "triage",
+        "matches no flow careflow knows",
+        None,
+        None,
+    )
 
 
 @pytest.mark.parametrize(
@@ -111,12 +128,20 @@ async def test_message_for_unknown_flow_is_held_for_triage(stack: Stack) -> None
     [
         (b'{"resourceType": "Bundle", "type": ', "application/fhir+json", 400, ""),
         (b"<not-json/>", "text/plain", 415, "content type"),
-        (b'{"resourceType": "Bundle", "id": "x", "type": "message", "entry": [{"resource": {"resourceType": "Patient", "id": "p"}}]}', "application/fhir+json", 400, ""),
+        (
+            b'{"resourceType": "Bundle", "id": "x", "type": "message", '
+            b'"entry": [{"resource": {"resourceType": "Patient", "id": "p"}}]}',
+            "application/fhir+json",
+            400,
+            "",
+        ),
         (b'{"resourceType": "Patient", "id": "p"}', "application/fhir+json", 400, ""),
     ],
     ids=["malformed-json", "wrong-content-type", "missing-messageheader", "not-a-bundle"],
 )
-async def test_bad_input_gets_operation_outcome(stack: Stack, body: bytes, content_type: str, status: int, expected: str) -> None:
+async def test_bad_input_gets_operation_outcome(
+    stack: Stack, body: bytes, content_type: str, status: int, expected: str
+) -> None:
     response = await post(stack, body, content_type)
     assert response.status_code == status
     outcome = operation_outcome(response)
@@ -131,8 +156,9 @@ async def test_partner_cannot_send_as_another_organisation(stack: Stack) -> None
 
 async def test_xml_message_is_accepted_like_json(stack: Stack) -> None:
     accepted = await silent_referral(stack, "0505505123")
-    from messaging import from_xml, to_xml
     import json as _json
+
+    from messaging import from_xml, to_xml
 
     bundle = _json.loads(appointment(accepted["id"], cpr="0505505123"))
     xml = to_xml(bundle)

@@ -57,11 +57,20 @@ async def test_get_pathways_lists_every_declaration(stack: Stack) -> None:
     referral = pathways["referral"]
     assert [s["name"] for s in referral["steps"]] == ["referral", "appointment", "test_result", "treatment_plan"]
     assert referral["steps"][1] == {
-        "name": "appointment", "kind": "await-reply", "message": "careflow-appointment-message", "message_label": "appointment (indkaldelse)",
-        "party": "performer", "deadline": {"timing": "appointment_deadline", "seconds": 30 * 86400.0}, "deadline_from": None,
+        "name": "appointment",
+        "kind": "await-reply",
+        "message": "careflow-appointment-message",
+        "message_label": "appointment (indkaldelse)",
+        "party": "performer",
+        "deadline": {"timing": "appointment_deadline", "seconds": 30 * 86400.0},
+        "deadline_from": None,
     }
-    assert "receiving_sor" in referral["input_schema"]["properties"] and "patient" in referral["input_schema"]["required"]
-    assert pathways["dialogue"]["starts"] == [{"message": "care-communication-message", "message_label": "care communication (korrespondance)"}]
+    assert (
+        "receiving_sor" in referral["input_schema"]["properties"] and "patient" in referral["input_schema"]["required"]
+    )
+    assert pathways["dialogue"]["starts"] == [
+        {"message": "care-communication-message", "message_label": "care communication (korrespondance)"}
+    ]
     assert pathways["dialogue"]["api_start"] is False
     consultation = {s["name"]: s for s in pathways["consultation"]["steps"]}
     assert [o["outcome"] for o in consultation["decision"]["outcomes"]] == ["booked", "declined"]
@@ -74,32 +83,55 @@ async def test_start_refusals_name_the_problem(stack: Stack) -> None:
     assert unknown.status_code == 404 and unknown.json()["resourceType"] == "OperationOutcome"
     not_by_api = await stack.api.post("/pathways/dialogue/flows", json={}, headers=headers)
     assert not_by_api.status_code == 404
-    body = {"patient": {"cpr": "0101505123"}, "requester_sor": "100000000000001", "reason": "Lipidstatus"}  # lab_sor missing
+    body = {
+        "patient": {"cpr": "0101505123"},
+        "requester_sor": "100000000000001",
+        "reason": "Lipidstatus",
+    }  # lab_sor missing
     missing = await stack.api.post("/pathways/lab-order/flows", json=body, headers=headers)
     assert missing.status_code == 422
     issue = missing.json()["issue"][0]
     assert issue["expression"] == ["lab_sor"] and "lab_sor" in issue["diagnostics"]
-    bad_cpr = await stack.api.post("/pathways/lab-order/flows", json={**body, "lab_sor": LAB.sor, "patient": {"cpr": "3213505123"}}, headers=headers)
+    bad_cpr = await stack.api.post(
+        "/pathways/lab-order/flows",
+        json={**body, "lab_sor": LAB.sor, "patient": {"cpr": "3213505123"}},
+        headers=headers,
+    )
     assert bad_cpr.status_code == 422 and bad_cpr.json()["issue"][0]["expression"] == ["patient.cpr"]
     assert "3213505123" not in bad_cpr.text, "never echo a CPR"
-    wrong_kind = await stack.api.post("/pathways/lab-order/flows", json={**body, "lab_sor": HOSPITAL.sor}, headers=headers)
+    wrong_kind = await stack.api.post(
+        "/pathways/lab-order/flows", json={**body, "lab_sor": HOSPITAL.sor}, headers=headers
+    )
     assert wrong_kind.status_code == 422 and "must be a lab" in wrong_kind.text
 
 
 async def test_a_pathway_declared_outside_the_core_runs_end_to_end(stack: Stack) -> None:
     """The tutorial's lab order: started through the generic API, answered by the simulated lab
     from the declaration alone (a test result, nothing else), shown in the console."""
-    body = {"patient": {"cpr": "0202505123", "given_name": "Testa"}, "requester_sor": GP.sor, "lab_sor": LAB.sor, "reason": "Lipidstatus"}
+    body = {
+        "patient": {"cpr": "0202505123", "given_name": "Testa"},
+        "requester_sor": GP.sor,
+        "lab_sor": LAB.sor,
+        "reason": "Lipidstatus",
+    }
     response = await stack.api.post("/pathways/lab-order/flows", json=body, headers=stack.headers(Role.CLINICIAN))
     assert response.status_code == 202, response.text
     flow_id = response.json()["id"]
     assert response.headers["Location"].endswith(f"/flows/{flow_id}")
     detail = await _flow_status(stack, flow_id, "completed")
     state = await _state(stack, f"lab-order-{flow_id}")
-    assert detail["pathway"] == "lab-order" and [(s.name, s.status.value) for s in state.steps] == [("order", "done"), ("result", "done")]
-    received = _rows(stack, select(InboundMessage.event_code, InboundMessage.sender_sor).where(InboundMessage.flow_id == flow_id))
+    assert detail["pathway"] == "lab-order" and [(s.name, s.status.value) for s in state.steps] == [
+        ("order", "done"),
+        ("result", "done"),
+    ]
+    received = _rows(
+        stack, select(InboundMessage.event_code, InboundMessage.sender_sor).where(InboundMessage.flow_id == flow_id)
+    )
     assert sorted(received) == sorted([("acknowledgement-message", LAB.sor), ("careflow-test-result-message", LAB.sor)])
-    sent = _rows(stack, select(OutboundMessage.event_code, OutboundMessage.receiver_sor).where(OutboundMessage.flow_id == flow_id))
+    sent = _rows(
+        stack,
+        select(OutboundMessage.event_code, OutboundMessage.receiver_sor).where(OutboundMessage.flow_id == flow_id),
+    )
     assert sent == [("careflow-referral-message", LAB.sor)]
 
 
@@ -107,20 +139,32 @@ async def test_a_branch_and_an_event_drive_a_declared_pathway(stack: Stack) -> N
     """consultation: the hospital books (the first outcome), the clinician reports the patient seen,
     the summary goes out and is acknowledged."""
     body = {"patient": {"cpr": "0303505124"}, "gp_sor": GP.sor, "hospital_sor": HOSPITAL.sor, "reason": "Vurdering"}
-    flow_id = (await stack.api.post("/pathways/consultation/flows", json=body, headers=stack.headers(Role.CLINICIAN))).json()["id"]
+    flow_id = (
+        await stack.api.post("/pathways/consultation/flows", json=body, headers=stack.headers(Role.CLINICIAN))
+    ).json()["id"]
     workflow_id = f"consultation-{flow_id}"
 
     async def at_summary() -> bool:
         return (await _state(stack, workflow_id)).step == "summary"
 
     await wait_for(at_summary, timeout=40)
-    as_partner = await stack.api.post(f"/flows/{flow_id}/events/patient-seen", json={}, headers=stack.headers(Role.PARTNER, HOSPITAL.sor))
+    as_partner = await stack.api.post(
+        f"/flows/{flow_id}/events/patient-seen", json={}, headers=stack.headers(Role.PARTNER, HOSPITAL.sor)
+    )
     assert as_partner.status_code == 403
-    unknown = await stack.api.post(f"/flows/{flow_id}/events/discharged", json={}, headers=stack.headers(Role.CLINICIAN))
+    unknown = await stack.api.post(
+        f"/flows/{flow_id}/events/discharged", json={}, headers=stack.headers(Role.CLINICIAN)
+    )
     assert unknown.status_code == 404 and "patient-seen" in unknown.text
-    seen = await stack.api.post(f"/flows/{flow_id}/events/patient-seen", json={"reason": "set i ambulatoriet", "data": {"text": "Patienten er set, ingen fund."}}, headers=stack.headers(Role.CLINICIAN))
+    seen = await stack.api.post(
+        f"/flows/{flow_id}/events/patient-seen",
+        json={"reason": "set i ambulatoriet", "data": {"text": "Patienten er set, ingen fund."}},
+        headers=stack.headers(Role.CLINICIAN),
+    )
     assert seen.status_code == 200, seen.text
-    again = await stack.api.post(f"/flows/{flow_id}/events/patient-seen", json={}, headers=stack.headers(Role.CLINICIAN))
+    again = await stack.api.post(
+        f"/flows/{flow_id}/events/patient-seen", json={}, headers=stack.headers(Role.CLINICIAN)
+    )
     assert again.status_code == 409
     detail = await _flow_status(stack, flow_id, "completed")
     kinds = [e["kind"] for e in detail["timeline"]]
@@ -131,8 +175,21 @@ async def test_a_branch_and_an_event_drive_a_declared_pathway(stack: Stack) -> N
 
 
 def _care_communication(header_id: str, cpr: str) -> bytes:
-    envelope = Envelope(message_header_id=header_id, bundle_id=str(uuid.uuid4()), timestamp=datetime.now(UTC), sender=HOSPITAL, receiver=GP, patient=PatientData(cpr=cpr, given_name="Testa"))
-    return to_json(build_message(MessageKind.CARE_COMMUNICATION, envelope, CareCommunicationContent(communication_id=str(uuid.uuid4()), text="Patienten er udskrevet i dag.")))
+    envelope = Envelope(
+        message_header_id=header_id,
+        bundle_id=str(uuid.uuid4()),
+        timestamp=datetime.now(UTC),
+        sender=HOSPITAL,
+        receiver=GP,
+        patient=PatientData(cpr=cpr, given_name="Testa"),
+    )
+    return to_json(
+        build_message(
+            MessageKind.CARE_COMMUNICATION,
+            envelope,
+            CareCommunicationContent(communication_id=str(uuid.uuid4()), text="Patienten er udskrevet i dag."),
+        )
+    )
 
 
 async def test_an_inbound_trigger_posted_three_times_at_once_starts_one_pathway(stack: Stack) -> None:
@@ -141,12 +198,22 @@ async def test_an_inbound_trigger_posted_three_times_at_once_starts_one_pathway(
     answers = await asyncio.gather(*(post(stack, body) for _ in range(3)))
     assert [a.status_code for a in answers] == [202, 202, 202]
     flows = _rows(stack, select(Flow).where(Flow.pathway == "dialogue"))
-    [flow] = [f for f in flows if _rows(stack, select(InboundMessage.flow_id).where(InboundMessage.message_header_id == header_id)) == [f.id]]
+    [flow] = [
+        f
+        for f in flows
+        if _rows(stack, select(InboundMessage.flow_id).where(InboundMessage.message_header_id == header_id)) == [f.id]
+    ]
     state = await wait_for(lambda: _state_or_none(stack, flow.workflow_id), timeout=30)
     assert state.received_header_ids == [header_id] and state.step == "answer"
-    listed = (await stack.api.get("/flows", params={"pathway": "dialogue"}, headers=stack.headers(Role.COORDINATOR))).json()
+    listed = (
+        await stack.api.get("/flows", params={"pathway": "dialogue"}, headers=stack.headers(Role.COORDINATOR))
+    ).json()
     assert flow.id in [f["id"] for f in listed["items"]]
-    answered = await stack.api.post(f"/flows/{flow.id}/events/answered", json={"data": {"text": "Tak, vi følger op."}}, headers=stack.headers(Role.CLINICIAN))
+    answered = await stack.api.post(
+        f"/flows/{flow.id}/events/answered",
+        json={"data": {"text": "Tak, vi følger op."}},
+        headers=stack.headers(Role.CLINICIAN),
+    )
     assert answered.status_code == 200
     await _flow_status(stack, flow.id, "completed")
     await record_history(stack.client, flow.workflow_id, "dialogue-started-by-message")
@@ -171,8 +238,15 @@ async def test_partners_are_confined_to_their_own_flows(stack: Stack) -> None:
     assert other_patient.status_code == 422 and "another patient" in other_patient.text
     # the lab acknowledges the referral that went to the hospital
     not_receiver = await post(stack, _acknowledgement_by(stack, flow_id, LAB), sor=LAB.sor)
-    assert not_receiver.status_code == 422 and f"only the receiver of message" in not_receiver.text and f"SOR {HOSPITAL.sor}" in not_receiver.text
-    rows = _rows(stack, select(InboundMessage).where(InboundMessage.flow_id == flow_id, InboundMessage.delivery_status == "rejected"))
+    assert (
+        not_receiver.status_code == 422
+        and "only the receiver of message" in not_receiver.text
+        and f"SOR {HOSPITAL.sor}" in not_receiver.text
+    )
+    rows = _rows(
+        stack,
+        select(InboundMessage).where(InboundMessage.flow_id == flow_id, InboundMessage.delivery_status == "rejected"),
+    )
     assert len(rows) == 3, "stored, kept with their flow, never applied"
     assert all(r.status_reason for r in rows)
     clinical = [r for r in rows if r.event_code != "acknowledgement-message"]
@@ -190,8 +264,18 @@ def _acknowledgement_by(stack: Stack, flow_id: str, organisation: Organization) 
     from messaging import build_acknowledgement
 
     [sent] = _rows(stack, select(OutboundMessage).where(OutboundMessage.flow_id == flow_id))
-    referral = json.loads(KeyRing.parse(stack.settings.codec_keys).decrypt_text(sent.body_enc, sealed_as(OutboundMessage, "body_enc", sent.bundle_id)))
-    ack = build_acknowledgement(referral, code=AckCode.OK, message_header_id=str(uuid.uuid4()), bundle_id=str(uuid.uuid4()), timestamp=datetime.now(UTC))
+    referral = json.loads(
+        KeyRing.parse(stack.settings.codec_keys).decrypt_text(
+            sent.body_enc, sealed_as(OutboundMessage, "body_enc", sent.bundle_id)
+        )
+    )
+    ack = build_acknowledgement(
+        referral,
+        code=AckCode.OK,
+        message_header_id=str(uuid.uuid4()),
+        bundle_id=str(uuid.uuid4()),
+        timestamp=datetime.now(UTC),
+    )
     text = json.dumps(ack).replace(HOSPITAL.sor, organisation.sor).replace(HOSPITAL.ean, organisation.ean)
     return text.encode()
 
@@ -204,14 +288,24 @@ async def test_triage_attach_reprocess_and_reject(stack: Stack) -> None:
     stray = appointment(str(uuid.uuid4()), cpr="0707505128")
     assert (await post(stack, stray)).status_code == 202
     listed = (await stack.api.get("/triage", headers=coordinator)).json()
-    held = [m for m in listed if m["event_code"] == "careflow-appointment-message" and m["reason"] == "matches no flow careflow knows"]
+    held = [
+        m
+        for m in listed
+        if m["event_code"] == "careflow-appointment-message" and m["reason"] == "matches no flow careflow knows"
+    ]
     assert held
     message_id = held[-1]["id"]
     still = await stack.api.post(f"/triage/{message_id}/reprocess", headers=coordinator)
     assert still.status_code == 409 and "matches no running flow" in still.text
-    as_clinician = await stack.api.post(f"/triage/{message_id}/attach", json={"flow_id": flow_id, "reason": "x"}, headers=stack.headers(Role.CLINICIAN))
+    as_clinician = await stack.api.post(
+        f"/triage/{message_id}/attach", json={"flow_id": flow_id, "reason": "x"}, headers=stack.headers(Role.CLINICIAN)
+    )
     assert as_clinician.status_code == 403
-    attached = await stack.api.post(f"/triage/{message_id}/attach", json={"flow_id": flow_id, "reason": "the hospital used an old order number"}, headers=coordinator)
+    attached = await stack.api.post(
+        f"/triage/{message_id}/attach",
+        json={"flow_id": flow_id, "reason": "the hospital used an old order number"},
+        headers=coordinator,
+    )
     assert attached.status_code == 200, attached.text
 
     async def applied() -> bool:
@@ -221,7 +315,9 @@ async def test_triage_attach_reprocess_and_reject(stack: Stack) -> None:
     # another stray message, rejected: the sender gets a fatal-error acknowledgement
     assert (await post(stack, appointment(str(uuid.uuid4()), cpr="0707505128"))).status_code == 202
     second = [m for m in (await stack.api.get("/triage", headers=coordinator)).json() if m["id"] != message_id][-1]
-    rejected = await stack.api.post(f"/triage/{second['id']}/reject", json={"reason": "unknown order"}, headers=coordinator)
+    rejected = await stack.api.post(
+        f"/triage/{second['id']}/reject", json={"reason": "unknown order"}, headers=coordinator
+    )
     assert rejected.status_code == 200
     assert second["id"] not in [m["id"] for m in (await stack.api.get("/triage", headers=coordinator)).json()]
 
@@ -231,17 +327,28 @@ async def test_triage_attach_reprocess_and_reject(stack: Stack) -> None:
 
     row = await wait_for(acknowledged, timeout=20)
     assert (row.delivery_status, row.ack_code, row.triaged_by) == ("rejected", "fatal-error", "test-coordinator")
-    audit = _rows(stack, select(AuditEntry.action, AuditEntry.detail).where(AuditEntry.action.in_(["triage-attach", "triage-reject"])))
-    assert any(a == "triage-attach" and "attached to flow" in d for a, d in audit) and any(a == "triage-reject" and "unknown order" in d for a, d in audit)
+    audit = _rows(
+        stack,
+        select(AuditEntry.action, AuditEntry.detail).where(AuditEntry.action.in_(["triage-attach", "triage-reject"])),
+    )
+    assert any(a == "triage-attach" and "attached to flow" in d for a, d in audit) and any(
+        a == "triage-reject" and "unknown order" in d for a, d in audit
+    )
     await stack.client.get_workflow_handle(f"referral-{flow_id}").terminate("test finished")
 
 
 async def test_referrals_alias_still_starts_the_referral_pathway(stack: Stack) -> None:
-    response = await stack.api.post("/referrals", json=referral_payload("0808505129"), headers=stack.headers(Role.CLINICIAN))
+    response = await stack.api.post(
+        "/referrals", json=referral_payload("0808505129"), headers=stack.headers(Role.CLINICIAN)
+    )
     assert response.status_code == 202
     flow = (await stack.api.get(f"/flows/{response.json()['id']}", headers=stack.headers(Role.COORDINATOR))).json()
     assert flow["pathway"] == "referral"
-    wrong = await stack.api.post("/referrals", json={**referral_payload("0808505129"), "pathway": "consultation"}, headers=stack.headers(Role.CLINICIAN))
+    wrong = await stack.api.post(
+        "/referrals",
+        json={**referral_payload("0808505129"), "pathway": "consultation"},
+        headers=stack.headers(Role.CLINICIAN),
+    )
     assert wrong.status_code == 422 and "takes a referral" in wrong.text
 
 
@@ -249,12 +356,22 @@ async def test_the_tutorials_own_message_type_travels_end_to_end(stack: Stack) -
     """Part 2 of the tutorial: the home-care request (a message type declared in the pathway's own
     module) is built, sent to the directory's municipality, acknowledged, and answered with a
     CareCommunication by the simulated municipality, which read the declaration."""
-    body = {"patient": {"cpr": "1312505132"}, "gp_sor": GP.sor, "need": "Hjælp til medicin morgen og aften", "start": "2026-12-01"}
-    response = await stack.api.post("/pathways/home-care-request/flows", json=body, headers=stack.headers(Role.CLINICIAN))
+    body = {
+        "patient": {"cpr": "1312505132"},
+        "gp_sor": GP.sor,
+        "need": "Hjælp til medicin morgen og aften",
+        "start": "2026-12-01",
+    }
+    response = await stack.api.post(
+        "/pathways/home-care-request/flows", json=body, headers=stack.headers(Role.CLINICIAN)
+    )
     assert response.status_code == 202, response.text
     flow_id = response.json()["id"]
     await _flow_status(stack, flow_id, "completed")
-    sent = _rows(stack, select(OutboundMessage.event_code, OutboundMessage.receiver_sor).where(OutboundMessage.flow_id == flow_id))
+    sent = _rows(
+        stack,
+        select(OutboundMessage.event_code, OutboundMessage.receiver_sor).where(OutboundMessage.flow_id == flow_id),
+    )
     assert sent == [("careflow-home-care-request-message", "400000000000001")]
     received = _rows(stack, select(InboundMessage.event_code).where(InboundMessage.flow_id == flow_id))
     assert sorted(received) == ["acknowledgement-message", "care-communication-message"]

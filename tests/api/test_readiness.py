@@ -27,25 +27,55 @@ from tests.conftest import LoopbackServer, Stack
 async def test_ready_with_a_polling_worker_and_no_backlog(stack: Stack) -> None:
     response = await stack.api.get("/readyz?strict=true")
     assert response.status_code == 200, response.text
-    assert response.json() == {"status": "ready", "checks": {"database": "ok", "temporal": "ok", "workers": "ok", "relay": "ok"}}
+    assert response.json() == {
+        "status": "ready",
+        "checks": {"database": "ok", "temporal": "ok", "workers": "ok", "relay": "ok"},
+    }
     assert await polling_workers(stack.client, stack.settings.task_queue, timedelta(minutes=1)) >= 1
 
 
 @pytest.mark.e2e
 async def test_degraded_without_workers_and_with_a_stuck_message(stack: Stack) -> None:
     # A second API on the same database and Temporal, for a task queue nobody polls.
-    settings = stack.settings.model_copy(update={"task_queue": f"nobody-{uuid.uuid4()}", "relay_backlog_threshold": timedelta(seconds=30)})
+    settings = stack.settings.model_copy(
+        update={"task_queue": f"nobody-{uuid.uuid4()}", "relay_backlog_threshold": timedelta(seconds=30)}
+    )
     flow_id = str(uuid.uuid4())
     header_id = str(uuid.uuid4())
     engine = make_engine(settings.sqlalchemy_url)
     with Session(engine) as session:
-        session.add(Flow(id=flow_id, workflow_id=f"referral-{flow_id}", pathway="referral", referring_sor="1", receiving_sor="2", cpr_hash="h", patient_enc="x", reason_enc="x"))
+        session.add(
+            Flow(
+                id=flow_id,
+                workflow_id=f"referral-{flow_id}",
+                pathway="referral",
+                referring_sor="1",
+                receiving_sor="2",
+                cpr_hash="h",
+                patient_enc="x",
+                reason_enc="x",
+            )
+        )
         session.flush()
         # Stored ten minutes ago and never delivered: the relay is not keeping up.
-        session.add(InboundMessage(message_header_id=header_id, bundle_id="b", event_code="careflow-appointment-message", sender_sor="2", flow_id=flow_id, content_type="application/fhir+json", body_enc="x", received_at=utcnow() - timedelta(minutes=10)))
+        session.add(
+            InboundMessage(
+                message_header_id=header_id,
+                bundle_id="b",
+                event_code="careflow-appointment-message",
+                sender_sor="2",
+                flow_id=flow_id,
+                content_type="application/fhir+json",
+                body_enc="x",
+                received_at=utcnow() - timedelta(minutes=10),
+            )
+        )
         session.commit()
     try:
-        async with LoopbackServer(create_app(settings, run_migrations=False)) as server, httpx.AsyncClient(base_url=server.url) as http:
+        async with (
+            LoopbackServer(create_app(settings, run_migrations=False)) as server,
+            httpx.AsyncClient(base_url=server.url) as http,
+        ):
             lenient = await http.get("/readyz")
             strict = await http.get("/readyz?strict=true")
         body = lenient.json()
@@ -57,7 +87,9 @@ async def test_degraded_without_workers_and_with_a_stuck_message(stack: Stack) -
     finally:
         with Session(engine) as session:
             # The shared stack's own readiness must not see this message once the test is done.
-            session.delete(session.exec(select(InboundMessage).where(InboundMessage.message_header_id == header_id)).one())
+            session.delete(
+                session.exec(select(InboundMessage).where(InboundMessage.message_header_id == header_id)).one()
+            )
             session.commit()
         engine.dispose()
 
@@ -66,10 +98,39 @@ def test_relay_backlog_counts_only_old_undelivered_messages(engine) -> None:  # 
     flow_id = str(uuid.uuid4())
     now = utcnow()
     with Session(engine) as session:
-        session.add(Flow(id=flow_id, workflow_id=f"referral-{flow_id}", pathway="referral", referring_sor="1", receiving_sor="2", cpr_hash="h", patient_enc="x", reason_enc="x"))
+        session.add(
+            Flow(
+                id=flow_id,
+                workflow_id=f"referral-{flow_id}",
+                pathway="referral",
+                referring_sor="1",
+                receiving_sor="2",
+                cpr_hash="h",
+                patient_enc="x",
+                reason_enc="x",
+            )
+        )
         session.flush()
-        for age, status, flow in ((10, "received", flow_id), (10, "delivered", flow_id), (0, "received", flow_id), (10, "received", None), (10, "rejected", flow_id)):
-            session.add(InboundMessage(message_header_id=str(uuid.uuid4()), bundle_id="b", event_code="careflow-appointment-message", sender_sor="2", flow_id=flow, delivery_status=status, content_type="application/fhir+json", body_enc="x", received_at=now - timedelta(minutes=age)))
+        for age, status, flow in (
+            (10, "received", flow_id),
+            (10, "delivered", flow_id),
+            (0, "received", flow_id),
+            (10, "received", None),
+            (10, "rejected", flow_id),
+        ):
+            session.add(
+                InboundMessage(
+                    message_header_id=str(uuid.uuid4()),
+                    bundle_id="b",
+                    event_code="careflow-appointment-message",
+                    sender_sor="2",
+                    flow_id=flow,
+                    delivery_status=status,
+                    content_type="application/fhir+json",
+                    body_enc="x",
+                    received_at=now - timedelta(minutes=age),
+                )
+            )
         session.commit()
     assert relay_backlog(engine, timedelta(minutes=1)) == 1
 
@@ -83,7 +144,12 @@ def test_json_lines_carry_the_trace_id() -> None:
     log.propagate = False
     log.setLevel(logging.INFO)
     log.warning("outside a span")
-    context = SpanContext(trace_id=0x0AF7651916CD43DD8448EB211C80319C, span_id=0x00F067AA0BA902B7, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    context = SpanContext(
+        trace_id=0x0AF7651916CD43DD8448EB211C80319C,
+        span_id=0x00F067AA0BA902B7,
+        is_remote=False,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+    )
     with trace.use_span(NonRecordingSpan(context)):
         log.info("inside a span: %s", "sent")
     try:

@@ -16,7 +16,11 @@ from store.models import Escalation, Flow, InboundMessage, OutboundMessage
 from tests.conftest import DEMO_DIRECTORY
 
 HOSPITAL, LAB, GP, GONE = "200000000000001", "300000000000001", "100000000000001", "999999999999999"
-APPOINTMENT, TEST_RESULT, TREATMENT_PLAN = "careflow-appointment-message", "careflow-test-result-message", "careflow-treatment-plan-message"
+APPOINTMENT, TEST_RESULT, TREATMENT_PLAN = (
+    "careflow-appointment-message",
+    "careflow-test-result-message",
+    "careflow-treatment-plan-message",
+)
 T0 = datetime(2031, 3, 1, tzinfo=UTC)
 PERIOD = parse_period("2031-03-01T00:00:00Z", "2031-03-02T00:00:00Z")
 
@@ -25,39 +29,93 @@ def _at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
-def _out(session: Session, receiver: str, header: str, *, attempt: int = 0, created: float, sent: float | None = None, status: int | None = 202, ack: str | None = None, acked: float | None = None) -> None:
+def _out(
+    session: Session,
+    receiver: str,
+    header: str,
+    *,
+    attempt: int = 0,
+    created: float,
+    sent: float | None = None,
+    status: int | None = 202,
+    ack: str | None = None,
+    acked: float | None = None,
+) -> None:
     session.add(
         OutboundMessage(
-            message_header_id=header, bundle_id=str(uuid.uuid4()), step="referral", event_code="careflow-referral-message", attempt=attempt,
-            receiver_sor=receiver, endpoint="http://partner", body_enc="x", created_at=_at(created), sent_at=_at(sent) if sent is not None else None,
-            http_status=status, ack_code=ack, acked_at=_at(acked) if acked is not None else None,
+            message_header_id=header,
+            bundle_id=str(uuid.uuid4()),
+            step="referral",
+            event_code="careflow-referral-message",
+            attempt=attempt,
+            receiver_sor=receiver,
+            endpoint="http://partner",
+            body_enc="x",
+            created_at=_at(created),
+            sent_at=_at(sent) if sent is not None else None,
+            http_status=status,
+            ack_code=ack,
+            acked_at=_at(acked) if acked is not None else None,
         )
-    )  # fmt: skip
+    )
 
 
 def _flow(session: Session, receiving: str, completed: dict[str, float]) -> str:
     flow_id = str(uuid.uuid4())
-    steps = [{"name": n, "status": "done" if n in completed else "waiting", "deadline": None, "completed_at": _at(completed[n]).isoformat().replace("+00:00", "Z") if n in completed else None} for n in ("referral", "appointment", "test_result", "treatment_plan")]
+    steps = [
+        {
+            "name": n,
+            "status": "done" if n in completed else "waiting",
+            "deadline": None,
+            "completed_at": _at(completed[n]).isoformat().replace("+00:00", "Z") if n in completed else None,
+        }
+        for n in ("referral", "appointment", "test_result", "treatment_plan")
+    ]
     session.add(
         Flow(
-            id=flow_id, workflow_id=f"referral-{flow_id}", pathway="referral", referring_sor=GP, receiving_sor=receiving,
-            cpr_hash="h", patient_enc="x", reason_enc="x", steps_json=json.dumps(steps),
+            id=flow_id,
+            workflow_id=f"referral-{flow_id}",
+            pathway="referral",
+            referring_sor=GP,
+            receiving_sor=receiving,
+            cpr_hash="h",
+            patient_enc="x",
+            reason_enc="x",
+            steps_json=json.dumps(steps),
         )
-    )  # fmt: skip
+    )
     return flow_id
 
 
-def _in(session: Session, flow_id: str | None, sender: str, event_code: str, received: float, status: str = "delivered") -> None:
+def _in(
+    session: Session, flow_id: str | None, sender: str, event_code: str, received: float, status: str = "delivered"
+) -> None:
     session.add(
         InboundMessage(
-            message_header_id=str(uuid.uuid4()), bundle_id=str(uuid.uuid4()), event_code=event_code, sender_sor=sender, receiver_sor=GP,
-            flow_id=flow_id, content_type="application/fhir+json", body_enc="x", received_at=_at(received), delivery_status=status,
+            message_header_id=str(uuid.uuid4()),
+            bundle_id=str(uuid.uuid4()),
+            event_code=event_code,
+            sender_sor=sender,
+            receiver_sor=GP,
+            flow_id=flow_id,
+            content_type="application/fhir+json",
+            body_enc="x",
+            received_at=_at(received),
+            delivery_status=status,
         )
-    )  # fmt: skip
+    )
 
 
 def _escalation(session: Session, flow_id: str, step: str, reason: str, opened: float) -> None:
-    session.add(Escalation(flow_id=flow_id, escalation_key=f"{step}-{uuid.uuid4().hex[:6]}", step=step, reason=reason, opened_at=_at(opened)))
+    session.add(
+        Escalation(
+            flow_id=flow_id,
+            escalation_key=f"{step}-{uuid.uuid4().hex[:6]}",
+            step=step,
+            reason=reason,
+            opened_at=_at(opened),
+        )
+    )
 
 
 @pytest.fixture
@@ -68,13 +126,24 @@ def report_rows(engine):  # noqa: ANN001, ANN201
         # first send); a fatal-error after 5 s; one that overtook the HTTP answer (0 s).
         _out(session, HOSPITAL, "m1", created=1 * hour, sent=1 * hour, ack="ok", acked=1 * hour + 10)
         _out(session, HOSPITAL, "m2", created=2 * hour, sent=2 * hour, ack="ok", acked=2 * hour + 1860)
-        _out(session, HOSPITAL, "m2", attempt=1, created=2 * hour + 1800, sent=2 * hour + 1800, ack="ok", acked=2 * hour + 1860)
+        _out(
+            session,
+            HOSPITAL,
+            "m2",
+            attempt=1,
+            created=2 * hour + 1800,
+            sent=2 * hour + 1800,
+            ack="ok",
+            acked=2 * hour + 1860,
+        )
         _out(session, HOSPITAL, "m3", created=3 * hour, status=422)  # refused: never sent
         _out(session, HOSPITAL, "m4", created=4 * hour, sent=4 * hour, ack="fatal-error", acked=4 * hour + 5)
         _out(session, HOSPITAL, "m5", created=5 * hour, sent=5 * hour + 2, ack="ok", acked=5 * hour + 1)
         _out(session, HOSPITAL, "m6", created=6 * hour, sent=6 * hour)  # not (yet) acknowledged
         _out(session, HOSPITAL, "before", created=-60, sent=-60, ack="fatal-error", acked=-50)  # outside the period
-        _out(session, HOSPITAL, "after", created=24 * hour, sent=24 * hour, ack="ok", acked=24 * hour + 1)  # `until` is exclusive
+        _out(
+            session, HOSPITAL, "after", created=24 * hour, sent=24 * hour, ack="ok", acked=24 * hour + 1
+        )  # `until` is exclusive
         _out(session, GONE, "g1", created=7 * hour, sent=7 * hour, ack="ok", acked=7 * hour + 3)
         _out(session, GONE, "g1", attempt=1, created=7 * hour + 1, status=503)  # a resend that got a 5xx: no refusal
 
@@ -121,16 +190,29 @@ def test_partner_report_counts_and_latencies(report_rows) -> None:  # noqa: ANN0
     assert (hospital.fatal_error_acks, hospital.refused_sends, hospital.fatal_errors) == (1, 1, 2)
     # latencies 0, 5, 10, 1860: nearest-rank p50 is the 2nd, p99 the 4th
     assert (hospital.ack_latency_p50_seconds, hospital.ack_latency_p99_seconds) == (5.0, 1860.0)
-    assert hospital.reply_latency["appointment"].model_dump() == {"replies": 2, "p50_seconds": 100.0, "p99_seconds": 400.0}
+    assert hospital.reply_latency["appointment"].model_dump() == {
+        "replies": 2,
+        "p50_seconds": 100.0,
+        "p99_seconds": 400.0,
+    }
     assert "treatment_plan" not in hospital.reply_latency and "test_result" not in hospital.reply_latency
-    assert (hospital.deadlines_breached, hospital.deadlines_breached_by_step) == (2, {"appointment": 1, "test_result": 1})
+    assert (hospital.deadlines_breached, hospital.deadlines_breached_by_step) == (
+        2,
+        {"appointment": 1, "test_result": 1},
+    )
 
     lab = rows[LAB]
     assert (lab.messages_sent, lab.acknowledged, lab.ack_latency_p50_seconds, lab.deadlines_breached) == (0, 0, None, 0)
     assert lab.reply_latency["test_result"].model_dump() == {"replies": 2, "p50_seconds": 0.0, "p99_seconds": 180.0}
 
     gone = rows[GONE]
-    assert (gone.name, gone.messages_sent, gone.resends, gone.refused_sends, gone.ack_latency_p99_seconds) == ("", 1, 1, 0, 3.0)
+    assert (gone.name, gone.messages_sent, gone.resends, gone.refused_sends, gone.ack_latency_p99_seconds) == (
+        "",
+        1,
+        1,
+        0,
+        3.0,
+    )
 
 
 def test_partner_report_csv_has_the_same_numbers(report_rows) -> None:  # noqa: ANN001
@@ -141,11 +223,24 @@ def test_partner_report_csv_has_the_same_numbers(report_rows) -> None:  # noqa: 
         report = partner_report(session, PERIOD, Directory.load(DEMO_DIRECTORY))
     table = list(csv.DictReader(io.StringIO(report_csv(report))))
     hospital = next(r for r in table if r["sor"] == HOSPITAL)
-    assert (hospital["messages_sent"], hospital["resends"], hospital["fatal_errors"], hospital["deadlines_breached"]) == ("6", "1", "2", "2")
+    assert (
+        hospital["messages_sent"],
+        hospital["resends"],
+        hospital["fatal_errors"],
+        hospital["deadlines_breached"],
+    ) == ("6", "1", "2", "2")
     assert (float(hospital["ack_latency_p50_seconds"]), float(hospital["ack_latency_p99_seconds"])) == (5.0, 1860.0)
-    assert (hospital["appointment_replies"], hospital["appointment_deadlines_breached"], hospital["test_result_reply_p50_seconds"]) == ("2", "1", "")
+    assert (
+        hospital["appointment_replies"],
+        hospital["appointment_deadlines_breached"],
+        hospital["test_result_reply_p50_seconds"],
+    ) == ("2", "1", "")
     lab = next(r for r in table if r["sor"] == LAB)
-    assert (lab["test_result_replies"], float(lab["test_result_reply_p99_seconds"]), lab["ack_latency_p50_seconds"]) == ("2", 180.0, "")
+    assert (
+        lab["test_result_replies"],
+        float(lab["test_result_reply_p99_seconds"]),
+        lab["ack_latency_p50_seconds"],
+    ) == ("2", 180.0, "")
 
 
 def test_an_empty_period_reports_no_partners(report_rows) -> None:  # noqa: ANN001
@@ -158,9 +253,18 @@ def test_period_parsing() -> None:
     now = datetime(2031, 3, 31, 12, tzinfo=UTC)
     default = parse_period(None, None, now=now)
     assert (default.since, default.until) == (now - timedelta(days=30), now)
-    assert parse_period("2031-03-01", None, now=now).since == datetime(2031, 3, 1, tzinfo=UTC)  # a date is its midnight, UTC
-    assert parse_period("2031-03-01T10:00:00 01:00", "2031-03-02T00:00:00Z").since == datetime(2031, 3, 1, 9, tzinfo=UTC)  # '+' lost in a URL
-    for since, until, parameter in (("yesterday", None, "since"), (None, "2031-13-01", "until"), ("2031-03-02", "2031-03-01", "since"), ("2030-01-01", "2031-03-01", "since")):
+    assert parse_period("2031-03-01", None, now=now).since == datetime(
+        2031, 3, 1, tzinfo=UTC
+    )  # a date is its midnight, UTC
+    assert parse_period("2031-03-01T10:00:00 01:00", "2031-03-02T00:00:00Z").since == datetime(
+        2031, 3, 1, 9, tzinfo=UTC
+    )  # '+' lost in a URL
+    for since, until, parameter in (
+        ("yesterday", None, "since"),
+        (None, "2031-13-01", "until"),
+        ("2031-03-02", "2031-03-01", "since"),
+        ("2030-01-01", "2031-03-01", "since"),
+    ):
         with pytest.raises(BadPeriod) as err:
             parse_period(since, until, now=now)
         assert err.value.parameter == parameter

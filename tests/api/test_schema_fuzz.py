@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 import pytest
 import requests
 import schemathesis
-from hypothesis import HealthCheck, Phase, given, settings, strategies as st
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
@@ -20,6 +21,8 @@ from careflow.auth import Role
 from tests.conftest import Stack, token
 
 pytestmark = pytest.mark.e2e
+
+PARTNER_SOR = "200000000000001"
 
 EXAMPLES = {GenerationMode.POSITIVE: 25, GenerationMode.NEGATIVE: 15}  # per operation
 
@@ -45,28 +48,48 @@ def fuzz(spec: dict, base_url: str, headers: dict[Role, dict[str, str]]) -> Tall
         tally.operations.append(f"{operation.method.upper()} {operation.path}")
         for mode, count in EXAMPLES.items():
 
-            @settings(max_examples=count, deadline=None, database=None, derandomize=True, phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+            @settings(
+                max_examples=count,
+                deadline=None,
+                database=None,
+                derandomize=True,
+                phases=[Phase.explicit, Phase.generate],
+                suppress_health_check=list(HealthCheck),
+            )
             @given(case=operation.as_strategy(generation_mode=mode), role=st.sampled_from(list(Role)))
             def call(case, role: Role) -> None:  # noqa: ANN001
                 response = case.call(base_url=base_url, session=http, headers=headers[role], timeout=30)
                 tally.statuses[response.status_code] += 1
                 if response.status_code >= 500:
-                    tally.server_errors.append(f"{case.method} {case.formatted_path} as {role.value}: {response.status_code} {response.text[:200]}")
+                    tally.server_errors.append(
+                        f"{case.method} {case.formatted_path} as {role.value}: {response.status_code} "
+                        f"{response.text[:200]}"
+                    )
 
             try:
                 call()
             except Unsatisfiable:
-                assert mode is GenerationMode.NEGATIVE, f"no valid input for {operation.label}"  # e.g. /healthz: nothing to get wrong
+                assert mode is GenerationMode.NEGATIVE, (
+                    f"no valid input for {operation.label}"
+                )  # e.g. /healthz: nothing to get wrong
     return tally
 
 
 async def test_no_operation_answers_5xx_to_any_role(stack: Stack) -> None:
     spec = (await stack.api.get("/openapi.json")).json()
-    headers = {role: {"Authorization": f"Bearer {token(stack.settings, role, '200000000000001' if role is Role.PARTNER else None)}"} for role in Role}
+    headers = {
+        role: {"Authorization": f"Bearer {token(stack.settings, role, PARTNER_SOR if role is Role.PARTNER else None)}"}
+        for role in Role
+    }
     started = time.monotonic()
     tally = await asyncio.to_thread(fuzz, spec, stack.settings.public_url, headers)
     elapsed = time.monotonic() - started
-    print(f"\nschemathesis: {len(tally.operations)} operations, {tally.examples} examples, {len(tally.server_errors)} 5xx in {elapsed:.1f}s; statuses {dict(sorted(tally.statuses.items()))}")
-    assert len(tally.operations) == len(spec["paths"]) + sum(len(m) - 1 for m in spec["paths"].values()), "every operation"
+    print(
+        f"\nschemathesis: {len(tally.operations)} operations, {tally.examples} examples, {len(tally.server_errors)} "
+        f"5xx in {elapsed:.1f}s; statuses {dict(sorted(tally.statuses.items()))}"
+    )
+    assert len(tally.operations) == len(spec["paths"]) + sum(len(m) - 1 for m in spec["paths"].values()), (
+        "every operation"
+    )
     assert tally.examples >= 5 * len(tally.operations)
     assert not tally.server_errors, "\n".join(tally.server_errors[:10])

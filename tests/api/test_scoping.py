@@ -25,7 +25,9 @@ def bearer(stack: Stack, role: Role, sor: str | None = None, subject: str | None
 def audit(stack: Stack, flow_id: str) -> list[AuditEntry]:
     engine = make_engine(stack.settings.sqlalchemy_url)
     with Session(engine) as session:
-        rows = list(session.exec(select(AuditEntry).where(AuditEntry.flow_id == flow_id).order_by(col(AuditEntry.id))).all())
+        rows = list(
+            session.exec(select(AuditEntry).where(AuditEntry.flow_id == flow_id).order_by(col(AuditEntry.id))).all()
+        )
     engine.dispose()
     return rows
 
@@ -40,9 +42,17 @@ async def test_a_clinician_refers_from_their_own_organisation_only(stack: Stack)
     flow_id = await _referral(stack, "0707505123")
     detail = (await stack.api.get(f"/flows/{flow_id}", headers=bearer(stack, Role.CLINICIAN, GP))).json()
     assert detail["referring_sor"] == GP
-    forged = await stack.api.post("/referrals", json={**referral_payload("0707505124"), "referring_sor": OTHER_GP}, headers=bearer(stack, Role.CLINICIAN, GP))
+    forged = await stack.api.post(
+        "/referrals",
+        json={**referral_payload("0707505124"), "referring_sor": OTHER_GP},
+        headers=bearer(stack, Role.CLINICIAN, GP),
+    )
     assert forged.status_code == 403 and "own organisation" in forged.json()["issue"][0]["diagnostics"]
-    generic = await stack.api.post("/pathways/referral/flows", json={**referral_payload("0707505124"), "referring_sor": OTHER_GP}, headers=bearer(stack, Role.CLINICIAN, GP))
+    generic = await stack.api.post(
+        "/pathways/referral/flows",
+        json={**referral_payload("0707505124"), "referring_sor": OTHER_GP},
+        headers=bearer(stack, Role.CLINICIAN, GP),
+    )
     assert generic.status_code == 403, "the generic start is held to the same rule"
 
 
@@ -59,10 +69,14 @@ async def test_each_role_sees_the_flows_it_is_party_to(stack: Stack) -> None:
     }
     for who, (role, sor, visible) in seen.items():
         headers = bearer(stack, role, sor)
-        listed = (await stack.api.get("/flows", params={"limit": 500, "sort": "newest"}, headers=headers)).json()["items"]
+        listed = (await stack.api.get("/flows", params={"limit": 500, "sort": "newest"}, headers=headers)).json()[
+            "items"
+        ]
         assert (flow_id in {f["id"] for f in listed}) is visible, who
         if sor not in (None, "*"):
-            assert all(sor in (f["referring_sor"], f["receiving_sor"]) for f in listed), f"{who} sees only its organisation's flows"
+            assert all(sor in (f["referring_sor"], f["receiving_sor"]) for f in listed), (
+                f"{who} sees only its organisation's flows"
+            )
         read = await stack.api.get(f"/flows/{flow_id}", headers=headers)
         assert read.status_code == (200 if visible else 403), who
         if role is Role.COORDINATOR:
@@ -75,29 +89,46 @@ async def test_a_break_glass_read_needs_a_reason_and_is_flagged(stack: Stack) ->
     outsider = bearer(stack, Role.COORDINATOR, OTHER_HOSPITAL, subject="coordinator-elsewhere")
     refused = await stack.api.get(f"/flows/{flow_id}", headers=outsider)
     assert refused.status_code == 403 and "X-Break-Glass-Reason" in refused.json()["issue"][0]["diagnostics"]
-    assert (await stack.api.get(f"/flows/{flow_id}", headers={**outsider, "X-Break-Glass-Reason": ""})).status_code == 403
+    assert (
+        await stack.api.get(f"/flows/{flow_id}", headers={**outsider, "X-Break-Glass-Reason": ""})
+    ).status_code == 403
     read = await stack.api.get(f"/flows/{flow_id}", headers={**outsider, "X-Break-Glass-Reason": "akut indlagt hos os"})
     assert read.status_code == 200 and read.json()["patient"]["cpr"] == "1111505123"
     flagged = [e for e in audit(stack, flow_id) if e.break_glass]
-    assert [(e.actor, e.action, e.detail) for e in flagged] == [("coordinator-elsewhere", "break-glass-read-flow", "akut indlagt hos os")]
+    assert [(e.actor, e.action, e.detail) for e in flagged] == [
+        ("coordinator-elsewhere", "break-glass-read-flow", "akut indlagt hos os")
+    ]
 
 
 async def test_the_console_is_scoped_and_breaks_glass_with_a_reason(stack: Stack) -> None:
     flow_id = await _referral(stack, "1212505123")
     async with httpx.AsyncClient(base_url=stack.settings.public_url, timeout=30) as client:
         form = await client.get("/console/login")
-        login = await client.post("/console/login", data={"token": token(stack.settings, Role.COORDINATOR, OTHER_HOSPITAL, "console-elsewhere"), "csrf_token": csrf_of(form.text)})
+        login = await client.post(
+            "/console/login",
+            data={
+                "token": token(stack.settings, Role.COORDINATOR, OTHER_HOSPITAL, "console-elsewhere"),
+                "csrf_token": csrf_of(form.text),
+            },
+        )
         assert login.status_code == 303
         listing = await client.get("/console/flows", params={"sort": "newest"})
         assert flow_id not in listing.text
         page = await client.get(f"/console/flows/{flow_id}")
         assert page.status_code == 403 and "break glass" in page.text.lower() and "1212505123"[:6] not in page.text
-        no_reason = await client.post(f"/console/flows/{flow_id}/break-glass", data={"reason": "", "csrf_token": csrf_of(page.text)})
+        no_reason = await client.post(
+            f"/console/flows/{flow_id}/break-glass", data={"reason": "", "csrf_token": csrf_of(page.text)}
+        )
         assert no_reason.status_code == 422
-        opened = await client.post(f"/console/flows/{flow_id}/break-glass", data={"reason": "patient overflyttet til os", "csrf_token": csrf_of(page.text)})
+        opened = await client.post(
+            f"/console/flows/{flow_id}/break-glass",
+            data={"reason": "patient overflyttet til os", "csrf_token": csrf_of(page.text)},
+        )
         assert opened.status_code == 200 and "121250-5123" in opened.text
     flagged = [e for e in audit(stack, flow_id) if e.break_glass]
-    assert [(e.actor, e.action, e.detail) for e in flagged] == [("console-elsewhere", "console-break-glass-read-flow", "patient overflyttet til os")]
+    assert [(e.actor, e.action, e.detail) for e in flagged] == [
+        ("console-elsewhere", "console-break-glass-read-flow", "patient overflyttet til os")
+    ]
 
 
 async def test_out_of_scope_actions_are_refused(stack: Stack) -> None:

@@ -15,7 +15,13 @@ pytestmark = pytest.mark.e2e
 
 
 def run(script: str, *args: str) -> str:
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout
 
@@ -24,7 +30,11 @@ def test_throughput_prints_both_runs_their_ratio_hops_and_history_size() -> None
     out = run("bench_throughput.py", "--flows", "3", "--histories", "2")
     assert re.search(r"^machine: nproc \d+, .*load average [\d.]+", out, re.M)
     assert re.search(r"^bare: flows 3, completed 3, [\d.]+ flows/s", out, re.M)
-    assert re.search(r"^careflow: referrals 3, accepted 3, completed 3, [\d.]+ flows/s, [\d.]+ messages/s \(24 MedCom messages", out, re.M)
+    assert re.search(
+        r"^careflow: referrals 3, accepted 3, completed 3, [\d.]+ flows/s, [\d.]+ messages/s \(24 MedCom messages",
+        out,
+        re.M,
+    )
     assert re.search(r"^ratio: careflow / bare = [\d.]+", out, re.M)
     for process in ("temporal", "worker", "api", "simulator"):
         assert re.search(rf"^  {process} +CPU +\d+ %.*peak RSS +\d+ MB", out, re.M), process

@@ -39,7 +39,10 @@ class DeadlineWatchWorkflow:
         escalations = []
         for deadline in sorted(deadlines, key=lambda d: d.due_at):
             try:
-                await workflow.wait_condition(lambda: deadline.rule_id in self.met, timeout=max(deadline.due_at - workflow.now(), timedelta(seconds=1)))
+                await workflow.wait_condition(
+                    lambda: deadline.rule_id in self.met,
+                    timeout=max(deadline.due_at - workflow.now(), timedelta(seconds=1)),
+                )
             except TimeoutError:
                 escalations.append(deadline.escalation_reason())
         return DeadlineWatchResult(rules_version=watch.rules.version, escalations=escalations)

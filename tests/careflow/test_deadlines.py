@@ -89,7 +89,9 @@ def test_optional_days_are_working_days_unless_the_rule_set_closes_them(day: dat
 @pytest.mark.parametrize("year", [2000, 2024, 2026, 2050, 2100])
 def test_every_optional_day_is_known_to_the_library_each_year(year: int) -> None:
     # guards the mapping from the library's names: a renamed holiday would silently reopen a day
-    closed = {d for d in (date(year, 6, 5), date(year, 12, 24), date(year, 12, 31), date(year, 5, 1)) if d.weekday() < 5}
+    closed = {
+        d for d in (date(year, 6, 5), date(year, 12, 24), date(year, 12, 31), date(year, 5, 1)) if d.weekday() < 5
+    }
     assert all(not CLOSED_EVES.is_working_day(d) for d in closed)
 
 
@@ -105,7 +107,12 @@ def test_every_optional_day_is_known_to_the_library_each_year(year: int) -> None
         (date(2026, 12, 24), 1, DEFAULT, date(2026, 12, 28)),
         # Constitution Day 2026 (a Friday)
         (date(2026, 6, 1), 8, DEFAULT, date(2026, 6, 11)),
-        (date(2026, 6, 1), 8, WorkingDayCalendar(closed_optional_days=frozenset({OptionalDay.CONSTITUTION_DAY})), date(2026, 6, 12)),
+        (
+            date(2026, 6, 1),
+            8,
+            WorkingDayCalendar(closed_optional_days=frozenset({OptionalDay.CONSTITUTION_DAY})),
+            date(2026, 6, 12),
+        ),
         # weekends: received on a Saturday, the clock starts on Monday
         (date(2026, 3, 7), 1, DEFAULT, date(2026, 3, 9)),
         (date(2026, 3, 6), 5, DEFAULT, date(2026, 3, 13)),
@@ -163,7 +170,9 @@ def test_the_danish_date_of_receipt_counts_not_the_utc_date() -> None:
 
 def test_assessment_within_30_days_and_the_cancer_waiting_times() -> None:
     received = cph(2026, 12, 10, 9, 0)
-    standard = {d.rule_id: d for d in deadlines_for(RULES_2026_1, Track.STANDARD, ClockStart.REFERRAL_RECEIVED, received)}
+    standard = {
+        d.rule_id: d for d in deadlines_for(RULES_2026_1, Track.STANDARD, ClockStart.REFERRAL_RECEIVED, received)
+    }
     assert set(standard) == {"patient-informed", "assessment"}
     assert standard["assessment"].due_date == date(2027, 1, 9)
 
@@ -228,6 +237,20 @@ def test_rule_books_are_validated(tmp_path: Path) -> None:
     with pytest.raises(ValidationError):
         DeadlineRules(version="x", valid_from=date(2026, 1, 1), rules=(RULES_2026_1.rules[0], RULES_2026_1.rules[0]))
     with pytest.raises(ValidationError):
-        DeadlineRule(id="Bad Id", name="x", amount=1, unit=DeadlineUnit.WORKING_DAYS, starts_at=ClockStart.REFERRAL_RECEIVED, tracks=frozenset({Track.STANDARD}))
+        DeadlineRule(
+            id="Bad Id",
+            name="x",
+            amount=1,
+            unit=DeadlineUnit.WORKING_DAYS,
+            starts_at=ClockStart.REFERRAL_RECEIVED,
+            tracks=frozenset({Track.STANDARD}),
+        )
     with pytest.raises(ValidationError):
-        DeadlineRule(id="zero", name="x", amount=0, unit=DeadlineUnit.WORKING_DAYS, starts_at=ClockStart.REFERRAL_RECEIVED, tracks=frozenset({Track.STANDARD}))
+        DeadlineRule(
+            id="zero",
+            name="x",
+            amount=0,
+            unit=DeadlineUnit.WORKING_DAYS,
+            starts_at=ClockStart.REFERRAL_RECEIVED,
+            tracks=frozenset({Track.STANDARD}),
+        )

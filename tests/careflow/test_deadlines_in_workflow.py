@@ -62,5 +62,7 @@ async def test_deadlines_escalate_by_rule_and_keep_their_version(time_skipping_s
 
     # the recorded history replays in the sandbox: the computation is deterministic
     history = await handle.fetch_history()
-    replayer = Replayer(workflows=[DeadlineWatchWorkflow], workflow_runner=_runner(), data_converter=pydantic_data_converter)
+    replayer = Replayer(
+        workflows=[DeadlineWatchWorkflow], workflow_runner=_runner(), data_converter=pydantic_data_converter
+    )
     await replayer.replay_workflow(history)

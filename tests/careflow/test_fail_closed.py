@@ -25,7 +25,9 @@ def careflow(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProc
     """`careflow …` with none of the caller's CAREFLOW_* settings (so CAREFLOW_ENV is unset unless given)."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("CAREFLOW_")}
     clean.update({"CAREFLOW_DATA_DIR": str(tmp_path), "CAREFLOW_TEMPORAL_ADDRESS": "127.0.0.1:1", **env})
-    return subprocess.run([sys.executable, "-m", "careflow", *args], env=clean, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "careflow", *args], env=clean, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
 
 
 @pytest.mark.parametrize("command", ["api", "worker"])
@@ -53,19 +55,43 @@ def test_an_unset_careflow_env_is_production_and_missing_secrets_stop_the_start(
     ],
 )
 def test_placeholder_dev_and_short_secrets_are_refused(tmp_path: Path, variable: str, value: str, says: str) -> None:
-    result = careflow(tmp_path, "api", CAREFLOW_ENV="production", **{**GOOD, variable: value}, CAREFLOW_JWKS="/nonexistent", CAREFLOW_JWT_ISSUER="https://idp", CAREFLOW_JWT_AUDIENCE="careflow")
+    result = careflow(
+        tmp_path,
+        "api",
+        CAREFLOW_ENV="production",
+        **{**GOOD, variable: value},
+        CAREFLOW_JWKS="/nonexistent",
+        CAREFLOW_JWT_ISSUER="https://idp",
+        CAREFLOW_JWT_AUDIENCE="careflow",
+    )
     assert result.returncode == 2
     assert variable in result.stderr and says in result.stderr, result.stderr
     assert value not in result.stderr or len(value) < 12, "the refusal does not echo the secret"
 
 
 def test_a_jwks_over_plain_http_is_refused(tmp_path: Path) -> None:
-    result = careflow(tmp_path, "api", CAREFLOW_ENV="production", **GOOD, CAREFLOW_JWKS="http://idp.example/certs", CAREFLOW_JWT_ISSUER="https://idp", CAREFLOW_JWT_AUDIENCE="careflow")
+    result = careflow(
+        tmp_path,
+        "api",
+        CAREFLOW_ENV="production",
+        **GOOD,
+        CAREFLOW_JWKS="http://idp.example/certs",
+        CAREFLOW_JWT_ISSUER="https://idp",
+        CAREFLOW_JWT_AUDIENCE="careflow",
+    )
     assert result.returncode == 2 and "CAREFLOW_JWKS must be an https URL" in result.stderr
 
 
 def test_real_secrets_and_an_identity_provider_pass(tmp_path: Path) -> None:
-    settings = Settings(env="production", session_secret=GOOD["CAREFLOW_SESSION_SECRET"], codec_keys=GOOD["CAREFLOW_CODEC_KEYS"], cpr_hash_key=GOOD["CAREFLOW_CPR_HASH_KEY"], jwks="https://idp.example/jwks", jwt_issuer="https://idp.example", jwt_audience="careflow")
+    settings = Settings(
+        env="production",
+        session_secret=GOOD["CAREFLOW_SESSION_SECRET"],
+        codec_keys=GOOD["CAREFLOW_CODEC_KEYS"],
+        cpr_hash_key=GOOD["CAREFLOW_CPR_HASH_KEY"],
+        jwks="https://idp.example/jwks",
+        jwt_issuer="https://idp.example",
+        jwt_audience="careflow",
+    )
     settings.refuse_unsafe("api")
     settings.refuse_unsafe("worker")
     assert Settings(env="production").codec_keys == "", "no dev value fills in outside dev"

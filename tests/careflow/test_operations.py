@@ -24,16 +24,26 @@ from store.db import make_engine
 ROOT = Path(__file__).resolve().parents[2]
 
 
-async def test_setup_migrates_registers_namespace_and_search_attributes(dev_server: WorkflowEnvironment, tmp_path: Path) -> None:
+async def test_setup_migrates_registers_namespace_and_search_attributes(
+    dev_server: WorkflowEnvironment, tmp_path: Path
+) -> None:
     namespace = f"setup-{uuid.uuid4().hex[:8]}"
-    settings = Settings(data_dir=tmp_path, temporal_address=dev_server.client.service_client.config.target_host, temporal_namespace=namespace)
+    settings = Settings(
+        data_dir=tmp_path,
+        temporal_address=dev_server.client.service_client.config.target_host,
+        temporal_namespace=namespace,
+    )
 
     summary = await run_setup(settings, timeout=30)
 
     assert summary["namespace_registered"] is True
     assert summary["search_attributes_added"] == sorted(SEARCH_ATTRIBUTE_TYPES)
-    assert {"flow", "inboundmessage", "outboundmessage"} <= set(inspect(make_engine(settings.sqlalchemy_url)).get_table_names())
-    listed = await dev_server.client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace=namespace))
+    assert {"flow", "inboundmessage", "outboundmessage"} <= set(
+        inspect(make_engine(settings.sqlalchemy_url)).get_table_names()
+    )
+    listed = await dev_server.client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=namespace)
+    )
     assert listed.custom_attributes["CareflowStep"] == IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
     assert listed.custom_attributes["CareflowNextDeadline"] == IndexedValueType.INDEXED_VALUE_TYPE_DATETIME
 
@@ -49,7 +59,11 @@ async def test_setup_refuses_an_attribute_with_another_type(dev_server: Workflow
     # A fresh namespace takes a moment to become usable: retry until the wrong type is in place.
     for _ in range(60):
         try:
-            await client.operator_service.add_search_attributes(AddSearchAttributesRequest(namespace=other, search_attributes={"CareflowStep": IndexedValueType.INDEXED_VALUE_TYPE_TEXT}))
+            await client.operator_service.add_search_attributes(
+                AddSearchAttributesRequest(
+                    namespace=other, search_attributes={"CareflowStep": IndexedValueType.INDEXED_VALUE_TYPE_TEXT}
+                )
+            )
             break
         except RPCError:
             await asyncio.sleep(0.5)
@@ -58,15 +72,30 @@ async def test_setup_refuses_an_attribute_with_another_type(dev_server: Workflow
 
 
 def test_secrets_are_fresh_and_accepted_outside_dev(tmp_path: Path) -> None:
-    run = lambda: subprocess.run([sys.executable, "-m", "careflow", "secrets"], capture_output=True, text=True, check=True, cwd=ROOT).stdout  # noqa: E731
+    def run():
+        return subprocess.run(
+            [sys.executable, "-m", "careflow", "secrets"], capture_output=True, text=True, check=True, cwd=ROOT
+        ).stdout  # noqa: E731
+
     first, second = run(), run()
     values = dict(line.split("=", 1) for line in first.splitlines() if line and not line.startswith("#"))
     again = dict(line.split("=", 1) for line in second.splitlines() if line and not line.startswith("#"))
     assert values["CAREFLOW_ENV"] == "production"
-    for name in ("CAREFLOW_SESSION_SECRET", "CAREFLOW_CODEC_KEYS", "CAREFLOW_CPR_HASH_KEY", "CAREFLOW_DB_PASSWORD", "TEMPORAL_DB_PASSWORD"):
+    for name in (
+        "CAREFLOW_SESSION_SECRET",
+        "CAREFLOW_CODEC_KEYS",
+        "CAREFLOW_CPR_HASH_KEY",
+        "CAREFLOW_DB_PASSWORD",
+        "TEMPORAL_DB_PASSWORD",
+    ):
         assert values[name] and values[name] != again[name], name
     # The production settings accept them (the dev secrets are refused there), and the codec key works.
-    settings = Settings(env="production", session_secret=values["CAREFLOW_SESSION_SECRET"], codec_keys=values["CAREFLOW_CODEC_KEYS"], cpr_hash_key=values["CAREFLOW_CPR_HASH_KEY"])
+    settings = Settings(
+        env="production",
+        session_secret=values["CAREFLOW_SESSION_SECRET"],
+        codec_keys=values["CAREFLOW_CODEC_KEYS"],
+        cpr_hash_key=values["CAREFLOW_CPR_HASH_KEY"],
+    )
     settings.refuse_unsafe("worker")  # the generated secrets pass the fail-closed checks
     ring = KeyRing.parse(settings.codec_keys)
     key_id, sealed = ring.encrypt(b"payload")

@@ -18,9 +18,22 @@ def test_tls_settings_become_the_clients_tls_config(tmp_path: Path) -> None:
     assert tls_config(Settings()) is False
     for name in ("ca.pem", "client.pem", "client.key"):
         (tmp_path / name).write_bytes(f"-----{name}-----".encode())
-    config = tls_config(Settings(temporal_tls=True, temporal_tls_ca=tmp_path / "ca.pem", temporal_tls_cert=tmp_path / "client.pem", temporal_tls_key=tmp_path / "client.key", temporal_tls_server_name="temporal.internal"))
+    config = tls_config(
+        Settings(
+            temporal_tls=True,
+            temporal_tls_ca=tmp_path / "ca.pem",
+            temporal_tls_cert=tmp_path / "client.pem",
+            temporal_tls_key=tmp_path / "client.key",
+            temporal_tls_server_name="temporal.internal",
+        )
+    )
     assert isinstance(config, TLSConfig)
-    assert (config.server_root_ca_cert, config.client_cert, config.client_private_key, config.domain) == (b"-----ca.pem-----", b"-----client.pem-----", b"-----client.key-----", "temporal.internal")
+    assert (config.server_root_ca_cert, config.client_cert, config.client_private_key, config.domain) == (
+        b"-----ca.pem-----",
+        b"-----client.pem-----",
+        b"-----client.key-----",
+        "temporal.internal",
+    )
     with pytest.raises(ValueError, match="go together"):
         tls_config(Settings(temporal_tls=True, temporal_tls_cert=tmp_path / "client.pem"))
 

@@ -14,7 +14,16 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from careflow.auth import InvalidToken, Role
 from careflow.settings import Settings
-from careflow.tokens import DEV_AUDIENCE, DEV_ISSUER, JwksKeys, TokenPolicy, TokenVerifier, dev_issuer, dev_jwks_path, verifier_from_settings
+from careflow.tokens import (
+    DEV_AUDIENCE,
+    DEV_ISSUER,
+    JwksKeys,
+    TokenPolicy,
+    TokenVerifier,
+    dev_issuer,
+    dev_jwks_path,
+    verifier_from_settings,
+)
 
 ISSUER, AUDIENCE = "https://idp.region.example/realms/health", "careflow-api"
 
@@ -22,7 +31,11 @@ ISSUER, AUDIENCE = "https://idp.region.example/realms/health", "careflow-api"
 def _jwks(path: Path, *keys: tuple[str, object]) -> str:
     entries = []
     for kid, private in keys:
-        algorithm = jwt.algorithms.ECAlgorithm if isinstance(private, ec.EllipticCurvePrivateKey) else jwt.algorithms.RSAAlgorithm
+        algorithm = (
+            jwt.algorithms.ECAlgorithm
+            if isinstance(private, ec.EllipticCurvePrivateKey)
+            else jwt.algorithms.RSAAlgorithm
+        )
         entries.append({**json.loads(algorithm.to_jwk(private.public_key())), "kid": kid})  # type: ignore[union-attr]
     path.write_text(json.dumps({"keys": entries}))
     return str(path)
@@ -31,17 +44,37 @@ def _jwks(path: Path, *keys: tuple[str, object]) -> str:
 @pytest.fixture
 def idp(tmp_path: Path) -> dict:
     """A regional identity provider's keys: one EC, one RSA, both in its JWKS."""
-    ec_key, rsa_key = ec.generate_private_key(ec.SECP256R1()), rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ec_key, rsa_key = (
+        ec.generate_private_key(ec.SECP256R1()),
+        rsa.generate_private_key(public_exponent=65537, key_size=2048),
+    )
     jwks = _jwks(tmp_path / "jwks.json", ("ec-1", ec_key), ("rsa-1", rsa_key))
-    policy = TokenPolicy(issuer=ISSUER, audience=AUDIENCE, max_lifetime=timedelta(hours=1), role_claim="realm_access.roles", role_prefix="careflow-", sor_claim="org_sor")
+    policy = TokenPolicy(
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        max_lifetime=timedelta(hours=1),
+        role_claim="realm_access.roles",
+        role_prefix="careflow-",
+        sor_claim="org_sor",
+    )
     return {"ec": ec_key, "rsa": rsa_key, "verifier": TokenVerifier(JwksKeys(jwks), policy)}
 
 
 def _sign(key: object, kid: str = "ec-1", algorithm: str = "ES256", **changes: object) -> str:
     now = int(time.time())
-    claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "user-17", "iat": now, "exp": now + 300, "realm_access": {"roles": ["careflow-partner", "offline_access"]}, "org_sor": "200000000000001"}
+    claims = {
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": "user-17",
+        "iat": now,
+        "exp": now + 300,
+        "realm_access": {"roles": ["careflow-partner", "offline_access"]},
+        "org_sor": "200000000000001",
+    }
     claims.update(changes)
-    return jwt.encode({k: v for k, v in claims.items() if v is not None}, key, algorithm=algorithm, headers={"kid": kid})
+    return jwt.encode(
+        {k: v for k, v in claims.items() if v is not None}, key, algorithm=algorithm, headers={"kid": kid}
+    )
 
 
 def test_a_provider_token_with_configured_claim_names_is_accepted(idp: dict) -> None:
@@ -79,7 +112,12 @@ def test_forged_and_invalid_tokens_are_refused(idp: dict, case: str, message: st
         "wrong-key": lambda: _sign(other),  # right kid, someone else's key
         "unknown-kid": lambda: _sign(other, kid="attacker"),
         "forged-payload": lambda: _forge(_sign(idp["ec"]), {"realm_access": {"roles": ["careflow-admin"]}}),
-        "alg-none": lambda: jwt.encode({"iss": ISSUER, "aud": AUDIENCE, "sub": "x", "iat": now, "exp": now + 60}, None, algorithm="none", headers={"kid": "ec-1"}),
+        "alg-none": lambda: jwt.encode(
+            {"iss": ISSUER, "aud": AUDIENCE, "sub": "x", "iat": now, "exp": now + 60},
+            None,
+            algorithm="none",
+            headers={"kid": "ec-1"},
+        ),
         "hs256-with-public-key": lambda: _hs256(now),
         "too-long-lifetime": lambda: _sign(idp["ec"], exp=now + 30 * 86400),
         "partner-without-sor": lambda: _sign(idp["ec"], org_sor=None),
@@ -106,13 +144,19 @@ def _hs256(now: int) -> str:
     import hmac
 
     header = jwt.utils.base64url_encode(json.dumps({"alg": "HS256", "kid": "ec-1", "typ": "JWT"}).encode())
-    body = jwt.utils.base64url_encode(json.dumps({"iss": ISSUER, "aud": AUDIENCE, "sub": "x", "iat": now, "exp": now + 60}).encode())
+    body = jwt.utils.base64url_encode(
+        json.dumps({"iss": ISSUER, "aud": AUDIENCE, "sub": "x", "iat": now, "exp": now + 60}).encode()
+    )
     signature = jwt.utils.base64url_encode(hmac.new(b"public key", header + b"." + body, hashlib.sha256).digest())
     return b".".join([header, body, signature]).decode()
 
 
 def test_admin_and_coordinator_roles_and_several_organisations(idp: dict) -> None:
-    coordinator = idp["verifier"].verify(_sign(idp["ec"], realm_access={"roles": ["careflow-coordinator"]}, org_sor=["100000000000001", "200000000000001"]))
+    coordinator = idp["verifier"].verify(
+        _sign(
+            idp["ec"], realm_access={"roles": ["careflow-coordinator"]}, org_sor=["100000000000001", "200000000000001"]
+        )
+    )
     assert coordinator.role is Role.COORDINATOR and coordinator.organisations == ["100000000000001", "200000000000001"]
     admin = idp["verifier"].verify(_sign(idp["ec"], realm_access={"roles": ["careflow-partner", "careflow-admin"]}))
     assert admin.role is Role.ADMIN
@@ -130,7 +174,15 @@ def test_dev_key_tokens_and_their_refusal_outside_dev(tmp_path: Path) -> None:
     from careflow.settings import UnsafeConfiguration
 
     with pytest.raises(UnsafeConfiguration, match="dev key"):
-        verifier_from_settings(Settings(env="production", data_dir=tmp_path, jwks=str(dev_jwks_path(tmp_path)), jwt_issuer=DEV_ISSUER, jwt_audience=DEV_AUDIENCE))
+        verifier_from_settings(
+            Settings(
+                env="production",
+                data_dir=tmp_path,
+                jwks=str(dev_jwks_path(tmp_path)),
+                jwt_issuer=DEV_ISSUER,
+                jwt_audience=DEV_AUDIENCE,
+            )
+        )
     with pytest.raises(FileNotFoundError, match="careflow dev"):
         dev_issuer(tmp_path / "elsewhere", create=False)
 
@@ -148,11 +200,28 @@ def test_a_jwks_served_over_http_is_fetched_and_used(tmp_path: Path) -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/certs"
-        verifier = TokenVerifier(JwksKeys(url), TokenPolicy(issuer=ISSUER, audience=AUDIENCE, max_lifetime=timedelta(hours=1)))
+        verifier = TokenVerifier(
+            JwksKeys(url), TokenPolicy(issuer=ISSUER, audience=AUDIENCE, max_lifetime=timedelta(hours=1))
+        )
         now = int(time.time())
-        claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "c-1", "iat": now, "exp": now + 300, "roles": ["coordinator"], "sor": ["200000000000001"]}
-        assert verifier.verify(jwt.encode(claims, key, algorithm="ES256", headers={"kid": "idp-key-1"})).role is Role.COORDINATOR
+        claims = {
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "sub": "c-1",
+            "iat": now,
+            "exp": now + 300,
+            "roles": ["coordinator"],
+            "sor": ["200000000000001"],
+        }
+        assert (
+            verifier.verify(jwt.encode(claims, key, algorithm="ES256", headers={"kid": "idp-key-1"})).role
+            is Role.COORDINATOR
+        )
         with pytest.raises(InvalidToken, match="unknown key"):
-            verifier.verify(jwt.encode(claims, ec.generate_private_key(ec.SECP256R1()), algorithm="ES256", headers={"kid": "idp-key-2"}))
+            verifier.verify(
+                jwt.encode(
+                    claims, ec.generate_private_key(ec.SECP256R1()), algorithm="ES256", headers={"kid": "idp-key-2"}
+                )
+            )
     finally:
         server.shutdown()

@@ -43,11 +43,16 @@ def csrf_of(html: str) -> str:
 
 
 @asynccontextmanager
-async def console_client(stack: Stack, role: Role = Role.COORDINATOR, subject: str | None = None) -> AsyncIterator[httpx.AsyncClient]:
+async def console_client(
+    stack: Stack, role: Role = Role.COORDINATOR, subject: str | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client logged in to the console (as a browser would: login form, then cookie)."""
     async with httpx.AsyncClient(base_url=stack.settings.public_url, timeout=30) as client:
         form = await client.get("/console/login")
-        response = await client.post("/console/login", data={"token": token(stack.settings, role, subject=subject), "csrf_token": csrf_of(form.text)})
+        response = await client.post(
+            "/console/login",
+            data={"token": token(stack.settings, role, subject=subject), "csrf_token": csrf_of(form.text)},
+        )
         assert response.status_code == 303 and response.headers["location"] == "/console", response.text
         yield client
 
@@ -65,7 +70,9 @@ def _session(stack: Stack) -> Session:
 
 def read_escalations(stack: Stack, flow_id: str) -> list[Escalation]:
     with _session(stack) as session:
-        return list(session.exec(select(Escalation).where(Escalation.flow_id == flow_id).order_by(col(Escalation.id))).all())
+        return list(
+            session.exec(select(Escalation).where(Escalation.flow_id == flow_id).order_by(col(Escalation.id))).all()
+        )
 
 
 def read_flow(stack: Stack, flow_id: str) -> Flow | None:
@@ -75,7 +82,9 @@ def read_flow(stack: Stack, flow_id: str) -> Flow | None:
 
 def read_audit(stack: Stack, flow_id: str) -> list[AuditEntry]:
     with _session(stack) as session:
-        return list(session.exec(select(AuditEntry).where(AuditEntry.flow_id == flow_id).order_by(col(AuditEntry.id))).all())
+        return list(
+            session.exec(select(AuditEntry).where(AuditEntry.flow_id == flow_id).order_by(col(AuditEntry.id))).all()
+        )
 
 
 async def start_escalating_flow(stack: Stack, appointment_deadline: timedelta = timedelta(seconds=2)) -> EscalatedFlow:

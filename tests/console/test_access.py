@@ -58,7 +58,12 @@ async def test_coordinator_and_admin_log_in_and_out(stack: Stack, role: Role) ->
         assert cookie.path == "/console" and cookie.has_nonstandard_attr("HttpOnly")
         overview = await client.get("/console")
         assert overview.status_code == 200 and "Open escalations" in overview.text
-        for path in ("/console/flows?awaiting_ack=1", "/console/flows?escalated=1&sort=newest&page=2", "/console/flows?status=completed&overdue=0", "/console/escalations"):
+        for path in (
+            "/console/flows?awaiting_ack=1",
+            "/console/flows?escalated=1&sort=newest&page=2",
+            "/console/flows?status=completed&overdue=0",
+            "/console/escalations",
+        ):
             assert (await client.get(path)).status_code == 200, path
         assert "not understood" in (await client.get("/console/flows?page=0")).text
         # Logging out needs the CSRF token too.
@@ -70,7 +75,9 @@ async def test_coordinator_and_admin_log_in_and_out(stack: Stack, role: Role) ->
 async def test_session_cookie_is_httponly_lax_and_scoped(stack: Stack) -> None:
     async with httpx.AsyncClient(base_url=stack.settings.public_url) as client:
         form = await client.get("/console/login")
-        response = await client.post("/console/login", data={"token": token(stack.settings, Role.COORDINATOR), "csrf_token": csrf_of(form.text)})
+        response = await client.post(
+            "/console/login", data={"token": token(stack.settings, Role.COORDINATOR), "csrf_token": csrf_of(form.text)}
+        )
         set_cookie = response.headers["set-cookie"].lower()
         assert "httponly" in set_cookie and "samesite=lax" in set_cookie and "path=/console" in set_cookie
 
@@ -92,7 +99,9 @@ async def test_action_without_valid_csrf_is_403_and_changes_nothing(stack: Stack
         # A token from another session is as good as none.
         async with console_client(stack) as other:
             stolen = csrf_of((await other.get("/console")).text)
-        assert (await client.post(f"/console/escalations/{escalation.id}/cancel", data={**form, "csrf_token": stolen})).status_code == 403
+        assert (
+            await client.post(f"/console/escalations/{escalation.id}/cancel", data={**form, "csrf_token": stolen})
+        ).status_code == 403
     after = await handle.query(ReferralPathwayWorkflow.pathway_state)
     assert after.status == before.status and after.step == before.step
     assert [s.deadline for s in after.steps] == [s.deadline for s in before.steps]
@@ -113,7 +122,9 @@ async def test_actions_through_http(stack: Stack, escalated_flow) -> None:  # no
         async def post(flow_id: str, action: str, **data: str) -> str:
             escalation = read_escalations(stack, flow_id)[0]
             response = await client.post(
-                f"/console/escalations/{escalation.id}/{action}", data={"csrf_token": csrf, "next": f"/console/flows/{flow_id}", **data}, follow_redirects=True
+                f"/console/escalations/{escalation.id}/{action}",
+                data={"csrf_token": csrf, "next": f"/console/flows/{flow_id}", **data},
+                follow_redirects=True,
             )
             assert response.status_code == 200
             return response.text
@@ -125,23 +136,33 @@ async def test_actions_through_http(stack: Stack, escalated_flow) -> None:  # no
 
             return await wait_for(done)
 
-        assert "The pathway refused this action: a reason is required" in await post(booked.flow_id, "extend-deadline", reason=" ", new_deadline="2049-01-01T10:00")
-        assert "is not a date and time" in await post(booked.flow_id, "extend-deadline", reason="wait", new_deadline="not a date")
+        assert "The pathway refused this action: a reason is required" in await post(
+            booked.flow_id, "extend-deadline", reason=" ", new_deadline="2049-01-01T10:00"
+        )
+        assert "is not a date and time" in await post(
+            booked.flow_id, "extend-deadline", reason="wait", new_deadline="not a date"
+        )
         assert read_escalations(stack, booked.flow_id)[0].resolved_at is None
-        assert "Done: appointment recorded as done outside careflow" in await post(booked.flow_id, "complete-step", reason="booked by phone")
+        assert "Done: appointment recorded as done outside careflow" in await post(
+            booked.flow_id, "complete-step", reason="booked by phone"
+        )
         row = await resolved(booked.flow_id)
         assert row.resolved_by == "coordinator-anna" and "booked by phone" in (row.resolution or "")
         actions = [a.action for a in read_audit(stack, booked.flow_id)]
         assert "console-extend-deadline-refused" in actions and "console-complete-step" in actions
         # A stale page: the escalation is resolved, so nothing more is done through it.
-        assert "already resolved" in await post(booked.flow_id, "extend-deadline", reason="late click", new_deadline="2049-01-01T10:00")
+        assert "already resolved" in await post(
+            booked.flow_id, "extend-deadline", reason="late click", new_deadline="2049-01-01T10:00"
+        )
 
         assert "Done: cancellation requested" in await post(moved.flow_id, "cancel", reason="patient moved away")
         handle = stack.client.get_workflow_handle_for(ReferralPathwayWorkflow.run, moved.workflow_id)
         assert (await handle.result()).status.value == "cancelled"
         row = await resolved(moved.flow_id)
         assert row.resolved_by == "coordinator-anna" and row.resolution == "pathway cancelled"
-        assert any(a.action == "console-cancel" and "patient moved away" in a.detail for a in read_audit(stack, moved.flow_id))
+        assert any(
+            a.action == "console-cancel" and "patient moved away" in a.detail for a in read_audit(stack, moved.flow_id)
+        )
 
 
 async def test_action_on_an_ended_workflow_is_explained(stack: Stack, escalated_flow) -> None:  # noqa: ANN001

@@ -26,7 +26,14 @@ pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
 COPENHAGEN = ZoneInfo("Europe/Copenhagen")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 @pytest_asyncio.fixture
@@ -47,12 +54,22 @@ async def browser() -> AsyncIterator[object]:
 
 
 async def _page(browser, stack: Stack):  # noqa: ANN001, ANN202
-    context = await browser.new_context(base_url=stack.settings.public_url, viewport={"width": 1366, "height": 860}, locale="da-DK", timezone_id="Europe/Copenhagen")
+    context = await browser.new_context(
+        base_url=stack.settings.public_url,
+        viewport={"width": 1366, "height": 860},
+        locale="da-DK",
+        timezone_id="Europe/Copenhagen",
+    )
     page = await context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda err: errors.append(str(err)))
     # Script errors and CSP violations; not the refused login's own 403 answer.
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" and "Failed to load resource" not in msg.text else None)
+    page.on(
+        "console",
+        lambda msg: (
+            errors.append(msg.text) if msg.type == "error" and "Failed to load resource" not in msg.text else None
+        ),
+    )
     page.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status == 404 else None)
     return context, page, errors
 
@@ -85,7 +102,9 @@ async def test_coordinator_resolves_an_escalation_in_the_browser(stack: Stack, b
         await expect(page).to_have_url(re.compile(r"/console$"))
         cookies = await context.cookies()
         session_cookie = next(c for c in cookies if c["name"] == "careflow_console")
-        assert session_cookie["httpOnly"] and session_cookie["sameSite"] == "Lax" and session_cookie["path"] == "/console"
+        assert (
+            session_cookie["httpOnly"] and session_cookie["sameSite"] == "Lax" and session_cookie["path"] == "/console"
+        )
 
         # Overview: the counts link into the filtered list.
         await expect(page.locator("#card-escalations .n")).not_to_have_text("0")
@@ -106,7 +125,11 @@ async def test_coordinator_resolves_an_escalation_in_the_browser(stack: Stack, b
         await expect(row).to_be_visible()
         await expect(row.locator("time.countdown")).to_contain_text("overdue by")
         before = await page.locator(".summary time").get_attribute("datetime")
-        await page.wait_for_function("before => document.querySelector('.summary time').getAttribute('datetime') !== before", arg=before, timeout=15000)
+        await page.wait_for_function(
+            "before => document.querySelector('.summary time').getAttribute('datetime') !== before",
+            arg=before,
+            timeout=15000,
+        )
         await _shot(page, "03-flow-list-filtered")
 
         # Find the patient by CPR: POSTed, so the number is in no URL.
@@ -142,7 +165,9 @@ async def test_coordinator_resolves_an_escalation_in_the_browser(stack: Stack, b
         await card.locator("input[name=new_deadline]").fill(_local(datetime.now(UTC) - timedelta(days=1)))
         await card.locator(".action-extend input[name=reason]").fill("hospital asked for more time")
         await card.locator(".action-extend button").click()
-        await expect(page.locator("#flash")).to_contain_text("The pathway refused this action: the new deadline must be in the future")
+        await expect(page.locator("#flash")).to_contain_text(
+            "The pathway refused this action: the new deadline must be in the future"
+        )
         await _shot(page, "08-action-refused")
         assert next(e for e in read_escalations(stack, flow.flow_id) if e.id == escalation.id).resolved_at is None
 
@@ -163,7 +188,9 @@ async def test_coordinator_resolves_an_escalation_in_the_browser(stack: Stack, b
         await wait_for(resolved)
         await page.goto("/console/escalations")
         await expect(page.locator(f"article[data-escalation-id='{escalation.id}']")).to_have_count(0)
-        await expect(page.locator(f"#resolved tr[data-escalation-id='{escalation.id}']")).to_contain_text("coordinator-birgit")
+        await expect(page.locator(f"#resolved tr[data-escalation-id='{escalation.id}']")).to_contain_text(
+            "coordinator-birgit"
+        )
         await page.goto(f"/console/flows/{flow.flow_id}")
         shown = new_deadline.astimezone(COPENHAGEN).strftime("%Y-%m-%d %H:%M")
         await expect(page.locator("#next-deadline")).to_contain_text(shown)

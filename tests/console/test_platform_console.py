@@ -24,15 +24,21 @@ async def test_a_pathway_started_by_a_message_is_seen_and_finished_from_the_cons
     [flow_id] = _rows(stack, select(InboundMessage.flow_id).where(InboundMessage.message_header_id == header_id))
     async with console_client(stack) as console:
         listing = await console.get("/console/flows", params={"pathway": "dialogue"})
-        assert listing.status_code == 200 and flow_id[:8] in listing.text and "Dialogue · korrespondance" in listing.text
+        assert (
+            listing.status_code == 200 and flow_id[:8] in listing.text and "Dialogue · korrespondance" in listing.text
+        )
 
         async def waiting_page() -> str | None:
             page = await console.get(f"/console/flows/{flow_id}")
             return page.text if 'id="report-event"' in page.text else None
 
         page = await wait_for(waiting_page, timeout=30)
-        assert 'data-step="answer"' in page and "Care communication" in page, "the step picture comes from the declaration"
-        done = await console.post(f"/console/flows/{flow_id}/events/answered", data={"csrf_token": csrf_of(page), "reason": "svar skrevet"})
+        assert 'data-step="answer"' in page and "Care communication" in page, (
+            "the step picture comes from the declaration"
+        )
+        done = await console.post(
+            f"/console/flows/{flow_id}/events/answered", data={"csrf_token": csrf_of(page), "reason": "svar skrevet"}
+        )
         assert done.status_code == 303
     await _flow_status(stack, flow_id, "completed")
     audit = _rows(stack, select(AuditEntry.action).where(AuditEntry.flow_id == flow_id))
@@ -43,17 +49,35 @@ async def test_a_pathway_started_by_a_message_is_seen_and_finished_from_the_cons
 
 async def test_held_messages_are_decided_on_the_triage_page(stack: Stack) -> None:
     assert (await post(stack, appointment(str(uuid.uuid4()), cpr="1212505131"))).status_code == 202
-    [row] = _rows(stack, select(InboundMessage).where(InboundMessage.delivery_status == "triage").order_by(InboundMessage.id.desc()).limit(1))
+    [row] = _rows(
+        stack,
+        select(InboundMessage)
+        .where(InboundMessage.delivery_status == "triage")
+        .order_by(InboundMessage.id.desc())
+        .limit(1),
+    )
     async with console_client(stack) as console:
         page = await console.get("/console/triage")
-        assert page.status_code == 200 and f'data-message-id="{row.id}"' in page.text and "matches no flow careflow knows" in page.text
-        no_reason = await console.post(f"/console/triage/{row.id}/reject", data={"csrf_token": csrf_of(page.text), "reason": " "})
+        assert (
+            page.status_code == 200
+            and f'data-message-id="{row.id}"' in page.text
+            and "matches no flow careflow knows" in page.text
+        )
+        no_reason = await console.post(
+            f"/console/triage/{row.id}/reject", data={"csrf_token": csrf_of(page.text), "reason": " "}
+        )
         assert no_reason.status_code == 303
         bad_csrf = await console.post(f"/console/triage/{row.id}/reject", data={"csrf_token": "forged", "reason": "x"})
         assert bad_csrf.status_code == 403
-        rejected = await console.post(f"/console/triage/{row.id}/reject", data={"csrf_token": csrf_of(page.text), "reason": "no such order here"})
+        rejected = await console.post(
+            f"/console/triage/{row.id}/reject", data={"csrf_token": csrf_of(page.text), "reason": "no such order here"}
+        )
         assert rejected.status_code == 303
         after = await console.get("/console/triage")
         assert f'data-message-id="{row.id}"' not in after.text
     [decided] = _rows(stack, select(InboundMessage).where(InboundMessage.id == row.id))
-    assert (decided.delivery_status, decided.ack_code, decided.triaged_by) == ("rejected", "fatal-error", "test-coordinator")
+    assert (decided.delivery_status, decided.ack_code, decided.triaged_by) == (
+        "rejected",
+        "fatal-error",
+        "test-coordinator",
+    )

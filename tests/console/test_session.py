@@ -64,7 +64,9 @@ def test_login_gets_a_fresh_csrf_token() -> None:
 def test_role_cannot_be_altered_without_the_key() -> None:
     session = ConsoleSession.login("partner-1", "partner", int(time.time()) + 60)
     body, signature = session.encode(SECRET).split(".")
-    forged = sign("guessed-secret", "session", {"csrf": session.csrf, "exp": session.exp, "sub": "partner-1", "role": "admin"})
+    forged = sign(
+        "guessed-secret", "session", {"csrf": session.csrf, "exp": session.exp, "sub": "partner-1", "role": "admin"}
+    )
     assert ConsoleSession.decode(SECRET, forged) is None
     assert ConsoleSession.decode(SECRET, f"{forged.split('.')[0]}.{signature}") is None
 
@@ -80,7 +82,10 @@ def test_csrf_check() -> None:
 
 
 def test_flash_round_trip() -> None:
-    assert decode_flash(SECRET, encode_flash(SECRET, "error", "refused: the deadline must be in the future")) == ("error", "refused: the deadline must be in the future")
+    assert decode_flash(SECRET, encode_flash(SECRET, "error", "refused: the deadline must be in the future")) == (
+        "error",
+        "refused: the deadline must be in the future",
+    )
     assert decode_flash(SECRET, "forged.value") is None
 
 

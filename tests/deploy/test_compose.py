@@ -38,13 +38,23 @@ def compose_config(env_file: Path) -> subprocess.CompletedProcess:
     assert DOCKER_COMPOSE, "docker-compose must be installed under CI=true (.ci/run installs it)"
     # Nothing of the caller's environment may stand in for the env file.
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp")}
-    return subprocess.run([DOCKER_COMPOSE, "--project-directory", str(ROOT), "-f", str(COMPOSE), "--env-file", str(env_file), "config"], capture_output=True, text=True, env=env, cwd=ROOT)
+    return subprocess.run(
+        [DOCKER_COMPOSE, "--project-directory", str(ROOT), "-f", str(COMPOSE), "--env-file", str(env_file), "config"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
 
 
 @pytest.fixture(scope="module")
 def secrets_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("compose") / "careflow.env"
-    path.write_text(subprocess.run([sys.executable, "-m", "careflow", "secrets"], capture_output=True, text=True, check=True, cwd=ROOT).stdout)
+    path.write_text(
+        subprocess.run(
+            [sys.executable, "-m", "careflow", "secrets"], capture_output=True, text=True, check=True, cwd=ROOT
+        ).stdout
+    )
     return path
 
 
@@ -62,7 +72,9 @@ def raw() -> dict:
 
 @needs_compose
 def test_config_takes_its_secrets_from_the_env_file(resolved: dict, secrets_file: Path) -> None:
-    values = dict(line.split("=", 1) for line in secrets_file.read_text().splitlines() if line and not line.startswith("#"))
+    values = dict(
+        line.split("=", 1) for line in secrets_file.read_text().splitlines() if line and not line.startswith("#")
+    )
     api = resolved["services"]["api"]["environment"]
     assert api["CAREFLOW_SESSION_SECRET"] == values["CAREFLOW_SESSION_SECRET"]
     assert api["CAREFLOW_CODEC_KEYS"] == values["CAREFLOW_CODEC_KEYS"]
@@ -84,7 +96,9 @@ def test_no_secret_is_written_in_the_file(raw: dict) -> None:
     for name, service in raw["services"].items():
         for key, value in (service.get("environment") or {}).items():
             if SECRET_NAME.search(key):
-                assert "${" in str(value) and ":?" in str(value), f"{name}: {key} must be a required reference into the env file"
+                assert "${" in str(value) and ":?" in str(value), (
+                    f"{name}: {key} must be a required reference into the env file"
+                )
 
 
 def test_images_are_pinned_to_patch_releases(raw: dict) -> None:
@@ -93,7 +107,9 @@ def test_images_are_pinned_to_patch_releases(raw: dict) -> None:
     for name, image in images.items():
         assert PATCH_TAG.match(image) or POSTGRES_TAG.match(image), f"{name}: {image} is not pinned to a patch release"
     assert not any("auto-setup" in image for image in images.values()), "temporalio/auto-setup is deprecated"
-    assert images["temporal"].startswith("temporalio/server:") and images["temporal-schema"].startswith("temporalio/admin-tools:")
+    assert images["temporal"].startswith("temporalio/server:") and images["temporal-schema"].startswith(
+        "temporalio/admin-tools:"
+    )
 
 
 @needs_compose
@@ -113,8 +129,14 @@ def test_every_careflow_service_waits_for_setup(resolved: dict) -> None:
         assert resolved["services"][name]["depends_on"]["setup"]["condition"] == "service_completed_successfully", name
     assert resolved["services"]["setup"]["command"] == ["careflow", "setup"]
     setup_needs = resolved["services"]["setup"]["depends_on"]
-    assert setup_needs["careflow-db"]["condition"] == "service_healthy" and setup_needs["temporal"]["condition"] == "service_healthy"
-    assert resolved["services"]["temporal"]["depends_on"]["temporal-schema"]["condition"] == "service_completed_successfully"
+    assert (
+        setup_needs["careflow-db"]["condition"] == "service_healthy"
+        and setup_needs["temporal"]["condition"] == "service_healthy"
+    )
+    assert (
+        resolved["services"]["temporal"]["depends_on"]["temporal-schema"]["condition"]
+        == "service_completed_successfully"
+    )
     # The API does not migrate by itself: setup did, once.
     assert resolved["services"]["api"]["environment"]["CAREFLOW_MIGRATE_ON_START"] == "false"
 
@@ -130,7 +152,10 @@ def test_scaled_out_with_partners_and_observability(resolved: dict) -> None:
     prometheus = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
     targets = {job["job_name"]: (job.get("dns_sd_configs") or [{}])[0] for job in prometheus["scrape_configs"]}
     assert (targets["careflow-api"]["names"], targets["careflow-api"]["port"]) == (["api"], 8000)
-    assert (targets["careflow-worker"]["names"], targets["careflow-worker"]["port"]) == (["worker"], int(services["worker"]["environment"]["CAREFLOW_WORKER_METRICS_PORT"]))
+    assert (targets["careflow-worker"]["names"], targets["careflow-worker"]["port"]) == (
+        ["worker"],
+        int(services["worker"]["environment"]["CAREFLOW_WORKER_METRICS_PORT"]),
+    )
     assert targets["temporal-sdk"]["port"] == int(services["worker"]["environment"]["CAREFLOW_TEMPORAL_METRICS_PORT"])
     collector = yaml.safe_load((ROOT / "deploy" / "otel" / "collector.yaml").read_text())
     assert collector["service"]["pipelines"]["traces"]["receivers"] == ["otlp"]
@@ -139,7 +164,15 @@ def test_scaled_out_with_partners_and_observability(resolved: dict) -> None:
 def test_compose_directory_is_the_demo_directory_pointed_at_the_containers() -> None:
     demo = json.loads((ROOT / "messaging" / "data" / "demo-directory.json").read_text())["entries"]
     deployed = json.loads((ROOT / "deploy" / "directory.json").read_text())["entries"]
-    rewritten = [{**e, "endpoint": e["endpoint"].replace("http://127.0.0.1:8000", "http://api:8000").replace("http://127.0.0.1:8100", "http://simulator:8100")} for e in demo]
+    rewritten = [
+        {
+            **e,
+            "endpoint": e["endpoint"]
+            .replace("http://127.0.0.1:8000", "http://api:8000")
+            .replace("http://127.0.0.1:8100", "http://simulator:8100"),
+        }
+        for e in demo
+    ]
     assert deployed == rewritten
     directory = Directory.load(ROOT / "deploy" / "directory.json")
     assert directory.get("200000000000001").endpoint.startswith("http://simulator:8100/")

@@ -38,9 +38,20 @@ def test_careflow_dev_runs_the_readme_referral_and_stops_on_ctrl_c(tmp_path: Pat
         "CAREFLOW_API_PORT": str(ports["api"]),
         "CAREFLOW_PUBLIC_URL": api_url,
         "CAREFLOW_SIMULATOR_PORT": str(ports["simulator"]),
-        "CAREFLOW_DIRECTORY_PATH": str(write_directory(tmp_path / "directory.json", api_url=api_url, simulator_url=f"http://127.0.0.1:{ports['simulator']}")),
+        "CAREFLOW_DIRECTORY_PATH": str(
+            write_directory(
+                tmp_path / "directory.json", api_url=api_url, simulator_url=f"http://127.0.0.1:{ports['simulator']}"
+            )
+        ),
     }
-    dev = subprocess.Popen([sys.executable, "-m", "careflow", "dev", "--demo-referrals", "2"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    dev = subprocess.Popen(
+        [sys.executable, "-m", "careflow", "dev", "--demo-referrals", "2"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     banner: list[str] = []
     try:
         deadline = time.monotonic() + 120
@@ -55,14 +66,35 @@ def test_careflow_dev_runs_the_readme_referral_and_stops_on_ctrl_c(tmp_path: Pat
         assert "careflow is running." in text, text
         for url in (f"{api_url}/docs", f"{api_url}/console", f"http://127.0.0.1:{ports['ui']}"):
             assert url in text
-        token = subprocess.run([sys.executable, "-m", "careflow", "token", "--role", "clinician"], cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout
+        token = subprocess.run(
+            [sys.executable, "-m", "careflow", "token", "--role", "clinician"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         assert token.count("\n") == 1 and token.startswith("eyJ") and token.count(".") == 2, "the token alone on stdout"
-        coordinator = subprocess.run([sys.executable, "-m", "careflow", "token", "--role", "coordinator"], cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout.strip()
+        coordinator = subprocess.run(
+            [sys.executable, "-m", "careflow", "token", "--role", "coordinator"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         with httpx.Client(timeout=30) as http:
             demo = http.get(f"{api_url}/flows", headers={"Authorization": f"Bearer {coordinator}"}).json()
-            assert sorted(f["pathway"] for f in demo["items"]) == ["home-care-request", "lab-order", "referral", "referral"], "demo data: the referrals and the tutorial's pathways"
+            assert sorted(f["pathway"] for f in demo["items"]) == [
+                "home-care-request",
+                "lab-order",
+                "referral",
+                "referral",
+            ], "demo data: the referrals and the tutorial's pathways"
             referral = json.loads((ROOT / "examples" / "referral.json").read_text())
-            response = http.post(f"{api_url}/referrals", json=referral, headers={"Authorization": f"Bearer {token.strip()}"})
+            response = http.post(
+                f"{api_url}/referrals", json=referral, headers={"Authorization": f"Bearer {token.strip()}"}
+            )
             assert response.status_code == 202, response.text
             url = response.json()["url"]
             status = None
@@ -73,7 +105,14 @@ def test_careflow_dev_runs_the_readme_referral_and_stops_on_ctrl_c(tmp_path: Pat
                 time.sleep(0.5)
             assert status == "completed"
         # the demo drives any declared pathway: here the tutorial's lab order
-        lab_orders = subprocess.run([sys.executable, "-m", "careflow", "demo", "--pathway", "lab-order", "--flows", "3", "--timeout", "120"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+        lab_orders = subprocess.run(
+            [sys.executable, "-m", "careflow", "demo", "--pathway", "lab-order", "--flows", "3", "--timeout", "120"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         assert lab_orders.returncode == 0, lab_orders.stdout + lab_orders.stderr
         assert "demo: pathway lab-order, flows 3, completed 3, escalated 0, failed 0, unsettled 0" in lab_orders.stdout
         assert "result" in lab_orders.stdout, "the time to each declared step"
@@ -93,7 +132,11 @@ def test_careflow_dev_runs_the_readme_referral_and_stops_on_ctrl_c(tmp_path: Pat
     assert {p.name for p in logs} >= {"api.log", "worker.log", "simulator.log", "temporal.log"}
     written = "".join(p.read_text(errors="replace") for p in logs)
     assert "POST /referrals" in written and "POST /fhir/" in written, "the logs saw the traffic"
-    for patient_data in (referral["patient"]["cpr"], referral["patient"]["family_name"], referral["patient"]["given_name"]):
+    for patient_data in (
+        referral["patient"]["cpr"],
+        referral["patient"]["family_name"],
+        referral["patient"]["given_name"],
+    ):
         assert patient_data not in written, "patient data in a log"
 
 
@@ -102,8 +145,17 @@ def test_careflow_dev_refuses_to_start_beside_a_running_one(tmp_path: Path) -> N
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        env = {**os.environ, "CAREFLOW_DATA_DIR": str(tmp_path), "CAREFLOW_API_PORT": str(port), "CAREFLOW_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}", "CAREFLOW_TEMPORAL_UI_PORT": str(free_port()), "CAREFLOW_SIMULATOR_PORT": str(free_port())}
-        result = subprocess.run([sys.executable, "-m", "careflow", "dev"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        env = {
+            **os.environ,
+            "CAREFLOW_DATA_DIR": str(tmp_path),
+            "CAREFLOW_API_PORT": str(port),
+            "CAREFLOW_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
+            "CAREFLOW_TEMPORAL_UI_PORT": str(free_port()),
+            "CAREFLOW_SIMULATOR_PORT": str(free_port()),
+        }
+        result = subprocess.run(
+            [sys.executable, "-m", "careflow", "dev"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        )
     assert result.returncode == 1
     assert f"API port {port} already in use" in result.stderr
 
@@ -120,4 +172,6 @@ def test_demo_sends_some_referrals_to_the_quiet_lab() -> None:
     under_make_run = Behaviour.model_validate_json(DEV_SIMULATOR)
     assert not under_make_run.answers_referral(QUIET_SOR, "referral")
     assert under_make_run.answers_referral(QUIET_SOR, "lab-order"), "quiet in referrals only: lab orders get results"
-    assert all(under_make_run.answers_referral(RECEIVING_SOR) for _ in range(200)), "the hospital always answers under make run"
+    assert all(under_make_run.answers_referral(RECEIVING_SOR) for _ in range(200)), (
+        "the hospital always answers under make run"
+    )

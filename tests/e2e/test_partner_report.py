@@ -33,7 +33,16 @@ from messaging import Directory
 from messaging.model import PatientData
 from store.db import migrate
 from store.models import Flow
-from tests.conftest import LoopbackServer, Stack, encrypted_client, free_port, referral_payload, token, wait_for, write_directory
+from tests.conftest import (
+    LoopbackServer,
+    Stack,
+    encrypted_client,
+    free_port,
+    referral_payload,
+    token,
+    wait_for,
+    write_directory,
+)
 from tests.console.conftest import GP_SOR, _session, console_client, read_flow, synthetic_cpr
 from workflows.models import PathwayInput, PathwayTimings
 from workflows.referral import ReferralPathwayWorkflow
@@ -71,7 +80,11 @@ def behaving(stack: Stack, **changes: object) -> Iterator[None]:
 
 async def _refer(stack: Stack, receiving_sor: str) -> str:
     """A referral through the API, as a clinician makes it."""
-    response = await stack.api.post("/referrals", json=referral_payload(synthetic_cpr(), receiving_sor=receiving_sor), headers=stack.headers(Role.CLINICIAN))
+    response = await stack.api.post(
+        "/referrals",
+        json=referral_payload(synthetic_cpr(), receiving_sor=receiving_sor),
+        headers=stack.headers(Role.CLINICIAN),
+    )
     assert response.status_code == 202, response.text
     return response.json()["id"]
 
@@ -86,20 +99,31 @@ async def _start(stack: Stack, receiving_sor: str, timings: PathwayTimings) -> s
     with _session(stack) as session:
         session.add(
             Flow(
-                id=flow_id, workflow_id=definition.workflow_id(flow_id), pathway=definition.name, referring_sor=GP_SOR, receiving_sor=receiving_sor,
-                cpr_hash=cpr_lookup_hash(cpr, settings.cpr_hash_key), patient_enc=key_ring.encrypt_text(patient.model_dump_json()), reason_enc=key_ring.encrypt_text("Hovedpine"),
+                id=flow_id,
+                workflow_id=definition.workflow_id(flow_id),
+                pathway=definition.name,
+                referring_sor=GP_SOR,
+                receiving_sor=receiving_sor,
+                cpr_hash=cpr_lookup_hash(cpr, settings.cpr_hash_key),
+                patient_enc=key_ring.encrypt_text(patient.model_dump_json()),
+                reason_enc=key_ring.encrypt_text("Hovedpine"),
             )
-        )  # fmt: skip
+        )
         session.commit()
     await stack.client.start_workflow(
         ReferralPathwayWorkflow.run,
         PathwayInput(
-            flow_id=flow_id, pathway=definition.name, patient=patient, referring=directory.get(GP_SOR).organization,
-            receiving=directory.get(receiving_sor).organization, reason="Hovedpine", timings=timings,
+            flow_id=flow_id,
+            pathway=definition.name,
+            patient=patient,
+            referring=directory.get(GP_SOR).organization,
+            receiving=directory.get(receiving_sor).organization,
+            reason="Hovedpine",
+            timings=timings,
         ),
         id=definition.workflow_id(flow_id),
         task_queue=settings.task_queue,
-    )  # fmt: skip
+    )
     return flow_id
 
 
@@ -121,21 +145,30 @@ async def stack(dev_server: WorkflowEnvironment, tmp_path_factory: pytest.TempPa
     data = tmp_path_factory.mktemp("report-stack")
     api_port, simulator_port = free_port(), free_port()
     api_url, simulator_url = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{simulator_port}"
-    directory = json.loads(write_directory(data / "demo.json", api_url=api_url, simulator_url=simulator_url).read_text())
+    directory = json.loads(
+        write_directory(data / "demo.json", api_url=api_url, simulator_url=simulator_url).read_text()
+    )
     for entry in directory["entries"]:
         if entry["sor"] in (ANSWERS, QUIET, SILENT, REFUSES, FATAL):
             entry["endpoint"] = f"{simulator_url}/partners/{entry['sor']}/$process-message"
     (data / "directory.json").write_text(json.dumps(directory))
     settings = Settings(
-        data_dir=data, temporal_address=dev_server.client.service_client.config.target_host, task_queue=f"careflow-{uuid.uuid4()}",
-        public_url=api_url, api_port=api_port, simulator_port=simulator_port, directory_path=data / "directory.json",
-    )  # fmt: skip
+        data_dir=data,
+        temporal_address=dev_server.client.service_client.config.target_host,
+        task_queue=f"careflow-{uuid.uuid4()}",
+        public_url=api_url,
+        api_port=api_port,
+        simulator_port=simulator_port,
+        directory_path=data / "directory.json",
+    )
     migrate(settings.sqlalchemy_url)
     client = await encrypted_client(dev_server, settings)
     # The appointment a second after the referral: later than the workflow takes to finish the referral
     # step, so its reply latency is more than the 0 s of a reply that beat its step.
     simulator_app = create_simulator(
-        settings, Behaviour(ack_delay=0.05, appointment_delay=1.0, test_result_delay=0.2, treatment_plan_delay=0.2), partner_token=lambda sor: token(settings, Role.PARTNER, sor)
+        settings,
+        Behaviour(ack_delay=0.05, appointment_delay=1.0, test_result_delay=0.2, treatment_plan_delay=0.2),
+        partner_token=lambda sor: token(settings, Role.PARTNER, sor),
     )
     async with (
         httpx.AsyncClient(timeout=30) as worker_http,
@@ -145,7 +178,9 @@ async def stack(dev_server: WorkflowEnvironment, tmp_path_factory: pytest.TempPa
     ):
         with ThreadPoolExecutor(max_workers=8) as executor:
             async with build_worker(client, settings, http=worker_http, executor=executor):
-                yield Stack(settings=settings, client=client, api=api, simulator_url=simulator_url, simulator_app=simulator_app)
+                yield Stack(
+                    settings=settings, client=client, api=api, simulator_url=simulator_url, simulator_app=simulator_app
+                )
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -161,16 +196,27 @@ async def driven(stack: Stack) -> AsyncIterator[Driven]:
         await _until(stack, quiet, lambda flow: flow.step == "appointment" and flow.open_escalations > 0)
         # The partners' behaviour is shared: one misbehaviour at a time.
         with behaving(stack, quiet_partners=[QUIET, SILENT, FATAL], ack_code="none"):
-            ids.append(silent := await _start(stack, SILENT, PathwayTimings(ack_timeout=timedelta(seconds=1), max_resends=1)))
+            ids.append(
+                silent := await _start(stack, SILENT, PathwayTimings(ack_timeout=timedelta(seconds=1), max_resends=1))
+            )
             await _until(stack, silent, lambda flow: flow.open_escalations > 0)
-        with behaving(stack, quiet_partners=[QUIET, SILENT, FATAL], failure="reject", reject_reason="afdelingen modtager ikke henvisninger"):
+        with behaving(
+            stack,
+            quiet_partners=[QUIET, SILENT, FATAL],
+            failure="reject",
+            reject_reason="afdelingen modtager ikke henvisninger",
+        ):
             ids.append(refused := await _refer(stack, REFUSES))
             await _until(stack, refused, lambda flow: flow.open_escalations > 0)
         with behaving(stack, quiet_partners=[QUIET, SILENT, FATAL], ack_code="fatal-error"):
             ids.append(fatal := await _start(stack, FATAL, PathwayTimings()))
             await _until(stack, fatal, lambda flow: flow.open_escalations > 0)
     until = datetime.now(UTC) + timedelta(seconds=1)
-    yield Driven(since=since.isoformat().replace("+00:00", "Z"), until=until.isoformat().replace("+00:00", "Z"), workflow_ids=[f"referral-{i}" for i in ids])
+    yield Driven(
+        since=since.isoformat().replace("+00:00", "Z"),
+        until=until.isoformat().replace("+00:00", "Z"),
+        workflow_ids=[f"referral-{i}" for i in ids],
+    )
     for workflow_id in ids:
         try:
             await stack.client.get_workflow_handle(f"referral-{workflow_id}").terminate(reason="test finished")
@@ -179,7 +225,11 @@ async def driven(stack: Stack) -> AsyncIterator[Driven]:
 
 
 async def _report(stack: Stack, driven: Driven) -> dict:
-    response = await stack.api.get("/reports/partners", params={"since": driven.since, "until": driven.until}, headers=stack.headers(Role.COORDINATOR))
+    response = await stack.api.get(
+        "/reports/partners",
+        params={"since": driven.since, "until": driven.until},
+        headers=stack.headers(Role.COORDINATOR),
+    )
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -195,7 +245,13 @@ async def test_report_numbers_per_partner(stack: Stack, driven: Driven) -> None:
 
     answers = rows[ANSWERS]
     assert answers["name"] == "Neurologisk afdeling, Rigshospitalet"
-    assert (answers["messages_sent"], answers["resends"], answers["acknowledged"], answers["fatal_errors"], answers["deadlines_breached"]) == (2, 0, 2, 0, 0)
+    assert (
+        answers["messages_sent"],
+        answers["resends"],
+        answers["acknowledged"],
+        answers["fatal_errors"],
+        answers["deadlines_breached"],
+    ) == (2, 0, 2, 0, 0)
     # the simulator acknowledges after 0.05 s, books after 1 s, then answers each step after 0.2 s
     assert 0 <= answers["ack_latency_p50_seconds"] <= answers["ack_latency_p99_seconds"] < 10
     assert set(answers["reply_latency"]) == {"appointment", "treatment_plan"}  # the lab sends the test results
@@ -203,41 +259,81 @@ async def test_report_numbers_per_partner(stack: Stack, driven: Driven) -> None:
         latency = answers["reply_latency"][step]
         assert latency["replies"] == 2 and 0 <= latency["p50_seconds"] <= latency["p99_seconds"] < 10, step
     lab = rows[LAB]
-    assert (lab["messages_sent"], set(lab["reply_latency"]), lab["reply_latency"]["test_result"]["replies"]) == (0, {"test_result"}, 2)
+    assert (lab["messages_sent"], set(lab["reply_latency"]), lab["reply_latency"]["test_result"]["replies"]) == (
+        0,
+        {"test_result"},
+        2,
+    )
     assert set(rows) == {ANSWERS, QUIET, SILENT, REFUSES, FATAL, LAB}
 
     quiet = rows[QUIET]
     assert (quiet["messages_sent"], quiet["resends"], quiet["acknowledged"], quiet["fatal_errors"]) == (1, 0, 1, 0)
-    assert (quiet["deadlines_breached"], quiet["deadlines_breached_by_step"], quiet["reply_latency"]) == (1, {"appointment": 1}, {})
+    assert (quiet["deadlines_breached"], quiet["deadlines_breached_by_step"], quiet["reply_latency"]) == (
+        1,
+        {"appointment": 1},
+        {},
+    )
 
     silent = rows[SILENT]
-    assert (silent["messages_sent"], silent["resends"], silent["acknowledged"], silent["ack_latency_p50_seconds"]) == (1, 1, 0, None)
+    assert (silent["messages_sent"], silent["resends"], silent["acknowledged"], silent["ack_latency_p50_seconds"]) == (
+        1,
+        1,
+        0,
+        None,
+    )
     assert (silent["fatal_errors"], silent["deadlines_breached"]) == (0, 0)  # "no acknowledgement" is no deadline
 
     refuses = rows[REFUSES]
-    assert (refuses["messages_sent"], refuses["refused_sends"], refuses["fatal_error_acks"], refuses["fatal_errors"], refuses["acknowledged"]) == (1, 1, 0, 1, 0)
+    assert (
+        refuses["messages_sent"],
+        refuses["refused_sends"],
+        refuses["fatal_error_acks"],
+        refuses["fatal_errors"],
+        refuses["acknowledged"],
+    ) == (1, 1, 0, 1, 0)
 
     fatal = rows[FATAL]
-    assert (fatal["messages_sent"], fatal["fatal_error_acks"], fatal["refused_sends"], fatal["fatal_errors"], fatal["acknowledged"]) == (1, 1, 0, 1, 1)
+    assert (
+        fatal["messages_sent"],
+        fatal["fatal_error_acks"],
+        fatal["refused_sends"],
+        fatal["fatal_errors"],
+        fatal["acknowledged"],
+    ) == (1, 1, 0, 1, 1)
     assert 0 <= fatal["ack_latency_p99_seconds"] < 10
 
 
 async def test_csv_export_has_the_same_numbers(stack: Stack, driven: Driven) -> None:
     report = await _report(stack, driven)
-    response = await stack.api.get("/reports/partners.csv", params={"since": driven.since, "until": driven.until}, headers=stack.headers(Role.COORDINATOR))
+    response = await stack.api.get(
+        "/reports/partners.csv",
+        params={"since": driven.since, "until": driven.until},
+        headers=stack.headers(Role.COORDINATOR),
+    )
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
     assert "attachment" in response.headers["content-disposition"]
     table = {r["sor"]: r for r in csv.DictReader(io.StringIO(response.text))}
     assert set(table) == {p["sor"] for p in report["partners"]}
     for p in report["partners"]:
         row = table[p["sor"]]
-        for field in ("messages_sent", "resends", "acknowledged", "fatal_error_acks", "refused_sends", "fatal_errors", "deadlines_breached"):
+        for field in (
+            "messages_sent",
+            "resends",
+            "acknowledged",
+            "fatal_error_acks",
+            "refused_sends",
+            "fatal_errors",
+            "deadlines_breached",
+        ):
             assert int(row[field]) == p[field], (p["sor"], field)
         for field in ("ack_latency_p50_seconds", "ack_latency_p99_seconds"):
             assert (float(row[field]) if row[field] else None) == (round(p[field], 3) if p[field] is not None else None)
         for step, latency in p["reply_latency"].items():
             assert int(row[f"{step}_replies"]) == latency["replies"]
-    assert table[ANSWERS]["name"] == "Neurologisk afdeling, Rigshospitalet" and table[QUIET]["appointment_deadlines_breached"] == "1"
+    assert (
+        table[ANSWERS]["name"] == "Neurologisk afdeling, Rigshospitalet"
+        and table[QUIET]["appointment_deadlines_breached"] == "1"
+    )
 
 
 async def test_console_page_draws_one_bar_per_partner(stack: Stack, driven: Driven) -> None:
@@ -262,7 +358,9 @@ async def test_console_page_draws_one_bar_per_partner(stack: Stack, driven: Driv
         assert "<script" not in page.text.split("<main>")[1].split("</main>")[0]  # the chart is no script
         export = re.search(r'id="csv-export" href="([^"]+)"', page.text).group(1).replace("&amp;", "&")
         csv_response = await client.get(export)
-        assert csv_response.status_code == 200 and csv_response.text.splitlines()[0].startswith("sor,name,messages_sent")
+        assert csv_response.status_code == 200 and csv_response.text.splitlines()[0].startswith(
+            "sor,name,messages_sent"
+        )
         assert {r["sor"] for r in csv.DictReader(io.StringIO(csv_response.text))} == set(bars)
         # a bad period is a 422 page, not a 500
         bad = await client.get("/console/reports/partners", params={"since": "last tuesday"})

@@ -50,7 +50,12 @@ async def test_referral_reaches_completed_and_read_model_matches_query(stack: St
     out = [m for m in flow["messages"] if m["direction"] == "out"]
     assert out and out[0]["ack_code"] == "ok" and not out[0]["waiting"]
     inbound = [m for m in flow["messages"] if m["direction"] == "in"]
-    assert {m["event_code"] for m in inbound} >= {"careflow-appointment-message", "careflow-test-result-message", "careflow-treatment-plan-message", "acknowledgement-message"}
+    assert {m["event_code"] for m in inbound} >= {
+        "careflow-appointment-message",
+        "careflow-test-result-message",
+        "careflow-treatment-plan-message",
+        "acknowledgement-message",
+    }
     assert all(m["status"] == "delivered" for m in inbound)
     clinical = [m for m in inbound if m["event_code"] != "acknowledgement-message"]
     assert all(m["ack_code"] == "ok" for m in clinical)

@@ -44,7 +44,13 @@ TIMINGS = {
     "CAREFLOW_PATHWAYS__REFERRAL__TEST_RESULT_DEADLINE": "PT3M",
     "CAREFLOW_PATHWAYS__REFERRAL__TREATMENT_PLAN_DEADLINE": "PT3M",
 }
-BEHAVIOUR = {"ack_delay": 0.05, "appointment_delay": 0.3, "test_result_delay": 0.3, "treatment_plan_delay": 0.3, "post_attempts": 60}
+BEHAVIOUR = {
+    "ack_delay": 0.05,
+    "appointment_delay": 0.3,
+    "test_result_delay": 0.3,
+    "treatment_plan_delay": 0.3,
+    "post_attempts": 60,
+}
 SUBJECT = "scale-out-clinician"
 
 
@@ -74,7 +80,17 @@ def round_robin_balancer(upstreams: list[str]):  # noqa: ANN201
                 response = await http.request(scope["method"], upstream + path, content=body, headers=headers)
             except httpx.TransportError:
                 continue
-            await send({"type": "http.response.start", "status": response.status_code, "headers": [(k.encode(), v.encode()) for k, v in response.headers.items() if k.lower() not in ("content-length", "transfer-encoding")]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": response.status_code,
+                    "headers": [
+                        (k.encode(), v.encode())
+                        for k, v in response.headers.items()
+                        if k.lower() not in ("content-length", "transfer-encoding")
+                    ],
+                }
+            )
             await send({"type": "http.response.body", "body": response.content})
             return
         await send({"type": "http.response.start", "status": 502, "headers": []})
@@ -108,12 +124,16 @@ async def test_two_apis_two_workers_one_of_each_killed(database: str, tmp_path) 
     apis = [stack.api_url, f"http://127.0.0.1:{second_api_port}"]
     balancer_port = free_port()
     # Partners (the simulator) reach careflow through the balancer, as they would in production.
-    write_directory(tmp_path / "directory.json", api_url=f"http://127.0.0.1:{balancer_port}", simulator_url=stack.simulator_url)
+    write_directory(
+        tmp_path / "directory.json", api_url=f"http://127.0.0.1:{balancer_port}", simulator_url=stack.simulator_url
+    )
     started = time.monotonic()
     try:
         async with LoopbackServer(round_robin_balancer(apis), balancer_port):
             await asyncio.to_thread(stack.start_all)
-            stack._start("api-2", [sys.executable, "-m", "careflow", "api"], {"CAREFLOW_API_PORT": str(second_api_port)})
+            stack._start(
+                "api-2", [sys.executable, "-m", "careflow", "api"], {"CAREFLOW_API_PORT": str(second_api_port)}
+            )
             stack._start("worker-2", [sys.executable, "-m", "careflow", "worker"])
             await asyncio.to_thread(wait_for_port, "127.0.0.1", second_api_port, 60, stack.processes["api-2"])
             summary, counts = await _drive_kill_and_count(stack, apis)
@@ -140,7 +160,9 @@ async def _drive_kill_and_count(stack: ProcessStack, apis: list[str]) -> tuple:
             for attempt in range(2):
                 which = (i + attempt) % 2
                 try:
-                    response = await http.post(f"{apis[which]}/referrals", json=body, headers={**headers, "Idempotency-Key": keys[i]})
+                    response = await http.post(
+                        f"{apis[which]}/referrals", json=body, headers={**headers, "Idempotency-Key": keys[i]}
+                    )
                 except httpx.TransportError:
                     continue
                 assert response.status_code in (202, 409), response.text
@@ -165,14 +187,20 @@ async def _drive_kill_and_count(stack: ProcessStack, apis: list[str]) -> tuple:
         deadline = time.monotonic() + SETTLE_SECONDS
         while time.monotonic() < deadline:
             with Session(engine) as session:
-                settled = session.exec(select(Flow.status).where(Flow.status.in_(["completed", "escalated", "cancelled", "failed"]))).all()  # type: ignore[attr-defined]
+                settled = session.exec(
+                    select(Flow.status).where(Flow.status.in_(["completed", "escalated", "cancelled", "failed"]))
+                ).all()  # type: ignore[attr-defined]
             if len(settled) >= PATHWAYS:
                 break
             await asyncio.sleep(1)
         await asyncio.sleep(3)  # acknowledgements of the last replies
         stats = (await http.get(f"{stack.simulator_url}/stats")).json()
 
-    client = await Client.connect(stack.settings.temporal_address, namespace=stack.settings.temporal_namespace, data_converter=data_converter(stack.settings.codec_keys))
+    client = await Client.connect(
+        stack.settings.temporal_address,
+        namespace=stack.settings.temporal_namespace,
+        data_converter=data_converter(stack.settings.codec_keys),
+    )
     outcomes: dict[str, FlowOutcome] = {}
     for flow_id in flow_ids:
         handle = client.get_workflow_handle_for(ReferralPathwayWorkflow.run, f"referral-{flow_id}")
@@ -180,9 +208,21 @@ async def _drive_kill_and_count(stack: ProcessStack, apis: list[str]) -> tuple:
         state = await handle.query(ReferralPathwayWorkflow.pathway_state)
         outcomes[flow_id] = FlowOutcome(state=state, closed=description.status is not WorkflowExecutionStatus.RUNNING)
     with Session(engine) as session:
-        inbound = [Inbound(m.message_header_id, m.flow_id, m.event_code, m.delivery_status) for m in session.exec(select(InboundMessage)).all()]
-        outbound = [Outbound(m.flow_id, m.step, m.event_code, m.message_header_id, m.bundle_id) for m in session.exec(select(OutboundMessage)).all()]
+        inbound = [
+            Inbound(m.message_header_id, m.flow_id, m.event_code, m.delivery_status)
+            for m in session.exec(select(InboundMessage)).all()
+        ]
+        outbound = [
+            Outbound(m.flow_id, m.step, m.event_code, m.message_header_id, m.bundle_id)
+            for m in session.exec(select(OutboundMessage)).all()
+        ]
     engine.dispose()
     summary = account(flow_ids, outcomes, inbound, outbound, stats.get("headers_per_step", {}))
-    counts = {"through_api_1": through[0], "through_api_2": through[1], "in_flight_at_kill": in_flight_at_kill, "inbound_messages": len(inbound), "outbound_messages": len(outbound)}
+    counts = {
+        "through_api_1": through[0],
+        "through_api_2": through[1],
+        "in_flight_at_kill": in_flight_at_kill,
+        "inbound_messages": len(inbound),
+        "outbound_messages": len(outbound),
+    }
     return summary, counts

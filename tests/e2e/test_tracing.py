@@ -27,7 +27,9 @@ from workers.main import build_worker
 pytestmark = pytest.mark.e2e
 
 
-async def test_one_trace_from_request_to_partner_acknowledgement(dev_server: WorkflowEnvironment, tmp_path: Path) -> None:
+async def test_one_trace_from_request_to_partner_acknowledgement(
+    dev_server: WorkflowEnvironment, tmp_path: Path
+) -> None:
     exporter = InMemorySpanExporter()
     tracing = Tracing.with_exporter(exporter, "careflow-test", processor=SimpleSpanProcessor)
     api_port, simulator_port = free_port(), free_port()
@@ -43,7 +45,12 @@ async def test_one_trace_from_request_to_partner_acknowledgement(dev_server: Wor
     )
     migrate(settings.sqlalchemy_url)
     client = await connect(settings, interceptors=tracing.temporal_interceptors())
-    simulator = create_simulator(settings, Behaviour(ack_delay=0.05, reply=False), tracing=tracing, partner_token=lambda sor: token(settings, Role.PARTNER, sor))
+    simulator = create_simulator(
+        settings,
+        Behaviour(ack_delay=0.05, reply=False),
+        tracing=tracing,
+        partner_token=lambda sor: token(settings, Role.PARTNER, sor),
+    )
     async with (
         tracing.instrument_http(httpx.AsyncClient(timeout=30)) as worker_http,
         LoopbackServer(simulator, simulator_port),
@@ -52,7 +59,11 @@ async def test_one_trace_from_request_to_partner_acknowledgement(dev_server: Wor
     ):
         with ThreadPoolExecutor(max_workers=4) as executor:
             async with build_worker(client, settings, http=worker_http, executor=executor):
-                accepted = (await api.post("/referrals", json=referral_payload("0303505123"), headers=auth(settings, Role.CLINICIAN))).json()
+                accepted = (
+                    await api.post(
+                        "/referrals", json=referral_payload("0303505123"), headers=auth(settings, Role.CLINICIAN)
+                    )
+                ).json()
 
                 def signalled():  # noqa: ANN202
                     return [s for s in exporter.get_finished_spans() if s.name.startswith("SignalWorkflow:")]
@@ -81,9 +92,17 @@ async def test_one_trace_from_request_to_partner_acknowledgement(dev_server: Wor
     assert "RunActivity:send_message" in names
     # The activity's POST to the partner, the partner's handling of it, and its acknowledgement back
     # to careflow, delivered to the workflow as a signal: all in the one trace.
-    partner_call = next(s for s in in_trace if s.kind.name == "CLIENT" and s.name == "POST" and str(s.attributes.get("url.full", s.attributes.get("http.url", ""))).startswith(simulator_url))
+    partner_call = next(
+        s
+        for s in in_trace
+        if s.kind.name == "CLIENT"
+        and s.name == "POST"
+        and str(s.attributes.get("url.full", s.attributes.get("http.url", ""))).startswith(simulator_url)
+    )
     assert "RunActivity:send_message" in chain(partner_call)
-    partner_server = next(s for s in in_trace if s.kind.name == "SERVER" and s.name == "POST /partners/{sor}/$process-message")
+    partner_server = next(
+        s for s in in_trace if s.kind.name == "SERVER" and s.name == "POST /partners/{sor}/$process-message"
+    )
     assert partner_server.parent.span_id == partner_call.context.span_id
     ack_request = next(s for s in in_trace if s.kind.name == "SERVER" and s.name == "POST /fhir/$process-message")
     assert partner_server.name in chain(ack_request)

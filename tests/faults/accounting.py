@@ -67,7 +67,10 @@ class Summary:
 
     @property
     def ok(self) -> bool:
-        return not (self.lost or self.delivered_twice or self.sent_twice or self.unsettled) and self.completed + self.escalated == self.flows
+        return (
+            not (self.lost or self.delivered_twice or self.sent_twice or self.unsettled)
+            and self.completed + self.escalated == self.flows
+        )
 
     def problems(self) -> str:
         parts = []
@@ -86,14 +89,17 @@ def describe_flow(flow_id: str, outcome: FlowOutcome | None) -> str:
     steps = ",".join(f"{s.name}={s.status.value}" for s in state.steps)
     escalations = "; ".join(e.reason for e in state.open_escalations)
     return (
-        f"flow {flow_id}: {state.status.value}{' (closed)' if outcome.closed else ''} at {state.step or '-'} [{steps}], "
-        f"applied {len(state.received_header_ids)} messages" + (f", open escalations: {escalations}" if escalations else "")
+        f"flow {flow_id}: {state.status.value}{' (closed)' if outcome.closed else ''} at {state.step or '-'} "
+        f"[{steps}], "
+        f"applied {len(state.received_header_ids)} messages"
+        + (f", open escalations: {escalations}" if escalations else "")
     )
 
 
 def describe_message(message: Inbound) -> str:
     return (
-        f"message {message.message_header_id} kind {message.event_code} flow {message.flow_id} status {message.delivery_status} "
+        f"message {message.message_header_id} kind {message.event_code} flow {message.flow_id} status "
+        f"{message.delivery_status} "
         f"attempts {message.delivery_attempts} received {message.received_at or '?'}"
     )
 
@@ -143,15 +149,27 @@ def account(
         if message.message_header_id in applied.get(message.flow_id, set()):
             continue
         outcome = outcomes.get(message.flow_id)
-        if message.event_code == ACKNOWLEDGEMENT and message.delivery_status == "undeliverable" and outcome is not None and outcome.closed:
+        if (
+            message.event_code == ACKNOWLEDGEMENT
+            and message.delivery_status == "undeliverable"
+            and outcome is not None
+            and outcome.closed
+        ):
             summary.late_acknowledgements += 1
             continue
-        if message.event_code != ACKNOWLEDGEMENT and message.delivery_status == TRIAGE and outcome is not None and outcome.closed:
+        if (
+            message.event_code != ACKNOWLEDGEMENT
+            and message.delivery_status == TRIAGE
+            and outcome is not None
+            and outcome.closed
+        ):
             summary.triaged.append(message.message_header_id)
             continue
         summary.lost.append(message.message_header_id)
         signal = (outcome.signalled.get(message.message_header_id) if outcome else None) or "none"
-        summary.report.append(f"lost: {describe_message(message)}; signal in history: {signal}; {describe_flow(message.flow_id, outcome)}")
+        summary.report.append(
+            f"lost: {describe_message(message)}; signal in history: {signal}; {describe_flow(message.flow_id, outcome)}"
+        )
 
     headers: dict[tuple[str, str, str], set[str]] = defaultdict(set)
     for row in outbound:

@@ -67,7 +67,9 @@ class ProcessStack:
 
     def start_all(self) -> None:
         self.start_temporal()
-        subprocess.run([sys.executable, "-m", "careflow", "migrate"], env=self.env, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-m", "careflow", "migrate"], env=self.env, check=True, cwd=ROOT, stdout=subprocess.DEVNULL
+        )
         self.start_simulator()
         self.start_api()
         self.start_worker()
@@ -103,7 +105,9 @@ class ProcessStack:
 
     def start_api(self, *, crash_ratio: float | None = None) -> None:
         ratio = self.api_crash_ratio if crash_ratio is None else crash_ratio
-        self._start("api", [sys.executable, "-m", "careflow", "api"], {"CAREFLOW_TEST_CRASH_AFTER_STORE_RATIO": str(ratio)})
+        self._start(
+            "api", [sys.executable, "-m", "careflow", "api"], {"CAREFLOW_TEST_CRASH_AFTER_STORE_RATIO": str(ratio)}
+        )
         wait_for_port("127.0.0.1", self.api_port, 60, self.processes["api"])
 
     def kill_api(self) -> None:
@@ -114,7 +118,9 @@ class ProcessStack:
         from careflow.tokens import dev_issuer
 
         refresh_partner_tokens(self.settings, dev_issuer(self.data, create=True))  # handed tokens, not the key
-        self._start("simulator", [sys.executable, "-m", "careflow", "simulator", "--behaviour", json.dumps(self.behaviour)])
+        self._start(
+            "simulator", [sys.executable, "-m", "careflow", "simulator", "--behaviour", json.dumps(self.behaviour)]
+        )
         wait_for_port("127.0.0.1", self.simulator_port, 60, self.processes["simulator"])
 
     def stop_simulator(self) -> None:
@@ -128,7 +134,14 @@ class ProcessStack:
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 (lives as long as the process)
         log.write(f"\n----- start {time.strftime('%H:%M:%S')} -----\n".encode())
         log.flush()
-        self.processes[name] = subprocess.Popen(args, env={**self.env, **(extra_env or {})}, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.processes[name] = subprocess.Popen(
+            args,
+            env={**self.env, **(extra_env or {})},
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.restarts[name] = self.restarts.get(name, -1) + 1
         log.close()
 

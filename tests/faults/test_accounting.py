@@ -10,9 +10,23 @@ from workflows.models import EscalationState, PathwayState, PathwayStatus, StepS
 APPOINTMENT = "careflow-appointment-message"
 
 
-def _state(flow_id: str, received: list[str], status: PathwayStatus = PathwayStatus.COMPLETED, escalated: bool = False) -> PathwayState:
-    escalations = [EscalationState(key="appointment-1", step="appointment", reason="no appointment", opened_at=datetime.now(UTC))] if escalated else []
-    return PathwayState(flow_id=flow_id, pathway="referral", status=status, step="completed", steps=[StepState(name="referral")], received_header_ids=received, escalations=escalations)
+def _state(
+    flow_id: str, received: list[str], status: PathwayStatus = PathwayStatus.COMPLETED, escalated: bool = False
+) -> PathwayState:
+    escalations = (
+        [EscalationState(key="appointment-1", step="appointment", reason="no appointment", opened_at=datetime.now(UTC))]
+        if escalated
+        else []
+    )
+    return PathwayState(
+        flow_id=flow_id,
+        pathway="referral",
+        status=status,
+        step="completed",
+        steps=[StepState(name="referral")],
+        received_header_ids=received,
+        escalations=escalations,
+    )
 
 
 def _healthy() -> tuple[list[str], dict[str, FlowOutcome], list[Inbound], list[Outbound]]:
@@ -39,7 +53,10 @@ def _healthy() -> tuple[list[str], dict[str, FlowOutcome], list[Inbound], list[O
 def test_healthy_run_passes() -> None:
     summary = account(*_healthy())
     assert summary.ok, summary.problems()
-    assert summary.line() == "faults: flows 2, completed 1, escalated 1, lost 0, delivered-twice 0, sent-twice 0, held for triage 0"
+    assert (
+        summary.line()
+        == "faults: flows 2, completed 1, escalated 1, lost 0, delivered-twice 0, sent-twice 0, held for triage 0"
+    )
     assert summary.late_acknowledgements == 1
 
 

@@ -91,7 +91,11 @@ def processes(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
 
 
 async def _temporal(stack: ProcessStack) -> Client:
-    return await Client.connect(stack.settings.temporal_address, namespace=stack.settings.temporal_namespace, data_converter=data_converter(stack.settings.codec_keys))
+    return await Client.connect(
+        stack.settings.temporal_address,
+        namespace=stack.settings.temporal_namespace,
+        data_converter=data_converter(stack.settings.codec_keys),
+    )
 
 
 async def _until(predicate, timeout: float, interval: float = 0.5):  # noqa: ANN001, ANN202
@@ -152,7 +156,9 @@ async def test_nothing_lost_nothing_twice(processes: ProcessStack) -> None:
 
         async def supervise() -> None:
             """Restart what died by itself (the API after its crash hook) or was left down."""
-            while not chaos_over.is_set() or not all(processes.alive(n) for n in ("temporal", "api", "worker", "simulator")):
+            while not chaos_over.is_set() or not all(
+                processes.alive(n) for n in ("temporal", "api", "worker", "simulator")
+            ):
                 async with operations:
                     for name in ("temporal", "simulator", "api", "worker"):
                         if name not in held_down and not processes.alive(name):
@@ -280,8 +286,14 @@ async def test_nothing_lost_nothing_twice(processes: ProcessStack) -> None:
             def check() -> bool:
                 with Session(engine) as session:
                     statuses = dict(session.exec(select(Flow.id, Flow.status).where(Flow.id.in_(flow_ids))).all())
-                    waiting = session.exec(select(InboundMessage.id).where(InboundMessage.delivery_status == "received", InboundMessage.flow_id.is_not(None)).limit(1)).first()
-                return len(statuses) == len(flow_ids) and all(s in SETTLED for s in statuses.values()) and waiting is None
+                    waiting = session.exec(
+                        select(InboundMessage.id)
+                        .where(InboundMessage.delivery_status == "received", InboundMessage.flow_id.is_not(None))
+                        .limit(1)
+                    ).first()
+                return (
+                    len(statuses) == len(flow_ids) and all(s in SETTLED for s in statuses.values()) and waiting is None
+                )
 
             return await asyncio.to_thread(check)
 
@@ -300,19 +312,26 @@ async def test_nothing_lost_nothing_twice(processes: ProcessStack) -> None:
     print(summary.line() + (" (contended)" if CONTENDED else ""))
     print(
         f"faults: injected {dict(sorted(faults.injected.items()))}, api starts {processes.restarts.get('api', 0)}, "
-        f"worker starts {processes.restarts.get('worker', 0)}, temporal starts {processes.restarts.get('temporal', 0)}; "
-        f"message_received signals {signals['signals']} for {signals['applied']} applied ({signals['signals'] - signals['applied']} duplicates ignored); "
-        f"late acknowledgements {summary.late_acknowledgements}; referrals accepted after a failed attempt {faults.started_after_failure}; "
+        f"worker starts {processes.restarts.get('worker', 0)}, temporal starts "
+        f"{processes.restarts.get('temporal', 0)}; "
+        f"message_received signals {signals['signals']} for {signals['applied']} applied "
+        f"({signals['signals'] - signals['applied']} duplicates ignored); "
+        f"late acknowledgements {summary.late_acknowledgements}; referrals accepted after a failed attempt "
+        f"{faults.started_after_failure}; "
         f"chaos {chaos_done - started:.0f}s, total {elapsed:.0f}s"
     )
     print(f"faults: acknowledgements stored but not recorded on their outbound message {len(unrecorded)}")
-    reasons = Counter(e.reason.split(" by the deadline")[0] for o in outcomes.values() if o.state for e in o.state.open_escalations)
+    reasons = Counter(
+        e.reason.split(" by the deadline")[0] for o in outcomes.values() if o.state for e in o.state.open_escalations
+    )
     print(f"faults: open escalations {dict(reasons)}")
     assert not unrecorded, f"the coordinators' view misses these acknowledgements: {unrecorded[:10]}"
     if not summary.ok:
         print(summary.problems())
         print(_log_lines_about(processes, summary.lost + summary.delivered_twice))
-    assert summary.ok, summary.problems() + "\n" + "\n".join(f"--- {n}\n{processes.log_tail(n, 15)}" for n in ("worker", "api"))
+    assert summary.ok, (
+        summary.problems() + "\n" + "\n".join(f"--- {n}\n{processes.log_tail(n, 15)}" for n in ("worker", "api"))
+    )
 
 
 def _start_hogs(count: int) -> list[subprocess.Popen]:
@@ -345,10 +364,20 @@ async def _account(processes: ProcessStack, engine, flow_ids: list[str], faults:
     def rows() -> tuple[list[Inbound], list[Outbound], dict[str, str]]:
         with Session(engine) as session:
             inbound = [
-                Inbound(m.message_header_id, m.flow_id, m.event_code, m.delivery_status, m.received_at.isoformat(), m.delivery_attempts)
+                Inbound(
+                    m.message_header_id,
+                    m.flow_id,
+                    m.event_code,
+                    m.delivery_status,
+                    m.received_at.isoformat(),
+                    m.delivery_attempts,
+                )
                 for m in session.exec(select(InboundMessage)).all()
             ]
-            outbound = [Outbound(m.flow_id, m.step, m.event_code, m.message_header_id, m.bundle_id) for m in session.exec(select(OutboundMessage)).all()]
+            outbound = [
+                Outbound(m.flow_id, m.step, m.event_code, m.message_header_id, m.bundle_id)
+                for m in session.exec(select(OutboundMessage)).all()
+            ]
             workflow_ids = dict(session.exec(select(Flow.id, Flow.workflow_id)).all())
         return inbound, outbound, workflow_ids
 
@@ -374,12 +403,19 @@ async def _account(processes: ProcessStack, engine, flow_ids: list[str], faults:
         signalled = {}
         for event in history.events:
             attributes = event.workflow_execution_signaled_event_attributes
-            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED and attributes.signal_name == "message_received":
+            if (
+                event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+                and attributes.signal_name == "message_received"
+            ):
                 [signal] = await client.data_converter.decode(attributes.input.payloads, [InboundMessageSignal])
-                signalled[signal.message_header_id] = f"event {event.event_id} at {event.event_time.ToDatetime():%H:%M:%S.%f}"
+                signalled[signal.message_header_id] = (
+                    f"event {event.event_id} at {event.event_time.ToDatetime():%H:%M:%S.%f}"
+                )
                 signals["signals"] += 1
         signals["applied"] += len(state.received_header_ids)
-        outcomes[flow_id] = FlowOutcome(state, closed=description.status is not WorkflowExecutionStatus.RUNNING, signalled=signalled)
+        outcomes[flow_id] = FlowOutcome(
+            state, closed=description.status is not WorkflowExecutionStatus.RUNNING, signalled=signalled
+        )
 
     await asyncio.gather(*(outcome(f) for f in flow_ids))
     return account(flow_ids, outcomes, inbound, outbound, faults.partner_headers_per_step), signals, outcomes
@@ -389,6 +425,14 @@ def _acknowledgements_missing_from_read_model(engine) -> list[str]:  # noqa: ANN
     """Outbound messages whose acknowledgement is stored but not marked on them (coordinators'
     view): storing the ack and marking its message must not be split by a crash."""
     with Session(engine) as session:
-        acked = set(session.exec(select(InboundMessage.response_to).where(InboundMessage.event_code == "acknowledgement-message", InboundMessage.flow_id.is_not(None))).all())
-        marked = set(session.exec(select(OutboundMessage.message_header_id).where(OutboundMessage.ack_code.is_not(None))).all())
+        acked = set(
+            session.exec(
+                select(InboundMessage.response_to).where(
+                    InboundMessage.event_code == "acknowledgement-message", InboundMessage.flow_id.is_not(None)
+                )
+            ).all()
+        )
+        marked = set(
+            session.exec(select(OutboundMessage.message_header_id).where(OutboundMessage.ack_code.is_not(None))).all()
+        )
     return sorted(acked - marked)

@@ -16,7 +16,14 @@ from temporalio.api.enums.v1 import EventType
 from careflow.auth import Role
 from messaging import Directory, build_message
 from messaging import model as messages  # TestResultContent by module: pytest would try to collect it
-from messaging.model import AppointmentContent, Envelope, MessageKind, ObservationValue, PatientData, TreatmentPlanContent
+from messaging.model import (
+    AppointmentContent,
+    Envelope,
+    MessageKind,
+    ObservationValue,
+    PatientData,
+    TreatmentPlanContent,
+)
 from store.db import make_engine
 from store.models import OutboundMessage
 from tests.conftest import Stack, referral_payload, wait_for
@@ -48,7 +55,9 @@ async def _start(stack: Stack, cpr: str) -> str:
 
 
 async def _state(stack: Stack, flow_id: str) -> PathwayState:
-    return await stack.client.get_workflow_handle_for(ReferralPathwayWorkflow.run, f"referral-{flow_id}").query(ReferralPathwayWorkflow.pathway_state)
+    return await stack.client.get_workflow_handle_for(ReferralPathwayWorkflow.run, f"referral-{flow_id}").query(
+        ReferralPathwayWorkflow.pathway_state
+    )
 
 
 async def _until_state(stack: Stack, flow_id: str, predicate, timeout: float = 30) -> PathwayState:  # noqa: ANN001
@@ -59,15 +68,27 @@ async def _until_state(stack: Stack, flow_id: str, predicate, timeout: float = 3
     return await wait_for(check, timeout=timeout, interval=0.2)
 
 
-async def _post_reply(stack: Stack, flow_id: str, kind: MessageKind, sender_sor: str, previous_header_id: str, cpr: str) -> str:
+async def _post_reply(
+    stack: Stack, flow_id: str, kind: MessageKind, sender_sor: str, previous_header_id: str, cpr: str
+) -> str:
     """Post a partner's clinical reply as the partner system would, and return its MessageHeader.id."""
     directory = Directory.load(stack.settings.directory_path)
     contents = {
-        MessageKind.APPOINTMENT: AppointmentContent(service_request_id=flow_id, start=datetime.now(UTC) + timedelta(days=7), description="Ambulant forundersøgelse"),
-        MessageKind.TEST_RESULT: messages.TestResultContent(
-            service_request_id=flow_id, code="NPU02319", display="Hæmoglobin;B", conclusion="Normal", observations=[ObservationValue(code="NPU02319", display="Hæmoglobin;B", value=8.9, unit="mmol/L")]
+        MessageKind.APPOINTMENT: AppointmentContent(
+            service_request_id=flow_id,
+            start=datetime.now(UTC) + timedelta(days=7),
+            description="Ambulant forundersøgelse",
         ),
-        MessageKind.TREATMENT_PLAN: TreatmentPlanContent(service_request_id=flow_id, description="Kontrol om 3 måneder"),
+        MessageKind.TEST_RESULT: messages.TestResultContent(
+            service_request_id=flow_id,
+            code="NPU02319",
+            display="Hæmoglobin;B",
+            conclusion="Normal",
+            observations=[ObservationValue(code="NPU02319", display="Hæmoglobin;B", value=8.9, unit="mmol/L")],
+        ),
+        MessageKind.TREATMENT_PLAN: TreatmentPlanContent(
+            service_request_id=flow_id, description="Kontrol om 3 måneder"
+        ),
     }
     header_id = str(uuid.uuid4())
     envelope = Envelope(
@@ -100,9 +121,23 @@ def _outbound(stack: Stack, flow_id: str) -> list[OutboundMessage]:
 async def _send_attempts(stack: Stack, flow_id: str) -> list[tuple[int, bool]]:
     """(attempt, failed) of every send_message activity in the workflow's history."""
     history = await stack.client.get_workflow_handle(f"referral-{flow_id}").fetch_history()
-    scheduled = {e.event_id for e in history.events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED and e.activity_task_scheduled_event_attributes.activity_type.name == "send_message"}
-    started = {e.event_id: e.activity_task_started_event_attributes.attempt for e in history.events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED and e.activity_task_started_event_attributes.scheduled_event_id in scheduled}
-    failed = {e.activity_task_failed_event_attributes.started_event_id for e in history.events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED}
+    scheduled = {
+        e.event_id
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        and e.activity_task_scheduled_event_attributes.activity_type.name == "send_message"
+    }
+    started = {
+        e.event_id: e.activity_task_started_event_attributes.attempt
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+        and e.activity_task_started_event_attributes.scheduled_event_id in scheduled
+    }
+    failed = {
+        e.activity_task_failed_event_attributes.started_event_id
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED
+    }
     return [(attempt, event_id in failed) for event_id, attempt in started.items()]
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -46,10 +46,15 @@ def directory() -> Directory:
     return Directory.load(get_settings().directory_path)
 
 
-GP_SOR, HOSPITAL_SOR, LAB_SOR, MUNICIPALITY_SOR = "100000000000001", "200000000000001", "300000000000001", "400000000000001"
+GP_SOR, HOSPITAL_SOR, LAB_SOR, MUNICIPALITY_SOR = (
+    "100000000000001",
+    "200000000000001",
+    "300000000000001",
+    "400000000000001",
+)
 # Synthetic: valid format, born 1901 — belongs to nobody in practice.
 SYNTHETIC_CPR = "0101010000"
-TIMESTAMP = datetime(2025, 3, 4, 10, 30, tzinfo=timezone.utc)
+TIMESTAMP = datetime(2025, 3, 4, 10, 30, tzinfo=UTC)
 
 
 @pytest.fixture

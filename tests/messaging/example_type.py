@@ -39,11 +39,20 @@ def build(ctx: BuildContext, content: DischargeSummaryContent) -> tuple[list[dic
         "author": [{"reference": ref(ctx.sender)}],
         "title": "Udskrivningsresumé",
         # the pathway's ServiceRequest as a logical reference: a Composition has no basedOn
-        "event": [{"detail": [{"type": "ServiceRequest", "identifier": service_request_identifier(content.service_request_id)}]}],
+        "event": [
+            {
+                "detail": [
+                    {"type": "ServiceRequest", "identifier": service_request_identifier(content.service_request_id)}
+                ]
+            }
+        ],
         "section": [
             {
                 "title": "Forløb",
-                "text": {"status": "generated", "div": f'<div xmlns="http://www.w3.org/1999/xhtml">{escape(content.summary)}</div>'},
+                "text": {
+                    "status": "generated",
+                    "div": f'<div xmlns="http://www.w3.org/1999/xhtml">{escape(content.summary)}</div>',
+                },
             }
         ],
     }
@@ -64,7 +73,11 @@ def extract(bundle: dict) -> Correlation:
 def check_sections(bundle: dict) -> list[ValidationIssue]:
     """A discharge summary says something: at least one section with text."""
     return [
-        issue("discharge-summary-section", f"Bundle.entry[{index}].resource.section", "a discharge summary needs a section with text")
+        issue(
+            "discharge-summary-section",
+            f"Bundle.entry[{index}].resource.section",
+            "a discharge summary needs a section with text",
+        )
         for index, composition in focus_of(bundle)
         if not any(as_dict(as_dict(s).get("text")).get("div") for s in as_list(composition.get("section")))
     ]

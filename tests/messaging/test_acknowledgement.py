@@ -28,11 +28,17 @@ ACK_HEADER, ACK_BUNDLE = "d3b07384-d113-4ec6-a7b5-2e5c1f0b6a11", "c157a790-0b8e-
 
 @pytest.fixture
 def referral(envelope: Envelope) -> dict:
-    return build_message(MessageKind.REFERRAL, envelope, ReferralContent(service_request_id="ab12cd34-0000-4000-8000-000000000001", reason="test"))
+    return build_message(
+        MessageKind.REFERRAL,
+        envelope,
+        ReferralContent(service_request_id="ab12cd34-0000-4000-8000-000000000001", reason="test"),
+    )
 
 
 def ack_of(original: dict, code: AckCode = AckCode.OK, **kw) -> dict:  # noqa: ANN003
-    return build_acknowledgement(original, code=code, message_header_id=ACK_HEADER, bundle_id=ACK_BUNDLE, timestamp=TIMESTAMP, **kw)
+    return build_acknowledgement(
+        original, code=code, message_header_id=ACK_HEADER, bundle_id=ACK_BUNDLE, timestamp=TIMESTAMP, **kw
+    )
 
 
 def types(bundle: dict) -> list[str]:
@@ -62,7 +68,9 @@ def test_ack_carries_exactly_two_provenances(referral: dict, envelope: Envelope)
 def test_ack_of_a_reply_keeps_only_the_latest_provenance(medcom_examples) -> None:  # noqa: ANN001
     import json
 
-    original = json.loads((medcom_examples / "carecommunication/Bundle-d11968f5-4bdf-4b50-b146-a8e1cc890fc3.json").read_text())
+    original = json.loads(
+        (medcom_examples / "carecommunication/Bundle-d11968f5-4bdf-4b50-b146-a8e1cc890fc3.json").read_text()
+    )
     ack = ack_of(original)
     assert validate_message(ack) == []
     links = parse_message(ack).provenance
@@ -73,7 +81,9 @@ def test_ack_of_a_reply_keeps_only_the_latest_provenance(medcom_examples) -> Non
 @pytest.mark.parametrize("code", [AckCode.FATAL_ERROR, AckCode.TRANSIENT_ERROR])
 def test_not_ok_ack_carries_an_operation_outcome(referral: dict, code: AckCode) -> None:
     issues = [
-        ValidationIssue(rule="patient-cpr", path="Bundle.entry[1].resource.identifier[0].value", message="CPR malformed"),
+        ValidationIssue(
+            rule="patient-cpr", path="Bundle.entry[1].resource.identifier[0].value", message="CPR malformed"
+        ),
         ValidationIssue(rule="x", path="Bundle", message="duplicate", error_code="MSG_DUPLICATE_ID"),
     ]
     ack = ack_of(referral, code, issues=issues)
@@ -97,7 +107,9 @@ def test_not_ok_ack_without_issues_still_has_an_error_code(referral: dict) -> No
 
 def test_best_effort_on_a_broken_original(referral: dict, envelope: Envelope) -> None:
     broken = copy.deepcopy(referral)
-    broken["entry"] = [e for e in broken["entry"] if e["resource"]["resourceType"] not in ("Organization", "Provenance")]
+    broken["entry"] = [
+        e for e in broken["entry"] if e["resource"]["resourceType"] not in ("Organization", "Provenance")
+    ]
     ack = ack_of(broken, AckCode.FATAL_ERROR, sender=envelope.receiver, receiver=envelope.sender)
     assert validate_message(ack) == []
     assert len(parse_message(ack).provenance) == 2

@@ -5,13 +5,21 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
-from messaging import AckCode, MessageError, Organization, build_acknowledgement, needs_acknowledgement, parse_message, validate_message
+from messaging import (
+    AckCode,
+    MessageError,
+    Organization,
+    build_acknowledgement,
+    needs_acknowledgement,
+    parse_message,
+    validate_message,
+)
 from messaging.bundle import organization_of
 from messaging.terminology import MEDCOM_ERROR_SYSTEM
 from tests.messaging.conftest import SYNTHETIC_CPR, TIMESTAMP
@@ -32,7 +40,11 @@ def header(bundle: dict) -> dict:
 
 def org(bundle: dict, role: str) -> dict:
     reference = header(bundle)["sender"] if role == "sender" else header(bundle)["destination"][0]["receiver"]
-    return next(e["resource"] for e in bundle["entry"] if f"{e['resource']['resourceType']}/{e['resource']['id']}" == reference["reference"])
+    return next(
+        e["resource"]
+        for e in bundle["entry"]
+        if f"{e['resource']['resourceType']}/{e['resource']['id']}" == reference["reference"]
+    )
 
 
 def ident(resource: dict, system_part: str) -> dict:
@@ -62,7 +74,16 @@ def duplicate_patient(bundle: dict) -> None:
 
 
 def add_patient_to_ack(bundle: dict) -> None:
-    bundle["entry"].append({"fullUrl": "https://example.org/Patient/p1", "resource": {"resourceType": "Patient", "id": "p1", "identifier": [{"system": "urn:oid:1.2.208.176.1.2", "value": SYNTHETIC_CPR}]}})
+    bundle["entry"].append(
+        {
+            "fullUrl": "https://example.org/Patient/p1",
+            "resource": {
+                "resourceType": "Patient",
+                "id": "p1",
+                "identifier": [{"system": "urn:oid:1.2.208.176.1.2", "value": SYNTHETIC_CPR}],
+            },
+        }
+    )
 
 
 def add_cc_destination(bundle: dict) -> None:
@@ -119,36 +140,169 @@ class Broken:
 
 
 BROKEN = [
-    Broken("bundle type collection", CARE_COMMUNICATION, lambda b: b.update(type="collection"), "bundle-type", "MSG_VALUESET_VALUE_UNKNOWN"),
+    Broken(
+        "bundle type collection",
+        CARE_COMMUNICATION,
+        lambda b: b.update(type="collection"),
+        "bundle-type",
+        "MSG_VALUESET_VALUE_UNKNOWN",
+    ),
     Broken("no bundle id", CARE_COMMUNICATION, lambda b: b.pop("id"), "bundle-id", "MSG_Datatype_Wrong"),
     Broken("no timestamp", CARE_COMMUNICATION, lambda b: b.pop("timestamp"), "bundle-timestamp", "MSG_Datatype_Wrong"),
-    Broken("bundle id too long", CARE_COMMUNICATION, lambda b: b.update(id="a" * 65), "element-too-long", "MSG_Element_To_Long"),
+    Broken(
+        "bundle id too long",
+        CARE_COMMUNICATION,
+        lambda b: b.update(id="a" * 65),
+        "element-too-long",
+        "MSG_Element_To_Long",
+    ),
     Broken("header not first", CARE_COMMUNICATION, move_header_last, "header-first", "MSG_Datatype_Wrong"),
-    Broken("unknown event code", CARE_COMMUNICATION, set_(lambda b: header(b)["eventCoding"], "code", "no-such-message"), "event-code", "MSG_CodeSystem_VALUE_UNKNOWN"),
-    Broken("foreign event system", CARE_COMMUNICATION, set_(lambda b: header(b)["eventCoding"], "system", "http://example.org/events"), "event-code", "MSG_VALUESET_VALUE_UNKNOWN"),
+    Broken(
+        "unknown event code",
+        CARE_COMMUNICATION,
+        set_(lambda b: header(b)["eventCoding"], "code", "no-such-message"),
+        "event-code",
+        "MSG_CodeSystem_VALUE_UNKNOWN",
+    ),
+    Broken(
+        "foreign event system",
+        CARE_COMMUNICATION,
+        set_(lambda b: header(b)["eventCoding"], "system", "http://example.org/events"),
+        "event-code",
+        "MSG_VALUESET_VALUE_UNKNOWN",
+    ),
     Broken("two patients", CARE_COMMUNICATION, duplicate_patient, "patient-count", "MSG_Datatype_Wrong"),
-    Broken("CPR month 13", CARE_COMMUNICATION, set_(lambda b: res(b, "Patient")["identifier"][0], "value", "0113010000"), "patient-cpr", "MSG_Datatype_Wrong"),
-    Broken("CPR day 00", HOSPITAL_NOTIFICATION, set_(lambda b: res(b, "Patient")["identifier"][0], "value", "0001010000"), "patient-cpr", "MSG_Datatype_Wrong"),
-    Broken("CPR nine digits", CARE_COMMUNICATION, set_(lambda b: res(b, "Patient")["identifier"][0], "value", "010101000"), "patient-cpr", "MSG_Datatype_Wrong"),
-    Broken("patient without CPR", CARE_COMMUNICATION, set_(lambda b: res(b, "Patient"), "identifier", []), "patient-cpr", "MSG_Datatype_Wrong"),
-    Broken("sender without SOR", CARE_COMMUNICATION, remove_identifier("sender", "1.2.208.176.1.1"), "sor-identifier", "MSG_Datatype_Wrong"),
-    Broken("sender EAN check digit", CARE_COMMUNICATION, break_gln_check_digit("sender"), "ean-identifier", "MSG_Datatype_Wrong"),
-    Broken("receiver EAN check digit", HOSPITAL_NOTIFICATION, break_gln_check_digit("receiver"), "ean-identifier", "MSG_Receiver_Identifier_UNKNOWN"),
-    Broken("receiver without EAN", CARE_COMMUNICATION, remove_identifier("receiver", "gln"), "ean-identifier", "MSG_Receiver_Identifier_MISSING"),
-    Broken("receiver not an Organization", CARE_COMMUNICATION, receiver_is_the_patient, "receiver-organization", "MSG_Receiver_Identifier_MISSING"),
-    Broken("cc on a CareCommunication", CARE_COMMUNICATION, add_cc_destination, "destination-cc", "MSG_VALUESET_VALUE_UNKNOWN"),
-    Broken("two primary destinations", HOSPITAL_NOTIFICATION, add_second_primary, "destination-primary", "MSG_Receiver_Identifier_MISSING"),
+    Broken(
+        "CPR month 13",
+        CARE_COMMUNICATION,
+        set_(lambda b: res(b, "Patient")["identifier"][0], "value", "0113010000"),
+        "patient-cpr",
+        "MSG_Datatype_Wrong",
+    ),
+    Broken(
+        "CPR day 00",
+        HOSPITAL_NOTIFICATION,
+        set_(lambda b: res(b, "Patient")["identifier"][0], "value", "0001010000"),
+        "patient-cpr",
+        "MSG_Datatype_Wrong",
+    ),
+    Broken(
+        "CPR nine digits",
+        CARE_COMMUNICATION,
+        set_(lambda b: res(b, "Patient")["identifier"][0], "value", "010101000"),
+        "patient-cpr",
+        "MSG_Datatype_Wrong",
+    ),
+    Broken(
+        "patient without CPR",
+        CARE_COMMUNICATION,
+        set_(lambda b: res(b, "Patient"), "identifier", []),
+        "patient-cpr",
+        "MSG_Datatype_Wrong",
+    ),
+    Broken(
+        "sender without SOR",
+        CARE_COMMUNICATION,
+        remove_identifier("sender", "1.2.208.176.1.1"),
+        "sor-identifier",
+        "MSG_Datatype_Wrong",
+    ),
+    Broken(
+        "sender EAN check digit",
+        CARE_COMMUNICATION,
+        break_gln_check_digit("sender"),
+        "ean-identifier",
+        "MSG_Datatype_Wrong",
+    ),
+    Broken(
+        "receiver EAN check digit",
+        HOSPITAL_NOTIFICATION,
+        break_gln_check_digit("receiver"),
+        "ean-identifier",
+        "MSG_Receiver_Identifier_UNKNOWN",
+    ),
+    Broken(
+        "receiver without EAN",
+        CARE_COMMUNICATION,
+        remove_identifier("receiver", "gln"),
+        "ean-identifier",
+        "MSG_Receiver_Identifier_MISSING",
+    ),
+    Broken(
+        "receiver not an Organization",
+        CARE_COMMUNICATION,
+        receiver_is_the_patient,
+        "receiver-organization",
+        "MSG_Receiver_Identifier_MISSING",
+    ),
+    Broken(
+        "cc on a CareCommunication",
+        CARE_COMMUNICATION,
+        add_cc_destination,
+        "destination-cc",
+        "MSG_VALUESET_VALUE_UNKNOWN",
+    ),
+    Broken(
+        "two primary destinations",
+        HOSPITAL_NOTIFICATION,
+        add_second_primary,
+        "destination-primary",
+        "MSG_Receiver_Identifier_MISSING",
+    ),
     Broken("no Provenance", CARE_COMMUNICATION, remove_provenances, "provenance-present", "MSG_Datatype_Wrong"),
-    Broken("Provenance targets another header", CARE_COMMUNICATION, set_(lambda b: res(b, "Provenance"), "target", [{"reference": "MessageHeader/another"}]), "provenance-target", "MSG_Datatype_Wrong"),
-    Broken("unknown activity", HOSPITAL_NOTIFICATION, set_(lambda b: res(b, "Provenance")["activity"]["coding"][0], "code", "teleport-patient"), "provenance-activity", "MSG_CodeSystem_VALUE_UNKNOWN"),
-    Broken("dangling reference", CARE_COMMUNICATION, set_(lambda b: res(b, "Communication"), "subject", {"reference": "Patient/not-in-bundle"}), "reference-resolves", "MSG_Datatype_Wrong"),
-    Broken("bad birthDate", CARE_COMMUNICATION, set_(lambda b: res(b, "Patient"), "birthDate", "1901-13-45"), "fhir-structure", "MSG_Datatype_Wrong"),
+    Broken(
+        "Provenance targets another header",
+        CARE_COMMUNICATION,
+        set_(lambda b: res(b, "Provenance"), "target", [{"reference": "MessageHeader/another"}]),
+        "provenance-target",
+        "MSG_Datatype_Wrong",
+    ),
+    Broken(
+        "unknown activity",
+        HOSPITAL_NOTIFICATION,
+        set_(lambda b: res(b, "Provenance")["activity"]["coding"][0], "code", "teleport-patient"),
+        "provenance-activity",
+        "MSG_CodeSystem_VALUE_UNKNOWN",
+    ),
+    Broken(
+        "dangling reference",
+        CARE_COMMUNICATION,
+        set_(lambda b: res(b, "Communication"), "subject", {"reference": "Patient/not-in-bundle"}),
+        "reference-resolves",
+        "MSG_Datatype_Wrong",
+    ),
+    Broken(
+        "bad birthDate",
+        CARE_COMMUNICATION,
+        set_(lambda b: res(b, "Patient"), "birthDate", "1901-13-45"),
+        "fhir-structure",
+        "MSG_Datatype_Wrong",
+    ),
     Broken("unknown resource type", CARE_COMMUNICATION, unknown_resource_type, "fhir-structure", "MSG_Datatype_Wrong"),
     # response.identifier is also 1..1 in FHIR itself
-    Broken("ack without response.identifier", ACK_OK, drop(lambda b: header(b)["response"], "identifier"), "ack-response", "MSG_Datatype_Wrong", frozenset({"fhir-structure"})),
-    Broken("ack with unknown response.code", ACK_OK, set_(lambda b: header(b)["response"], "code", "maybe"), "ack-response", "MSG_VALUESET_VALUE_UNKNOWN"),
+    Broken(
+        "ack without response.identifier",
+        ACK_OK,
+        drop(lambda b: header(b)["response"], "identifier"),
+        "ack-response",
+        "MSG_Datatype_Wrong",
+        frozenset({"fhir-structure"}),
+    ),
+    Broken(
+        "ack with unknown response.code",
+        ACK_OK,
+        set_(lambda b: header(b)["response"], "code", "maybe"),
+        "ack-response",
+        "MSG_VALUESET_VALUE_UNKNOWN",
+    ),
     Broken("ack with one Provenance", ACK_OK, remove_first_provenance, "ack-provenance", "MSG_Datatype_Wrong"),
-    Broken("fatal ack without OperationOutcome", ACK_FATAL, drop(lambda b: header(b)["response"], "details"), "ack-outcome", "MSG_Datatype_Wrong"),
+    Broken(
+        "fatal ack without OperationOutcome",
+        ACK_FATAL,
+        drop(lambda b: header(b)["response"], "details"),
+        "ack-outcome",
+        "MSG_Datatype_Wrong",
+    ),
     Broken("ack carrying a Patient", ACK_OK, add_patient_to_ack, "patient-count", "MSG_Datatype_Wrong"),
 ]
 
@@ -169,7 +323,11 @@ def test_broken_message_names_its_rule(medcom_examples: Path, case: Broken) -> N
     assert case.error_code in {i.error_code for i in issues}
     for issue in issues:
         assert issue.path.startswith("Bundle")
-        assert SYNTHETIC_CPR not in issue.message and "2509479989" not in issue.message and "1901-13-45" not in issue.message
+        assert (
+            SYNTHETIC_CPR not in issue.message
+            and "2509479989" not in issue.message
+            and "1901-13-45" not in issue.message
+        )
 
 
 @pytest.mark.parametrize("case", [c for c in BROKEN if "acknowledgement" not in c.example], ids=lambda c: c.name)

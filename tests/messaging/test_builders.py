@@ -33,9 +33,14 @@ from tests.messaging.conftest import SYNTHETIC_CPR, TIMESTAMP
 PATHWAY = "5d1c0d3e-8f2b-4a6c-9e7d-1a2b3c4d5e6f"
 
 CONTENTS: dict[MessageKind, BaseModel] = {
-    MessageKind.REFERRAL: ReferralContent(service_request_id=PATHWAY, reason="Brystsmerter ved anstrengelse", priority="urgent"),
+    MessageKind.REFERRAL: ReferralContent(
+        service_request_id=PATHWAY, reason="Brystsmerter ved anstrengelse", priority="urgent"
+    ),
     MessageKind.APPOINTMENT: AppointmentContent(
-        service_request_id=PATHWAY, start=TIMESTAMP + timedelta(days=3), end=TIMESTAMP + timedelta(days=3, hours=1), description="Ekkokardiografi"
+        service_request_id=PATHWAY,
+        start=TIMESTAMP + timedelta(days=3),
+        end=TIMESTAMP + timedelta(days=3, hours=1),
+        description="Ekkokardiografi",
     ),
     MessageKind.TEST_RESULT: ResultContent(
         service_request_id=PATHWAY,
@@ -47,12 +52,21 @@ CONTENTS: dict[MessageKind, BaseModel] = {
             ObservationValue(code="NPU01567", display="P—Kolesterol LDL", value=2.8, unit="mmol/L"),
         ],
     ),
-    MessageKind.TREATMENT_PLAN: TreatmentPlanContent(service_request_id=PATHWAY, description="Statinbehandling, kontrol om 3 mdr.", start=TIMESTAMP),
-    MessageKind.CANCELLATION: CancellationContent(service_request_id=PATHWAY, reason="Henvisning ikke længere relevant"),
-    MessageKind.CARE_COMMUNICATION: CareCommunicationContent(
-        communication_id="7c9e6679-7425-40de-944b-e07fc1f90ae7", text="Spørgsmål om medicin", topic="Medicin", service_request_id=PATHWAY
+    MessageKind.TREATMENT_PLAN: TreatmentPlanContent(
+        service_request_id=PATHWAY, description="Statinbehandling, kontrol om 3 mdr.", start=TIMESTAMP
     ),
-    MessageKind.HOSPITAL_NOTIFICATION: HospitalNotificationContent(encounter_id="enc-1", start=TIMESTAMP, episode_of_care_id="eoc-1"),
+    MessageKind.CANCELLATION: CancellationContent(
+        service_request_id=PATHWAY, reason="Henvisning ikke længere relevant"
+    ),
+    MessageKind.CARE_COMMUNICATION: CareCommunicationContent(
+        communication_id="7c9e6679-7425-40de-944b-e07fc1f90ae7",
+        text="Spørgsmål om medicin",
+        topic="Medicin",
+        service_request_id=PATHWAY,
+    ),
+    MessageKind.HOSPITAL_NOTIFICATION: HospitalNotificationContent(
+        encounter_id="enc-1", start=TIMESTAMP, episode_of_care_id="eoc-1"
+    ),
     MessageKind.HOMECARE_OBSERVATION: HomeCareObservationContent(
         report_id="1b4e28ba-2fa1-41d2-883f-0016d3cca427",
         effective=TIMESTAMP,
@@ -67,7 +81,11 @@ CORRELATED = {k for k, c in CONTENTS.items() if getattr(c, "service_request_id",
 def test_built_message_is_valid_and_parses_back(kind: MessageKind, envelope: Envelope) -> None:
     bundle = build_message(kind, envelope, CONTENTS[kind])
     assert validate_message(bundle) == []
-    for body, content_type in ((bundle, "application/fhir+json"), (to_json(bundle), "application/fhir+json"), (to_xml(bundle), "application/fhir+xml")):
+    for body, content_type in (
+        (bundle, "application/fhir+json"),
+        (to_json(bundle), "application/fhir+json"),
+        (to_xml(bundle), "application/fhir+xml"),
+    ):
         parsed = parse_message(body, content_type)
         assert parsed.kind == kind
         assert parsed.event_code == kind.value
@@ -79,7 +97,10 @@ def test_built_message_is_valid_and_parses_back(kind: MessageKind, envelope: Env
         assert parsed.patient is not None and parsed.patient.cpr == SYNTHETIC_CPR
         assert parsed.service_request_id == (PATHWAY if kind in CORRELATED else None)
         assert [(p.activity, p.target_header_id) for p in parsed.provenance] == [
-            ("admit-inpatient" if kind == MessageKind.HOSPITAL_NOTIFICATION else "new-message", envelope.message_header_id)
+            (
+                "admit-inpatient" if kind == MessageKind.HOSPITAL_NOTIFICATION else "new-message",
+                envelope.message_header_id,
+            )
         ]
 
 
@@ -122,12 +143,20 @@ def test_reply_stacks_provenance_on_the_previous_header(envelope: Envelope) -> N
     bundle = build_message(MessageKind.APPOINTMENT, reply, CONTENTS[MessageKind.APPOINTMENT])
     assert validate_message(bundle) == []
     [link] = parse_message(bundle).provenance
-    assert (link.activity, link.target_header_id, link.previous_header_id) == ("reply-message", envelope.message_header_id, previous)
+    assert (link.activity, link.target_header_id, link.previous_header_id) == (
+        "reply-message",
+        envelope.message_header_id,
+        previous,
+    )
 
 
 def test_resend_keeps_header_and_resources_with_a_new_bundle_id(envelope: Envelope) -> None:
     first = build_message(MessageKind.REFERRAL, envelope, CONTENTS[MessageKind.REFERRAL])
-    resend = build_message(MessageKind.REFERRAL, envelope.model_copy(update={"bundle_id": "another-bundle-id"}), CONTENTS[MessageKind.REFERRAL])
+    resend = build_message(
+        MessageKind.REFERRAL,
+        envelope.model_copy(update={"bundle_id": "another-bundle-id"}),
+        CONTENTS[MessageKind.REFERRAL],
+    )
     assert resend["id"] != first["id"]
     assert resend["entry"] == first["entry"]
 
@@ -138,9 +167,17 @@ def test_builder_refuses_wrong_content_and_missing_patient(envelope: Envelope) -
     with pytest.raises(ValueError, match="build_acknowledgement"):
         build_message(MessageKind.ACKNOWLEDGEMENT, envelope, CONTENTS[MessageKind.REFERRAL])
     with pytest.raises(MessageError) as caught:
-        build_message(MessageKind.REFERRAL, envelope.model_copy(update={"patient": None}), CONTENTS[MessageKind.REFERRAL])
+        build_message(
+            MessageKind.REFERRAL, envelope.model_copy(update={"patient": None}), CONTENTS[MessageKind.REFERRAL]
+        )
     assert caught.value.issues[0].rule == "patient-count"
     with pytest.raises(ValueError, match="priority"):
-        build_message(MessageKind.REFERRAL, envelope, ReferralContent(service_request_id=PATHWAY, reason="x", priority="whenever"))
+        build_message(
+            MessageKind.REFERRAL, envelope, ReferralContent(service_request_id=PATHWAY, reason="x", priority="whenever")
+        )
     with pytest.raises(ValueError, match="activity"):
-        build_message(MessageKind.HOSPITAL_NOTIFICATION, envelope, HospitalNotificationContent(encounter_id="e", start=TIMESTAMP, activity="new-message"))
+        build_message(
+            MessageKind.HOSPITAL_NOTIFICATION,
+            envelope,
+            HospitalNotificationContent(encounter_id="e", start=TIMESTAMP, activity="new-message"),
+        )

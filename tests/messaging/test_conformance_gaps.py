@@ -33,7 +33,17 @@ ARC = "urn:oid:1.2.208.176.1.6.1"
 
 
 @pytest.mark.parametrize(
-    "system", [f"{ARC}.1", f"{ARC}.3", f"{ARC}.3.177", f"{ARC}.3.179", f"{ARC}.3.181", f"{ARC}.3.183", f"{ARC}.3.187", f"{ARC}.3.190.2"]
+    "system",
+    [
+        f"{ARC}.1",
+        f"{ARC}.3",
+        f"{ARC}.3.177",
+        f"{ARC}.3.179",
+        f"{ARC}.3.181",
+        f"{ARC}.3.183",
+        f"{ARC}.3.187",
+        f"{ARC}.3.190.2",
+    ],
 )
 def test_replacement_cpr_systems_under_the_arc_are_valid(system: str) -> None:
     assert is_replacement_cpr_system(system)
@@ -42,7 +52,18 @@ def test_replacement_cpr_systems_under_the_arc_are_valid(system: str) -> None:
 
 @pytest.mark.parametrize(
     "system",
-    [ARC, f"{ARC}.", f"{ARC}.3.", f"{ARC}.03", f"{ARC}.3.x", "urn:oid:1.2.208.176.1.6.2.1", "urn:oid:1.2.208.176.1.2", f"{ARC}.1 ", None, 7],
+    [
+        ARC,
+        f"{ARC}.",
+        f"{ARC}.3.",
+        f"{ARC}.03",
+        f"{ARC}.3.x",
+        "urn:oid:1.2.208.176.1.6.2.1",
+        "urn:oid:1.2.208.176.1.2",
+        f"{ARC}.1 ",
+        None,
+        7,
+    ],
 )
 def test_other_systems_are_not_replacement_cpr(system: object) -> None:
     assert not is_replacement_cpr_system(system)
@@ -55,7 +76,11 @@ def test_regional_issuers_are_named() -> None:
 
 
 def _referral(envelope: Envelope) -> dict:
-    return build_message(MessageKind.REFERRAL, envelope, ReferralContent(service_request_id="ab12cd34-0000-4000-8000-000000000001", reason="x"))
+    return build_message(
+        MessageKind.REFERRAL,
+        envelope,
+        ReferralContent(service_request_id="ab12cd34-0000-4000-8000-000000000001", reason="x"),
+    )
 
 
 def _patient(bundle: dict) -> dict:
@@ -169,7 +194,10 @@ def _example_profiles(folder: Path) -> dict[tuple[str, str], set[str]]:
 
 def _assert_profiles_like_examples(bundle: dict, examples: dict[tuple[str, str], set[str]]) -> None:
     event = bundle["entry"][0]["resource"]["eventCoding"]["code"]
-    for resource_type, resource in [("Bundle", bundle), *((e["resource"]["resourceType"], e["resource"]) for e in bundle["entry"])]:
+    for resource_type, resource in [
+        ("Bundle", bundle),
+        *((e["resource"]["resourceType"], e["resource"]) for e in bundle["entry"]),
+    ]:
         declared = declared_profiles(resource)
         assert len(declared) == 1, f"{event} {resource_type} declares {declared}"
         assert declared[0] in examples[(event, resource_type)], f"{event} {resource_type}: {declared[0]}"
@@ -179,7 +207,9 @@ MEDCOM_KINDS = [k for k in CONTENTS if k.value in PROFILES]
 
 
 @pytest.mark.parametrize("kind", MEDCOM_KINDS, ids=str)
-def test_built_medcom_messages_declare_the_examples_profiles(kind: MessageKind, envelope: Envelope, medcom_examples: Path) -> None:
+def test_built_medcom_messages_declare_the_examples_profiles(
+    kind: MessageKind, envelope: Envelope, medcom_examples: Path
+) -> None:
     bundle = build_message(kind, envelope, CONTENTS[kind])
     _assert_profiles_like_examples(bundle, _example_profiles(medcom_examples))
     assert validate_message(bundle) == []
@@ -187,15 +217,27 @@ def test_built_medcom_messages_declare_the_examples_profiles(kind: MessageKind, 
 
 def test_homecare_observation_profiles_its_two_parties_differently(envelope: Envelope) -> None:
     bundle = build_message(MessageKind.HOMECARE_OBSERVATION, envelope, CONTENTS[MessageKind.HOMECARE_OBSERVATION])
-    orgs = {e["resource"]["identifier"][1]["value"]: declared_profiles(e["resource"])[0] for e in bundle["entry"] if e["resource"]["resourceType"] == "Organization"}
+    orgs = {
+        e["resource"]["identifier"][1]["value"]: declared_profiles(e["resource"])[0]
+        for e in bundle["entry"]
+        if e["resource"]["resourceType"] == "Organization"
+    }
     assert orgs[envelope.sender.sor].endswith("medcom-producer-organization")
     assert orgs[envelope.receiver.sor].endswith("medcom-requesterorganization")
 
 
 @pytest.mark.parametrize("code", list(AckCode), ids=str)
-def test_built_acknowledgements_declare_the_examples_profiles(code: AckCode, envelope: Envelope, medcom_examples: Path) -> None:
+def test_built_acknowledgements_declare_the_examples_profiles(
+    code: AckCode, envelope: Envelope, medcom_examples: Path
+) -> None:
     original = build_message(MessageKind.CARE_COMMUNICATION, envelope, CONTENTS[MessageKind.CARE_COMMUNICATION])
-    ack = build_acknowledgement(original, code=code, message_header_id="a1b2c3d4-0000-4000-8000-00000000000a", bundle_id="a1b2c3d4-0000-4000-8000-00000000000b", timestamp=TIMESTAMP)
+    ack = build_acknowledgement(
+        original,
+        code=code,
+        message_header_id="a1b2c3d4-0000-4000-8000-00000000000a",
+        bundle_id="a1b2c3d4-0000-4000-8000-00000000000b",
+        timestamp=TIMESTAMP,
+    )
     _assert_profiles_like_examples(ack, _example_profiles(medcom_examples))
     assert validate_message(ack) == []
 

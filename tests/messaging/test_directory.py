@@ -21,16 +21,32 @@ def test_demo_directory_loads(directory: Directory) -> None:
 
 def test_fixed_demo_entries(directory: Directory) -> None:
     gp = directory.get(GP_SOR)
-    assert (gp.name, gp.kind, gp.endpoint) == ("Lægerne Nørrebro (demo GP)", "gp", "http://127.0.0.1:8000/fhir/$process-message")
+    assert (gp.name, gp.kind, gp.endpoint) == (
+        "Lægerne Nørrebro (demo GP)",
+        "gp",
+        "http://127.0.0.1:8000/fhir/$process-message",
+    )
     careflow_kinds = {k for k in MessageKind if k.value.startswith("careflow-")}
-    assert all(gp.accepts_kind(k) for k in careflow_kinds | {MessageKind.ACKNOWLEDGEMENT, MessageKind.CARE_COMMUNICATION})
+    assert all(
+        gp.accepts_kind(k) for k in careflow_kinds | {MessageKind.ACKNOWLEDGEMENT, MessageKind.CARE_COMMUNICATION}
+    )
     hospital = directory.get(HOSPITAL_SOR)
     assert hospital.endpoint == "http://127.0.0.1:8100/partners/200000000000001/$process-message"
-    assert hospital.accepted_codes == {"careflow-referral-message", "careflow-cancellation-message", "acknowledgement-message", "care-communication-message"}
+    assert hospital.accepted_codes == {
+        "careflow-referral-message",
+        "careflow-cancellation-message",
+        "acknowledgement-message",
+        "care-communication-message",
+    }
     assert directory.get(LAB_SOR).accepted_codes == {"acknowledgement-message", "careflow-referral-message"}
     municipality = directory.get(MUNICIPALITY_SOR)
     assert (municipality.name, municipality.kind) == ("Demo Kommune Hjemmepleje", "municipality")
-    assert municipality.accepted_codes == {"care-communication-message", "hospital-notification-message", "acknowledgement-message", "careflow-home-care-request-message"}
+    assert municipality.accepted_codes == {
+        "care-communication-message",
+        "hospital-notification-message",
+        "acknowledgement-message",
+        "careflow-home-care-request-message",
+    }
 
 
 def test_lookup_by_ean_and_organization(directory: Directory) -> None:
@@ -66,7 +82,8 @@ def test_bad_rows_are_named(tmp_path: Path, directory: Directory) -> None:
         good,
         {**good, "sor": "200000000000009", "ean": good["ean"][:12] + str((int(good["ean"][12]) + 1) % 10)},
         {**good, "sor": "200000000000010", "ean": "5790000209354", "kind": "pharmacy"},
-        {key: value for key, value in good.items() if key != "endpoint"} | {"sor": "200000000000011", "ean": "5790000127092"},
+        {key: value for key, value in good.items() if key != "endpoint"}
+        | {"sor": "200000000000011", "ean": "5790000127092"},
         {**good, "ean": "5790001348120"},  # duplicate SOR of row 0
     ]
     path = tmp_path / "directory.json"

@@ -25,7 +25,9 @@ def fhir_equal_form(node, key: str | None = None):  # noqa: ANN001, ANN201
         return [fhir_equal_form(v) for v in node]
     if isinstance(node, str):
         if key == "div":
-            return _CHAR_REF.sub(lambda m: chr(int(m.group(1)[1:], 16) if m.group(1)[0] == "x" else int(m.group(1))), node)
+            return _CHAR_REF.sub(
+                lambda m: chr(int(m.group(1)[1:], 16) if m.group(1)[0] == "x" else int(m.group(1))), node
+            )
         return _UTC_OFFSET.sub(r"\1Z", node)
     return node
 
@@ -34,7 +36,9 @@ def test_normalisation_only_touches_harmless_differences() -> None:
     assert fhir_equal_form({"div": "<p>Sk&#248;d</p>"}) == {"div": "<p>Skød</p>"}
     assert fhir_equal_form({"recorded": "2024-01-01T10:00:00+00:00"}) == {"recorded": "2024-01-01T10:00:00Z"}
     assert fhir_equal_form({"div": "<p>a</p>"}) != fhir_equal_form({"div": "<p>b</p>"})
-    assert fhir_equal_form({"recorded": "2024-01-01T10:00:00+02:00"}) != fhir_equal_form({"recorded": "2024-01-01T10:00:00Z"})
+    assert fhir_equal_form({"recorded": "2024-01-01T10:00:00+02:00"}) != fhir_equal_form(
+        {"recorded": "2024-01-01T10:00:00Z"}
+    )
 
 
 def _load(example_path: Path | None, medcom_examples: Path) -> dict:

@@ -15,7 +15,6 @@ from messaging import (
     AckCode,
     Envelope,
     MessageKind,
-    MessageType,
     MessageTypes,
     UnknownMessageType,
     build_acknowledgement,
@@ -35,7 +34,11 @@ from tests.messaging.conftest import HOSPITAL_SOR, TIMESTAMP, example_files
 from tests.messaging.test_builders import CONTENTS
 
 PATHWAY = "3f2e1d0c-9b8a-4765-8432-10fedcba9876"
-SUMMARY = {"service_request_id": PATHWAY, "discharged": TIMESTAMP.isoformat(), "summary": "Udskrevet til eget hjem <uden> komplikationer"}
+SUMMARY = {
+    "service_request_id": PATHWAY,
+    "discharged": TIMESTAMP.isoformat(),
+    "summary": "Udskrevet til eget hjem <uden> komplikationer",
+}
 
 
 # --- the registry --------------------------------------------------------------------------------
@@ -43,14 +46,17 @@ SUMMARY = {"service_request_id": PATHWAY, "discharged": TIMESTAMP.isoformat(), "
 
 def test_every_built_in_kind_is_registered_and_every_module_is_listed() -> None:
     assert {k.value for k in MessageKind} <= MESSAGE_TYPES.codes()
-    modules = {p.stem for p in Path(importlib.import_module("messaging.types").__file__).parent.glob("*.py")} - {"__init__", "base"}
+    modules = {p.stem for p in Path(importlib.import_module("messaging.types").__file__).parent.glob("*.py")} - {
+        "__init__",
+        "base",
+    }
     assert modules == set(BUILT_IN), "each type module is listed in BUILT_IN, and only those"
 
 
 def test_registry_refuses_a_second_type_with_the_same_code() -> None:
     registry = MessageTypes([REFERRAL])
     impostor = dataclasses.replace(REFERRAL, label="something else")
-    with pytest.raises(ValueError, match="careflow-referral-message.*already registered.*referral"):
+    with pytest.raises(ValueError, match=r"careflow-referral-message.*already registered.*referral"):
         registry.register(impostor)
     assert registry.get(REFERRAL.code) is REFERRAL
 
@@ -106,7 +112,9 @@ def test_labels_come_from_the_registry() -> None:
 
 def test_built_in_kinds_and_plain_codes_are_the_same(envelope: Envelope) -> None:
     content = CONTENTS[MessageKind.APPOINTMENT]
-    assert build_message(MessageKind.APPOINTMENT, envelope, content) == build_message("careflow-appointment-message", envelope, content)
+    assert build_message(MessageKind.APPOINTMENT, envelope, content) == build_message(
+        "careflow-appointment-message", envelope, content
+    )
     as_dict = build_message("careflow-appointment-message", envelope, content.model_dump(mode="json"))
     assert as_dict == build_message(MessageKind.APPOINTMENT, envelope, content)
 
@@ -128,9 +136,14 @@ def test_a_type_declared_in_one_module_is_built_parsed_validated_and_labelled(en
         assert parsed.service_request_id == parsed.correlation.service_request_id == PATHWAY  # its own extractor
         assert parsed.correlation.based_on == [PATHWAY]
     assert event_system_for(code) == CAREFLOW_EVENT_SYSTEM
-    assert (message_label(code), message_label_da(code)) == ("discharge summary (udskrivningsresumé)", "udskrivningsresumé")
+    assert (message_label(code), message_label_da(code)) == (
+        "discharge summary (udskrivningsresumé)",
+        "udskrivningsresumé",
+    )
     assert needs_acknowledgement(parse_message(bundle))
-    ack = build_acknowledgement(bundle, code=AckCode.OK, message_header_id="ack-1", bundle_id="ack-bundle-1", timestamp=TIMESTAMP)
+    ack = build_acknowledgement(
+        bundle, code=AckCode.OK, message_header_id="ack-1", bundle_id="ack-bundle-1", timestamp=TIMESTAMP
+    )
     assert validate_message(ack) == []
 
 
@@ -139,7 +152,9 @@ def test_the_new_types_own_rule_and_declared_focus_are_checked(envelope: Envelop
     composition = bundle["entry"][2]["resource"]
     assert composition["resourceType"] == "Composition"
     composition["section"][0].pop("text")
-    assert [(i.rule, i.path) for i in validate_message(bundle)] == [("discharge-summary-section", "Bundle.entry[2].resource.section")]
+    assert [(i.rule, i.path) for i in validate_message(bundle)] == [
+        ("discharge-summary-section", "Bundle.entry[2].resource.section")
+    ]
     bundle["entry"][0]["resource"]["focus"] = [{"reference": bundle["entry"][1]["fullUrl"]}]  # the Patient
     assert "message-focus" in {i.rule for i in validate_message(bundle)}
 
@@ -147,8 +162,14 @@ def test_the_new_types_own_rule_and_declared_focus_are_checked(envelope: Envelop
 def test_the_directory_and_console_know_the_new_type(envelope: Envelope) -> None:
     from api.console.web import term
 
-    row = {"sor": HOSPITAL_SOR, "ean": envelope.receiver.ean, "name": "Afdeling", "kind": "hospital-department",
-           "endpoint": "http://127.0.0.1:1/fhir", "accepts": [example_type.CODE]}
+    row = {
+        "sor": HOSPITAL_SOR,
+        "ean": envelope.receiver.ean,
+        "name": "Afdeling",
+        "kind": "hospital-department",
+        "endpoint": "http://127.0.0.1:1/fhir",
+        "accepts": [example_type.CODE],
+    }
     directory = Directory.from_rows([row])
     assert directory.require_accepts(HOSPITAL_SOR, example_type.CODE).sor == HOSPITAL_SOR
     assert not directory.get(HOSPITAL_SOR).accepts_kind(MessageKind.REFERRAL)
@@ -166,9 +187,13 @@ def test_a_code_of_another_system_is_not_that_type(envelope: Envelope) -> None:
 
 
 def test_correlation_of_the_released_types(envelope: Envelope) -> None:
-    communication = parse_message(build_message(MessageKind.CARE_COMMUNICATION, envelope, CONTENTS[MessageKind.CARE_COMMUNICATION]))
+    communication = parse_message(
+        build_message(MessageKind.CARE_COMMUNICATION, envelope, CONTENTS[MessageKind.CARE_COMMUNICATION])
+    )
     assert communication.correlation.thread_id == CONTENTS[MessageKind.CARE_COMMUNICATION].communication_id
-    notification = parse_message(build_message(MessageKind.HOSPITAL_NOTIFICATION, envelope, CONTENTS[MessageKind.HOSPITAL_NOTIFICATION]))
+    notification = parse_message(
+        build_message(MessageKind.HOSPITAL_NOTIFICATION, envelope, CONTENTS[MessageKind.HOSPITAL_NOTIFICATION])
+    )
     assert notification.correlation.episode_of_care_id == "eoc-1" and notification.correlation.encounter_id
     assert notification.service_request_id is None
 
@@ -201,7 +226,9 @@ def test_built_released_types_carry_the_examples_profile(envelope: Envelope, med
             bundle = build_message(message_type.code, envelope, CONTENTS[MessageKind(message_type.code)])
         else:
             original = build_message(MessageKind.REFERRAL, envelope, CONTENTS[MessageKind.REFERRAL])
-            bundle = build_acknowledgement(original, code=AckCode.OK, message_header_id="ack-2", bundle_id="ack-bundle-2", timestamp=TIMESTAMP)
+            bundle = build_acknowledgement(
+                original, code=AckCode.OK, message_header_id="ack-2", bundle_id="ack-bundle-2", timestamp=TIMESTAMP
+            )
         assert bundle["meta"]["profile"] == [message_type.profile]
         assert validate_message(bundle) == []
     for message_type in MESSAGE_TYPES:
@@ -236,12 +263,21 @@ def test_a_plug_in_that_trips_over_a_broken_message_refuses_it_instead_of_crashi
 def test_the_vans_document_type_comes_from_the_message_type(envelope: Envelope) -> None:
     from messaging.vans import NoVansDocumentType, document_type_for
 
-    notification = build_message(MessageKind.HOSPITAL_NOTIFICATION, envelope, CONTENTS[MessageKind.HOSPITAL_NOTIFICATION])
-    assert (document_type_for(notification).name, document_type_for(notification).version) == ("MCM:FDIS20#AdmissionInpatient", "3.0.0")
+    notification = build_message(
+        MessageKind.HOSPITAL_NOTIFICATION, envelope, CONTENTS[MessageKind.HOSPITAL_NOTIFICATION]
+    )
+    assert (document_type_for(notification).name, document_type_for(notification).version) == (
+        "MCM:FDIS20#AdmissionInpatient",
+        "3.0.0",
+    )
     summary = build_message(example_type.CODE, envelope, SUMMARY)
     with pytest.raises(NoVansDocumentType):
         document_type_for(summary)  # declares no VANS document
-    catalogued = dataclasses.replace(example_type.TYPE, code="careflow-catalogued-test-message", vans_document=lambda bundle: ("MCM:XTEST#summary", "1.0"))
+    catalogued = dataclasses.replace(
+        example_type.TYPE,
+        code="careflow-catalogued-test-message",
+        vans_document=lambda bundle: ("MCM:XTEST#summary", "1.0"),
+    )
     MESSAGE_TYPES.register(catalogued)
     try:
         bundle = build_message(catalogued.code, envelope, SUMMARY)

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC
 
 import pytest
 
-from messaging import Envelope, MessageError, MessageKind, ReferralContent, build_message, parse_message, to_json, to_xml
+from messaging import (
+    Envelope,
+    MessageError,
+    MessageKind,
+    ReferralContent,
+    build_message,
+    parse_message,
+    to_json,
+    to_xml,
+)
 from tests.messaging.conftest import SYNTHETIC_CPR
 
 PATHWAY = "0d9c8b7a-6f5e-4d3c-8b2a-190817161514"
@@ -19,13 +29,23 @@ def referral(envelope: Envelope) -> dict:
 
 @pytest.mark.parametrize(
     "content_type",
-    ["application/fhir+json", "application/json", "application/fhir+json; charset=utf-8", "APPLICATION/FHIR+JSON;fhirVersion=4.0", "", "text/plain"],
+    [
+        "application/fhir+json",
+        "application/json",
+        "application/fhir+json; charset=utf-8",
+        "APPLICATION/FHIR+JSON;fhirVersion=4.0",
+        "",
+        "text/plain",
+    ],
 )
 def test_json_media_types(referral: dict, content_type: str) -> None:
     assert parse_message(to_json(referral), content_type).service_request_id == PATHWAY
 
 
-@pytest.mark.parametrize("content_type", ["application/fhir+xml", "application/xml", "text/xml; charset=utf-8", "", "application/octet-stream"])
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/fhir+xml", "application/xml", "text/xml; charset=utf-8", "", "application/octet-stream"],
+)
 def test_xml_media_types(referral: dict, content_type: str) -> None:
     assert parse_message(to_xml(referral), content_type).service_request_id == PATHWAY
 
@@ -48,7 +68,11 @@ def test_unknown_event_code_gives_no_kind(referral: dict) -> None:
         (b"[1, 2]", "application/fhir+json", "bundle-type"),
         (json.dumps({"resourceType": "Patient", "id": "x"}).encode(), "application/fhir+json", "bundle-type"),
         (b'<Patient xmlns="http://hl7.org/fhir"><id value="x"/></Patient>', "application/fhir+xml", "bundle-type"),
-        (json.dumps({"resourceType": "Bundle", "type": "message", "entry": []}).encode(), "application/fhir+json", "header-first"),
+        (
+            json.dumps({"resourceType": "Bundle", "type": "message", "entry": []}).encode(),
+            "application/fhir+json",
+            "header-first",
+        ),
     ],
 )
 def test_unreadable_messages_raise_with_issues(body: bytes, content_type: str, rule: str) -> None:
@@ -71,14 +95,14 @@ def test_errors_never_quote_patient_data(referral: dict) -> None:
 
 
 def build_message_with_bad_birthdate() -> dict:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from messaging import Organization, PatientData
 
     envelope = Envelope(
         message_header_id="h1",
         bundle_id="b1",
-        timestamp=datetime(2025, 1, 1, tzinfo=timezone.utc),
+        timestamp=datetime(2025, 1, 1, tzinfo=UTC),
         sender=Organization(sor="100000000000001", ean="5790000209354", name="a"),
         receiver=Organization(sor="200000000000001", ean="5790001348120", name="b"),
         patient=PatientData(cpr=SYNTHETIC_CPR),
@@ -90,8 +114,9 @@ def build_message_with_bad_birthdate() -> dict:
 
 def test_correlation_through_based_on(envelope: Envelope) -> None:
     from messaging import AppointmentContent
-
     from tests.messaging.conftest import TIMESTAMP
 
-    appointment = build_message(MessageKind.APPOINTMENT, envelope, AppointmentContent(service_request_id=PATHWAY, start=TIMESTAMP))
+    appointment = build_message(
+        MessageKind.APPOINTMENT, envelope, AppointmentContent(service_request_id=PATHWAY, start=TIMESTAMP)
+    )
     assert parse_message(appointment).service_request_id == PATHWAY

@@ -17,12 +17,55 @@ XML_TYPES = ["application/fhir+xml", "application/xml", "text/xml"]
 JSON_TYPES = ["application/fhir+json", "application/json", "", "application/octet-stream"]
 
 scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12)
-json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=20)
-resource_types = st.sampled_from(["MessageHeader", "Patient", "Organization", "ServiceRequest", "Provenance", "Communication", "Bundle", "Observation", ""])
-resources = st.builds(lambda kind, fields: {"resourceType": kind, **fields}, resource_types, st.dictionaries(st.sampled_from(["id", "identifier", "sender", "destination", "focus", "eventCoding", "name", "basedOn", "target", "entity", "response", "meta"]), json_values, max_size=5))
+json_values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=20,
+)
+resource_types = st.sampled_from(
+    [
+        "MessageHeader",
+        "Patient",
+        "Organization",
+        "ServiceRequest",
+        "Provenance",
+        "Communication",
+        "Bundle",
+        "Observation",
+        "",
+    ]
+)
+resources = st.builds(
+    lambda kind, fields: {"resourceType": kind, **fields},
+    resource_types,
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "id",
+                "identifier",
+                "sender",
+                "destination",
+                "focus",
+                "eventCoding",
+                "name",
+                "basedOn",
+                "target",
+                "entity",
+                "response",
+                "meta",
+            ]
+        ),
+        json_values,
+        max_size=5,
+    ),
+)
 bundles = st.builds(
     lambda entries, extra: {"resourceType": "Bundle", "type": "message", "entry": entries, **extra},
-    st.lists(st.builds(lambda r, url: {"fullUrl": url, "resource": r}, resources, st.text(max_size=20)) | st.lists(json_values, max_size=3), max_size=6).map(lambda x: x if isinstance(x, list) else []),
+    st.lists(
+        st.builds(lambda r, url: {"fullUrl": url, "resource": r}, resources, st.text(max_size=20))
+        | st.lists(json_values, max_size=3),
+        max_size=6,
+    ).map(lambda x: x if isinstance(x, list) else []),
     st.dictionaries(st.sampled_from(["id", "timestamp", "meta"]), json_values, max_size=2),
 )
 
@@ -59,12 +102,36 @@ def test_any_nesting_depth(depth: int, opener: str) -> None:
     assert outcome(body, "application/fhir+json") == "refused"
 
 
-names = st.sampled_from(["Bundle", "entry", "resource", "MessageHeader", "Patient", "id", "type", "identifier", "value", "system", "eventCoding", "code", "sender", "reference", "x"])
-attributes = st.dictionaries(st.sampled_from(["value", "url", "id"]), st.text(alphabet=st.characters(blacklist_categories=["Cs", "Cc"]), max_size=10), max_size=2)
+names = st.sampled_from(
+    [
+        "Bundle",
+        "entry",
+        "resource",
+        "MessageHeader",
+        "Patient",
+        "id",
+        "type",
+        "identifier",
+        "value",
+        "system",
+        "eventCoding",
+        "code",
+        "sender",
+        "reference",
+        "x",
+    ]
+)
+attributes = st.dictionaries(
+    st.sampled_from(["value", "url", "id"]),
+    st.text(alphabet=st.characters(blacklist_categories=["Cs", "Cc"]), max_size=10),
+    max_size=2,
+)
 
 
 def _element(name: str, attrs: dict, children: list[str]) -> str:
-    rendered = "".join(f' {k}="{v.replace("&", "&amp;").replace(chr(34), "&quot;").replace("<", "&lt;")}"' for k, v in attrs.items())
+    rendered = "".join(
+        f' {k}="{v.replace("&", "&amp;").replace(chr(34), "&quot;").replace("<", "&lt;")}"' for k, v in attrs.items()
+    )
     return f"<{name}{rendered}>{''.join(children)}</{name}>"
 
 
@@ -75,7 +142,9 @@ xml_elements = st.recursive(
 )
 xml_documents = st.builds(
     lambda prolog, children, namespace: f'{prolog}<Bundle xmlns="{namespace}">{"".join(children)}</Bundle>',
-    st.sampled_from(["", '<?xml version="1.0" encoding="UTF-8"?>', '<!DOCTYPE Bundle [<!ENTITY e "x">]>', "<!-- c -->"]),
+    st.sampled_from(
+        ["", '<?xml version="1.0" encoding="UTF-8"?>', '<!DOCTYPE Bundle [<!ENTITY e "x">]>', "<!-- c -->"]
+    ),
     st.lists(xml_elements, max_size=5),
     st.sampled_from(["http://hl7.org/fhir", "urn:other", ""]),
 )

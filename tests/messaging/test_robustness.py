@@ -59,6 +59,13 @@ def test_random_corruption_is_handled(medcom_examples: Path, example: str, data:
     except MessageError:
         pass
     try:
-        build_acknowledgement(corrupted, code=AckCode.FATAL_ERROR, message_header_id="a", bundle_id="b", timestamp=TIMESTAMP, issues=issues)
+        build_acknowledgement(
+            corrupted,
+            code=AckCode.FATAL_ERROR,
+            message_header_id="a",
+            bundle_id="b",
+            timestamp=TIMESTAMP,
+            issues=issues,
+        )
     except MessageError:
         pass

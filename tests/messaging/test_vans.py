@@ -4,15 +4,14 @@ MedCom acknowledgements, and transport duplicates are told apart on the envelope
 
 from __future__ import annotations
 
-import base64
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from lxml import etree
 
-from messaging import Envelope, MessageKind, Organization, build_message, decode_body, from_xml, parse_message
+from messaging import Envelope, MessageKind, Organization, build_message, decode_body, parse_message
 from messaging.transport import OutboundRequest, ProcessMessageTransport, Transport, VansTransport
 from messaging.vans import (
     MAX_ENVELOPE_BYTES,
@@ -41,14 +40,16 @@ from messaging.vans import (
 from tests.messaging.test_builders import CONTENTS
 from tests.messaging.test_examples import fhir_equal_form
 
-SENT = datetime(2026, 3, 2, 10, 0, tzinfo=timezone.utc)
+SENT = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 SENDER_GLN, RECEIVER_GLN = "5790000209354", "5790001348120"
 # for message types MedCom's catalogue has no VANS document type for: what partners would agree on
 AGREED = DocumentType(name="MCM:AGREED#test", version="1.0")
 
 
 def _envelope(bundle: dict, mime_type: str = "application/fhir+json", document: DocumentType | None = None) -> bytes:
-    return build_envelope(bundle, sender_gln=SENDER_GLN, receiver_gln=RECEIVER_GLN, sent=SENT, mime_type=mime_type, document=document)
+    return build_envelope(
+        bundle, sender_gln=SENDER_GLN, receiver_gln=RECEIVER_GLN, sent=SENT, mime_type=mime_type, document=document
+    )
 
 
 def _document_or_agreed(bundle: dict) -> DocumentType | None:
@@ -60,7 +61,9 @@ def _document_or_agreed(bundle: dict) -> DocumentType | None:
 
 
 @pytest.mark.parametrize("mime_type", ["application/fhir+json", "application/fhir+xml"])
-def test_every_example_round_trips_through_the_envelope(example_path: Path | None, medcom_examples: Path, mime_type: str) -> None:
+def test_every_example_round_trips_through_the_envelope(
+    example_path: Path | None, medcom_examples: Path, mime_type: str
+) -> None:
     original = json.loads(example_path.read_bytes())
     raw = _envelope(original, mime_type, _document_or_agreed(original))
     received = parse_envelope(raw)
@@ -80,7 +83,13 @@ def test_envelope_layout_follows_the_schema(medcom_examples: Path) -> None:
     bundle = json.loads(next((medcom_examples / "hospitalnotification").glob("*.json")).read_bytes())
     root = etree.fromstring(_envelope(bundle))
     assert root.tag == f"{{{VANS_NS}}}VANSEnvelope"
-    assert [etree.QName(c).localname for c in root] == ["SenderID", "ReceiverID", "EnvelopeIdentifier", "SentDateTime", "Message"]
+    assert [etree.QName(c).localname for c in root] == [
+        "SenderID",
+        "ReceiverID",
+        "EnvelopeIdentifier",
+        "SentDateTime",
+        "Message",
+    ]
     assert root[0].get("EndPointType") == "EAN"
     meta = root.find(f"{{{VANS_NS}}}Message/{{{VANS_NS}}}MetaInformation")
     assert [etree.QName(c).localname for c in meta] == ["Identifier", "Document", "Transport"]
@@ -99,7 +108,13 @@ def test_document_types_follow_medcoms_statistical_codes(medcom_examples: Path) 
             assert path.parent.name == "homecareobservation" or "empty-message" in path.read_text()
     by_name = {d.name for d in names.values()}
     assert {"MCM:FCTL#ok", "MCM:FCTL#fatal-error", "MCM:FCTL#transient-error"} <= by_name
-    assert {"MCM:FDIS20#AdmissionInpatient", "MCM:FDIS20#AcuteAmbulant", "MCM:FDIS20#OnLeave", "MCM:FDIS20#EndOfLeave", "MCM:FDIS20#EndHospitalStay"} <= by_name
+    assert {
+        "MCM:FDIS20#AdmissionInpatient",
+        "MCM:FDIS20#AcuteAmbulant",
+        "MCM:FDIS20#OnLeave",
+        "MCM:FDIS20#EndOfLeave",
+        "MCM:FDIS20#EndHospitalStay",
+    } <= by_name
     assert "MCM:FDIS91#regarding-referral" in by_name
     versions = {d.name.split("#")[0]: d.version for d in names.values()}
     assert versions == {"MCM:FCTL": "2.0.0", "MCM:FDIS20": "3.0.0", "MCM:FDIS91": "5.0"}
@@ -114,7 +129,11 @@ def test_types_without_a_catalogue_entry_are_refused_unless_agreed(envelope: Env
 
 def test_a_resend_keeps_the_message_identifier_and_gets_a_new_envelope_identifier(envelope: Envelope) -> None:
     first = build_message(MessageKind.CARE_COMMUNICATION, envelope, CONTENTS[MessageKind.CARE_COMMUNICATION])
-    resend = build_message(MessageKind.CARE_COMMUNICATION, envelope.model_copy(update={"bundle_id": "9d6f3a2b-1c4e-4f5a-8b7c-0d1e2f3a4b5c"}), CONTENTS[MessageKind.CARE_COMMUNICATION])
+    resend = build_message(
+        MessageKind.CARE_COMMUNICATION,
+        envelope.model_copy(update={"bundle_id": "9d6f3a2b-1c4e-4f5a-8b7c-0d1e2f3a4b5c"}),
+        CONTENTS[MessageKind.CARE_COMMUNICATION],
+    )
     a, b = parse_envelope(_envelope(first)), parse_envelope(_envelope(resend))
     assert a.meta.identifier == b.meta.identifier
     assert a.envelope_identifier != b.envelope_identifier
@@ -123,7 +142,11 @@ def test_a_resend_keeps_the_message_identifier_and_gets_a_new_envelope_identifie
 def test_ids_that_are_not_uuids_map_to_stable_uuids() -> None:
     assert as_vans_uuid("A5E5B880-C087-4055-B9EC-99108695F81D") == "a5e5b880-c087-4055-b9ec-99108695f81d"
     derived = as_vans_uuid("ReceiveTestExample1-MessageHeader")
-    assert derived == as_vans_uuid("ReceiveTestExample1-MessageHeader") != as_vans_uuid("ReceiveTestExample2-MessageHeader")
+    assert (
+        derived
+        == as_vans_uuid("ReceiveTestExample1-MessageHeader")
+        != as_vans_uuid("ReceiveTestExample2-MessageHeader")
+    )
     assert len(derived) == 36
 
 
@@ -154,9 +177,15 @@ def _replace_mime(raw: bytes, mime: str | None) -> bytes:
 @pytest.mark.parametrize(
     ("mutate", "error", "status"),
     [
-        (lambda raw: b"{\"resourceType\": \"Bundle\"}", EnvelopeNotXml, 400),
+        (lambda raw: b'{"resourceType": "Bundle"}', EnvelopeNotXml, 400),
         (lambda raw: raw[: len(raw) // 2], EnvelopeNotXml, 400),
-        (lambda raw: b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>' + raw.split(b"?>", 1)[1], EnvelopeDoctype, 400),
+        (
+            lambda raw: (
+                b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>' + raw.split(b"?>", 1)[1]
+            ),
+            EnvelopeDoctype,
+            400,
+        ),
         (lambda raw: raw.replace(VANS_NS.encode(), b"urn:example:other"), EnvelopeStructure, 400),
         (lambda raw: _replace_data(raw, "not base64 at all!"), EnvelopeBadBase64, 400),
         (lambda raw: _replace_data(raw, "QUJ"), EnvelopeBadBase64, 400),  # length not a multiple of 4
@@ -165,9 +194,22 @@ def _replace_mime(raw: bytes, mime: str | None) -> bytes:
         (lambda raw: _replace_mime(raw, "application/json"), EnvelopeNotFhir, 415),
         (lambda raw: _replace_mime(raw, None), EnvelopeNotFhir, 415),
     ],
-    ids=["json-body", "truncated", "doctype", "wrong-namespace", "bad-base64", "bad-padding", "empty-data", "mime-pdf", "mime-plain-json", "mime-missing"],
+    ids=[
+        "json-body",
+        "truncated",
+        "doctype",
+        "wrong-namespace",
+        "bad-base64",
+        "bad-padding",
+        "empty-data",
+        "mime-pdf",
+        "mime-plain-json",
+        "mime-missing",
+    ],
 )
-def test_bad_envelopes_are_refused_each_with_its_own_error(good: bytes, mutate, error: type[EnvelopeError], status: int) -> None:  # noqa: ANN001
+def test_bad_envelopes_are_refused_each_with_its_own_error(
+    good: bytes, mutate, error: type[EnvelopeError], status: int
+) -> None:  # noqa: ANN001
     with pytest.raises(error) as caught:
         parse_envelope(mutate(good))
     assert caught.value.status == status and caught.value.code.startswith("envelope-")
@@ -206,9 +248,21 @@ def test_positive_receipt_answers_the_envelope_not_the_message(good: bytes) -> N
 
 def test_negative_receipt_carries_its_error(good: bytes) -> None:
     received = parse_envelope(good)
-    raw = build_receipt(received, envelope_identifier="4b5a0a1e-7a53-4f7e-9d0e-4a8f2c6d1e56", sent=SENT, kind=ReceiptKind.NEGATIVE_MESSAGE, error_code="E1", error_description="envelope identifier reused")
+    raw = build_receipt(
+        received,
+        envelope_identifier="4b5a0a1e-7a53-4f7e-9d0e-4a8f2c6d1e56",
+        sent=SENT,
+        kind=ReceiptKind.NEGATIVE_MESSAGE,
+        error_code="E1",
+        error_description="envelope identifier reused",
+    )
     receipt = parse_envelope(raw)
-    assert (receipt.kind, receipt.error_code, receipt.error_description, receipt.original) == (ReceiptKind.NEGATIVE_MESSAGE, "E1", "envelope identifier reused", None)
+    assert (receipt.kind, receipt.error_code, receipt.error_description, receipt.original) == (
+        ReceiptKind.NEGATIVE_MESSAGE,
+        "E1",
+        "envelope identifier reused",
+        None,
+    )
 
 
 # --- transport duplicates --------------------------------------------------------------------------
@@ -225,8 +279,13 @@ E1, E2, M1, M2 = (f"00000000-0000-4000-8000-00000000000{i}" for i in range(1, 5)
         (E1, M2, M1, False, TransportDuplicate.ENVELOPE_REUSED),
     ],
 )
-def test_classify_envelope_by_medcoms_four_cases(envelope_id: str, message_id: str, message_of_envelope: str | None, message_seen: bool, expected: TransportDuplicate) -> None:
-    assert classify_envelope(envelope_id, message_id, message_of_envelope=message_of_envelope, message_seen=message_seen) is expected
+def test_classify_envelope_by_medcoms_four_cases(
+    envelope_id: str, message_id: str, message_of_envelope: str | None, message_seen: bool, expected: TransportDuplicate
+) -> None:
+    assert (
+        classify_envelope(envelope_id, message_id, message_of_envelope=message_of_envelope, message_seen=message_seen)
+        is expected
+    )
 
 
 def test_envelope_cache_detects_duplicates_of_real_envelopes(envelope: Envelope) -> None:
@@ -237,7 +296,11 @@ def test_envelope_cache_detects_duplicates_of_real_envelopes(envelope: Envelope)
     assert cache.receive(first) is TransportDuplicate.NEW
     assert cache.receive(parse_envelope(_envelope(bundle))) is TransportDuplicate.REPEATED
     assert cache.receive(parse_envelope(_envelope(resend))) is TransportDuplicate.RECEIPT_LOST
-    other = build_message(MessageKind.CARE_COMMUNICATION, envelope.model_copy(update={"message_header_id": M2}), CONTENTS[MessageKind.CARE_COMMUNICATION])
+    other = build_message(
+        MessageKind.CARE_COMMUNICATION,
+        envelope.model_copy(update={"message_header_id": M2}),
+        CONTENTS[MessageKind.CARE_COMMUNICATION],
+    )
     assert cache.receive(parse_envelope(_envelope(other))) is TransportDuplicate.ENVELOPE_REUSED
 
 
@@ -247,10 +310,21 @@ GP = Organization(sor="100000000000001", ean=SENDER_GLN, name="GP")
 HOSPITAL = Organization(sor="200000000000001", ean=RECEIVER_GLN, name="Hospital")
 
 
-@pytest.mark.parametrize("transport", [ProcessMessageTransport(), ProcessMessageTransport("application/fhir+xml"), VansTransport(), VansTransport("application/fhir+xml")], ids=["http-json", "http-xml", "vans-json", "vans-xml"])
+@pytest.mark.parametrize(
+    "transport",
+    [
+        ProcessMessageTransport(),
+        ProcessMessageTransport("application/fhir+xml"),
+        VansTransport(),
+        VansTransport("application/fhir+xml"),
+    ],
+    ids=["http-json", "http-xml", "vans-json", "vans-xml"],
+)
 def test_each_transport_prepares_a_request_the_receiver_can_read(transport: Transport, envelope: Envelope) -> None:
     bundle = build_message(MessageKind.CARE_COMMUNICATION, envelope, CONTENTS[MessageKind.CARE_COMMUNICATION])
-    request = transport.prepare(bundle, endpoint="http://127.0.0.1:9/fhir/$process-message", sender=GP, receiver=HOSPITAL, sent=SENT)
+    request = transport.prepare(
+        bundle, endpoint="http://127.0.0.1:9/fhir/$process-message", sender=GP, receiver=HOSPITAL, sent=SENT
+    )
     assert isinstance(request, OutboundRequest)
     assert request.url.endswith("$process-message")
     content_type = request.headers["Content-Type"]

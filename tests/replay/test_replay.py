@@ -1,7 +1,8 @@
 """Recorded histories of earlier pathway versions must replay on the current code: a change to a
 running pathway needs `workflow.patched(...)`, or this test fails with a NondeterminismError.
 
-Record a new history with `CAREFLOW_RECORD_HISTORIES=tests/replay/histories make test PYTEST_ARGS=tests/e2e tests/workflows`.
+Record a new history with
+`CAREFLOW_RECORD_HISTORIES=tests/replay/histories make test PYTEST_ARGS=tests/e2e tests/workflows`.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from temporalio.worker import Replayer
 
 from careflow.codec import data_converter
 from careflow.settings import DEV_CODEC_KEYS
-from workers.main import PASSTHROUGH
 from tests.conftest import TEST_PATHWAY_MODULES
+from workers.main import PASSTHROUGH
 from workflows.registry import Pathways
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
@@ -33,7 +34,9 @@ async def test_replay(path: Path) -> None:
     replayer = Replayer(
         workflows=Pathways.load(TEST_PATHWAY_MODULES).workflows,  # built-in, the tutorial's and the tests' own
         data_converter=data_converter(DEV_CODEC_KEYS),  # recorded in dev mode, with the dev key
-        workflow_runner=SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)),
+        workflow_runner=SandboxedWorkflowRunner(
+            restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
+        ),
     )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
     assert result.replay_failure is None

@@ -3,6 +3,7 @@ appenders (separate connections, as separate API processes have) never fork the 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -25,7 +26,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def append(engine: Engine, count: int, actor: str = "c1") -> None:
     for i in range(count):
         with audit_session(engine, chain_key(KEY)) as session:
-            session.add(AuditEntry(actor=actor, role="coordinator", action="read-flow", flow_id=f"flow-{i}", detail=f"read {i}"))
+            session.add(
+                AuditEntry(actor=actor, role="coordinator", action="read-flow", flow_id=f"flow-{i}", detail=f"read {i}")
+            )
             session.commit()
 
 
@@ -49,13 +52,16 @@ def test_an_untouched_chain_verifies_and_exports(engine: Engine) -> None:
     assert verdict.ok and verdict.entries == 5
     lines = [json.loads(line) for line in export_lines(engine)]
     assert [line["seq"] for line in lines] == [1, 2, 3, 4, 5]
-    assert all(line["prev_hash"] == before["hash"] for before, line in zip(lines, lines[1:], strict=False))
+    assert all(line["prev_hash"] == before["hash"] for before, line in itertools.pairwise(lines))
     assert not verify_chain(engine, "another key").ok, "the chain is keyed"
 
 
 def test_the_database_refuses_updates_and_deletes(engine: Engine) -> None:
     append(engine, 2)
-    for sql in ("UPDATE auditentry SET detail = 'nothing to see' WHERE seq = 1", "DELETE FROM auditentry WHERE seq = 2"):
+    for sql in (
+        "UPDATE auditentry SET detail = 'nothing to see' WHERE seq = 1",
+        "DELETE FROM auditentry WHERE seq = 2",
+    ):
         with pytest.raises(DatabaseError, match="append-only"):
             raw(engine, sql)
 
@@ -67,7 +73,11 @@ def test_the_database_refuses_updates_and_deletes(engine: Engine) -> None:
         ("UPDATE auditentry SET actor = 'someone else' WHERE seq = 1", "entry 1 (id 1) was altered"),
         ("DELETE FROM auditentry WHERE seq = 2", "entries 2–2 were deleted"),
         ("DELETE FROM auditentry WHERE seq >= 4", "deleted from the end"),
-        ("INSERT INTO auditentry (at, actor, role, action, detail, break_glass) VALUES ('2026-01-01 00:00:00', 'x', 'admin', 'read-flow', '', false)", "inserted outside the chain"),
+        (
+            "INSERT INTO auditentry (at, actor, role, action, detail, break_glass) VALUES ('2026-01-01 00:00:00', "
+            "'x', 'admin', 'read-flow', '', false)",
+            "inserted outside the chain",
+        ),
         ("UPDATE auditentry SET seq = seq + 100 WHERE seq = 5", "deleted"),
     ],
 )
@@ -83,7 +93,11 @@ def test_a_forged_entry_with_a_plausible_chain_is_found(engine: Engine) -> None:
     """An attacker without the key copies the chain's shape: the hash does not match."""
     append(engine, 2)
     last = json.loads(list(export_lines(engine))[-1])
-    raw(engine, f"INSERT INTO auditentry (at, actor, role, action, detail, break_glass, seq, prev_hash, entry_hash) VALUES ('2026-01-01 00:00:00', 'x', 'admin', 'read-flow', '', false, 3, '{last['hash']}', '{'f' * 64}')")
+    raw(
+        engine,
+        "INSERT INTO auditentry (at, actor, role, action, detail, break_glass, seq, prev_hash, entry_hash) VALUES "
+        f"('2026-01-01 00:00:00', 'x', 'admin', 'read-flow', '', false, 3, '{last['hash']}', '{'f' * 64}')",
+    )
     raw(engine, f"UPDATE audithead SET seq = 3, hash = '{'f' * 64}'")
     verdict = verify_chain(engine, KEY)
     assert not verdict.ok and "entry 3 (id 3) was altered" in verdict.problem
@@ -109,10 +123,22 @@ def test_careflow_audit_verify_and_export_commands(tmp_path: Path) -> None:
     migrate(url)
     engine = make_engine(url)
     append(engine, 3)
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("CAREFLOW_")}, "CAREFLOW_DATABASE_URL": url, "CAREFLOW_CPR_HASH_KEY": KEY, "CAREFLOW_ENV": "dev"}
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("CAREFLOW_")},
+        "CAREFLOW_DATABASE_URL": url,
+        "CAREFLOW_CPR_HASH_KEY": KEY,
+        "CAREFLOW_ENV": "dev",
+    }
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "careflow", "audit", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "careflow", "audit", *args],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     intact = run("verify")
     assert intact.returncode == 0 and "3 entries, chain intact" in intact.stdout

@@ -29,14 +29,44 @@ def seed(engine: Engine, ring: KeyRing, *, bound: bool) -> str:
     flow_id = str(uuid.uuid4())
     context = (lambda table, column, row: sealed_as(table, column, row)) if bound else (lambda *_: None)
     with Session(engine) as session:
-        session.add(Flow(id=flow_id, workflow_id=f"referral-{flow_id}", pathway="referral", referring_sor="100000000000001", receiving_sor="200000000000001", cpr_hash="h",
-                         patient_enc=ring.encrypt_text('{"cpr": "0101505123"}', context(Flow, "patient_enc", flow_id)), reason_enc=ring.encrypt_text("reason", context(Flow, "reason_enc", flow_id))))  # fmt: skip
+        session.add(
+            Flow(
+                id=flow_id,
+                workflow_id=f"referral-{flow_id}",
+                pathway="referral",
+                referring_sor="100000000000001",
+                receiving_sor="200000000000001",
+                cpr_hash="h",
+                patient_enc=ring.encrypt_text('{"cpr": "0101505123"}', context(Flow, "patient_enc", flow_id)),
+                reason_enc=ring.encrypt_text("reason", context(Flow, "reason_enc", flow_id)),
+            )
+        )
         header = str(uuid.uuid4())
-        session.add(InboundMessage(message_header_id=header, bundle_id=str(uuid.uuid4()), event_code="x", sender_sor="200000000000001", content_type="application/fhir+json",
-                                   body_enc=ring.encrypt_text("{}", context(InboundMessage, "body_enc", header)), ack_enc=None))  # fmt: skip
+        session.add(
+            InboundMessage(
+                message_header_id=header,
+                bundle_id=str(uuid.uuid4()),
+                event_code="x",
+                sender_sor="200000000000001",
+                content_type="application/fhir+json",
+                body_enc=ring.encrypt_text("{}", context(InboundMessage, "body_enc", header)),
+                ack_enc=None,
+            )
+        )
         bundle = str(uuid.uuid4())
-        session.add(OutboundMessage(message_header_id=str(uuid.uuid4()), bundle_id=bundle, flow_id=flow_id, step="referral", event_code="x", attempt=0, receiver_sor="200000000000001", endpoint="http://x",
-                                    body_enc=ring.encrypt_text("{}", context(OutboundMessage, "body_enc", bundle))))  # fmt: skip
+        session.add(
+            OutboundMessage(
+                message_header_id=str(uuid.uuid4()),
+                bundle_id=bundle,
+                flow_id=flow_id,
+                step="referral",
+                event_code="x",
+                attempt=0,
+                receiver_sor="200000000000001",
+                endpoint="http://x",
+                body_enc=ring.encrypt_text("{}", context(OutboundMessage, "body_enc", bundle)),
+            )
+        )
         session.commit()
     return flow_id
 
@@ -58,16 +88,27 @@ def test_reencrypt_moves_every_column_to_the_newest_key(engine: Engine) -> None:
     ids = [seed(engine, old_ring, bound=False), seed(engine, old_ring, bound=True)]
     rotated = KeyRing.parse(f"{new},{old}")
     moved = reencrypt(engine, rotated, batch=1)
-    assert moved == {"flow.patient_enc": 2, "flow.reason_enc": 2, "inboundmessage.body_enc": 2, "outboundmessage.body_enc": 2}
+    assert moved == {
+        "flow.patient_enc": 2,
+        "flow.reason_enc": 2,
+        "inboundmessage.body_enc": 2,
+        "outboundmessage.body_enc": 2,
+    }
     assert reencrypt(engine, rotated) == {}, "a second run has nothing left to do"
     only_new = KeyRing.parse(new)  # the old key can now be retired
     with Session(engine) as session:
         for flow_id in ids:
             flow = session.get(Flow, flow_id)
             assert flow.patient_enc.startswith("k2$c$")
-            assert only_new.decrypt_text(flow.patient_enc, sealed_as(Flow, "patient_enc", flow_id)) == '{"cpr": "0101505123"}'
+            assert (
+                only_new.decrypt_text(flow.patient_enc, sealed_as(Flow, "patient_enc", flow_id))
+                == '{"cpr": "0101505123"}'
+            )
         for message in session.exec(select(OutboundMessage)).all():
-            assert only_new.decrypt_text(message.body_enc, sealed_as(OutboundMessage, "body_enc", message.bundle_id)) == "{}"
+            assert (
+                only_new.decrypt_text(message.body_enc, sealed_as(OutboundMessage, "body_enc", message.bundle_id))
+                == "{}"
+            )
 
 
 def test_careflow_keys_reencrypt_command(tmp_path: Path) -> None:
@@ -78,8 +119,20 @@ def test_careflow_keys_reencrypt_command(tmp_path: Path) -> None:
     engine = make_engine(url)
     old, new = key("k1"), key("k2")
     seed(engine, KeyRing.parse(old), bound=True)
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("CAREFLOW_")}, "CAREFLOW_DATABASE_URL": url, "CAREFLOW_CODEC_KEYS": f"{new},{old}", "CAREFLOW_ENV": "production"}
-    result = subprocess.run([sys.executable, "-m", "careflow", "keys", "reencrypt"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("CAREFLOW_")},
+        "CAREFLOW_DATABASE_URL": url,
+        "CAREFLOW_CODEC_KEYS": f"{new},{old}",
+        "CAREFLOW_ENV": "production",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "careflow", "keys", "reencrypt"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert "flow.patient_enc: 1 re-encrypted" in result.stdout and "under key 'k2'" in result.stdout
     engine.dispose()

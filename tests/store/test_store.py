@@ -20,7 +20,9 @@ from workflows.models import EscalationState, PathwayState, PathwayStatus, StepS
 KEYS = KeyRing.parse(DEV_CODEC_KEYS)
 
 
-def make_flow(session: Session, *, step: str = "referral", deadline: datetime | None = None, cpr: str = "0101505123") -> Flow:
+def make_flow(
+    session: Session, *, step: str = "referral", deadline: datetime | None = None, cpr: str = "0101505123"
+) -> Flow:
     flow_id = str(uuid.uuid4())
     flow = Flow(
         id=flow_id, workflow_id=f"referral-{flow_id}", pathway="referral", step=step, referring_sor="100000000000001",
@@ -32,13 +34,18 @@ def make_flow(session: Session, *, step: str = "referral", deadline: datetime | 
     return flow
 
 
-def state(flow_id: str, version: int, *, step: str = "appointment", escalations: list[EscalationState] | None = None) -> PathwayState:
+def state(
+    flow_id: str, version: int, *, step: str = "appointment", escalations: list[EscalationState] | None = None
+) -> PathwayState:
     return PathwayState(
         flow_id=flow_id,
         pathway="referral",
         step=step,
         status=PathwayStatus.ESCALATED if escalations else PathwayStatus.ACTIVE,
-        steps=[StepState(name="referral", status=StepStatus.DONE), StepState(name=step, status=StepStatus.WAITING, deadline=datetime(2030, 1, 1, tzinfo=UTC))],
+        steps=[
+            StepState(name="referral", status=StepStatus.DONE),
+            StepState(name=step, status=StepStatus.WAITING, deadline=datetime(2030, 1, 1, tzinfo=UTC)),
+        ],
         escalations=escalations or [],
         version=version,
     )
@@ -50,13 +57,21 @@ def test_record_state_is_idempotent_and_ordered(engine) -> None:  # noqa: ANN001
     activities = FlowActivities(engine)
     now = datetime.now(UTC)
     escalation = EscalationState(key="appointment-1", step="appointment", reason="late", opened_at=now)
-    request = RecordStateRequest(state=state(flow.id, 3, escalations=[escalation]), events=[TimelineEvent(key="escalated-1", at=now, kind="escalated", step="appointment", detail="late")])
+    request = RecordStateRequest(
+        state=state(flow.id, 3, escalations=[escalation]),
+        events=[TimelineEvent(key="escalated-1", at=now, kind="escalated", step="appointment", detail="late")],
+    )
     activities.record_state(request)
     activities.record_state(request)  # a retried activity
     activities.record_state(RecordStateRequest(state=state(flow.id, 2, step="referral")))  # a stale projection
     with Session(engine, expire_on_commit=False) as session:
         stored = session.get(Flow, flow.id)
-        assert (stored.step, stored.status, stored.state_version, stored.open_escalations) == ("appointment", "escalated", 3, 1)
+        assert (stored.step, stored.status, stored.state_version, stored.open_escalations) == (
+            "appointment",
+            "escalated",
+            3,
+            1,
+        )
         assert stored.next_deadline.replace(tzinfo=UTC) == datetime(2030, 1, 1, tzinfo=UTC)
         assert len(session.exec(select(FlowEvent).where(FlowEvent.flow_id == flow.id)).all()) == 1
         assert len(session.exec(select(Escalation).where(Escalation.flow_id == flow.id)).all()) == 1
@@ -69,7 +84,14 @@ def test_record_state_is_idempotent_and_ordered(engine) -> None:  # noqa: ANN001
 
 def test_inbound_message_header_id_is_unique(engine) -> None:  # noqa: ANN001
     def message() -> InboundMessage:
-        return InboundMessage(message_header_id="same-header", bundle_id=str(uuid.uuid4()), event_code="careflow-appointment-message", sender_sor="200000000000001", content_type="application/fhir+json", body_enc="x")
+        return InboundMessage(
+            message_header_id="same-header",
+            bundle_id=str(uuid.uuid4()),
+            event_code="careflow-appointment-message",
+            sender_sor="200000000000001",
+            content_type="application/fhir+json",
+            body_enc="x",
+        )
 
     with Session(engine, expire_on_commit=False) as session:
         session.add(message())

@@ -30,7 +30,11 @@ async def test_terminated_workflow_and_never_started_flow_are_marked_failed(stac
     simulator = stack.simulator_app.state.simulator
     simulator.behaviour.reply = False
     try:
-        accepted = (await stack.api.post("/referrals", json=referral_payload("0909505123"), headers=stack.headers(Role.CLINICIAN))).json()
+        accepted = (
+            await stack.api.post(
+                "/referrals", json=referral_payload("0909505123"), headers=stack.headers(Role.CLINICIAN)
+            )
+        ).json()
         handle = stack.client.get_workflow_handle_for(ReferralPathwayWorkflow.run, f"referral-{accepted['id']}")
 
         async def waiting_for_appointment() -> bool:
@@ -47,7 +51,19 @@ async def test_terminated_workflow_and_never_started_flow_are_marked_failed(stac
     orphan_id = str(uuid.uuid4())
     key_ring = KeyRing.parse(stack.settings.codec_keys)
     with Session(engine) as session:
-        session.add(Flow(id=orphan_id, workflow_id=f"referral-{orphan_id}", pathway="referral", referring_sor="100000000000001", receiving_sor="200000000000001", cpr_hash="h", patient_enc=key_ring.encrypt_text("{}"), reason_enc=key_ring.encrypt_text("r"), created_at=utcnow() - timedelta(minutes=10)))
+        session.add(
+            Flow(
+                id=orphan_id,
+                workflow_id=f"referral-{orphan_id}",
+                pathway="referral",
+                referring_sor="100000000000001",
+                receiving_sor="200000000000001",
+                cpr_hash="h",
+                patient_enc=key_ring.encrypt_text("{}"),
+                reason_enc=key_ring.encrypt_text("r"),
+                created_at=utcnow() - timedelta(minutes=10),
+            )
+        )
         session.commit()
 
     async def reconciled() -> bool:  # visibility is eventually consistent
@@ -59,5 +75,7 @@ async def test_terminated_workflow_and_never_started_flow_are_marked_failed(stac
     with Session(engine) as session:
         details = {e.flow_id: e.detail for e in session.exec(select(FlowEvent).where(FlowEvent.kind == "failed")).all()}
         assert "terminated" in details[accepted["id"]] and "never started" in details[orphan_id]
-        assert not session.exec(select(Escalation).where(Escalation.flow_id == accepted["id"], Escalation.resolved_at.is_(None))).all()
+        assert not session.exec(
+            select(Escalation).where(Escalation.flow_id == accepted["id"], Escalation.resolved_at.is_(None))
+        ).all()
     assert await reconciler.run_once() == 0, "marked once"

@@ -33,12 +33,23 @@ LAB = Organization(sor="300000000000001", ean="5790030000013", name="Klinisk Bio
 
 
 @pytest_asyncio.fixture
-async def booking(time_skipping_server: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[tuple[WorkflowEnvironment, Settings]]:
+async def booking(
+    time_skipping_server: WorkflowEnvironment, tmp_path: Path
+) -> AsyncIterator[tuple[WorkflowEnvironment, Settings]]:
     port = free_port()
-    settings = Settings(data_dir=tmp_path, task_queue=f"careflow-{uuid.uuid4()}", directory_path=write_directory(tmp_path / "d.json", api_url="http://127.0.0.1:9", simulator_url=f"http://127.0.0.1:{port}"))
+    settings = Settings(
+        data_dir=tmp_path,
+        task_queue=f"careflow-{uuid.uuid4()}",
+        directory_path=write_directory(
+            tmp_path / "d.json", api_url="http://127.0.0.1:9", simulator_url=f"http://127.0.0.1:{port}"
+        ),
+    )
     migrate(settings.sqlalchemy_url)
     client = await encrypted_client(time_skipping_server, settings)
-    async with LoopbackServer(create_simulator(settings, Behaviour(ack_code="none", reply=False)), port), httpx.AsyncClient(timeout=10) as http:
+    async with (
+        LoopbackServer(create_simulator(settings, Behaviour(ack_code="none", reply=False)), port),
+        httpx.AsyncClient(timeout=10) as http,
+    ):
         with ThreadPoolExecutor(max_workers=4) as executor:
             async with build_worker(client, settings, http=http, executor=executor, workflows=[BookingPathway]):
                 yield time_skipping_server, settings
@@ -49,13 +60,29 @@ async def _start(env: WorkflowEnvironment, settings: Settings) -> WorkflowHandle
     flow_id = str(uuid.uuid4())
     key_ring = KeyRing.parse(settings.codec_keys)
     with Session(make_engine(settings.sqlalchemy_url)) as session:
-        session.add(Flow(id=flow_id, workflow_id=f"booking-{flow_id}", pathway="booking", referring_sor=GP.sor, receiving_sor=HOSPITAL.sor, cpr_hash="h1", patient_enc=key_ring.encrypt_text("{}"), reason_enc=key_ring.encrypt_text("r")))
+        session.add(
+            Flow(
+                id=flow_id,
+                workflow_id=f"booking-{flow_id}",
+                pathway="booking",
+                referring_sor=GP.sor,
+                receiving_sor=HOSPITAL.sor,
+                cpr_hash="h1",
+                patient_enc=key_ring.encrypt_text("{}"),
+                reason_enc=key_ring.encrypt_text("r"),
+            )
+        )
         session.commit()
     return await client.start_workflow(
         BookingPathway.run,
         PathwayInput(
-            flow_id=flow_id, pathway="booking", patient=PatientData(cpr="0101505123"), parties={"requester": GP, "performer": HOSPITAL},
-            data={"reason": "Vurdering"}, timings=BookingTimings(result_deadline=timedelta(days=10)), patient_hash="h1",
+            flow_id=flow_id,
+            pathway="booking",
+            patient=PatientData(cpr="0101505123"),
+            parties={"requester": GP, "performer": HOSPITAL},
+            data={"reason": "Vurdering"},
+            timings=BookingTimings(result_deadline=timedelta(days=10)),
+            patient_hash="h1",
         ),
         id=f"booking-{flow_id}",
         task_queue=settings.task_queue,
@@ -63,7 +90,13 @@ async def _start(env: WorkflowEnvironment, settings: Settings) -> WorkflowHandle
 
 
 def _signal(kind: MessageKind, sender: Organization = HOSPITAL, **fields: object) -> InboundMessageSignal:
-    return InboundMessageSignal(message_header_id=str(uuid.uuid4()), kind=kind, sender_sor=sender.sor, received_at=datetime.now(UTC), **{"patient_hash": "h1", **fields})
+    return InboundMessageSignal(
+        message_header_id=str(uuid.uuid4()),
+        kind=kind,
+        sender_sor=sender.sor,
+        received_at=datetime.now(UTC),
+        **{"patient_hash": "h1", **fields},
+    )
 
 
 async def _acknowledged(handle: WorkflowHandle) -> None:
@@ -72,10 +105,15 @@ async def _acknowledged(handle: WorkflowHandle) -> None:
         return state.outbound[0].message_header_id if state.outbound else None
 
     header_id = await wait_for(sent)
-    await handle.signal(BookingPathway.message_received, _signal(MessageKind.ACKNOWLEDGEMENT, response_to=header_id, response_code=AckCode.OK))
+    await handle.signal(
+        BookingPathway.message_received,
+        _signal(MessageKind.ACKNOWLEDGEMENT, response_to=header_id, response_code=AckCode.OK),
+    )
 
 
-async def test_a_rescheduled_appointment_re_arms_the_deadline_counted_from_it(booking: tuple[WorkflowEnvironment, Settings]) -> None:
+async def test_a_rescheduled_appointment_re_arms_the_deadline_counted_from_it(
+    booking: tuple[WorkflowEnvironment, Settings],
+) -> None:
     env, settings = booking
     handle = await _start(env, settings)
     await _acknowledged(handle)
@@ -100,7 +138,9 @@ async def test_a_rescheduled_appointment_re_arms_the_deadline_counted_from_it(bo
 
     state = await wait_for(re_armed)
     [step] = [s for s in state.steps if s.name == "result"]
-    assert timedelta(days=6, hours=23) < step.deadline - first_deadline <= timedelta(days=7, hours=1), "ten days from the new appointment"
+    assert timedelta(days=6, hours=23) < step.deadline - first_deadline <= timedelta(days=7, hours=1), (
+        "ten days from the new appointment"
+    )
     assert state.received_header_ids[-2:] == [first.message_header_id, second.message_header_id]
     await env.sleep(timedelta(days=5))  # past the first deadline, before the new one: nothing overdue
     state = await handle.query(BookingPathway.pathway_state)
@@ -113,7 +153,9 @@ async def test_a_rescheduled_appointment_re_arms_the_deadline_counted_from_it(bo
     await record_history(await encrypted_client(env, settings), handle.id, "booking-rescheduled-appointment")
 
 
-async def test_the_workflow_refuses_a_reply_from_the_wrong_party_or_patient(booking: tuple[WorkflowEnvironment, Settings]) -> None:
+async def test_the_workflow_refuses_a_reply_from_the_wrong_party_or_patient(
+    booking: tuple[WorkflowEnvironment, Settings],
+) -> None:
     env, settings = booking
     handle = await _start(env, settings)
     await _acknowledged(handle)
@@ -130,7 +172,10 @@ async def test_the_workflow_refuses_a_reply_from_the_wrong_party_or_patient(book
 
     state = await wait_for(at_result)
     assert state.refused_header_ids == [from_lab.message_header_id, other_patient.message_header_id]
-    assert right.message_header_id in state.received_header_ids and from_lab.message_header_id not in state.received_header_ids
+    assert (
+        right.message_header_id in state.received_header_ids
+        and from_lab.message_header_id not in state.received_header_ids
+    )
     [appointment] = [s for s in state.steps if s.name == "appointment"]
     assert appointment.message_header_id == right.message_header_id
     await handle.terminate("test finished")

@@ -56,11 +56,29 @@ class Harness:
         flow_id = str(uuid.uuid4())
         key_ring = KeyRing.parse(self.settings.codec_keys)
         with Session(make_engine(self.settings.sqlalchemy_url)) as session:
-            session.add(Flow(id=flow_id, workflow_id=f"referral-{flow_id}", pathway="referral", referring_sor=GP.sor, receiving_sor=HOSPITAL.sor, cpr_hash="h", patient_enc=key_ring.encrypt_text("{}"), reason_enc=key_ring.encrypt_text("r")))
+            session.add(
+                Flow(
+                    id=flow_id,
+                    workflow_id=f"referral-{flow_id}",
+                    pathway="referral",
+                    referring_sor=GP.sor,
+                    receiving_sor=HOSPITAL.sor,
+                    cpr_hash="h",
+                    patient_enc=key_ring.encrypt_text("{}"),
+                    reason_enc=key_ring.encrypt_text("r"),
+                )
+            )
             session.commit()
         handle = await self.client.start_workflow(
             ReferralPathwayWorkflow.run,
-            PathwayInput(flow_id=flow_id, pathway="referral", patient=PatientData(cpr="0101505123"), referring=GP, receiving=HOSPITAL, reason="Brystsmerter"),
+            PathwayInput(
+                flow_id=flow_id,
+                pathway="referral",
+                patient=PatientData(cpr="0101505123"),
+                referring=GP,
+                receiving=HOSPITAL,
+                reason="Brystsmerter",
+            ),
             id=f"referral-{flow_id}",
             task_queue=self.settings.task_queue,
         )
@@ -69,7 +87,11 @@ class Harness:
 
     def outbound(self, flow_id: str) -> list[OutboundMessage]:
         with Session(make_engine(self.settings.sqlalchemy_url)) as session:
-            return list(session.exec(select(OutboundMessage).where(OutboundMessage.flow_id == flow_id).order_by(OutboundMessage.id)).all())
+            return list(
+                session.exec(
+                    select(OutboundMessage).where(OutboundMessage.flow_id == flow_id).order_by(OutboundMessage.id)
+                ).all()
+            )
 
     def escalations(self, flow_id: str) -> list[Escalation]:
         with Session(make_engine(self.settings.sqlalchemy_url)) as session:
@@ -81,7 +103,14 @@ async def state(handle: WorkflowHandle) -> PathwayState:
 
 
 def reply(kind: MessageKind, *, response_to: str | None = None, code: AckCode | None = None) -> InboundMessageSignal:
-    return InboundMessageSignal(message_header_id=str(uuid.uuid4()), kind=kind, sender_sor=HOSPITAL.sor, received_at=datetime.now(UTC), response_to=response_to, response_code=code)
+    return InboundMessageSignal(
+        message_header_id=str(uuid.uuid4()),
+        kind=kind,
+        sender_sor=HOSPITAL.sor,
+        received_at=datetime.now(UTC),
+        response_to=response_to,
+        response_code=code,
+    )
 
 
 async def acknowledge(handle: WorkflowHandle, code: AckCode = AckCode.OK) -> None:
@@ -90,7 +119,9 @@ async def acknowledge(handle: WorkflowHandle, code: AckCode = AckCode.OK) -> Non
         return current.outbound[0].message_header_id if current.outbound else None
 
     header_id = await wait_for(sent)
-    await handle.signal(ReferralPathwayWorkflow.message_received, reply(MessageKind.ACKNOWLEDGEMENT, response_to=header_id, code=code))
+    await handle.signal(
+        ReferralPathwayWorkflow.message_received, reply(MessageKind.ACKNOWLEDGEMENT, response_to=header_id, code=code)
+    )
 
 
 @pytest_asyncio.fixture
@@ -99,7 +130,9 @@ async def harness(time_skipping_server: WorkflowEnvironment, tmp_path: Path) -> 
     settings = Settings(
         data_dir=tmp_path,
         task_queue=f"careflow-{uuid.uuid4()}",
-        directory_path=write_directory(tmp_path / "directory.json", api_url="http://127.0.0.1:9", simulator_url=f"http://127.0.0.1:{port}"),
+        directory_path=write_directory(
+            tmp_path / "directory.json", api_url="http://127.0.0.1:9", simulator_url=f"http://127.0.0.1:{port}"
+        ),
     )
     migrate(settings.sqlalchemy_url)
     client = await encrypted_client(time_skipping_server, settings)
@@ -130,7 +163,9 @@ async def test_no_acknowledgement_means_two_resends_then_escalation(harness: Har
     assert all(m.http_status == 202 for m in outbound)
     assert harness.simulator.stats().resends_received == 2
     assert current.status is PathwayStatus.ESCALATED
-    assert [e.reason for e in current.escalations] == ["no acknowledgement after 2 resends of the referral (henvisning)"]
+    assert [e.reason for e in current.escalations] == [
+        "no acknowledgement after 2 resends of the referral (henvisning)"
+    ]
     assert [e.step for e in harness.escalations(current.flow_id)] == ["referral"]
     # The pathway goes on: it now waits for the appointment.
     assert current.step == "appointment"
@@ -198,20 +233,47 @@ async def test_extend_deadline_validates_and_resolves(harness: Harness) -> None:
     await harness.env.sleep(timedelta(days=31))
     assert (await state(handle)).open_escalations
     with pytest.raises(WorkflowUpdateFailedError) as refused:
-        await handle.execute_update(ReferralPathwayWorkflow.extend_deadline, ExtendDeadlineRequest(actor="coordinator-1", reason="phoned", step="appointment", new_deadline=datetime(2000, 1, 1, tzinfo=UTC)))
+        await handle.execute_update(
+            ReferralPathwayWorkflow.extend_deadline,
+            ExtendDeadlineRequest(
+                actor="coordinator-1",
+                reason="phoned",
+                step="appointment",
+                new_deadline=datetime(2000, 1, 1, tzinfo=UTC),
+            ),
+        )
     assert "future" in str(refused.value.cause)
     with pytest.raises(WorkflowUpdateFailedError):
-        await handle.execute_update(ReferralPathwayWorkflow.extend_deadline, ExtendDeadlineRequest(actor="coordinator-1", reason=" ", step="appointment", new_deadline=datetime.now(UTC) + timedelta(days=400)))
+        await handle.execute_update(
+            ReferralPathwayWorkflow.extend_deadline,
+            ExtendDeadlineRequest(
+                actor="coordinator-1",
+                reason=" ",
+                step="appointment",
+                new_deadline=datetime.now(UTC) + timedelta(days=400),
+            ),
+        )
     with pytest.raises(WorkflowUpdateFailedError):
-        await handle.execute_update(ReferralPathwayWorkflow.complete_step, CompleteStepRequest(actor="coordinator-1", reason="x", step="treatment_plan"))
+        await handle.execute_update(
+            ReferralPathwayWorkflow.complete_step,
+            CompleteStepRequest(actor="coordinator-1", reason="x", step="treatment_plan"),
+        )
     assert len((await state(handle)).open_escalations) == 1, "a refused action changes nothing"
     now = (await harness.client.get_workflow_handle(handle.id).describe()).execution_time or datetime.now(UTC)
     new_deadline = now + timedelta(days=60)
-    await handle.execute_update(ReferralPathwayWorkflow.extend_deadline, ExtendDeadlineRequest(actor="coordinator-1", reason="patient on holiday", step="appointment", new_deadline=new_deadline))
+    await handle.execute_update(
+        ReferralPathwayWorkflow.extend_deadline,
+        ExtendDeadlineRequest(
+            actor="coordinator-1", reason="patient on holiday", step="appointment", new_deadline=new_deadline
+        ),
+    )
     current = await state(handle)
     assert not current.open_escalations and current.steps[1].deadline == new_deadline
     assert "patient on holiday" in current.escalations[0].resolution
-    await handle.execute_update(ReferralPathwayWorkflow.complete_step, CompleteStepRequest(actor="coordinator-1", reason="booked by phone", step="appointment"))
+    await handle.execute_update(
+        ReferralPathwayWorkflow.complete_step,
+        CompleteStepRequest(actor="coordinator-1", reason="booked by phone", step="appointment"),
+    )
     await harness.env.sleep(timedelta(minutes=1))
     current = await state(handle)
     assert current.steps[1].status is StepStatus.DONE_OUTSIDE and current.step == "test_result"
@@ -221,32 +283,46 @@ async def test_cancel_sends_a_cancellation_to_the_receiver(harness: Harness) -> 
     handle = await harness.start()
     await acknowledge(handle)
     await harness.env.sleep(timedelta(hours=1))
-    await handle.execute_update(ReferralPathwayWorkflow.cancel, CancelRequest(actor="coordinator-1", reason="patient moved"))
+    await handle.execute_update(
+        ReferralPathwayWorkflow.cancel, CancelRequest(actor="coordinator-1", reason="patient moved")
+    )
     result = await handle.result()
     assert result.status is PathwayStatus.CANCELLED
     assert harness.simulator.received.get(MessageKind.CANCELLATION.value) == 1
     await record_history(harness.client, handle.id, "referral-cancelled")
     with pytest.raises((WorkflowUpdateFailedError, RPCError)):  # a closed workflow takes no update
-        await handle.execute_update(ReferralPathwayWorkflow.cancel, CancelRequest(actor="coordinator-1", reason="again"))
+        await handle.execute_update(
+            ReferralPathwayWorkflow.cancel, CancelRequest(actor="coordinator-1", reason="again")
+        )
 
 
 async def test_resend_is_refused_inside_the_acknowledgement_window_and_done_after(harness: Harness) -> None:
     handle = await harness.start()
     await wait_for(lambda: _has_sent(handle))
     with pytest.raises(WorkflowUpdateFailedError) as refused:
-        await handle.execute_update(ReferralPathwayWorkflow.resend, ResendRequest(actor="coordinator-1", reason="partner asked"))
+        await handle.execute_update(
+            ReferralPathwayWorkflow.resend, ResendRequest(actor="coordinator-1", reason="partner asked")
+        )
     assert "acknowledgement window" in str(refused.value.cause)
     await acknowledge(handle)
     await harness.env.sleep(timedelta(minutes=1))
     assert (await state(handle)).step == "appointment"
-    await handle.execute_update(ReferralPathwayWorkflow.resend, ResendRequest(actor="coordinator-1", reason="partner lost it"))
+    await handle.execute_update(
+        ReferralPathwayWorkflow.resend, ResendRequest(actor="coordinator-1", reason="partner lost it")
+    )
     outbound = harness.outbound((await state(handle)).flow_id)
-    assert len(outbound) == 2 and len({m.message_header_id for m in outbound}) == 1 and len({m.bundle_id for m in outbound}) == 2
+    assert (
+        len(outbound) == 2
+        and len({m.message_header_id for m in outbound}) == 1
+        and len({m.bundle_id for m in outbound}) == 2
+    )
     # The update answers once the read model shows the resend: the console's next page is current.
     with Session(make_engine(harness.settings.sqlalchemy_url)) as session:
         details = session.exec(select(FlowEvent.detail).where(FlowEvent.flow_id == outbound[0].flow_id)).all()
     assert "resend requested: partner lost it" in details
-    await handle.execute_update(ReferralPathwayWorkflow.cancel, CancelRequest(actor="coordinator-1", reason="test over"))
+    await handle.execute_update(
+        ReferralPathwayWorkflow.cancel, CancelRequest(actor="coordinator-1", reason="test over")
+    )
     await handle.result()
     await record_history(harness.client, handle.id, "referral-resent-then-cancelled")
 

@@ -16,16 +16,15 @@ from temporalio.testing import WorkflowEnvironment
 
 from careflow.crypto import KeyRing
 from careflow.settings import Settings
+from examples.pathways.home_care_request import HomeCareRequestPathway
+from examples.pathways.lab_order import LabOrderPathway, LabOrderTimings
 from messaging.model import AckCode, MessageKind, Organization, PatientData
 from simulator.app import Behaviour, create_simulator
 from store.db import make_engine, migrate
 from store.models import Escalation, Flow
 from tests.conftest import LoopbackServer, encrypted_client, free_port, record_history, wait_for, write_directory
 from workers.main import build_worker
-from examples.pathways.home_care_request import HomeCareRequestPathway
-from examples.pathways.lab_order import LabOrderPathway, LabOrderTimings
 from workflows.models import InboundMessageSignal, PathwayInput, PathwayStatus
-
 
 GP = Organization(sor="100000000000001", ean="5790010000019", name="Lægerne Nørrebro (demo GP)")
 LAB = Organization(sor="300000000000001", ean="5790030000013", name="Klinisk Biokemisk Afdeling, Demo Lab")
@@ -33,14 +32,27 @@ MUNICIPALITY = Organization(sor="400000000000001", ean="5790040000010", name="De
 
 
 @pytest_asyncio.fixture
-async def lab_order(time_skipping_server: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[tuple[WorkflowEnvironment, Settings]]:
+async def lab_order(
+    time_skipping_server: WorkflowEnvironment, tmp_path: Path
+) -> AsyncIterator[tuple[WorkflowEnvironment, Settings]]:
     port = free_port()
-    settings = Settings(data_dir=tmp_path, task_queue=f"careflow-{uuid.uuid4()}", directory_path=write_directory(tmp_path / "d.json", api_url="http://127.0.0.1:9", simulator_url=f"http://127.0.0.1:{port}"))
+    settings = Settings(
+        data_dir=tmp_path,
+        task_queue=f"careflow-{uuid.uuid4()}",
+        directory_path=write_directory(
+            tmp_path / "d.json", api_url="http://127.0.0.1:9", simulator_url=f"http://127.0.0.1:{port}"
+        ),
+    )
     migrate(settings.sqlalchemy_url)
     client = await encrypted_client(time_skipping_server, settings)
-    async with LoopbackServer(create_simulator(settings, Behaviour(ack_code="none", reply=False)), port), httpx.AsyncClient(timeout=10) as http:
+    async with (
+        LoopbackServer(create_simulator(settings, Behaviour(ack_code="none", reply=False)), port),
+        httpx.AsyncClient(timeout=10) as http,
+    ):
         with ThreadPoolExecutor(max_workers=4) as executor:
-            async with build_worker(client, settings, http=http, executor=executor, workflows=[LabOrderPathway, HomeCareRequestPathway]):
+            async with build_worker(
+                client, settings, http=http, executor=executor, workflows=[LabOrderPathway, HomeCareRequestPathway]
+            ):
                 yield time_skipping_server, settings
 
 
@@ -51,13 +63,28 @@ async def test_a_declared_pathway_runs_escalates_and_completes(lab_order: tuple[
     key_ring = KeyRing.parse(settings.codec_keys)
     engine = make_engine(settings.sqlalchemy_url)
     with Session(engine) as session:
-        session.add(Flow(id=flow_id, workflow_id=f"lab-order-{flow_id}", pathway="lab-order", referring_sor=GP.sor, receiving_sor=LAB.sor, cpr_hash="h", patient_enc=key_ring.encrypt_text("{}"), reason_enc=key_ring.encrypt_text("r")))
+        session.add(
+            Flow(
+                id=flow_id,
+                workflow_id=f"lab-order-{flow_id}",
+                pathway="lab-order",
+                referring_sor=GP.sor,
+                receiving_sor=LAB.sor,
+                cpr_hash="h",
+                patient_enc=key_ring.encrypt_text("{}"),
+                reason_enc=key_ring.encrypt_text("r"),
+            )
+        )
         session.commit()
     handle = await client.start_workflow(
         LabOrderPathway.run,
         PathwayInput(
-            flow_id=flow_id, pathway="lab-order", patient=PatientData(cpr="0101505123"), parties={"requester": GP, "performer": LAB},
-            data={"reason": "Lipidstatus", "priority": "routine"}, timings=LabOrderTimings(result_deadline=timedelta(days=3)),
+            flow_id=flow_id,
+            pathway="lab-order",
+            patient=PatientData(cpr="0101505123"),
+            parties={"requester": GP, "performer": LAB},
+            data={"reason": "Lipidstatus", "priority": "routine"},
+            timings=LabOrderTimings(result_deadline=timedelta(days=3)),
         ),
         id=f"lab-order-{flow_id}",
         task_queue=settings.task_queue,
@@ -70,9 +97,14 @@ async def test_a_declared_pathway_runs_escalates_and_completes(lab_order: tuple[
     header_id = await wait_for(sent)
 
     def signal(kind: MessageKind, **fields: object) -> InboundMessageSignal:
-        return InboundMessageSignal(message_header_id=str(uuid.uuid4()), kind=kind, sender_sor=LAB.sor, received_at=datetime.now(UTC), **fields)
+        return InboundMessageSignal(
+            message_header_id=str(uuid.uuid4()), kind=kind, sender_sor=LAB.sor, received_at=datetime.now(UTC), **fields
+        )
 
-    await handle.signal(LabOrderPathway.message_received, signal(MessageKind.ACKNOWLEDGEMENT, response_to=header_id, response_code=AckCode.OK))
+    await handle.signal(
+        LabOrderPathway.message_received,
+        signal(MessageKind.ACKNOWLEDGEMENT, response_to=header_id, response_code=AckCode.OK),
+    )
     await env.sleep(timedelta(days=4))
     state = await handle.query(LabOrderPathway.pathway_state)
     assert state.step == "result" and [e.step for e in state.open_escalations] == ["result"]
@@ -83,7 +115,10 @@ async def test_a_declared_pathway_runs_escalates_and_completes(lab_order: tuple[
     with Session(engine) as session:
         flow = session.get(Flow, flow_id)
         assert (flow.status, flow.step) == ("completed", "completed")
-        assert [e.resolved_at is not None for e in session.exec(select(Escalation).where(Escalation.flow_id == flow_id)).all()] == [True]
+        assert [
+            e.resolved_at is not None
+            for e in session.exec(select(Escalation).where(Escalation.flow_id == flow_id)).all()
+        ] == [True]
 
 
 async def test_a_pathway_with_a_message_type_of_its_own(lab_order: tuple[WorkflowEnvironment, Settings]) -> None:
@@ -99,13 +134,28 @@ async def test_a_pathway_with_a_message_type_of_its_own(lab_order: tuple[Workflo
     key_ring = KeyRing.parse(settings.codec_keys)
     engine = make_engine(settings.sqlalchemy_url)
     with Session(engine) as session:
-        session.add(Flow(id=flow_id, workflow_id=f"home-care-request-{flow_id}", pathway="home-care-request", referring_sor=GP.sor, receiving_sor=MUNICIPALITY.sor, cpr_hash="h", patient_enc=key_ring.encrypt_text("{}"), reason_enc=key_ring.encrypt_text("r")))
+        session.add(
+            Flow(
+                id=flow_id,
+                workflow_id=f"home-care-request-{flow_id}",
+                pathway="home-care-request",
+                referring_sor=GP.sor,
+                receiving_sor=MUNICIPALITY.sor,
+                cpr_hash="h",
+                patient_enc=key_ring.encrypt_text("{}"),
+                reason_enc=key_ring.encrypt_text("r"),
+            )
+        )
         session.commit()
     handle = await client.start_workflow(
         HomeCareRequestPathway.run,
         PathwayInput(
-            flow_id=flow_id, pathway="home-care-request", patient=PatientData(cpr="0101505123"), parties={"requester": GP, "performer": MUNICIPALITY},
-            data={"need": "Hjælp til medicin", "start": "2026-12-01"}, timings=HomeCareRequestTimings(),
+            flow_id=flow_id,
+            pathway="home-care-request",
+            patient=PatientData(cpr="0101505123"),
+            parties={"requester": GP, "performer": MUNICIPALITY},
+            data={"need": "Hjælp til medicin", "start": "2026-12-01"},
+            timings=HomeCareRequestTimings(),
         ),
         id=f"home-care-request-{flow_id}",
         task_queue=settings.task_queue,
@@ -121,12 +171,23 @@ async def test_a_pathway_with_a_message_type_of_its_own(lab_order: tuple[Workflo
     assert (stored.event_code, stored.receiver_sor) == (HOME_CARE_REQUEST, MUNICIPALITY.sor)
 
     def signal(kind: MessageKind, **fields: object) -> InboundMessageSignal:
-        return InboundMessageSignal(message_header_id=str(uuid.uuid4()), kind=kind, sender_sor=MUNICIPALITY.sor, received_at=datetime.now(UTC), **fields)
+        return InboundMessageSignal(
+            message_header_id=str(uuid.uuid4()),
+            kind=kind,
+            sender_sor=MUNICIPALITY.sor,
+            received_at=datetime.now(UTC),
+            **fields,
+        )
 
-    await handle.signal(HomeCareRequestPathway.message_received, signal(MessageKind.ACKNOWLEDGEMENT, response_to=header_id, response_code=AckCode.OK))
+    await handle.signal(
+        HomeCareRequestPathway.message_received,
+        signal(MessageKind.ACKNOWLEDGEMENT, response_to=header_id, response_code=AckCode.OK),
+    )
     await env.sleep(timedelta(days=6))
     state = await handle.query(HomeCareRequestPathway.pathway_state)
-    assert state.step == "answer" and [e.reason for e in state.open_escalations] == ["no care communication (korrespondance) by its deadline"]
+    assert state.step == "answer" and [e.reason for e in state.open_escalations] == [
+        "no care communication (korrespondance) by its deadline"
+    ]
     await handle.signal(HomeCareRequestPathway.message_received, signal(MessageKind.CARE_COMMUNICATION))
     result = await handle.result()
     assert result.status is PathwayStatus.COMPLETED and result.escalations == 1
