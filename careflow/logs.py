@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import UTC, datetime
 
 from opentelemetry import trace
@@ -12,6 +13,17 @@ from opentelemetry import trace
 from careflow.settings import Settings
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# The dev Temporal UI's codec credential travels in the path (api/routes/codec.py); the API strips it
+# before anything logs the path, and this filter catches any line that still carries one.
+_CODEC_UI_CREDENTIAL = re.compile(r"/codec/ui/[^/\s\"?]+/")
+
+
+class RedactCodecCredential(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "/codec/ui/" in message:
+            record.msg, record.args = _CODEC_UI_CREDENTIAL.sub("/codec/ui/***/", message), None
+        return True
 
 
 class JsonLinesFormatter(logging.Formatter):
@@ -37,6 +49,7 @@ def configure_logging(settings: Settings, level: int = logging.INFO) -> None:
     """Root handler for the process; uvicorn's loggers propagate to it (run uvicorn with log_config=None)."""
     handler = logging.StreamHandler()
     handler.setFormatter(JsonLinesFormatter() if settings.log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.addFilter(RedactCodecCredential())
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)

@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     trusted_proxies: str = ""
     # Browser origins allowed to call /codec (the Temporal UI); empty: the local dev UI's.
     temporal_ui_origins: str = ""
+    # SHA-256 (hex) of the per-run codec credential `careflow dev` gives its Temporal UI (api/routes/
+    # codec.py, DevUiCodecCredential); dev only: set outside dev, the API refuses to start.
+    codec_ui_credential_sha256: str = ""
     max_message_bytes: int = 5 * 1024 * 1024  # an inbound MedCom message
     max_codec_bytes: int = 4 * 1024 * 1024  # a batch of Temporal payloads to encode or decode
     simulator_host: str = "127.0.0.1"
@@ -158,6 +161,8 @@ class Settings(BaseSettings):
                     )
             if self.jwt_issuer == "careflow-dev":
                 problems.append("CAREFLOW_JWT_ISSUER is careflow's dev issuer")
+            if self.codec_ui_credential_sha256.strip():
+                problems.append("CAREFLOW_CODEC_UI_CREDENTIAL_SHA256 is the dev Temporal UI's codec credential (dev only; a deployment's UI passes its OIDC access token)")
             if self.jwks.strip().startswith("http://"):
                 problems.append("CAREFLOW_JWKS must be an https URL (or a file): keys fetched in clear can be swapped")
         if problems:
