@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -69,6 +71,12 @@ def run_dev(settings: Settings, *, demo_referrals: int, simulator_behaviour: str
     logs.mkdir(exist_ok=True)
     # Dev mode for every child, said explicitly: an unset CAREFLOW_ENV means production.
     env = {**os.environ, **{k: v for k, v in DEV_TIMINGS.items() if k not in os.environ}, "CAREFLOW_ENV": "dev"}
+    # The Temporal UI decodes through careflow's codec endpoint with a credential of this run only,
+    # in the endpoint's path (the UI sends no token): why, in api/routes/codec.py DevUiCodecCredential.
+    # The API gets its hash; the credential itself goes to the UI and nowhere else.
+    ui_credential = secrets.token_urlsafe(32)
+    env["CAREFLOW_CODEC_UI_CREDENTIAL_SHA256"] = hashlib.sha256(ui_credential.encode()).hexdigest()
+    ui_codec_endpoint = f"{settings.public_url.rstrip('/')}/codec/ui/{ui_credential}"
     issuer = dev_issuer(data, create=True)
     processes: list[subprocess.Popen] = []
 
@@ -106,18 +114,8 @@ def run_dev(settings: Settings, *, demo_referrals: int, simulator_behaviour: str
             if _listening(port)
         ]
         if busy:
-            raise RuntimeError(
-                f"{', '.join(busy)} already in use: is another careflow running? Stop it, or set CAREFLOW_*_PORT"
-            )
-        temporal = start(
-            "temporal",
-            [
-                temporal_cli(),
-                *dev_server_args(
-                    settings, db_file=data / "temporal.db", port=temporal_port, ui_port=settings.temporal_ui_port
-                ),
-            ],
-        )
+            raise RuntimeError(f"{', '.join(busy)} already in use: is another careflow running? Stop it, or set CAREFLOW_*_PORT")
+        temporal = start("temporal", [temporal_cli(), *dev_server_args(settings, db_file=data / "temporal.db", port=temporal_port, ui_port=settings.temporal_ui_port, ui_codec_endpoint=ui_codec_endpoint)])
         wait_for_port("127.0.0.1", temporal_port, 60, temporal)
         subprocess.run([sys.executable, "-m", "careflow", "migrate"], env=env, check=True)
         worker = start("worker", [sys.executable, "-m", "careflow", "worker"])
@@ -186,7 +184,7 @@ careflow is running.
   API docs (OpenAPI)    {base}/docs
   Coordinator console   {base}/console        (log in with the coordinator token below)
   Flows (JSON)          {base}/flows
-  Temporal UI           http://127.0.0.1:{settings.temporal_ui_port}
+  Temporal UI           http://127.0.0.1:{settings.temporal_ui_port}   (decodes payloads through the API, audited)
   Simulated partners    http://{settings.simulator_host}:{settings.simulator_port}/stats
   Logs                  {logs}
 

@@ -85,8 +85,9 @@ def temporal_test_server() -> str:
     return _binary("temporal-test-server")
 
 
-def dev_server_args(settings: Settings, *, db_file: Path | None, port: int, ui_port: int | None) -> list[str]:
-    """Arguments for `temporal server start-dev` tuned as DESIGN.md measured (WAL, synchronous=normal)."""
+def dev_server_args(settings: Settings, *, db_file: Path | None, port: int, ui_port: int | None, ui_codec_endpoint: str = "") -> list[str]:
+    """Arguments for `temporal server start-dev` tuned as DESIGN.md measured (WAL, synchronous=normal);
+    the UI with careflow's codec endpoint when given (`careflow dev`: the dev UI credential's URL)."""
     args = [
         "server", "start-dev",
         "--ip", "127.0.0.1",
@@ -99,6 +100,8 @@ def dev_server_args(settings: Settings, *, db_file: Path | None, port: int, ui_p
     if db_file is not None:
         args += ["--db-filename", str(db_file)]
     args += ["--ui-port", str(ui_port)] if ui_port else ["--headless"]
+    if ui_port and ui_codec_endpoint:
+        args += ["--ui-codec-endpoint", ui_codec_endpoint]
     for name, kind in SEARCH_ATTRIBUTE_TYPES.items():
         args += ["--search-attribute", f"{name}={kind}"]
     return args
