@@ -110,7 +110,9 @@ def create_app(
     if settings.proxies:
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.proxies)
     # Outermost of all: the dev Temporal UI's codec credential out of the path before anything logs it.
-    app.add_middleware(codec.DevUiCodecCredential, credential_sha256=settings.codec_ui_credential_sha256 if settings.is_dev else "")
+    app.add_middleware(
+        codec.DevUiCodecCredential, credential_sha256=settings.codec_ui_credential_sha256 if settings.is_dev else ""
+    )
     for router in (
         health.router,
         metrics.router,

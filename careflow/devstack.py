@@ -114,8 +114,22 @@ def run_dev(settings: Settings, *, demo_referrals: int, simulator_behaviour: str
             if _listening(port)
         ]
         if busy:
-            raise RuntimeError(f"{', '.join(busy)} already in use: is another careflow running? Stop it, or set CAREFLOW_*_PORT")
-        temporal = start("temporal", [temporal_cli(), *dev_server_args(settings, db_file=data / "temporal.db", port=temporal_port, ui_port=settings.temporal_ui_port, ui_codec_endpoint=ui_codec_endpoint)])
+            raise RuntimeError(
+                f"{', '.join(busy)} already in use: is another careflow running? Stop it, or set CAREFLOW_*_PORT"
+            )
+        temporal = start(
+            "temporal",
+            [
+                temporal_cli(),
+                *dev_server_args(
+                    settings,
+                    db_file=data / "temporal.db",
+                    port=temporal_port,
+                    ui_port=settings.temporal_ui_port,
+                    ui_codec_endpoint=ui_codec_endpoint,
+                ),
+            ],
+        )
         wait_for_port("127.0.0.1", temporal_port, 60, temporal)
         subprocess.run([sys.executable, "-m", "careflow", "migrate"], env=env, check=True)
         worker = start("worker", [sys.executable, "-m", "careflow", "worker"])

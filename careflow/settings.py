@@ -162,7 +162,10 @@ class Settings(BaseSettings):
             if self.jwt_issuer == "careflow-dev":
                 problems.append("CAREFLOW_JWT_ISSUER is careflow's dev issuer")
             if self.codec_ui_credential_sha256.strip():
-                problems.append("CAREFLOW_CODEC_UI_CREDENTIAL_SHA256 is the dev Temporal UI's codec credential (dev only; a deployment's UI passes its OIDC access token)")
+                problems.append(
+                    "CAREFLOW_CODEC_UI_CREDENTIAL_SHA256 is the dev Temporal UI's codec credential "
+                    "(dev only; a deployment's UI passes its OIDC access token)"
+                )
             if self.jwks.strip().startswith("http://"):
                 problems.append("CAREFLOW_JWKS must be an https URL (or a file): keys fetched in clear can be swapped")
         if problems:

@@ -85,7 +85,9 @@ def temporal_test_server() -> str:
     return _binary("temporal-test-server")
 
 
-def dev_server_args(settings: Settings, *, db_file: Path | None, port: int, ui_port: int | None, ui_codec_endpoint: str = "") -> list[str]:
+def dev_server_args(
+    settings: Settings, *, db_file: Path | None, port: int, ui_port: int | None, ui_codec_endpoint: str = ""
+) -> list[str]:
     """Arguments for `temporal server start-dev` tuned as DESIGN.md measured (WAL, synchronous=normal);
     the UI with careflow's codec endpoint when given (`careflow dev`: the dev UI credential's URL)."""
     args = [

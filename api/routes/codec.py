@@ -27,6 +27,7 @@ UI_PREFIX = "/codec/ui/"
 UI_ACTOR = "temporal-ui"
 UI_ROLE = "dev-codec-credential"  # not a careflow role: it opens this one route and nothing else
 
+
 async def _apply(request: Request, decode: bool) -> dict:
     try:
         payloads = json_format.Parse(await request.body(), Payloads())
@@ -45,7 +46,14 @@ async def _apply(request: Request, decode: bool) -> dict:
 async def _audit_decode(request: Request, session: Session, actor: str, role: str, result: dict, via: str = "") -> None:
     def record() -> None:
         namespace = request.headers.get("x-namespace", "")[:100]
-        session.add(AuditEntry(actor=actor, role=role, action="codec-decode", detail=f"{len(result.get('payloads', []))} payloads, namespace {namespace or '(none)'}{via}"))
+        session.add(
+            AuditEntry(
+                actor=actor,
+                role=role,
+                action="codec-decode",
+                detail=f"{len(result.get('payloads', []))} payloads, namespace {namespace or '(none)'}{via}",
+            )
+        )
         session.commit()
 
     await run_in_threadpool(record)

@@ -60,7 +60,11 @@ async def test_codec_refuses_garbage_and_other_roles(stack: Stack) -> None:
     }
     response = await stack.api.post("/codec/decode", json=tampered, headers=stack.headers(Role.COORDINATOR))
     assert response.status_code == 400 and response.json()["resourceType"] == "OperationOutcome"
-    assert (await stack.api.post("/codec/decode", json={"payloads": []}, headers=stack.headers(Role.PARTNER, "200000000000001"))).status_code == 403
+    assert (
+        await stack.api.post(
+            "/codec/decode", json={"payloads": []}, headers=stack.headers(Role.PARTNER, "200000000000001")
+        )
+    ).status_code == 403
 
 
 # ----- the dev Temporal UI's codec credential (api/routes/codec.py DevUiCodecCredential) ---------
@@ -72,9 +76,13 @@ async def _through_credential_check(path: str, digest: str) -> dict:
     seen: dict = {}
 
     async def app(scope, receive, send) -> None:  # noqa: ANN001
-        seen.update(path=scope["path"], raw_path=scope["raw_path"], valid=scope.get("state", {}).get("codec_ui_credential"))
+        seen.update(
+            path=scope["path"], raw_path=scope["raw_path"], valid=scope.get("state", {}).get("codec_ui_credential")
+        )
 
-    await DevUiCodecCredential(app, digest)({"type": "http", "method": "POST", "path": path, "raw_path": path.encode(), "state": {}}, None, None)
+    await DevUiCodecCredential(app, digest)(
+        {"type": "http", "method": "POST", "path": path, "raw_path": path.encode(), "state": {}}, None, None
+    )
     return seen
 
 
@@ -85,7 +93,9 @@ async def test_the_dev_ui_credential_is_checked_and_stripped_from_the_path() -> 
     good = await _through_credential_check("/codec/ui/s3cret-of-this-run/decode", digest)
     assert good == {"path": "/codec/ui/decode", "raw_path": b"/codec/ui/decode", "valid": True}
     bad = await _through_credential_check("/codec/ui/guess/decode", digest)
-    assert bad == {"path": "/codec/ui/decode", "raw_path": b"/codec/ui/decode", "valid": False}, "a guess is stripped too, and not valid"
+    assert bad == {"path": "/codec/ui/decode", "raw_path": b"/codec/ui/decode", "valid": False}, (
+        "a guess is stripped too, and not valid"
+    )
     unset = await _through_credential_check("/codec/ui/s3cret-of-this-run/decode", "")
     assert unset["valid"] is False and "s3cret" not in unset["path"], "outside dev (no digest) nothing is valid"
     other = await _through_credential_check("/codec/decode", digest)
@@ -96,7 +106,16 @@ def test_the_dev_ui_credential_is_refused_outside_dev() -> None:
     from careflow.settings import Settings, UnsafeConfiguration
     from tests.careflow.test_fail_closed import GOOD
 
-    settings = Settings(env="production", session_secret=GOOD["CAREFLOW_SESSION_SECRET"], codec_keys=GOOD["CAREFLOW_CODEC_KEYS"], cpr_hash_key=GOOD["CAREFLOW_CPR_HASH_KEY"], jwks="https://idp.example/jwks", jwt_issuer="https://idp.example", jwt_audience="careflow", codec_ui_credential_sha256="ab" * 32)
+    settings = Settings(
+        env="production",
+        session_secret=GOOD["CAREFLOW_SESSION_SECRET"],
+        codec_keys=GOOD["CAREFLOW_CODEC_KEYS"],
+        cpr_hash_key=GOOD["CAREFLOW_CPR_HASH_KEY"],
+        jwks="https://idp.example/jwks",
+        jwt_issuer="https://idp.example",
+        jwt_audience="careflow",
+        codec_ui_credential_sha256="ab" * 32,
+    )
     with pytest.raises(UnsafeConfiguration, match="CAREFLOW_CODEC_UI_CREDENTIAL_SHA256"):
         settings.refuse_unsafe("api")
 
@@ -106,6 +125,14 @@ def test_log_lines_never_carry_a_ui_credential() -> None:
 
     from careflow.logs import RedactCodecCredential
 
-    record = logging.LogRecord("uvicorn.access", logging.INFO, "", 0, '%s - "%s %s HTTP/%s" %d', ("127.0.0.1:5", "POST", "/codec/ui/s3cret/decode", "1.1", 200), None)
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        "",
+        0,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5", "POST", "/codec/ui/s3cret/decode", "1.1", 200),
+        None,
+    )
     assert RedactCodecCredential().filter(record)
     assert record.getMessage() == '127.0.0.1:5 - "POST /codec/ui/***/decode HTTP/1.1" 200'

@@ -24,7 +24,14 @@ pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 SHOTS = ROOT / "test-artifacts" / "temporal-ui"
 
 
@@ -39,9 +46,20 @@ def _start_dev(tmp_path: Path) -> tuple[subprocess.Popen, dict[str, int], dict[s
         "CAREFLOW_API_PORT": str(ports["api"]),
         "CAREFLOW_PUBLIC_URL": api_url,
         "CAREFLOW_SIMULATOR_PORT": str(ports["simulator"]),
-        "CAREFLOW_DIRECTORY_PATH": str(write_directory(tmp_path / "directory.json", api_url=api_url, simulator_url=f"http://127.0.0.1:{ports['simulator']}")),
+        "CAREFLOW_DIRECTORY_PATH": str(
+            write_directory(
+                tmp_path / "directory.json", api_url=api_url, simulator_url=f"http://127.0.0.1:{ports['simulator']}"
+            )
+        ),
     }
-    dev = subprocess.Popen([sys.executable, "-m", "careflow", "dev", "--demo-referrals", "1"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    dev = subprocess.Popen(
+        [sys.executable, "-m", "careflow", "dev", "--demo-referrals", "1"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     return dev, ports, env
 
 
@@ -79,19 +97,40 @@ def test_the_temporal_ui_of_make_run_shows_decoded_payloads(tmp_path: Path) -> N
         banner = _wait_for_banner(dev, 60)
         assert "careflow is running." in banner, banner
         ui = f"http://127.0.0.1:{ports['ui']}"
-        coordinator = subprocess.run([sys.executable, "-m", "careflow", "token", "--role", "coordinator"], cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout.strip()
+        coordinator = subprocess.run(
+            [sys.executable, "-m", "careflow", "token", "--role", "coordinator"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         with httpx.Client(timeout=10) as http:
-            flows = http.get(f"http://127.0.0.1:{ports['api']}/flows", params={"pathway": "referral"}, headers={"Authorization": f"Bearer {coordinator}"}).json()["items"]
+            flows = http.get(
+                f"http://127.0.0.1:{ports['api']}/flows",
+                params={"pathway": "referral"},
+                headers={"Authorization": f"Bearer {coordinator}"},
+            ).json()["items"]
             flow_id = next(f["id"] for f in flows if f["pathway"] == "referral")
             # The UI is configured with the endpoint that holds this run's credential …
             endpoint = http.get(f"{ui}/api/v1/settings").json()["Codec"]["Endpoint"]
-        assert endpoint.startswith(f"http://127.0.0.1:{ports['api']}/codec/ui/") and len(endpoint.rsplit("/", 1)[1]) >= 40
+        assert (
+            endpoint.startswith(f"http://127.0.0.1:{ports['api']}/codec/ui/") and len(endpoint.rsplit("/", 1)[1]) >= 40
+        )
         credential = endpoint.rsplit("/", 1)[1]
         # … which decodes nothing else, and no other route takes it.
         with httpx.Client(timeout=10) as http:
-            assert http.post(f"{endpoint.rsplit('/', 1)[0]}/wrong-{credential}/decode", json={"payloads": []}).status_code == 401
+            assert (
+                http.post(f"{endpoint.rsplit('/', 1)[0]}/wrong-{credential}/decode", json={"payloads": []}).status_code
+                == 401
+            )
             assert http.post(f"{endpoint}/encode", json={"payloads": []}).status_code == 404
-            assert http.get(f"http://127.0.0.1:{ports['api']}/flows", headers={"Authorization": f"Bearer {credential}"}).status_code == 401
+            assert (
+                http.get(
+                    f"http://127.0.0.1:{ports['api']}/flows", headers={"Authorization": f"Bearer {credential}"}
+                ).status_code
+                == 401
+            )
         before = len(_codec_audit(tmp_path / "data"))
 
         decoded_text = asyncio.run(_history_page_text(f"{ui}/namespaces/default/workflows/referral-{flow_id}", flow_id))
@@ -124,7 +163,10 @@ async def _history_page_text(url: str, flow_id: str) -> str:
         try:
             page = await browser.new_page(viewport={"width": 1366, "height": 1000})
             decodes: list[int] = []
-            page.on("response", lambda r: decodes.append(r.status) if "/codec/ui/" in r.url and r.request.method == "POST" else None)
+            page.on(
+                "response",
+                lambda r: decodes.append(r.status) if "/codec/ui/" in r.url and r.request.method == "POST" else None,
+            )
             await page.goto(url, wait_until="domcontentloaded", timeout=30_000)
             try:
                 await page.get_by_text('"pathway": "referral"').first.wait_for(timeout=30_000)
