@@ -40,10 +40,10 @@ from temporalio.client import Client  # noqa: E402
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker  # noqa: E402
 
 from careflow.auth import Role  # noqa: E402
-from careflow.devstack import wait_for_port  # noqa: E402
 from careflow.settings import Settings  # noqa: E402
 from careflow.temporal import connect, dev_server_args, temporal_cli  # noqa: E402
 from careflow.tokens import dev_issuer  # noqa: E402
+from devtools.stack import wait_for_port  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # Per referral pathway: 1 start, 5 activities (send the referral, 4 projections), 4 signals

@@ -19,9 +19,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from careflow.devstack import wait_for_port  # noqa: E402
 from careflow.settings import Settings  # noqa: E402
 from careflow.temporal import dev_server_args, temporal_cli  # noqa: E402
+from devtools.stack import wait_for_port  # noqa: E402
 
 DEMO_DIRECTORY = ROOT / "messaging" / "data" / "demo-directory.json"
 # Partners that answer at once: what the measurements used.
@@ -200,8 +200,8 @@ class BenchStack:
         subprocess.run(
             [sys.executable, "-m", "careflow", "migrate"], env=self.env, check=True, cwd=ROOT, stdout=subprocess.DEVNULL
         )
-        from careflow.devstack import refresh_partner_tokens
         from careflow.tokens import dev_issuer
+        from devtools.stack import refresh_partner_tokens
 
         refresh_partner_tokens(
             self.settings, dev_issuer(self.data, create=True)

@@ -28,7 +28,7 @@ def _refuse_unsafe(process: str) -> None:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    from careflow.devstack import run_dev
+    from devtools.stack import run_dev
 
     # `careflow dev` is dev mode by definition, for itself and (through the environment) its children.
     os.environ["CAREFLOW_ENV"] = "dev"
@@ -183,7 +183,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from careflow.demo import run_demo
+    from devtools.demo import run_demo
 
     if not (get_settings().data_dir / "dev-signing-key.pem").exists():
         print(

@@ -163,8 +163,8 @@ def test_careflow_dev_refuses_to_start_beside_a_running_one(tmp_path: Path) -> N
 def test_demo_sends_some_referrals_to_the_quiet_lab() -> None:
     import random
 
-    from careflow.demo import QUIET_SOR, RECEIVING_SOR, referral_body
-    from careflow.devstack import DEV_SIMULATOR
+    from devtools.demo import QUIET_SOR, RECEIVING_SOR, referral_body
+    from devtools.stack import DEV_SIMULATOR
     from simulator.app import Behaviour
 
     assert referral_body(random.Random(1))["receiving_sor"] == RECEIVING_SOR

@@ -24,8 +24,8 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from api.routes.referrals import IDEMPOTENCY_NAMESPACE
 from careflow.auth import Role
 from careflow.codec import data_converter
-from careflow.demo import referral_body
-from careflow.devstack import wait_for_port
+from devtools.demo import referral_body
+from devtools.stack import wait_for_port
 from store.db import make_engine
 from store.models import Flow, InboundMessage, OutboundMessage
 from tests.conftest import POSTGRES_URL, LoopbackServer, free_port, token, write_directory

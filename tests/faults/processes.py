@@ -13,9 +13,9 @@ import time
 import uuid
 from pathlib import Path
 
-from careflow.devstack import wait_for_port
 from careflow.settings import Settings
 from careflow.temporal import dev_server_args, temporal_cli
+from devtools.stack import wait_for_port
 from tests.conftest import free_port, write_directory
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -114,8 +114,8 @@ class ProcessStack:
         self._stop("api", signal.SIGKILL)
 
     def start_simulator(self) -> None:
-        from careflow.devstack import refresh_partner_tokens
         from careflow.tokens import dev_issuer
+        from devtools.stack import refresh_partner_tokens
 
         refresh_partner_tokens(self.settings, dev_issuer(self.data, create=True))  # handed tokens, not the key
         self._start(

@@ -29,7 +29,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from api.routes.referrals import IDEMPOTENCY_NAMESPACE
 from careflow.auth import Role
 from careflow.codec import data_converter
-from careflow.demo import referral_body
+from devtools.demo import referral_body
 from store.db import make_engine
 from store.models import Flow, InboundMessage, OutboundMessage
 from tests.conftest import token

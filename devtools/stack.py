@@ -16,10 +16,10 @@ from datetime import timedelta
 from pathlib import Path
 
 from careflow.auth import Role
-from careflow.demo import DEV_PATHWAY_MODULES
 from careflow.settings import Settings
 from careflow.temporal import dev_server_args, temporal_cli
 from careflow.tokens import PARTNER_TOKENS_FILE, DevIssuer, dev_issuer, write_partner_tokens
+from devtools.demo import DEV_PATHWAY_MODULES
 
 # Short timings so the demo shows deadlines and escalations within minutes, not weeks.
 DEV_TIMINGS = {
@@ -146,7 +146,7 @@ def run_dev(settings: Settings, *, demo_referrals: int, simulator_behaviour: str
         if worker.poll() is not None:
             raise RuntimeError(f"the worker exited with {worker.returncode}: see {logs / 'worker.log'}")
         if demo_referrals:
-            from careflow.demo import seed_demo
+            from devtools.demo import seed_demo
 
             asyncio.run(seed_demo(settings, demo_referrals))
         _print_banner(settings, logs, issuer)
