@@ -12,7 +12,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.models import ActivityErrors, SendMessageRequest, SendMessageResult
 from careflow.crypto import KeyRing
-from messaging import Directory, NotAccepted, UnknownOrganization, build_message, to_json
+from messaging import Directory, NotAccepted, UnknownOrganization, build_message, parse_message, to_json
 from store.models import OutboundMessage, sealed_as, utcnow
 
 log = logging.getLogger(__name__)
@@ -77,9 +77,13 @@ class MessageActivities:
                 return self.key_ring.decrypt_text(
                     stored.body_enc, sealed_as(OutboundMessage, "body_enc", stored.bundle_id)
                 ).encode()
-            body = to_json(build_message(request.kind, envelope, request.message_content()))
+            bundle = build_message(request.kind, envelope, request.message_content())
+            correlation = parse_message(bundle).correlation
+            body = to_json(bundle)
             session.add(
                 OutboundMessage(
+                    thread_id=correlation.thread_id,
+                    episode_of_care_id=correlation.episode_of_care_id,
                     message_header_id=envelope.message_header_id,
                     bundle_id=envelope.bundle_id,
                     flow_id=request.flow_id,

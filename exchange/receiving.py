@@ -83,6 +83,8 @@ class Receiver:
             body_enc=self.key_ring.encrypt_text(
                 body.decode("utf-8", errors="replace"), sealed_as(InboundMessage, "body_enc", parsed.message_header_id)
             ),
+            thread_id=parsed.correlation.thread_id,
+            episode_of_care_id=parsed.correlation.episode_of_care_id,
             patient_hash=cpr_lookup_hash(parsed.patient.cpr, self.cpr_hash_key)
             if parsed.patient and parsed.patient.cpr
             else None,
@@ -196,29 +198,33 @@ class Receiver:
         return Decision(202, _accepted(parsed), None)
 
     def _correlate(self, session: Session, parsed: ParsedMessage) -> Flow | None:
-        """The flow a message belongs to: by the ServiceRequest it is based on, else by the earlier
-        message it answers (the Provenance chain), sent or received by careflow."""
+        """The flow a message belongs to, in order: the ServiceRequest it is based on; the earlier
+        message it answers (the Provenance chain); the CareCommunication thread or the episode of
+        care it continues — each from a message careflow sent or received for a flow."""
         if parsed.service_request_id:
             flow = session.get(Flow, parsed.service_request_id)
             if flow is not None:
                 return flow
         earlier = [link.previous_header_id for link in parsed.provenance if link.previous_header_id]
-        if earlier:
-            flow_id = session.exec(
-                select(OutboundMessage.flow_id)
-                .where(col(OutboundMessage.message_header_id).in_(earlier), col(OutboundMessage.flow_id).is_not(None))
-                .limit(1)
-            ).first()
-            flow_id = (
-                flow_id
-                or session.exec(
-                    select(InboundMessage.flow_id)
-                    .where(col(InboundMessage.message_header_id).in_(earlier), col(InboundMessage.flow_id).is_not(None))
-                    .limit(1)
+        keys = [
+            (OutboundMessage.message_header_id, InboundMessage.message_header_id, earlier),
+            (OutboundMessage.thread_id, InboundMessage.thread_id, [parsed.correlation.thread_id]),
+            (
+                OutboundMessage.episode_of_care_id,
+                InboundMessage.episode_of_care_id,
+                [parsed.correlation.episode_of_care_id],
+            ),
+        ]
+        for outbound_column, inbound_column, values in keys:
+            values = [v for v in values if v]
+            if not values:
+                continue
+            for table, column in ((OutboundMessage, outbound_column), (InboundMessage, inbound_column)):
+                flow_id = session.exec(
+                    select(table.flow_id).where(col(column).in_(values), col(table.flow_id).is_not(None)).limit(1)
                 ).first()
-            )
-            if flow_id:
-                return session.get(Flow, flow_id)
+                if flow_id:
+                    return session.get(Flow, flow_id)
         return None
 
     def refusal(self, flow: Flow, parsed: ParsedMessage, row: InboundMessage) -> tuple[str, str] | None:

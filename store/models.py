@@ -109,6 +109,9 @@ class InboundMessage(SQLModel, table=True):
         default=None, sa_column=Column(Text, nullable=True)
     )  # why it was refused or left for triage
     patient_hash: str | None = Field(default=None, index=True)  # keyed hash of the message's CPR
+    # Correlation ids it carries: a CareCommunication thread, a hospital stay's episode of care.
+    thread_id: str | None = Field(default=None, index=True)
+    episode_of_care_id: str | None = Field(default=None, index=True)
     triaged_by: str | None = None
     triaged_at: datetime | None = None
     delivered_at: datetime | None = None
@@ -137,6 +140,9 @@ class OutboundMessage(SQLModel, table=True):
     attempt: int = 0
     receiver_sor: str
     endpoint: str
+    # Correlation ids it carries, so that an answer in the same thread or stay finds its flow.
+    thread_id: str | None = Field(default=None, index=True)
+    episode_of_care_id: str | None = Field(default=None, index=True)
     body_enc: str = Field(sa_column=Column(Text, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
     sent_at: datetime | None = None

@@ -174,7 +174,7 @@ async def test_a_branch_and_an_event_drive_a_declared_pathway(stack: Stack) -> N
     await record_history(stack.client, workflow_id, "consultation-booked-seen")
 
 
-def _care_communication(header_id: str, cpr: str) -> bytes:
+def _care_communication(header_id: str, cpr: str, thread_id: str | None = None) -> bytes:
     envelope = Envelope(
         message_header_id=header_id,
         bundle_id=str(uuid.uuid4()),
@@ -183,13 +183,10 @@ def _care_communication(header_id: str, cpr: str) -> bytes:
         receiver=GP,
         patient=PatientData(cpr=cpr, given_name="Testa"),
     )
-    return to_json(
-        build_message(
-            MessageKind.CARE_COMMUNICATION,
-            envelope,
-            CareCommunicationContent(communication_id=str(uuid.uuid4()), text="Patienten er udskrevet i dag."),
-        )
+    content = CareCommunicationContent(
+        communication_id=thread_id or str(uuid.uuid4()), text="Patienten er udskrevet i dag."
     )
+    return to_json(build_message(MessageKind.CARE_COMMUNICATION, envelope, content))
 
 
 async def test_an_inbound_trigger_posted_three_times_at_once_starts_one_pathway(stack: Stack) -> None:
@@ -377,3 +374,22 @@ async def test_the_tutorials_own_message_type_travels_end_to_end(stack: Stack) -
     assert sorted(received) == ["acknowledgement-message", "care-communication-message"]
     pathways = {p["name"]: p for p in (await stack.api.get("/pathways", headers=stack.headers(Role.CLINICIAN))).json()}
     assert pathways["home-care-request"]["steps"][0]["message_label"] == "home-care request (anmodning om hjemmepleje)"
+
+
+async def test_a_message_in_the_same_thread_goes_to_the_flow_it_continues(stack: Stack) -> None:
+    """A second CareCommunication in a thread careflow knows continues that flow (correlated by the
+    thread id), instead of starting another."""
+    thread = str(uuid.uuid4())
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    assert (await post(stack, _care_communication(first, "1412505133", thread))).status_code == 202
+    [flow_id] = _rows(stack, select(InboundMessage.flow_id).where(InboundMessage.message_header_id == first))
+    dialogues = len(_rows(stack, select(Flow.id).where(Flow.pathway == "dialogue")))
+    assert (await post(stack, _care_communication(second, "1412505133", thread))).status_code == 202
+    assert _rows(stack, select(InboundMessage.flow_id).where(InboundMessage.message_header_id == second)) == [flow_id]
+    assert len(_rows(stack, select(Flow.id).where(Flow.pathway == "dialogue"))) == dialogues, "no second flow"
+
+    async def both_applied() -> bool:
+        state = await _state_or_none(stack, f"dialogue-{flow_id}")
+        return state is not None and {first, second} <= set(state.received_header_ids)
+
+    await wait_for(both_applied, timeout=30)
