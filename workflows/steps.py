@@ -669,12 +669,7 @@ class PathwayWorkflow:
     def _content(self, step: Send | SendOnEvent) -> dict[str, Any]:
         """The message's content, as plain data for its type's content model (built in the activity)."""
         assert self.input is not None
-        if step.message == self.cancellation and step.name not in self.steps_by_name():
-            content: Any = {
-                "service_request_id": self.input.flow_id,
-                "reason": self._cancel.reason if self._cancel else "",
-            }
-        elif isinstance(step, SendOnEvent):
+        if isinstance(step, SendOnEvent):
             report = self._events.get(step.event)
             data = report.data if report else {}
             content = (
@@ -704,7 +699,16 @@ class PathwayWorkflow:
         declared = self.steps_by_name().get(outbound.step)
         if isinstance(declared, Send | SendOnEvent) and declared.message == outbound.kind:
             return declared
-        return Send(outbound.step, outbound.kind, to=self.counterpart)  # the cancellation
+        return self._cancellation_step(outbound.step)
+
+    def _cancellation_step(self, name: str) -> Send:
+        """The cancellation a coordinator's cancel sends the counterpart, with the coordinator's reason."""
+        assert self.cancellation is not None
+
+        def content(pathway_input: PathwayInput) -> dict[str, Any]:
+            return {"service_request_id": pathway_input.flow_id, "reason": self._cancel.reason if self._cancel else ""}
+
+        return Send(name, self.cancellation, to=self.counterpart, content=content)
 
     async def _send_cancellation(self) -> None:
         assert self.state is not None
@@ -717,7 +721,7 @@ class PathwayWorkflow:
             receiver_sor=self.party(self.counterpart).sor,
         )
         self.state.outbound.append(outbound)
-        await self._send(Send(self.state.step, self.cancellation, to=self.counterpart), outbound, 0)
+        await self._send(self._cancellation_step(self.state.step), outbound, 0)
 
     def _end_by_partner(self) -> None:
         """The counterpart cancelled: the pathway ends with its reason (nothing is sent back)."""

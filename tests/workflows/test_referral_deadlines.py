@@ -24,7 +24,7 @@ from careflow.settings import Settings
 from messaging.model import AckCode, MessageKind, Organization, PatientData
 from simulator.app import Behaviour, PartnerSimulator, create_simulator
 from store.db import make_engine, migrate
-from store.models import Escalation, Flow, FlowEvent, OutboundMessage
+from store.models import Escalation, Flow, FlowEvent, OutboundMessage, sealed_as
 from tests.conftest import LoopbackServer, encrypted_client, free_port, record_history, wait_for, write_directory
 from workers.main import build_worker
 from workflows.models import (
@@ -289,6 +289,10 @@ async def test_cancel_sends_a_cancellation_to_the_receiver(harness: Harness) -> 
     result = await handle.result()
     assert result.status is PathwayStatus.CANCELLED
     assert harness.simulator.received.get(MessageKind.CANCELLATION.value) == 1
+    [cancellation] = [m for m in harness.outbound(result.flow_id) if m.event_code == MessageKind.CANCELLATION.value]
+    key_ring = KeyRing.parse(harness.settings.codec_keys)
+    body = key_ring.decrypt_text(cancellation.body_enc, sealed_as(OutboundMessage, "body_enc", cancellation.bundle_id))
+    assert "patient moved" in body, "the cancellation carries the coordinator's reason"
     await record_history(harness.client, handle.id, "referral-cancelled")
     with pytest.raises((WorkflowUpdateFailedError, RPCError)):  # a closed workflow takes no update
         await handle.execute_update(
