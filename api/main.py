@@ -23,7 +23,7 @@ from careflow.settings import Settings, get_settings
 from careflow.temporal import connect
 from careflow.tokens import verifier_from_settings
 from careflow.tracing import Tracing
-from exchange.delivering import Deliverer, send_acknowledgement
+from exchange.delivering import Deliverer, Handoff, deliver_and_acknowledge, send_acknowledgement
 from exchange.receiving import Receiver
 from messaging import Directory
 from store.audit import chain_key
@@ -66,15 +66,18 @@ def create_app(
         )
         tasks: set[asyncio.Task] = set()
 
-        async def _deliver_and_acknowledge(message_id: int) -> None:
-            await deliverer.deliver(message_id)
+        async def _deliver_and_acknowledge(stored: int | Handoff) -> None:
+            if isinstance(stored, Handoff):  # just stored by this process: nothing to read again
+                await deliver_and_acknowledge(deliverer, app.state.http, app.state.directory, stored)
+                return
+            await deliverer.deliver(stored)
             await send_acknowledgement(
-                app.state.engine, app.state.http, app.state.directory, app.state.key_ring, message_id
+                app.state.engine, app.state.http, app.state.directory, app.state.key_ring, stored
             )
 
-        def after_store(message_id: int) -> None:
+        def after_store(stored: int | Handoff) -> None:
             """Deliver and acknowledge right away; whatever fails here the relay picks up."""
-            task = asyncio.create_task(_deliver_and_acknowledge(message_id))
+            task = asyncio.create_task(_deliver_and_acknowledge(stored))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 

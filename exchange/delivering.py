@@ -74,14 +74,19 @@ class Deliverer:
             task_queue,
         )
 
-    async def deliver(self, message_id: int) -> bool:
+    async def deliver(self, message_id: int, target: Target | None = None, *, mark: bool = True) -> bool:
         """Signal one stored message to its workflow; True when it is delivered (now or before).
 
-        The workflow ignores a MessageHeader.id it has applied, so a second delivery by the relay
-        racing the API has no effect. Database I/O runs in a thread, off the event loop."""
-        target = await asyncio.to_thread(_delivery_target, self.engine, self.key_ring, message_id)
-        if isinstance(target, bool):
-            return target
+        `target`: what the route that just stored the message knows already (no re-read). With
+        `mark=False` a successful delivery is not written here: the caller writes it together with
+        the acknowledgement (one transaction instead of two). The workflow ignores a MessageHeader.id
+        it has applied, so a second delivery by the relay racing the API has no effect. Database I/O
+        runs in a thread, off the event loop."""
+        if target is None:
+            found = await asyncio.to_thread(_delivery_target, self.engine, self.key_ring, message_id)
+            if isinstance(found, bool):
+                return found
+            target = found
         signal = target.signal
         try:
             if target.start is not None and (pathway := self.pathways.get(target.pathway)) is not None:
@@ -133,8 +138,48 @@ class Deliverer:
                 "message %s not delivered yet (%s): the relay will retry", signal.message_header_id, type(err).__name__
             )
             return False
-        await asyncio.to_thread(_set_status, self.engine, message_id, DeliveryStatus.DELIVERED)
+        if mark:
+            await asyncio.to_thread(_set_status, self.engine, message_id, DeliveryStatus.DELIVERED)
         return True
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """What the route that stored a message hands to its delivery: the target (None: nothing to
+    deliver) and the acknowledgement to post (its JSON and the sender's SOR; None: none)."""
+
+    message_id: int
+    target: Target | None
+    acknowledgement: tuple[str, str] | None
+
+
+async def deliver_and_acknowledge(
+    deliverer: Deliverer, http: httpx.AsyncClient, directory: Directory, handoff: Handoff
+) -> None:
+    """Right after storing: signal, post the acknowledgement, then write both outcomes in one
+    transaction — no re-reading of the row the route just wrote. Whatever does not succeed here
+    is left as it was stored, and the relay finishes it."""
+    delivered = False
+    if handoff.target is not None:
+        delivered = await deliverer.deliver(handoff.message_id, handoff.target, mark=False)
+    acknowledged = False
+    if handoff.acknowledgement is not None:
+        acknowledged = await _post_acknowledgement(
+            deliverer.engine, http, directory, handoff.message_id, *handoff.acknowledgement
+        )
+    if delivered or acknowledged:
+        await asyncio.to_thread(_mark, deliverer.engine, handoff.message_id, delivered, acknowledged)
+
+
+def _mark(engine: Engine, message_id: int, delivered: bool, acknowledged: bool) -> None:
+    values: dict = {}
+    if delivered:
+        values.update(delivery_status=DeliveryStatus.DELIVERED, delivered_at=utcnow())
+    if acknowledged:
+        values["ack_sent_at"] = utcnow()
+    with Session(engine) as session:
+        session.exec(update(InboundMessage).where(col(InboundMessage.id) == message_id).values(**values))
+        session.commit()
 
 
 def _delivery_target(engine: Engine, key_ring: KeyRing, message_id: int) -> Target | bool:
@@ -164,6 +209,16 @@ async def send_acknowledgement(
     if pending is None:
         return True
     ack_body, sender = pending
+    if not await _post_acknowledgement(engine, http, directory, message_id, ack_body, sender):
+        return False
+    await asyncio.to_thread(_mark_acknowledgement_sent, engine, message_id)
+    return True
+
+
+async def _post_acknowledgement(
+    engine: Engine, http: httpx.AsyncClient, directory: Directory, message_id: int, ack_body: str, sender: str
+) -> bool:
+    """POST one acknowledgement to its sender's endpoint; True when it need not be sent again."""
     try:
         endpoint = directory.get(sender).endpoint
     except UnknownOrganization:
@@ -180,7 +235,6 @@ async def send_acknowledgement(
     if response.status_code >= 500:
         await asyncio.to_thread(_count_attempt, engine, message_id, "ack_attempts")
         return False
-    await asyncio.to_thread(_mark_acknowledgement_sent, engine, message_id)
     if response.status_code >= 400:
         log.warning("acknowledgement of message %s refused by %s with %s", message_id, sender, response.status_code)
     return True

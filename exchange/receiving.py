@@ -20,11 +20,12 @@ from sqlmodel import Session, col, select
 
 from careflow.crypto import KeyRing, cpr_lookup_hash
 from careflow.settings import Settings
-from exchange.delivering import DeliveryStatus
+from exchange.delivering import DeliveryStatus, Handoff, Target, signal_for
 from exchange.starting import Prepared, StartRefused, invalid_input, prepare_flow
 from messaging import Directory, build_acknowledgement, needs_acknowledgement, validate_message
 from messaging.model import AckCode, MessageKind, ParsedMessage, ValidationIssue
 from store.models import Flow, InboundMessage, OutboundMessage, sealed_as, utcnow
+from workflows.models import PathwayInput
 from workflows.registry import Pathways, messages_awaited
 
 log = logging.getLogger(__name__)
@@ -63,13 +64,14 @@ class Receiver:
 
     def receive(
         self, session: Session, parsed: ParsedMessage, as_json: dict, body: bytes, content_type: str
-    ) -> tuple[InboundMessage, bool]:
+    ) -> tuple[InboundMessage, Handoff | None]:
         """Validate, correlate and commit the message with its answer and acknowledgement (and, for
-        a message that starts a pathway, the new flow's row). Returns the row and whether it is new:
-        a duplicate returns the row stored the first time."""
+        a message that starts a pathway, the new flow's row). Returns the row and, when it is new,
+        what its delivery needs (from memory: nothing is read again); a duplicate returns the row
+        stored the first time and no hand-off."""
         existing = _existing(session, parsed.message_header_id)
         if existing is not None:
-            return existing, False
+            return existing, None
         issues = validate_message(as_json)
         row = InboundMessage(
             message_header_id=parsed.message_header_id,
@@ -91,6 +93,7 @@ class Receiver:
         )
         decision = self._decide(session, parsed, issues, row)
         row.answer_status, row.answer_body = decision.status, json.dumps(decision.answer)
+        ack_json: str | None = None
         if decision.ack is not None and needs_acknowledgement(parsed):
             ack = build_acknowledgement(
                 as_json,
@@ -100,11 +103,10 @@ class Receiver:
                 timestamp=utcnow(),
                 issues=issues,
             )
+            ack_json = json.dumps(ack)
             row.ack_code, row.ack_enc = (
                 decision.ack.value,
-                self.key_ring.encrypt_text(
-                    json.dumps(ack), sealed_as(InboundMessage, "ack_enc", parsed.message_header_id)
-                ),
+                self.key_ring.encrypt_text(ack_json, sealed_as(InboundMessage, "ack_enc", parsed.message_header_id)),
             )
         session.add(row)
         if decision.started is not None:
@@ -117,8 +119,29 @@ class Receiver:
         except IntegrityError:
             # The same MessageHeader.id committed a moment ago (another request or API process).
             session.rollback()
-            return _existing(session, parsed.message_header_id), False
-        return row, True
+            return _existing(session, parsed.message_header_id), None
+        return row, Handoff(
+            row.id, self._target(session, row, decision), (ack_json, row.sender_sor) if ack_json else None
+        )
+
+    def _target(self, session: Session, row: InboundMessage, decision: Decision) -> Target | None:
+        """Where the stored message goes, from what this transaction already holds."""
+        if row.delivery_status != DeliveryStatus.RECEIVED or not row.flow_id:
+            return None
+        if decision.started is not None:
+            flow, start = decision.started.flow, decision.started.input
+        else:
+            flow = session.get(Flow, row.flow_id)  # in the session already when the message correlated
+            if flow is None:
+                return None
+            start = (
+                PathwayInput.model_validate_json(
+                    self.key_ring.decrypt_text(flow.start_enc, sealed_as(Flow, "start_enc", flow.id))
+                )
+                if flow.start_enc
+                else None
+            )
+        return Target(signal_for(row), flow.workflow_id, flow.pathway, start)
 
     # ----- deciding -----------------------------------------------------------------------
 

@@ -67,11 +67,11 @@ async def process_message(request: Request, partner: Partner, session: SessionDe
             403, f"the MessageHeader sender must be the authenticated organisation (SOR {partner.sor})"
         )
 
-    row, stored_now = await run_in_threadpool(receiver.receive, session, parsed, as_json, body, content_type)
+    row, handoff = await run_in_threadpool(receiver.receive, session, parsed, as_json, body, content_type)
     request.app.state.metrics.observe_inbound(
-        row.event_code, row.delivery_status, row.response_code, duplicate=not stored_now
+        row.event_code, row.delivery_status, row.response_code, duplicate=handoff is None
     )
-    if stored_now:
+    if handoff is not None:
         _maybe_crash_after_store(request.app.state.settings)
         log.info(
             "stored message %s (%s) from %s as %s",
@@ -80,7 +80,7 @@ async def process_message(request: Request, partner: Partner, session: SessionDe
             parsed.sender.sor,
             row.delivery_status,
         )
-        request.app.state.after_store(row.id)
+        request.app.state.after_store(handoff)
     else:
         log.info("duplicate message %s: answering as the first time", parsed.message_header_id)
     return Response(content=row.answer_body, status_code=row.answer_status, media_type=FHIR_JSON)
