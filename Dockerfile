@@ -10,6 +10,8 @@ COPY api api
 COPY messaging messaging
 COPY store store
 COPY simulator simulator
+COPY exchange exchange
+COPY devtools devtools
 RUN pip install --no-cache-dir -c constraints.txt .
 USER nobody
 EXPOSE 8000

@@ -177,3 +177,15 @@ def test_compose_directory_is_the_demo_directory_pointed_at_the_containers() -> 
     directory = Directory.load(ROOT / "deploy" / "directory.json")
     assert directory.get("200000000000001").endpoint.startswith("http://simulator:8100/")
     assert directory.get("100000000000001").endpoint.startswith("http://api:8000/")
+
+
+def test_the_image_carries_every_package_careflow_installs() -> None:
+    """The Dockerfile copies each package pyproject.toml installs (exchange/ was once missing)."""
+    import re
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    include = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = {pattern.rstrip("*") for pattern in include}
+    copied = set(re.findall(r"^COPY (\w+) \1$", (root / "Dockerfile").read_text(), flags=re.M))
+    assert packages <= copied, f"the Dockerfile does not copy {sorted(packages - copied)}"
