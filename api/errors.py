@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from exchange.starting import StartRefused
+from messaging.outcome import operation_outcome
 
 FHIR_JSON = "application/fhir+json"
 
@@ -22,19 +23,6 @@ _ISSUE_CODES = {
     422: "invalid",
     503: "transient",
 }
-
-
-def operation_outcome(
-    diagnostics: str | list[str], *, code: str = "invalid", severity: str = "error", expression: list[str] | None = None
-) -> dict:
-    messages = [diagnostics] if isinstance(diagnostics, str) else diagnostics
-    issues = []
-    for i, message in enumerate(messages):
-        issue = {"severity": severity, "code": code, "diagnostics": message}
-        if expression and i < len(expression) and expression[i]:
-            issue["expression"] = [expression[i]]
-        issues.append(issue)
-    return {"resourceType": "OperationOutcome", "issue": issues}
 
 
 def outcome_response(

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from api import console
-from api.console.web import use_pathways
+from api.console.web import declared_terms
 from api.errors import install_error_handlers
 from api.routes import codec, fhir, flows, health, metrics, pathways, referrals, reports, triage
 from api.security import BodyLimitMiddleware, CodecCORSMiddleware, DeniedAuditMiddleware, ResponseHeadersMiddleware
@@ -56,7 +56,7 @@ def create_app(
         )  # the UI's codec endpoint shows what is there
         app.state.directory = Directory.load(settings.directory_path)
         app.state.pathways = Pathways.load(settings.pathway_modules)
-        use_pathways(app.state.pathways)
+        app.state.console_terms = declared_terms(app.state.pathways)  # once: the console's words
         app.state.receiver = Receiver(app.state.key_ring, settings, app.state.directory, app.state.pathways)
         # Lazy: the API starts, and stores inbound messages, even while Temporal is down.
         app.state.temporal = await connect(settings, lazy=True, interceptors=tracing.temporal_interceptors())

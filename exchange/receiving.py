@@ -24,6 +24,7 @@ from exchange.delivering import DeliveryStatus, Handoff, Target, signal_for
 from exchange.starting import Prepared, StartRefused, invalid_input, prepare_flow
 from messaging import Directory, build_acknowledgement, needs_acknowledgement, validate_message
 from messaging.model import AckCode, MessageKind, ParsedMessage, ValidationIssue
+from messaging.outcome import operation_outcome
 from store.models import Flow, InboundMessage, OutboundMessage, sealed_as, utcnow
 from workflows.models import PathwayInput
 from workflows.registry import Pathways, messages_awaited
@@ -32,19 +33,6 @@ log = logging.getLogger(__name__)
 
 ENDED = ("completed", "cancelled", "failed")
 START_NAMESPACE = uuid.UUID("0b9c6f3e-2d7a-4c1e-9f4b-6a8d2e5c7b13")
-
-
-def operation_outcome(
-    diagnostics: str | list[str], *, code: str = "invalid", severity: str = "error", expression: list[str] | None = None
-) -> dict:
-    messages = [diagnostics] if isinstance(diagnostics, str) else diagnostics
-    issues = []
-    for i, message in enumerate(messages):
-        issue = {"severity": severity, "code": code, "diagnostics": message}
-        if expression and i < len(expression) and expression[i]:
-            issue["expression"] = [expression[i]]
-        issues.append(issue)
-    return {"resourceType": "OperationOutcome", "issue": issues}
 
 
 @dataclass(frozen=True)
@@ -93,21 +81,7 @@ class Receiver:
         )
         decision = self._decide(session, parsed, issues, row)
         row.answer_status, row.answer_body = decision.status, json.dumps(decision.answer)
-        ack_json: str | None = None
-        if decision.ack is not None and needs_acknowledgement(parsed):
-            ack = build_acknowledgement(
-                as_json,
-                code=decision.ack,
-                message_header_id=str(uuid.uuid4()),
-                bundle_id=str(uuid.uuid4()),
-                timestamp=utcnow(),
-                issues=issues,
-            )
-            ack_json = json.dumps(ack)
-            row.ack_code, row.ack_enc = (
-                decision.ack.value,
-                self.key_ring.encrypt_text(ack_json, sealed_as(InboundMessage, "ack_enc", parsed.message_header_id)),
-            )
+        ack_json = self.acknowledge(row, parsed, as_json, decision.ack, issues) if decision.ack is not None else None
         session.add(row)
         if decision.started is not None:
             session.add(decision.started.flow)
@@ -142,6 +116,26 @@ class Receiver:
                 else None
             )
         return Target(signal_for(row), flow.workflow_id, flow.pathway, start)
+
+    def acknowledge(
+        self, row: InboundMessage, parsed: ParsedMessage, as_json: dict, code: AckCode, issues: list[ValidationIssue]
+    ) -> str | None:
+        """Build the acknowledgement the sender gets and keep it, sealed, on the row (none for a
+        message that is never acknowledged). Returns its JSON, to post without reading it again."""
+        if not needs_acknowledgement(parsed):
+            return None
+        ack = build_acknowledgement(
+            as_json,
+            code=code,
+            message_header_id=str(uuid.uuid4()),
+            bundle_id=str(uuid.uuid4()),
+            timestamp=utcnow(),
+            issues=issues,
+        )
+        ack_json = json.dumps(ack)
+        row.ack_code = code.value
+        row.ack_enc = self.key_ring.encrypt_text(ack_json, sealed_as(InboundMessage, "ack_enc", row.message_header_id))
+        return ack_json
 
     # ----- deciding -----------------------------------------------------------------------
 

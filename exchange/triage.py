@@ -4,15 +4,12 @@ fatal-error acknowledgement goes to the sender then. Every decision is audited."
 
 from __future__ import annotations
 
-import json
-import uuid
-
 from sqlmodel import Session, col, select
 
 from careflow.crypto import KeyRing
 from exchange.delivering import DeliveryStatus
 from exchange.receiving import ENDED, Receiver
-from messaging import build_acknowledgement, decode_body, needs_acknowledgement, parse_message
+from messaging import decode_body, parse_message
 from messaging.model import AckCode, ParsedMessage, ValidationIssue
 from store.models import AuditEntry, Flow, InboundMessage, sealed_as, utcnow
 
@@ -137,21 +134,8 @@ class Triage:
     ) -> InboundMessage:
         row.delivery_status, row.flow_id, row.status_reason = status, flow_id, detail
         row.triaged_by, row.triaged_at = actor, utcnow()
-        if row.ack_enc is None and needs_acknowledgement(parsed):
-            ack = build_acknowledgement(
-                as_json,
-                code=code,
-                message_header_id=str(uuid.uuid4()),
-                bundle_id=str(uuid.uuid4()),
-                timestamp=utcnow(),
-                issues=issues or [],
-            )
-            row.ack_code, row.ack_enc = (
-                code.value,
-                self.key_ring.encrypt_text(
-                    json.dumps(ack), sealed_as(InboundMessage, "ack_enc", row.message_header_id)
-                ),
-            )
+        if row.ack_enc is None:
+            self.receiver.acknowledge(row, parsed, as_json, code, issues or [])
         session.add(row)
         session.add(
             AuditEntry(

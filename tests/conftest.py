@@ -9,6 +9,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import httpx
 import pytest
 import pytest_asyncio
 import uvicorn
+from sqlmodel import Session
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
@@ -257,3 +259,58 @@ async def record_history(client: Client, workflow_id: str, name: str) -> None:
         return
     history = await client.get_workflow_handle(workflow_id).fetch_history()
     Path(target, f"{name}.json").write_text(history.to_json())
+
+
+@asynccontextmanager
+async def silent_partners_worker(
+    env: WorkflowEnvironment, data: Path, workflows: list[type]
+) -> AsyncIterator[Settings]:
+    """A worker for these pathway workflows with the real activities and a SQLite store in `data`;
+    the simulated partners accept careflow's messages but neither acknowledge nor answer them: the
+    test plays them, by signal. Yields the settings the worker runs with."""
+    from simulator.app import Behaviour, create_simulator
+    from workers.main import build_worker
+
+    port = free_port()
+    settings = Settings(
+        data_dir=data,
+        task_queue=f"careflow-{uuid.uuid4()}",
+        directory_path=write_directory(
+            data / "d.json", api_url="http://127.0.0.1:9", simulator_url=f"http://127.0.0.1:{port}"
+        ),
+    )
+    migrate(settings.sqlalchemy_url)
+    client = await encrypted_client(env, settings)
+    async with (
+        LoopbackServer(create_simulator(settings, Behaviour(ack_code="none", reply=False)), port),
+        httpx.AsyncClient(timeout=10) as http,
+    ):
+        with ThreadPoolExecutor(max_workers=4) as executor:
+            async with build_worker(client, settings, http=http, executor=executor, workflows=workflows):
+                yield settings
+
+
+def store_flow_row(
+    settings: Settings, pathway: str, flow_id: str, requester_sor: str, performer_sor: str, cpr_hash: str = "h"
+) -> None:
+    """The read-model row the API would have written before starting the workflow."""
+    from careflow.crypto import KeyRing
+    from store.models import Flow
+
+    key_ring = KeyRing.parse(settings.codec_keys)
+    engine = make_engine(settings.sqlalchemy_url)
+    with Session(engine) as session:
+        session.add(
+            Flow(
+                id=flow_id,
+                workflow_id=f"{pathway}-{flow_id}",
+                pathway=pathway,
+                referring_sor=requester_sor,
+                receiving_sor=performer_sor,
+                cpr_hash=cpr_hash,
+                patient_enc=key_ring.encrypt_text("{}"),
+                reason_enc=key_ring.encrypt_text("r"),
+            )
+        )
+        session.commit()
+    engine.dispose()

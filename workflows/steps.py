@@ -84,16 +84,6 @@ DATABASE_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maxim
 RECORD_TIMEOUT = timedelta(seconds=30)
 
 
-def OutboundStep(name: str, kind: str, to: str = "performer") -> Send:  # noqa: N802 (the first engine's name)
-    """Send a message to the performer and await its acknowledgement."""
-    return Send(name, kind, to=to)
-
-
-def ReplyStep(name: str, kind: str, deadline: str | None = None, sender: str = "performer") -> AwaitReply:  # noqa: N802
-    """Await a reply message; escalate when its deadline passes, and keep waiting."""
-    return AwaitReply(name, kind, sender=sender, deadline=deadline)
-
-
 class PathwayCancelled(Exception):
     pass
 
@@ -351,8 +341,6 @@ class PathwayWorkflow:
         """What a pathway's `run` does: set up its state, then run its declared steps."""
         self.input = pathway_input
         self._lean_projections = workflow.patched(LEAN_PROJECTIONS)
-        if self.state is None:
-            self.state = self._initial_state(pathway_input)
         self._changes_enabled()  # decided (and recorded) once, at the start of new pathways
         workflow.upsert_search_attributes([SA_PATHWAY.value_set(pathway_input.pathway)])
         if not self._lean_projections:

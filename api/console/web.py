@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
+from jinja2 import pass_context
 from sqlalchemy import Engine, update
 from sqlmodel import Session, col
 
@@ -44,15 +45,14 @@ CONSOLE_ROLES = (Role.COORDINATOR.value, Role.ADMIN.value)
 TERMS = {"completed": "Completed · afsluttet", "acknowledgement": "Acknowledgement · kvittering"}
 
 
-def _declared_terms() -> dict[str, str]:
-    """Step names and message types in coordinators' words, read from the declarations: a reply step
-    is called by its message (English · Danish), an event step by its event's title."""
+def declared_terms(pathways: Iterable[Any]) -> dict[str, str]:
+    """Step names and message types in coordinators' words, read once from the declarations at
+    start-up: a reply step is called by its message (English · Danish), an event step by its title."""
     from messaging.model import message_label
     from workflows.declare import AwaitEvent, AwaitReply, Send, SendOnEvent
-    from workflows.registry import PATHWAYS
 
     terms: dict[str, str] = {}
-    for pathway in _loaded_pathways or PATHWAYS:
+    for pathway in pathways:
         for step in pathway.all_steps():
             if isinstance(step, Send | AwaitReply | SendOnEvent):
                 terms.setdefault(step.name, _both(message_label(step.message)))
@@ -67,14 +67,6 @@ def _both(label: str) -> str:
     """'appointment (indkaldelse)' → 'Appointment · indkaldelse'."""
     english, _, danish = label.partition(" (")
     return f"{english[:1].upper()}{english[1:]}" + (f" · {danish.rstrip(')')}" if danish else "")
-
-
-_loaded_pathways = None  # the app's pathways (set at start-up), else the built-in ones
-
-
-def use_pathways(pathways: object) -> None:
-    global _loaded_pathways
-    _loaded_pathways = pathways
 
 
 # Security headers for every console page: no third-party content, no inline script, no framing.
@@ -108,11 +100,12 @@ def iso_time(moment: datetime | None) -> str:
     return moment.astimezone(UTC).isoformat() if moment else ""
 
 
-def term(name: str | None) -> str:
+def term(name: str | None, declared: Mapping[str, str] | None = None) -> str:
+    """A step, message type or pathway in coordinators' words (`declared`: the app's declared_terms)."""
     from messaging.model import message_label
 
     key = name or ""
-    found = TERMS.get(key) or _declared_terms().get(key)
+    found = TERMS.get(key) or (declared or {}).get(key)
     if found:
         return found
     label = message_label(key)
@@ -135,7 +128,13 @@ def age(seconds: float) -> str:
     return f"{int(seconds)} s"
 
 
-templates.env.filters.update(local=local_time, iso=iso_time, term=term, age=age)
+@pass_context
+def _term_filter(context: Any, name: str | None) -> str:
+    request = context.get("request")
+    return term(name, getattr(request.app.state, "console_terms", None) if request is not None else None)
+
+
+templates.env.filters.update(local=local_time, iso=iso_time, term=_term_filter, age=age)
 templates.env.globals.update(query_string=query_string, json=json)
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port, write_directory
+from tests.conftest import free_port
+from tests.e2e.dev_run import start_dev, wait_for_banner
 
 pytestmark = pytest.mark.e2e
 
@@ -28,41 +29,10 @@ def _listening(port: int) -> bool:
 
 
 def test_careflow_dev_runs_the_readme_referral_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    ports = {name: free_port() for name in ("temporal", "ui", "api", "simulator")}
-    api_url = f"http://127.0.0.1:{ports['api']}"
-    env = {
-        **os.environ,
-        "CAREFLOW_DATA_DIR": str(tmp_path / "data"),
-        "CAREFLOW_TEMPORAL_ADDRESS": f"127.0.0.1:{ports['temporal']}",
-        "CAREFLOW_TEMPORAL_UI_PORT": str(ports["ui"]),
-        "CAREFLOW_API_PORT": str(ports["api"]),
-        "CAREFLOW_PUBLIC_URL": api_url,
-        "CAREFLOW_SIMULATOR_PORT": str(ports["simulator"]),
-        "CAREFLOW_DIRECTORY_PATH": str(
-            write_directory(
-                tmp_path / "directory.json", api_url=api_url, simulator_url=f"http://127.0.0.1:{ports['simulator']}"
-            )
-        ),
-    }
-    dev = subprocess.Popen(
-        [sys.executable, "-m", "careflow", "dev", "--demo-referrals", "2"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    banner: list[str] = []
+    dev, ports, env = start_dev(tmp_path, demo_referrals=2)
+    api_url = env["CAREFLOW_PUBLIC_URL"]
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            line = dev.stdout.readline()
-            if not line:
-                break
-            banner.append(line)
-            if line.startswith("Ctrl-C stops everything"):
-                break
-        text = "".join(banner)
+        text = wait_for_banner(dev, 120)
         assert "careflow is running." in text, text
         for url in (f"{api_url}/docs", f"{api_url}/console", f"http://127.0.0.1:{ports['ui']}"):
             assert url in text

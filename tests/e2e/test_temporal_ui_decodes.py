@@ -18,7 +18,7 @@ from sqlmodel import Session, col, select
 
 from store.db import make_engine
 from store.models import AuditEntry
-from tests.conftest import free_port, write_directory
+from tests.e2e.dev_run import start_dev, wait_for_banner
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -33,47 +33,6 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 SHOTS = ROOT / "test-artifacts" / "temporal-ui"
-
-
-def _start_dev(tmp_path: Path) -> tuple[subprocess.Popen, dict[str, int], dict[str, str]]:
-    ports = {name: free_port() for name in ("temporal", "ui", "api", "simulator")}
-    api_url = f"http://127.0.0.1:{ports['api']}"
-    env = {
-        **os.environ,
-        "CAREFLOW_DATA_DIR": str(tmp_path / "data"),
-        "CAREFLOW_TEMPORAL_ADDRESS": f"127.0.0.1:{ports['temporal']}",
-        "CAREFLOW_TEMPORAL_UI_PORT": str(ports["ui"]),
-        "CAREFLOW_API_PORT": str(ports["api"]),
-        "CAREFLOW_PUBLIC_URL": api_url,
-        "CAREFLOW_SIMULATOR_PORT": str(ports["simulator"]),
-        "CAREFLOW_DIRECTORY_PATH": str(
-            write_directory(
-                tmp_path / "directory.json", api_url=api_url, simulator_url=f"http://127.0.0.1:{ports['simulator']}"
-            )
-        ),
-    }
-    dev = subprocess.Popen(
-        [sys.executable, "-m", "careflow", "dev", "--demo-referrals", "1"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    return dev, ports, env
-
-
-def _wait_for_banner(dev: subprocess.Popen, timeout: float) -> str:
-    lines: list[str] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = dev.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if line.startswith("Ctrl-C stops everything"):
-            break
-    return "".join(lines)
 
 
 def _codec_audit(data_dir: Path) -> list[AuditEntry]:
@@ -92,9 +51,9 @@ def test_the_temporal_ui_of_make_run_shows_decoded_payloads(tmp_path: Path) -> N
             pytest.fail(message)
         pytest.skip(message)
     started = time.monotonic()
-    dev, ports, env = _start_dev(tmp_path)
+    dev, ports, env = start_dev(tmp_path, demo_referrals=1)
     try:
-        banner = _wait_for_banner(dev, 60)
+        banner = wait_for_banner(dev, 60)
         assert "careflow is running." in banner, banner
         ui = f"http://127.0.0.1:{ports['ui']}"
         coordinator = subprocess.run(

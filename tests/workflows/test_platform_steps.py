@@ -6,25 +6,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
 import pytest_asyncio
-from sqlmodel import Session
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from careflow.crypto import KeyRing
 from careflow.settings import Settings
 from messaging.model import AckCode, MessageKind, Organization, PatientData
-from simulator.app import Behaviour, create_simulator
-from store.db import make_engine, migrate
-from store.models import Flow
-from tests.conftest import LoopbackServer, encrypted_client, free_port, record_history, wait_for, write_directory
+from tests.conftest import encrypted_client, record_history, silent_partners_worker, store_flow_row, wait_for
 from tests.platform_pathways import BookingPathway, BookingTimings
-from workers.main import build_worker
 from workflows.models import InboundMessageSignal, PathwayInput, StepStatus
 
 GP = Organization(sor="100000000000001", ean="5790010000019", name="Lægerne Nørrebro (demo GP)")
@@ -36,43 +28,14 @@ LAB = Organization(sor="300000000000001", ean="5790030000013", name="Klinisk Bio
 async def booking(
     time_skipping_server: WorkflowEnvironment, tmp_path: Path
 ) -> AsyncIterator[tuple[WorkflowEnvironment, Settings]]:
-    port = free_port()
-    settings = Settings(
-        data_dir=tmp_path,
-        task_queue=f"careflow-{uuid.uuid4()}",
-        directory_path=write_directory(
-            tmp_path / "d.json", api_url="http://127.0.0.1:9", simulator_url=f"http://127.0.0.1:{port}"
-        ),
-    )
-    migrate(settings.sqlalchemy_url)
-    client = await encrypted_client(time_skipping_server, settings)
-    async with (
-        LoopbackServer(create_simulator(settings, Behaviour(ack_code="none", reply=False)), port),
-        httpx.AsyncClient(timeout=10) as http,
-    ):
-        with ThreadPoolExecutor(max_workers=4) as executor:
-            async with build_worker(client, settings, http=http, executor=executor, workflows=[BookingPathway]):
-                yield time_skipping_server, settings
+    async with silent_partners_worker(time_skipping_server, tmp_path, [BookingPathway]) as settings:
+        yield time_skipping_server, settings
 
 
 async def _start(env: WorkflowEnvironment, settings: Settings) -> WorkflowHandle:
     client = await encrypted_client(env, settings)
     flow_id = str(uuid.uuid4())
-    key_ring = KeyRing.parse(settings.codec_keys)
-    with Session(make_engine(settings.sqlalchemy_url)) as session:
-        session.add(
-            Flow(
-                id=flow_id,
-                workflow_id=f"booking-{flow_id}",
-                pathway="booking",
-                referring_sor=GP.sor,
-                receiving_sor=HOSPITAL.sor,
-                cpr_hash="h1",
-                patient_enc=key_ring.encrypt_text("{}"),
-                reason_enc=key_ring.encrypt_text("r"),
-            )
-        )
-        session.commit()
+    store_flow_row(settings, "booking", flow_id, GP.sor, HOSPITAL.sor, cpr_hash="h1")
     return await client.start_workflow(
         BookingPathway.run,
         PathwayInput(

@@ -5,25 +5,20 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
 import pytest_asyncio
 from sqlmodel import Session, select
 from temporalio.testing import WorkflowEnvironment
 
-from careflow.crypto import KeyRing
 from careflow.settings import Settings
 from examples.pathways.home_care_request import HomeCareRequestPathway
 from examples.pathways.lab_order import LabOrderPathway, LabOrderTimings
 from messaging.model import AckCode, MessageKind, Organization, PatientData
-from simulator.app import Behaviour, create_simulator
-from store.db import make_engine, migrate
+from store.db import make_engine
 from store.models import Escalation, Flow
-from tests.conftest import LoopbackServer, encrypted_client, free_port, record_history, wait_for, write_directory
-from workers.main import build_worker
+from tests.conftest import encrypted_client, record_history, silent_partners_worker, store_flow_row, wait_for
 from workflows.models import InboundMessageSignal, PathwayInput, PathwayStatus
 
 GP = Organization(sor="100000000000001", ean="5790010000019", name="Lægerne Nørrebro (demo GP)")
@@ -35,47 +30,18 @@ MUNICIPALITY = Organization(sor="400000000000001", ean="5790040000010", name="De
 async def lab_order(
     time_skipping_server: WorkflowEnvironment, tmp_path: Path
 ) -> AsyncIterator[tuple[WorkflowEnvironment, Settings]]:
-    port = free_port()
-    settings = Settings(
-        data_dir=tmp_path,
-        task_queue=f"careflow-{uuid.uuid4()}",
-        directory_path=write_directory(
-            tmp_path / "d.json", api_url="http://127.0.0.1:9", simulator_url=f"http://127.0.0.1:{port}"
-        ),
-    )
-    migrate(settings.sqlalchemy_url)
-    client = await encrypted_client(time_skipping_server, settings)
-    async with (
-        LoopbackServer(create_simulator(settings, Behaviour(ack_code="none", reply=False)), port),
-        httpx.AsyncClient(timeout=10) as http,
-    ):
-        with ThreadPoolExecutor(max_workers=4) as executor:
-            async with build_worker(
-                client, settings, http=http, executor=executor, workflows=[LabOrderPathway, HomeCareRequestPathway]
-            ):
-                yield time_skipping_server, settings
+    async with silent_partners_worker(
+        time_skipping_server, tmp_path, [LabOrderPathway, HomeCareRequestPathway]
+    ) as settings:
+        yield time_skipping_server, settings
 
 
 async def test_a_declared_pathway_runs_escalates_and_completes(lab_order: tuple[WorkflowEnvironment, Settings]) -> None:
     env, settings = lab_order
     client = await encrypted_client(env, settings)
     flow_id = str(uuid.uuid4())
-    key_ring = KeyRing.parse(settings.codec_keys)
     engine = make_engine(settings.sqlalchemy_url)
-    with Session(engine) as session:
-        session.add(
-            Flow(
-                id=flow_id,
-                workflow_id=f"lab-order-{flow_id}",
-                pathway="lab-order",
-                referring_sor=GP.sor,
-                receiving_sor=LAB.sor,
-                cpr_hash="h",
-                patient_enc=key_ring.encrypt_text("{}"),
-                reason_enc=key_ring.encrypt_text("r"),
-            )
-        )
-        session.commit()
+    store_flow_row(settings, "lab-order", flow_id, GP.sor, LAB.sor, cpr_hash="h")
     handle = await client.start_workflow(
         LabOrderPathway.run,
         PathwayInput(
@@ -131,22 +97,8 @@ async def test_a_pathway_with_a_message_type_of_its_own(lab_order: tuple[Workflo
     env, settings = lab_order
     client = await encrypted_client(env, settings)
     flow_id = str(uuid.uuid4())
-    key_ring = KeyRing.parse(settings.codec_keys)
     engine = make_engine(settings.sqlalchemy_url)
-    with Session(engine) as session:
-        session.add(
-            Flow(
-                id=flow_id,
-                workflow_id=f"home-care-request-{flow_id}",
-                pathway="home-care-request",
-                referring_sor=GP.sor,
-                receiving_sor=MUNICIPALITY.sor,
-                cpr_hash="h",
-                patient_enc=key_ring.encrypt_text("{}"),
-                reason_enc=key_ring.encrypt_text("r"),
-            )
-        )
-        session.commit()
+    store_flow_row(settings, "home-care-request", flow_id, GP.sor, MUNICIPALITY.sor, cpr_hash="h")
     handle = await client.start_workflow(
         HomeCareRequestPathway.run,
         PathwayInput(
