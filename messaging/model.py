@@ -102,6 +102,12 @@ class Correlation(BaseModel):
     episode_of_care_id: str | None = None  # Encounter.episodeOfCare identifier (hospital stays)
     encounter_id: str | None = None  # the focus Encounter's id
     based_on: list[str] = Field(default_factory=list)  # ids the focus resources are based on
+    # A decision the message carries, for the pathway to branch on (a triage Task's decision), and
+    # the organisation it hands the pathway on to (a forward: the replacing ServiceRequest's
+    # performer, a SOR code). A short, patient-data-free line for the timeline.
+    outcome: str | None = None
+    forward_to: str | None = None
+    summary: str = ""
 
 
 class ParsedMessage(BaseModel):

@@ -38,6 +38,12 @@ BUILT_IN = (
     "hospital_notification",
     "homecare_observation",
     "acknowledgement",
+    # MedCom's draft referral model (messaging/referral_draft.py)
+    "new_referral",
+    "update_referral",
+    "cancel_referral",
+    "referral_triage",
+    "referral_booking",
 )
 
 

@@ -12,6 +12,8 @@ from messaging.terminology import MEDCOM_CS_BASE, MEDCOM_EVENT_SYSTEM
 from messaging.types.base import MessageType, focus_of, issue
 
 CATEGORY_SYSTEM = MEDCOM_CS_BASE + "medcom-careCommunication-categoryCodes"
+REGARDING_REFERRAL = "regarding-referral"
+PRIORITIES = ("routine", "asap")
 # kept under its old name in messaging.build
 CARE_COMMUNICATION_CATEGORY_SYSTEM = CATEGORY_SYSTEM
 
@@ -24,6 +26,7 @@ class CareCommunicationContent(BaseModel):
     category: str = "other"  # MedComCareCommunicationCategories code
     topic: str = ""
     service_request_id: str | None = None  # ties the communication to a careflow pathway, if any
+    priority: str | None = None  # routine | asap: MedCom allows it only with category regarding-referral
 
 
 def build(ctx: BuildContext, content: CareCommunicationContent) -> tuple[list[dict], list[dict]]:
@@ -39,6 +42,10 @@ def build(ctx: BuildContext, content: CareCommunicationContent) -> tuple[list[di
     }
     if content.topic:
         communication["topic"] = {"text": content.topic}
+    if content.priority:
+        if content.category != REGARDING_REFERRAL or content.priority not in PRIORITIES:
+            raise ValueError(f"a priority ({', '.join(PRIORITIES)}) goes only with category {REGARDING_REFERRAL}")
+        communication["priority"] = content.priority
     if content.service_request_id:
         communication["basedOn"] = based_on_service_request(content.service_request_id)
     return [communication], []
@@ -61,6 +68,18 @@ def check_thread_and_category(bundle: dict) -> list[ValidationIssue]:
                 )
             )
         categories = [c for c in as_list(communication.get("category")) if isinstance(c, dict)]
+        codes = {c.get("code") for cat in categories for c in as_list(cat.get("coding")) if isinstance(c, dict)}
+        if "priority" in communication and (
+            codes != {REGARDING_REFERRAL} or communication.get("priority") not in PRIORITIES
+        ):
+            problems.append(
+                issue(
+                    "care-communication-priority",
+                    f"{path}.priority",
+                    f"a priority ({' or '.join(PRIORITIES)}) is allowed only with category {REGARDING_REFERRAL}",
+                    "MSG_VALUESET_VALUE_UNKNOWN",
+                )
+            )
         if len(categories) != 1:
             problems.append(
                 issue(

@@ -37,7 +37,15 @@ def test_fixed_demo_entries(directory: Directory) -> None:
         "careflow-cancellation-message",
         "acknowledgement-message",
         "care-communication-message",
+        # MedCom's draft referral model (the medcom-referral pathway)
+        "new-referral",
+        "update-referral",
+        "cancel-referral",
     }
+    # the demo hospital a referral on the draft model can be forwarded to
+    second = directory.get("200000000000002")
+    assert second.kind == "hospital-department" and second.endpoint.startswith("http://127.0.0.1:8100/partners/")
+    assert {"new-referral", "care-communication-message"} <= second.accepted_codes
     assert directory.get(LAB_SOR).accepted_codes == {"acknowledgement-message", "careflow-referral-message"}
     municipality = directory.get(MUNICIPALITY_SOR)
     assert (municipality.name, municipality.kind) == ("Demo Kommune Hjemmepleje", "municipality")
