@@ -20,8 +20,10 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from careflow.crypto import KeyRing
-from messaging import Directory, UnknownOrganization
-from messaging.model import AckCode, MessageKind
+from messaging import Directory, MessageError, UnknownOrganization, parse_message
+from messaging.model import AckCode, Correlation, MessageKind
+from messaging.types import MESSAGE_TYPES
+from messaging.types.base import extract_correlation
 from store.models import Flow, InboundMessage, sealed_as, utcnow
 from workflows.models import InboundMessageSignal, PathwayInput
 from workflows.registry import Pathways
@@ -38,7 +40,10 @@ class DeliveryStatus:
     TRIAGE = "triage"  # matches no flow, or its pathway has ended: kept for a coordinator
 
 
-def signal_for(message: InboundMessage, summary: str = "") -> InboundMessageSignal:
+def signal_for(message: InboundMessage, correlation: Correlation | None = None) -> InboundMessageSignal:
+    """The signal for a stored message. `correlation` (what its type read from the Bundle) adds the
+    decision it carries for the pathway to branch on — a triage Task's decision, the organisation a
+    forward hands the pathway to — and its line for the timeline; none of it is patient data."""
     return InboundMessageSignal(
         message_header_id=message.message_header_id,
         kind=message.event_code,
@@ -46,9 +51,29 @@ def signal_for(message: InboundMessage, summary: str = "") -> InboundMessageSign
         received_at=message.received_at,
         response_to=message.response_to,
         response_code=AckCode(message.response_code) if message.response_code else None,
-        summary=summary,
+        summary=correlation.summary if correlation else "",
         patient_hash=message.patient_hash,
+        outcome=correlation.outcome if correlation else None,
+        forward_to=correlation.forward_to if correlation else None,
     )
+
+
+def _reads_decisions(event_code: str) -> bool:
+    """A type that reads more than the correlation ids from its messages (its own extractor)."""
+    message_type = MESSAGE_TYPES.find(event_code)
+    return message_type is not None and message_type.extract is not extract_correlation
+
+
+def stored_correlation(key_ring: KeyRing, message: InboundMessage) -> Correlation | None:
+    """What the stored message's type reads from it, for the relay (the route has it in memory)."""
+    if not _reads_decisions(message.event_code):
+        return None
+    try:
+        body = key_ring.decrypt_text(message.body_enc, sealed_as(InboundMessage, "body_enc", message.message_header_id))
+        return parse_message(body, message.content_type).correlation
+    except (MessageError, ValueError) as err:  # it parsed when it was received; say so, deliver what we have
+        log.warning("message %s: stored body not read again (%s)", message.message_header_id, type(err).__name__)
+        return None
 
 
 @dataclass(frozen=True)
@@ -198,7 +223,7 @@ def _delivery_target(engine: Engine, key_ring: KeyRing, message_id: int) -> Targ
             if flow.start_enc
             else None
         )
-        return Target(signal_for(message), flow.workflow_id, flow.pathway, start)
+        return Target(signal_for(message, stored_correlation(key_ring, message)), flow.workflow_id, flow.pathway, start)
 
 
 async def send_acknowledgement(

@@ -95,10 +95,14 @@ class Receiver:
             session.rollback()
             return _existing(session, parsed.message_header_id), None
         return row, Handoff(
-            row.id, self._target(session, row, decision), (ack_json, row.sender_sor) if ack_json else None
+            row.id,
+            self._target(session, row, decision, parsed),
+            (ack_json, row.sender_sor) if ack_json else None,
         )
 
-    def _target(self, session: Session, row: InboundMessage, decision: Decision) -> Target | None:
+    def _target(
+        self, session: Session, row: InboundMessage, decision: Decision, parsed: ParsedMessage
+    ) -> Target | None:
         """Where the stored message goes, from what this transaction already holds."""
         if row.delivery_status != DeliveryStatus.RECEIVED or not row.flow_id:
             return None
@@ -115,7 +119,7 @@ class Receiver:
                 if flow.start_enc
                 else None
             )
-        return Target(signal_for(row), flow.workflow_id, flow.pathway, start)
+        return Target(signal_for(row, parsed.correlation), flow.workflow_id, flow.pathway, start)
 
     def acknowledge(
         self, row: InboundMessage, parsed: ParsedMessage, as_json: dict, code: AckCode, issues: list[ValidationIssue]

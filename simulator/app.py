@@ -16,6 +16,7 @@ import random
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
@@ -35,6 +36,7 @@ from messaging import (
     parse_message,
     to_json,
 )
+from messaging import referral_draft as draft
 from messaging.model import (
     AckCode,
     AppointmentContent,
@@ -47,6 +49,8 @@ from messaging.model import (
     TestResultContent,
     TreatmentPlanContent,
 )
+from messaging.referral_draft import BookingContent, TriageContent
+from messaging.types.care_communication import REGARDING_REFERRAL
 from workflows.declare import AwaitEvent, AwaitOneOf, AwaitReply, Send, SendOnEvent
 from workflows.registry import Pathways
 from workflows.steps import PathwayWorkflow
@@ -73,6 +77,12 @@ class Behaviour(BaseModel):
     treatment_plan_delay: float = 0.5
     reply_delay: float = 0.5  # any other reply
     outcome: str | None = None  # which outcome to answer a branching step with (None: the first declared)
+    # A partner that forwards (an outcome that reassigns the pathway) hands it to this SOR (None: the
+    # directory's next simulated organisation of its kind); the new partner then takes the first
+    # plain outcome (e.g. accepts).
+    forward_to: str | None = None
+    reschedule: bool = False  # book, then book again (the second booking replaces the first)
+    ask_question: bool = False  # after its decision, the receiver asks careflow a question about the referral
     failure: Literal["none", "503", "stall", "reject"] = (
         "none"  # how the endpoint answers careflow ("reject": 422 + OperationOutcome)
     )
@@ -81,6 +91,19 @@ class Behaviour(BaseModel):
     answer_delay: float = 0.0  # answer careflow's POST this late: its acknowledgement can overtake the answer
     copies: int = 1  # post every message this many times (the extra ones concurrently)
     post_attempts: int = 30  # partners retry posting to careflow, bounded
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One message a partner sends careflow, and what its content depends on."""
+
+    kind: str
+    sender: Organization
+    when: str | None = None  # the decision of a branching step's outcome
+    forward_to: Organization | None = None  # a forward: the organisation the pathway goes to
+    rescheduled: bool = False  # a second booking that replaces the first
+    question: bool = False  # a question of the partner's own, in a new thread
+    thread_id: str | None = None  # an answer in this CareCommunication thread
 
 
 class Stats(BaseModel):
@@ -117,6 +140,7 @@ class PartnerSimulator:
         self.post_failures = 0
         self.refused = 0
         self.cancelled: set[str] = set()
+        self.threads_asked: set[str] = set()  # CareCommunication threads a partner started (its questions)
         self.tasks: set[asyncio.Task] = set()
 
     def stats(self) -> Stats:
@@ -149,7 +173,7 @@ class PartnerSimulator:
         if message.kind in self.cancellations and message.service_request_id:
             self.cancelled.add(message.service_request_id)
         elif self.behaviour.answers_referral(partner_sor, message.pathway):
-            self._spawn(self._answer(partner_sor, message))
+            self._spawn(self._answer(partner_sor, message, original))
 
     async def _acknowledge(self, message: ParsedMessage, original: dict) -> None:
         if self.behaviour.ack_code == "none":
@@ -174,8 +198,15 @@ class PartnerSimulator:
 
     def replies_to(self, partner_sor: str, message: ParsedMessage) -> list[tuple[str, Organization]]:
         """(message type, sender) of every reply the declarations await after careflow sends this
-        message to this partner, in order: from the pathway named in the message, else from the
-        pathway whose party for this partner fits the partner's kind best."""
+        message to this partner, in order."""
+        return [(reply.kind, reply.sender) for reply in self.plan(partner_sor, message)]
+
+    def plan(self, partner_sor: str, message: ParsedMessage) -> list[Reply]:
+        """Every reply the declarations await after careflow sends this message to this partner, in
+        order: from the pathway named in the message, else from the pathway whose party for this
+        partner fits the partner's kind best. A branching step is answered with the behaviour's
+        outcome; one that hands the pathway to another organisation (a forward) continues as that
+        organisation, which answers the same step again with the first plain outcome."""
         try:
             partner = self.directory.get(partner_sor)
         except UnknownOrganization:
@@ -203,21 +234,56 @@ class PartnerSimulator:
             return []
         pathway, index = chosen
         to_role = pathway.steps[index].to
-        replies: list[tuple[str, Organization]] = []
+        replies: list[Reply] = []
         for step in pathway.steps[index + 1 :]:
             if isinstance(step, Send | SendOnEvent | AwaitEvent):
                 break
             if isinstance(step, AwaitReply):
-                kind, role = step.message, step.sender
+                sender = self._organisation(pathway, step.sender, to_role, partner)
+                if sender is None:
+                    continue
+                replies.append(Reply(step.message, sender))
+                if self.behaviour.reschedule and step.message == draft.BOOKING:
+                    replies.append(Reply(step.message, sender, rescheduled=True))
             elif isinstance(step, AwaitOneOf):
                 name = self.behaviour.outcome if self.behaviour.outcome in step.outcomes else next(iter(step.outcomes))
-                kind, role = step.outcomes[name].message, step.sender
-            else:
-                continue
-            sender = self._organisation(pathway, role, to_role, partner)
-            if sender is not None:
-                replies.append((kind, sender))
+                outcome = step.outcomes[name]
+                sender = self._organisation(pathway, step.sender, to_role, partner)
+                if sender is None:
+                    continue
+                reassign = getattr(outcome, "reassign", None)
+                new_partner = self._forward_target(partner) if reassign and step.sender == to_role else None
+                replies.append(Reply(outcome.message, sender, when=outcome.when, forward_to=new_partner))
+                if outcome.end:
+                    return replies
+                if getattr(outcome, "again", False):
+                    if new_partner is not None:
+                        partner = self.directory.get(new_partner.sor)
+                    plain = next(
+                        (o for o in step.outcomes.values() if not (o.end or o.escalate or getattr(o, "again", False))),
+                        None,
+                    )
+                    if plain is not None:
+                        replies.append(Reply(plain.message, partner.organization, when=plain.when))
+                        outcome = plain
+                if self.behaviour.ask_question:
+                    replies.append(Reply(MessageKind.CARE_COMMUNICATION.value, partner.organization, question=True))
         return replies
+
+    def _forward_target(self, partner: object) -> Organization | None:
+        """Where a forwarding partner sends the referral: the behaviour's SOR, else the next
+        organisation of the same kind that this simulator plays."""
+        if self.behaviour.forward_to:
+            try:
+                return self.directory.get(self.behaviour.forward_to).organization
+            except UnknownOrganization:
+                return None
+        simulated = [
+            e
+            for e in self.directory.entries
+            if e.kind == partner.kind and "/partners/" in e.endpoint and e.sor != partner.sor
+        ]
+        return simulated[0].organization if simulated else None
 
     def _organisation(
         self, pathway: type[PathwayWorkflow], role: str, to_role: str, partner: object
@@ -229,27 +295,64 @@ class PartnerSimulator:
         entry = next((e for e in self.directory.entries if e.kind == kind), None) if kind else None
         return entry.organization if entry else None
 
-    async def _answer(self, partner_sor: str, message: ParsedMessage) -> None:
+    async def _answer(self, partner_sor: str, message: ParsedMessage, original: dict | None = None) -> None:
         service_request = message.service_request_id or ""
-        for kind, sender in self.replies_to(partner_sor, message):
-            await asyncio.sleep(self._delay(kind))
+        if message.kind == MessageKind.CARE_COMMUNICATION:
+            replies = self._answer_question(partner_sor, message, original or {})
+        else:
+            replies = self.plan(partner_sor, message)
+        booked: str | None = None
+        for reply in replies:
+            await asyncio.sleep(self._delay(reply.kind))
             if service_request in self.cancelled:
                 return
+            content = sample_content(reply.kind, service_request)
+            if reply.kind == draft.TRIAGE:
+                content = triage_content(service_request, reply.when, reply.forward_to)
+            elif reply.kind == draft.BOOKING:
+                content = booking_content(service_request, replaces=booked if reply.rescheduled else None)
+                booked = content.appointment_id
+            elif reply.question:
+                thread = str(uuid.uuid4())
+                self.threads_asked.add(thread)
+                content = CareCommunicationContent(
+                    communication_id=thread,
+                    text="Spørgsmål vedr. henvisningen: er patienten fastende ved fremmøde?",
+                    category=REGARDING_REFERRAL,
+                    priority="routine",
+                    service_request_id=service_request,
+                )
+            elif reply.thread_id:
+                content = CareCommunicationContent(
+                    communication_id=reply.thread_id,
+                    text="Svar: ja, det er noteret.",
+                    category=REGARDING_REFERRAL,
+                    service_request_id=service_request or None,
+                )
             envelope = Envelope(
                 message_header_id=str(uuid.uuid4()),
                 bundle_id=str(uuid.uuid4()),
                 timestamp=datetime.now(UTC),
-                sender=sender,
+                sender=reply.sender,
                 receiver=message.sender,
                 patient=message.patient,
                 previous_header_id=message.message_header_id,
             )
             await self._post(
-                sender.sor,
-                message.sender.sor,
-                build_message(kind, envelope, sample_content(kind, service_request)),
-                kind,
+                reply.sender.sor, message.sender.sor, build_message(reply.kind, envelope, content), reply.kind
             )
+
+    def _answer_question(self, partner_sor: str, message: ParsedMessage, original: dict) -> list[Reply]:
+        """A CareCommunication about a referral from careflow: a question is answered in its thread;
+        an answer to the partner's own question is only acknowledged."""
+        thread = message.correlation.thread_id
+        if not thread or thread in self.threads_asked or not _regarding_referral(original):
+            return []
+        try:
+            partner = self.directory.get(partner_sor)
+        except UnknownOrganization:
+            return []
+        return [Reply(MessageKind.CARE_COMMUNICATION.value, partner.organization, thread_id=thread)]
 
     async def _post(self, sender_sor: str, receiver_sor: str, bundle: dict, kind: str) -> None:
         """Post to the receiver's endpoint like a partner system would: retry until accepted, bounded."""
@@ -322,6 +425,49 @@ def sample_content(kind: str, service_request_id: str) -> dict | object:
     if kind in samples:
         return samples[kind]()
     return {"service_request_id": service_request_id}  # a type whose content needs no more than that
+
+
+def triage_content(service_request_id: str, decision: str | None, forward_to: Organization | None) -> TriageContent:
+    """The receiver's decision on a referral (MedCom's draft model), with its reason."""
+    chosen = draft.Decision(decision) if decision in set(draft.Decision) else draft.Decision.ACCEPT
+    return TriageContent(
+        service_request_id=service_request_id,
+        decision=chosen,
+        reason={
+            draft.Decision.ACCEPT: "Henvisningen er visiteret",
+            draft.Decision.REJECT: "Afvist: henvisningen opfylder ikke visitationskriterierne",
+            draft.Decision.FORWARD: "Videresendt: hører under anden afdeling",
+            draft.Decision.REPRIORITISE: "Prioritet ændret efter visitation",
+        }[chosen],
+        priority="urgent" if chosen is draft.Decision.REPRIORITISE else None,
+        forward_to=forward_to,
+        forwarded_request_id=str(uuid.uuid4()) if chosen is draft.Decision.FORWARD else None,
+        decided_at=datetime.now(UTC),
+    )
+
+
+def booking_content(service_request_id: str, replaces: str | None = None) -> BookingContent:
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=10 if replaces else 7)
+    return BookingContent(
+        service_request_id=service_request_id,
+        appointment_id=str(uuid.uuid4()),
+        start=start,
+        end=start + timedelta(minutes=45),
+        description="Forundersøgelse",
+        replaces_appointment_id=replaces,
+    )
+
+
+def _regarding_referral(bundle: dict) -> bool:
+    return any(
+        coding.get("code") == REGARDING_REFERRAL
+        for entry in bundle.get("entry", [])
+        if isinstance(entry, dict) and isinstance(entry.get("resource"), dict)
+        for category in entry["resource"].get("category", []) or []
+        if entry["resource"].get("resourceType") == "Communication" and isinstance(category, dict)
+        for coding in category.get("coding", []) or []
+        if isinstance(coding, dict)
+    )
 
 
 def create_simulator(
