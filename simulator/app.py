@@ -336,7 +336,8 @@ class PartnerSimulator:
                 sender=reply.sender,
                 receiver=message.sender,
                 patient=message.patient,
-                previous_header_id=message.message_header_id,
+                # a question of the partner's own starts a thread (new-message); the rest answer
+                previous_header_id=None if reply.question else message.message_header_id,
             )
             await self._post(
                 reply.sender.sor, message.sender.sor, build_message(reply.kind, envelope, content), reply.kind
