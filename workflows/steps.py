@@ -174,6 +174,12 @@ class PathwayWorkflow:
         return None
 
     @classmethod
+    def demo_events(cls, rng: Any) -> list[tuple[str, dict[str, Any]]]:
+        """Alongside events the demo reports, in order, once the first step is done: (event, data).
+        The demo reports the main steps' events (AwaitEvent, SendOnEvent) after these."""
+        return []
+
+    @classmethod
     def workflow_id(cls, flow_id: str) -> str:
         # Never patient data: the flow id is a random UUID.
         return f"{cls.name}-{flow_id}"
