@@ -55,6 +55,7 @@ def signal_for(message: InboundMessage, correlation: Correlation | None = None) 
         patient_hash=message.patient_hash,
         outcome=correlation.outcome if correlation else None,
         forward_to=correlation.forward_to if correlation else None,
+        thread_id=message.thread_id,
     )
 
 

@@ -180,6 +180,9 @@ class OnMessage:
     sender: str  # party role
     answer: str | None = None
     deadline: str | None = None
+    # Which of these messages await an answer (None: every one): e.g. not the partner's answer to a
+    # question careflow asked in the same dialogue. Deterministic, from the message and the context.
+    awaits_answer: Callable[[InboundMessageSignal, SendContext], bool] | None = None
 
     @property
     def kind(self) -> str:

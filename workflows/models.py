@@ -191,6 +191,7 @@ class InboundMessageSignal(BaseModel):
     patient_hash: str | None = None
     outcome: str | None = None  # a decision the message carries (e.g. a triage Task's status)
     forward_to: str | None = None  # the SOR code a forwarding decision names (the new receiver)
+    thread_id: str | None = None  # a CareCommunication's thread (Communication.identifier): a reply keeps it
 
 
 class CoordinatorAction(BaseModel):

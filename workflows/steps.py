@@ -1073,7 +1073,9 @@ class PathwayWorkflow:
     def _question(self, step: OnMessage, message: InboundMessageSignal) -> None:
         """Keep a dialogue message; with an answer and a deadline, it awaits the answer."""
         period: timedelta | None = getattr(self.timings, step.deadline) if step.deadline else None
-        if step.answer and period is not None:
+        if step.answer and period is not None and self.state is not None:
+            if step.awaits_answer is not None and not step.awaits_answer(message, self._context(None, self._reports)):
+                return  # e.g. the partner's answer to careflow's own question
             self._questions.append(_Question(step=step, message=message, due=workflow.now() + period))
             self._show_questions(step)
 

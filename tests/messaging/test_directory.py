@@ -43,7 +43,7 @@ def test_fixed_demo_entries(directory: Directory) -> None:
         "cancel-referral",
     }
     # the demo hospital a referral on the draft model can be forwarded to
-    second = directory.get("200000000000002")
+    second = directory.get("200000000000003")
     assert second.kind == "hospital-department" and second.endpoint.startswith("http://127.0.0.1:8100/partners/")
     assert {"new-referral", "care-communication-message"} <= second.accepted_codes
     assert directory.get(LAB_SOR).accepted_codes == {"acknowledgement-message", "careflow-referral-message"}
