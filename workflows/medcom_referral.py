@@ -171,6 +171,14 @@ class MedcomReferralPathway(PathwayWorkflow):
         ),
     )
     alongside = (
+        OnMessage(
+            "question",
+            MessageKind.CARE_COMMUNICATION.value,
+            sender="performer",
+            answer="answer",
+            deadline="question_answer_deadline",
+            awaits_answer=_is_question,
+        ),
         OnEvent(
             "update",
             "update-referral",
@@ -206,13 +214,6 @@ class MedcomReferralPathway(PathwayWorkflow):
             content=_answer,
             title="Answer to the receiver's question",
             refuse=_refuse_answer,
-        ),
-        OnMessage(
-            "question",
-            MessageKind.CARE_COMMUNICATION.value,
-            sender="performer",
-            answer="answer",
-            deadline="question_answer_deadline",
         ),
     )
 

@@ -1,0 +1,162 @@
+"""The referral on MedCom's draft model, end to end on a real dev server, worker, API and simulated
+hospitals over HTTP: accepted, rejected and forwarded triage, a rescheduled booking, a
+regarding-referral question each way."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from careflow.auth import Role
+from messaging import referral_draft as draft
+from tests.conftest import Stack, record_history, wait_for
+from workflows.medcom_referral import MedcomReferralPathway
+
+pytestmark = pytest.mark.e2e
+
+GP, HOSPITAL, SECOND_HOSPITAL = "100000000000001", "200000000000001", "200000000000003"
+
+
+@pytest_asyncio.fixture
+async def partners(stack: Stack) -> AsyncIterator[Stack]:
+    """The session's simulated partners, their behaviour restored after the test."""
+    simulator = stack.simulator_app.state.simulator
+    before = simulator.behaviour
+    try:
+        yield stack
+    finally:
+        simulator.behaviour = before
+
+
+def behave(stack: Stack, **changes: object) -> None:
+    simulator = stack.simulator_app.state.simulator
+    simulator.behaviour = simulator.behaviour.model_copy(update=changes)
+
+
+async def start(stack: Stack, cpr: str, track: str = "standard") -> str:
+    body = {
+        "patient": {"cpr": cpr},
+        "referring_sor": GP,
+        "receiving_sor": HOSPITAL,
+        "reason": "Brystsmerter ved anstrengelse",
+        "priority": "routine",
+        "track": track,
+    }
+    response = await stack.api.post("/pathways/medcom-referral/flows", json=body, headers=stack.headers(Role.CLINICIAN))
+    assert response.status_code == 202, response.text
+    return response.json()["id"]
+
+
+async def flow(stack: Stack, flow_id: str) -> dict:
+    response = await stack.api.get(f"/flows/{flow_id}", headers=stack.headers(Role.COORDINATOR))
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def reaches(stack: Stack, flow_id: str, predicate, timeout: float = 60) -> dict:  # noqa: ANN001
+    async def check() -> dict | None:
+        found = await flow(stack, flow_id)
+        return found if predicate(found) else None
+
+    return await wait_for(check, timeout=timeout)
+
+
+async def report(stack: Stack, flow_id: str, event: str, data: dict | None = None) -> None:
+    response = await stack.api.post(
+        f"/flows/{flow_id}/events/{event}",
+        json={"reason": "test", "data": data or {}},
+        headers=stack.headers(Role.CLINICIAN),
+    )
+    assert response.status_code == 200, response.text
+
+
+async def treated(stack: Stack, flow_id: str) -> dict:
+    await reaches(stack, flow_id, lambda f: f["step"] == "treatment_started")
+    await report(stack, flow_id, "treatment-started")
+    return await reaches(stack, flow_id, lambda f: f["status"] == "completed")
+
+
+def received_questions(found: dict) -> int:
+    return sum(1 for code, _ in inbound(found) if code == "care-communication-message")
+
+
+def inbound(found: dict) -> list[tuple[str, str]]:
+    return [(m["event_code"], m["counterpart_sor"]) for m in found["messages"] if m["direction"] == "in"]
+
+
+async def test_accepted_with_a_rescheduled_booking_runs_to_treatment(partners: Stack) -> None:
+    behave(partners, outcome="accepted", reschedule=True)
+    flow_id = await start(partners, "0505505125", track="cancer")
+    done = await treated(partners, flow_id)
+    timeline = [(e["kind"], e["step"], e["detail"]) for e in done["timeline"]]
+    assert ("branch", "triage") in [(k, s) for k, s, _ in timeline]
+    assert any(k == "branch" and "accepted" in d for k, s, d in timeline)
+    bookings = [d for k, s, d in timeline if k == "received" and s == "booking"]
+    assert len(bookings) == 2 and "replaces the earlier one" in bookings[1] and "rescheduled" in bookings[1]
+    out = [m for m in done["messages"] if m["direction"] == "out"]
+    assert [m["event_code"] for m in out] == [draft.NEW_REFERRAL] and out[0]["ack_code"] == "ok"
+    assert (draft.TRIAGE, HOSPITAL) in inbound(done) and (draft.BOOKING, HOSPITAL) in inbound(done)
+    assert all(
+        m["ack_code"] == "ok"
+        for m in done["messages"]
+        if m["direction"] == "in" and m["event_code"] != "acknowledgement-message"
+    )
+    assert done["open_escalations"] == 0
+    handle = partners.client.get_workflow_handle_for(MedcomReferralPathway.run, f"medcom-referral-{flow_id}")
+    state = await handle.query(MedcomReferralPathway.pathway_state)
+    assert state.rules_version == "2026-1" and state.status.value == "completed"
+    await record_history(partners.client, handle.id, "medcom-referral-accepted-rescheduled")
+
+
+async def test_rejected_triage_escalates_with_the_receivers_reason_and_ends(partners: Stack) -> None:
+    behave(partners, outcome="rejected")
+    flow_id = await start(partners, "0606505126")
+    done = await reaches(partners, flow_id, lambda f: f["status"] == "completed" or f["step"] == "completed")
+    escalation = next(e for e in done["timeline"] if e["kind"] == "escalated")
+    assert escalation["step"] == "triage" and "rejected" in escalation["detail"]
+    assert "opfylder ikke visitationskriterierne" in escalation["detail"], "the receiver's reason is named"
+    assert not any(code == draft.BOOKING for code, _ in inbound(done))
+
+
+async def test_forwarded_triage_follows_the_referral_to_the_new_receiver(partners: Stack) -> None:
+    behave(partners, outcome="forwarded", forward_to=SECOND_HOSPITAL)
+    flow_id = await start(partners, "0707505127")
+    done = await treated(partners, flow_id)
+    forwarded = next(e for e in done["timeline"] if e["kind"] == "forwarded")
+    assert f"SOR {HOSPITAL}" in forwarded["detail"] and SECOND_HOSPITAL in forwarded["detail"]
+    # the new receiver decides, books and plans; careflow accepted it from then on
+    messages = inbound(done)
+    assert (draft.TRIAGE, HOSPITAL) in messages and (draft.TRIAGE, SECOND_HOSPITAL) in messages
+    assert (draft.BOOKING, SECOND_HOSPITAL) in messages and (draft.BOOKING, HOSPITAL) not in messages
+    assert all(m["status"] == "delivered" for m in done["messages"] if m["direction"] == "in")
+    assert done["open_escalations"] == 0
+    # an update after the forward goes to the new receiver
+    handle = partners.client.get_workflow_handle_for(MedcomReferralPathway.run, f"medcom-referral-{flow_id}")
+    state = await handle.query(MedcomReferralPathway.pathway_state)
+    assert state.party_changes == {"performer": SECOND_HOSPITAL}
+    await record_history(partners.client, handle.id, "medcom-referral-forwarded")
+
+
+async def test_regarding_referral_questions_both_ways_are_answered(partners: Stack) -> None:
+    behave(partners, outcome="accepted", ask_question=True)
+    flow_id = await start(partners, "0808505128")
+    # the receiver's question arrives and waits for careflow's answer
+    asked = await reaches(partners, flow_id, lambda f: received_questions(f) == 1)
+    assert asked["open_escalations"] == 0
+    await report(partners, flow_id, "answer-question", {"text": "Ja, patienten møder fastende."})
+    # careflow's own question: the receiver answers in the same thread, which awaits no answer
+    await report(partners, flow_id, "ask-question", {"text": "Hvornår forventes svar?", "priority": "asap"})
+
+    await reaches(partners, flow_id, lambda f: received_questions(f) == 2)
+    done = await treated(partners, flow_id)
+    out = [m["event_code"] for m in done["messages"] if m["direction"] == "out"]
+    assert out.count("care-communication-message") == 2 and all(
+        m["ack_code"] == "ok" for m in done["messages"] if m["direction"] == "out"
+    )
+    handle = partners.client.get_workflow_handle_for(MedcomReferralPathway.run, f"medcom-referral-{flow_id}")
+    state = await handle.query(MedcomReferralPathway.pathway_state)
+    question = next(s for s in state.steps if s.name == "question")
+    assert question.status.value == "done", "every question the receiver asked is answered"
+    assert not state.escalations
