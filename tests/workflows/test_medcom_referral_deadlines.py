@@ -27,10 +27,19 @@ from messaging import referral_draft as draft
 from messaging.model import AckCode, MessageKind, Organization, PatientData
 from tests.conftest import encrypted_client, silent_partners_worker, store_flow_row, wait_for
 from workflows.medcom_referral import MedcomReferralPathway
-from workflows.models import ApplyRulesRequest, InboundMessageSignal, PathwayInput, PathwayState, StepState
+from workflows.models import (
+    ApplyRulesRequest,
+    EventReport,
+    InboundMessageSignal,
+    PathwayInput,
+    PathwayState,
+    StepState,
+    StepStatus,
+)
 
 GP = Organization(sor="100000000000001", ean="5790010000019", name="Lægerne Nørrebro (demo GP)")
 HOSPITAL = Organization(sor="200000000000001", ean="5790020000016", name="Kardiologisk afdeling, Demo Hospital")
+started: list[WorkflowHandle] = []  # this test's pathways, ended when it is over (tests run one at a time)
 
 
 @pytest_asyncio.fixture
@@ -38,7 +47,13 @@ async def env_settings(
     time_skipping_server: WorkflowEnvironment, tmp_path: Path
 ) -> AsyncIterator[tuple[WorkflowEnvironment, Settings]]:
     async with silent_partners_worker(time_skipping_server, tmp_path, [MedcomReferralPathway]) as settings:
+        started.clear()
         yield time_skipping_server, settings
+        # Pathways left waiting would hold the shared time-skipping server's clock once this worker is
+        # gone: each runs to its end here.
+        for handle in started:
+            await finish(handle)
+        started.clear()
 
 
 async def start(env: WorkflowEnvironment, settings: Settings, rules: DeadlineRules, track: str) -> WorkflowHandle:
@@ -46,7 +61,7 @@ async def start(env: WorkflowEnvironment, settings: Settings, rules: DeadlineRul
     client = await encrypted_client(env, settings)
     flow_id = str(uuid.uuid4())
     store_flow_row(settings, MedcomReferralPathway.name, flow_id, GP.sor, HOSPITAL.sor, cpr_hash="h1")
-    return await client.start_workflow(
+    handle = await client.start_workflow(
         MedcomReferralPathway.run,
         PathwayInput(
             flow_id=flow_id,
@@ -60,6 +75,8 @@ async def start(env: WorkflowEnvironment, settings: Settings, rules: DeadlineRul
         id=f"medcom-referral-{flow_id}",
         task_queue=settings.task_queue,
     )
+    started.append(handle)
+    return handle
 
 
 def signal(kind: str, **fields: object) -> InboundMessageSignal:
@@ -79,6 +96,20 @@ async def state_when(handle: WorkflowHandle, ready: Callable[[PathwayState], boo
         return state if ready(state) else None
 
     return await wait_for(check)
+
+
+async def finish(handle: WorkflowHandle) -> None:
+    """Whatever the pathway still awaits arrives, and treatment starts: it completes."""
+    state = await handle.query(MedcomReferralPathway.pathway_state)
+    for name, kind in (("booking", draft.BOOKING), ("treatment_plan", MessageKind.TREATMENT_PLAN)):
+        if step(state, name).status not in (StepStatus.DONE, StepStatus.DONE_OUTSIDE):
+            await handle.signal(MedcomReferralPathway.message_received, signal(kind))
+    await state_when(handle, lambda s: s.step == "treatment_started")
+    await handle.execute_update(
+        MedcomReferralPathway.report_event,
+        EventReport(event="treatment-started", actor="test-clinician", role="clinician", reason="test"),
+    )
+    await handle.result()
 
 
 def step(state: PathwayState, name: str) -> StepState:
