@@ -58,9 +58,10 @@ def test_careflow_dev_runs_the_readme_referral_and_stops_on_ctrl_c(tmp_path: Pat
             assert sorted(f["pathway"] for f in demo["items"]) == [
                 "home-care-request",
                 "lab-order",
+                "medcom-referral",
                 "referral",
                 "referral",
-            ], "demo data: the referrals and the tutorial's pathways"
+            ], "demo data: the referrals, the shipped pathways and the tutorial's"
             referral = json.loads((ROOT / "examples" / "referral.json").read_text())
             response = http.post(
                 f"{api_url}/referrals", json=referral, headers={"Authorization": f"Bearer {token.strip()}"}
@@ -86,6 +87,28 @@ def test_careflow_dev_runs_the_readme_referral_and_stops_on_ctrl_c(tmp_path: Pat
         assert lab_orders.returncode == 0, lab_orders.stdout + lab_orders.stderr
         assert "demo: pathway lab-order, flows 3, completed 3, escalated 0, failed 0, unsettled 0" in lab_orders.stdout
         assert "result" in lab_orders.stdout, "the time to each declared step"
+        # ... and the referral on MedCom's draft model, whose treatment-started event the demo reports
+        referrals = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "careflow",
+                "demo",
+                "--pathway",
+                "medcom-referral",
+                "--flows",
+                "3",
+                "--timeout",
+                "120",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert referrals.returncode == 0, referrals.stdout + referrals.stderr
+        assert "demo: pathway medcom-referral, flows 3, completed 3, escalated 0, failed 0" in referrals.stdout
     finally:
         dev.send_signal(signal.SIGINT)
         time.sleep(0.3)
