@@ -218,6 +218,13 @@ class MedcomReferralPathway(PathwayWorkflow):
     )
 
     @classmethod
+    def demo_events(cls, rng):  # noqa: ANN001, ANN206
+        """Some demo flows ask the receiver a question about the referral (the simulator answers)."""
+        if rng.random() < 0.4:
+            return [("ask-question", {"text": "Skal patienten møde fastende?", "priority": "routine"})]
+        return []
+
+    @classmethod
     def example(cls, rng):  # noqa: ANN001, ANN206
         cancer = rng.random() < 0.25
         reasons = (

@@ -108,3 +108,32 @@ async def test_events_beside_the_steps_are_drawn_apart_and_reportable(stack: Sta
         assert done.status_code == 303
     audit = _rows(stack, select(AuditEntry.action).where(AuditEntry.flow_id == flow_id))
     assert "console-report-event:update" in audit
+
+
+async def test_the_medcom_referral_is_drawn_from_its_declaration(stack: Stack) -> None:
+    """medcom-referral: its sequence (referral, triage, booking, plan, treatment) and, beside it, the
+    receiver's questions and the events a clinician may report at any time."""
+    body = {
+        "patient": {"cpr": "0404505125"},
+        "referring_sor": "100000000000001",
+        "receiving_sor": "200000000000001",
+        "reason": "Udredning",
+    }
+    started = await stack.api.post("/pathways/medcom-referral/flows", json=body, headers=stack.headers(Role.CLINICIAN))
+    assert started.status_code == 202, started.text
+    flow_id = started.json()["id"]
+    async with console_client(stack) as console:
+
+        async def page_text() -> str | None:
+            page = await console.get(f"/console/flows/{flow_id}")
+            return page.text if 'data-event="treatment-started"' in page.text else None
+
+        text = await wait_for(page_text, timeout=40)
+        sequence, beside = text.split('class="steps-beside"', 1)
+        beside = beside.split("</ul>", 1)[0]
+        for name in ("referral", "triage", "booking", "treatment_plan", "treatment_started"):
+            assert f'data-step="{name}"' in sequence and f'data-step="{name}"' not in beside
+        for name in ("question", "update", "cancel_referral", "ask", "answer"):
+            assert f'data-step="{name}"' in beside
+        for event in ("update-referral", "cancel-referral", "ask-question", "answer-question"):
+            assert f'data-event="{event}"' in text
