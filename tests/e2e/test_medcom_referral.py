@@ -160,3 +160,34 @@ async def test_regarding_referral_questions_both_ways_are_answered(partners: Sta
     question = next(s for s in state.steps if s.name == "question")
     assert question.status.value == "done", "every question the receiver asked is answered"
     assert not state.escalations
+
+
+async def test_reprioritised_triage_awaits_the_decision_still(partners: Stack) -> None:
+    behave(partners, outcome="reprioritised")
+    flow_id = await start(partners, "0909505129")
+    done = await treated(partners, flow_id)
+    branches = [e["detail"] for e in done["timeline"] if e["kind"] == "branch"]
+    assert branches[0].startswith("outcome: reprioritised") and "priority urgent" in branches[0]
+    assert branches[1].startswith("outcome: accepted")
+    assert done["open_escalations"] == 0
+
+
+async def test_the_referral_is_updated_then_cancelled_by_the_referrer(partners: Stack) -> None:
+    behave(partners, quiet_partners=[HOSPITAL], quiet_in=["medcom-referral"])  # acknowledges, never decides
+    flow_id = await start(partners, "1010505130")
+    await reaches(partners, flow_id, lambda f: f["step"] == "triage")
+    refused = await partners.api.post(
+        f"/flows/{flow_id}/events/update-referral", json={"data": {}}, headers=partners.headers(Role.CLINICIAN)
+    )
+    assert refused.status_code == 409 and "an update names what changed" in refused.text
+    await report(partners, flow_id, "update-referral", {"priority": "urgent", "note": "Forværring"})
+    await reaches(partners, flow_id, lambda f: len([m for m in f["messages"] if m["direction"] == "out"]) == 2)
+    await report(partners, flow_id, "cancel-referral", {"reason": "Patienten ønsker ikke udredning"})
+    done = await reaches(partners, flow_id, lambda f: f["status"] in ("completed", "cancelled"))
+    out = [(m["event_code"], m["counterpart_sor"], m["ack_code"]) for m in done["messages"] if m["direction"] == "out"]
+    assert out == [
+        (draft.NEW_REFERRAL, HOSPITAL, "ok"),
+        (draft.UPDATE_REFERRAL, HOSPITAL, "ok"),
+        (draft.CANCEL_REFERRAL, HOSPITAL, "ok"),
+    ]
+    assert partners.simulator_app.state.simulator.received[draft.CANCEL_REFERRAL] >= 1
