@@ -163,6 +163,9 @@ class OnEvent:
     after: str | None = None
     ends: bool = False
     refuse: Callable[[SendContext], str | None] | None = None
+    # The MessageHeader.id of the partner's message this one answers (its Provenance then records a
+    # reply-message to it); None: a new message.
+    replies_to: Callable[[SendContext], str | None] | None = None
 
     @property
     def kind(self) -> str:

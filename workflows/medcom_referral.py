@@ -214,6 +214,7 @@ class MedcomReferralPathway(PathwayWorkflow):
             content=_answer,
             title="Answer to the receiver's question",
             refuse=_refuse_answer,
+            replies_to=lambda ctx: _questions(ctx)[-1].message_header_id,
         ),
     )
 

@@ -231,6 +231,7 @@ class PathwayWorkflow:
         self._next_report = 0
         self._sending_alongside: str | None = None
         self._contents: dict[str, dict[str, Any]] = {}  # built once per MessageHeader.id: resends are identical
+        self._replying_to: dict[str, str] = {}  # MessageHeader.id -> the partner's message it answers
         self._questions: list[_Question] = []
         self._answers = 0
         self._main_done = False
@@ -529,6 +530,8 @@ class PathwayWorkflow:
         if isinstance(step, OnEvent):
             context = self._context(report, self._reports[: self._next_report])
             self._contents[header_id] = self._as_data(step.content(context))
+            if step.replies_to is not None and (answered := step.replies_to(context)):
+                self._replying_to[header_id] = answered
             self._sending_alongside = step.name
             self._step_state(step.name).status = StepStatus.WAITING  # beside the main step: not the current one
         self.state.outbound.append(outbound)
@@ -783,6 +786,7 @@ class PathwayWorkflow:
                 receiver=self.party(step.to),
                 patient=self.input.patient,
                 pathway=self.name,
+                previous_header_id=self._replying_to.get(outbound.message_header_id),
             ),
             content=self._content(step, outbound.message_header_id),
         )

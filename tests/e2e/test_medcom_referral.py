@@ -4,13 +4,19 @@ regarding-referral question each way."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
+from sqlmodel import Session, select
 
 from careflow.auth import Role
+from careflow.crypto import KeyRing
+from messaging import parse_message
 from messaging import referral_draft as draft
+from store.db import make_engine
+from store.models import InboundMessage, OutboundMessage, sealed_as
 from tests.conftest import Stack, record_history, wait_for
 from workflows.medcom_referral import MedcomReferralPathway
 
@@ -76,6 +82,35 @@ async def treated(stack: Stack, flow_id: str) -> dict:
     await reaches(stack, flow_id, lambda f: f["step"] == "treatment_started")
     await report(stack, flow_id, "treatment-started")
     return await reaches(stack, flow_id, lambda f: f["status"] == "completed")
+
+
+def stored_out(stack: Stack, flow_id: str, event_code: str) -> list[dict]:
+    """The Bundles careflow sent (first send of each message), read back from the message store."""
+    key_ring = KeyRing.parse(stack.settings.codec_keys)
+    with Session(make_engine(stack.settings.sqlalchemy_url)) as session:
+        rows = session.exec(
+            select(OutboundMessage)
+            .where(OutboundMessage.flow_id == flow_id, OutboundMessage.event_code == event_code)
+            .order_by(OutboundMessage.id)
+        ).all()
+    bundles, seen = [], set()
+    for row in rows:
+        if row.message_header_id not in seen:
+            seen.add(row.message_header_id)
+            bundles.append(
+                json.loads(key_ring.decrypt_text(row.body_enc, sealed_as(OutboundMessage, "body_enc", row.bundle_id)))
+            )
+    return bundles
+
+
+def thread_of(stack: Stack, header_id: str) -> str | None:
+    with Session(make_engine(stack.settings.sqlalchemy_url)) as session:
+        row = session.exec(select(InboundMessage).where(InboundMessage.message_header_id == header_id)).one()
+        return row.thread_id
+
+
+def communication(bundle: dict) -> dict:
+    return next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Communication")
 
 
 def received_questions(found: dict) -> int:
@@ -158,6 +193,19 @@ async def test_regarding_referral_questions_both_ways_are_answered(partners: Sta
     handle = partners.client.get_workflow_handle_for(MedcomReferralPathway.run, f"medcom-referral-{flow_id}")
     state = await handle.query(MedcomReferralPathway.pathway_state)
     question = next(s for s in state.steps if s.name == "question")
+    # careflow's answer keeps the receiver's thread and is recorded as a reply to its question;
+    # its own question starts a thread of its own
+    sent = stored_out(partners, flow_id, "care-communication-message")
+    asked_by_receiver = next(
+        m for m in done["messages"] if m["direction"] == "in" and m["event_code"] == "care-communication-message"
+    )
+    answer, own = sent
+    assert parse_message(answer).correlation.thread_id == thread_of(partners, asked_by_receiver["message_header_id"])
+    assert [(p.activity, p.previous_header_id) for p in parse_message(answer).provenance] == [
+        ("reply-message", asked_by_receiver["message_header_id"])
+    ]
+    assert [p.activity for p in parse_message(own).provenance] == ["new-message"]
+    assert communication(own)["priority"] == "asap" and communication(answer).get("priority") is None
     assert question.status.value == "done", "every question the receiver asked is answered"
     assert not state.escalations
 
