@@ -25,7 +25,7 @@ from careflow.tokens import verifier_from_settings
 from careflow.tracing import Tracing
 from exchange.delivering import Deliverer, Handoff, deliver_and_acknowledge, send_acknowledgement
 from exchange.receiving import Receiver
-from messaging import Directory
+from messaging import load_directory
 from store.audit import chain_key
 from store.db import make_engine, migrate
 from workflows.registry import Pathways
@@ -54,7 +54,7 @@ def create_app(
         app.state.temporal_codec = EncryptionCodec(
             app.state.key_ring, strict=False
         )  # the UI's codec endpoint shows what is there
-        app.state.directory = Directory.load(settings.directory_path)
+        app.state.directory = load_directory(settings)
         app.state.pathways = Pathways.load(settings.pathway_modules)
         app.state.console_terms = declared_terms(app.state.pathways)  # once: the console's words
         app.state.receiver = Receiver(app.state.key_ring, settings, app.state.directory, app.state.pathways)

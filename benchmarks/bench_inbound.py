@@ -32,7 +32,7 @@ from harness import PARTNERS_AT_ONCE, BenchStack, Profiler, Usage, load_average,
 
 from careflow.auth import Role  # noqa: E402
 from careflow.tokens import dev_issuer  # noqa: E402
-from messaging import Directory, build_message, to_json  # noqa: E402
+from messaging import build_message, load_directory, to_json  # noqa: E402
 from messaging.model import (  # noqa: E402
     AppointmentContent,
     Envelope,
@@ -80,7 +80,7 @@ def replies(stack: BenchStack, opened: dict[str, PatientData]) -> list[tuple[byt
     from store.db import make_engine
     from store.models import OutboundMessage
 
-    directory = Directory.load(stack.settings.directory_path)
+    directory = load_directory(stack.settings)
     with Session(make_engine(stack.settings.sqlalchemy_url)) as session:
         referral_header = {
             o.flow_id: o.message_header_id

@@ -32,6 +32,7 @@ from messaging import (
     UnknownOrganization,
     build_acknowledgement,
     build_message,
+    load_directory,
     parse_message,
     to_json,
 )
@@ -335,7 +336,7 @@ def create_simulator(
     tokens = partner_token or PartnerTokenFile(
         settings.simulator_tokens_file or settings.data_dir / PARTNER_TOKENS_FILE
     )
-    simulator = PartnerSimulator(settings, Directory.load(settings.directory_path), behaviour or Behaviour(), tokens)
+    simulator = PartnerSimulator(settings, load_directory(settings), behaviour or Behaviour(), tokens)
     app = FastAPI(title="careflow partner simulator")
     # Like a partner system that traces: its acknowledgement carries the trace of the message it answers.
     tracing = tracing or Tracing.from_settings(settings, "careflow-simulator")
