@@ -28,7 +28,10 @@ async def _flow(stack: Stack, flow_id: str) -> dict:
     return response.json()
 
 
-async def test_referral_reaches_completed_and_read_model_matches_query(stack: Stack) -> None:
+async def test_referral_reaches_completed_and_read_model_matches_query(any_stack: Stack) -> None:
+    """Over both transports: FHIR $process-message and VANSEnvelopes (the directory says which)."""
+    stack = any_stack
+    sim_before = stack.simulator_app.state.simulator.stats()
     accepted = await _start(stack)
 
     async def completed() -> dict | None:
@@ -62,7 +65,16 @@ async def test_referral_reaches_completed_and_read_model_matches_query(stack: St
     assert flow["patient"]["cpr"] == "0101505123"
     result = await handle.result()
     assert result.status.value == "completed"
-    await record_history(stack.client, handle.id, "referral-completed")
+    assert {m["transport"] for m in out} == {stack.transport}, "careflow sent over the stack's transport"
+    sim = stack.simulator_app.state.simulator.stats()
+    if stack.transport == "vans":
+        assert sim.envelopes_received > sim_before.envelopes_received, "the hospital got envelopes"
+        assert all(m["envelope_identifier"] for m in out)
+        assert all(m["transport_receipt"] == "PositiveMessage" for m in out), "receipts kept apart from acks"
+    else:
+        assert sim.envelopes_received == sim_before.envelopes_received == 0
+    if stack.transport == "process-message":
+        await record_history(stack.client, handle.id, "referral-completed")
 
 
 async def test_history_holds_no_patient_data(stack: Stack) -> None:
