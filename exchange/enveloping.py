@@ -94,16 +94,24 @@ class EnvelopeReceiver:
 
     # ----- what is kept ------------------------------------------------------------------------
 
-    def receipt(self, envelope: VansMessage, status: int, error_code: str = "", error: str = "") -> bytes:
+    def receipt(
+        self,
+        envelope: VansMessage,
+        status: int,
+        error_code: str = "",
+        error: str = "",
+        *,
+        kind: ReceiptKind = ReceiptKind.NEGATIVE_MESSAGE,
+    ) -> bytes:
         """careflow's receipt for an envelope: positive when its message was taken (stored), else
-        NegativeMessage with the reason."""
+        negative (NegativeMessage: the message was refused; NegativeVans: the envelope) with the reason."""
         if status < 300:
             return build_receipt(envelope, envelope_identifier=str(uuid.uuid4()), sent=utcnow())
         return build_receipt(
             envelope,
             envelope_identifier=str(uuid.uuid4()),
             sent=utcnow(),
-            kind=ReceiptKind.NEGATIVE_MESSAGE,
+            kind=kind,
             error_code=error_code,
             error_description=error[:500],
         )

@@ -17,6 +17,7 @@ from messaging.vans import (
     VANS_CONTENT_TYPE,
     EnvelopeError,
     EnvelopeStructure,
+    ReceiptKind,
     TransportDuplicate,
     VansReceipt,
     parse_envelope,
@@ -81,7 +82,9 @@ async def receive_envelope(
                 f"EnvelopeIdentifier {envelope.envelope_identifier} was received before with another message",
             )
             await run_in_threadpool(envelopes.refuse, session, body, err, partner.sor or "", limit=len(body))
-            return outcome_response(409, f"{err.code}: {err}")
+            # MedCom (VANS reliable messaging): an error, answered with a negative receipt.
+            negative = envelopes.receipt(envelope, 409, err.code, str(err), kind=ReceiptKind.NEGATIVE_VANS)
+            return Response(negative, status_code=409, media_type=VANS_CONTENT_TYPE)
         if case is TransportDuplicate.REPEATED and first is not None:
             log.info("envelope %s received again: its first receipt", envelope.envelope_identifier)
             return Response(first.receipt or b"", status_code=first.answer_status, media_type=VANS_CONTENT_TYPE)
