@@ -139,6 +139,7 @@ class PartnerSimulator:
         self.tasks: set[asyncio.Task] = set()
         self.envelopes = EnvelopeCache()
         self.receipts: dict[str, bytes] = {}  # envelope identifier -> the receipt answered
+        self.first_envelope: dict[str, str] = {}  # message identifier -> its first envelope's identifier
         self.envelopes_received = 0
         self.envelopes_refused = 0
         self.transport_duplicates: Counter[str] = Counter()
@@ -456,7 +457,11 @@ def create_simulator(
         refused = await take(sor, envelope.data, envelope.meta.mime_type)
         if refused is not None:
             return refused
-        receipt = build_receipt(envelope, envelope_identifier=str(uuid.uuid4()), sent=datetime.now(UTC))
+        if case is TransportDuplicate.RECEIPT_LOST:  # MedCom: the message again, its original receipt again
+            receipt = simulator.receipts[simulator.first_envelope[envelope.meta.identifier]]
+        else:
+            receipt = build_receipt(envelope, envelope_identifier=str(uuid.uuid4()), sent=datetime.now(UTC))
+            simulator.first_envelope.setdefault(envelope.meta.identifier, envelope.envelope_identifier)
         simulator.receipts[envelope.envelope_identifier] = receipt
         return Response(content=receipt, media_type=VANS_CONTENT_TYPE)
 

@@ -196,6 +196,10 @@ def _mime_not_fhir(good: bytes) -> bytes:
     return good.replace(b">application/fhir+json<", b">application/pdf<")
 
 
+def _doctype(good: bytes) -> bytes:
+    return good.replace(b"?>", b'?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>', 1)
+
+
 def _over_the_limit(good: bytes) -> bytes:
     padding = base64.b64encode(b" " * 6000)
     return good.replace(b"<Data>", b"<Data>" + padding, 1)
@@ -207,9 +211,10 @@ def _over_the_limit(good: bytes) -> bytes:
         (_not_xml, 400, "envelope-not-xml"),
         (_bad_base64, 400, "envelope-bad-base64"),
         (_mime_not_fhir, 415, "envelope-mime-not-fhir"),
+        (_doctype, 400, "envelope-doctype"),
         (_over_the_limit, 413, "envelope-too-large"),
     ],
-    ids=["not-xml", "bad-base64", "mime-not-fhir", "over-the-size-limit"],
+    ids=["not-xml", "bad-base64", "mime-not-fhir", "doctype", "over-the-size-limit"],
 )
 async def test_a_bad_envelope_gets_a_clear_4xx_and_is_kept_for_triage(
     vans_stack: Stack, spoil, status: int, code: str
@@ -357,3 +362,32 @@ async def test_temporal_down_the_message_is_still_stored_and_answered(stack: Sta
         )
     assert response.status_code == 202, response.text
     assert len(stored(stack, header_id)) == 1
+
+
+async def test_careflows_resend_is_a_new_envelope_for_the_same_message(vans_stack: Stack) -> None:
+    """A resend keeps MessageHeader.id and gets a new Bundle.id: over VANS a new EnvelopeIdentifier
+    with the same MetaInformation/Identifier, which the partner recognises (MedCom: the receipt was
+    lost) and answers with its original receipt; the step still waits for the acknowledgement."""
+    from workflows.models import ResendRequest
+    from workflows.steps import PathwayWorkflow
+
+    stack = vans_stack
+    simulator = stack.simulator_app.state.simulator
+    accepted = await silent_referral(stack, "1111505123")
+    handle = stack.client.get_workflow_handle(f"referral-{accepted['id']}")
+    before = simulator.stats().transport_duplicates.get("receipt-lost", 0)
+    await handle.execute_update(
+        PathwayWorkflow.resend, ResendRequest(actor="test-coordinator", reason="the hospital lost it")
+    )
+
+    async def both_sent() -> list[dict] | None:
+        flow = (await stack.api.get(f"/flows/{accepted['id']}", headers=stack.headers(Role.COORDINATOR))).json()
+        out = [m for m in flow["messages"] if m["direction"] == "out"]
+        return out if len(out) == 2 and all(m["transport_receipt"] for m in out) else None
+
+    first, resend = await wait_for(both_sent)
+    assert first["message_header_id"] == resend["message_header_id"]
+    assert first["envelope_identifier"] != resend["envelope_identifier"]
+    assert resend["transport_receipt"] == "PositiveMessage"
+    assert simulator.stats().transport_duplicates.get("receipt-lost", 0) == before + 1
+    await handle.terminate("test finished")
