@@ -32,7 +32,7 @@ from messaging.vans import (
 from store.db import make_engine
 from store.models import InboundEnvelope, InboundMessage, sealed_as
 from tests.api.test_inbound import GP, HOSPITAL, appointment, silent_referral
-from tests.conftest import LoopbackServer, Stack, free_port, token, wait_for
+from tests.conftest import LoopbackServer, Stack, free_port, post_as_partner, token, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -60,13 +60,7 @@ def post_envelope(stack: Stack, body: bytes, *, url: str | None = None, sor: str
 
 def post_message(stack: Stack, body: bytes):  # noqa: ANN201
     """A partner's message over the stack's transport: bare, or in an envelope."""
-    if stack.transport == "vans":
-        return post_envelope(stack, envelope_of(body))
-    return stack.api.post(
-        "/fhir/$process-message",
-        content=body,
-        headers={**stack.headers(Role.PARTNER, HOSPITAL.sor), "Content-Type": "application/fhir+json"},
-    )
+    return post_as_partner(stack, body, HOSPITAL.sor)
 
 
 def engine_of(stack: Stack):  # noqa: ANN201
