@@ -16,6 +16,7 @@ from activities.models import ActivityErrors, SendMessageRequest, SendMessageRes
 from careflow.crypto import KeyRing
 from messaging import Directory, NotAccepted, UnknownOrganization, build_message, parse_message, to_json
 from messaging.directory import Route
+from messaging.model import Organization
 from messaging.transport import OutboundRequest, prepare_request, receipt_in
 from messaging.vans import EnvelopeError, NoVansDocumentType, ReceiptKind
 from store.models import OutboundMessage, sealed_as, utcnow
@@ -29,6 +30,16 @@ class MessageActivities:
         self.http = http
         self.directory = directory
         self.key_ring = key_ring
+
+    @activity.defn
+    def resolve_organization(self, sor: str) -> Organization:
+        """The directory's organisation for a SOR code a partner named (a referral forwarded to it)."""
+        try:
+            return self.directory.get(sor).organization
+        except UnknownOrganization:
+            raise ApplicationError(
+                f"SOR {sor} is not in the directory", type=ActivityErrors.UNKNOWN_ORGANIZATION, non_retryable=True
+            ) from None
 
     @activity.defn
     async def send_message(self, request: SendMessageRequest) -> SendMessageResult:
