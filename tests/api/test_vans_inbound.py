@@ -370,6 +370,12 @@ async def test_careflows_resend_is_a_new_envelope_for_the_same_message(vans_stac
     accepted = await silent_referral(stack, "1111505123")
     handle = stack.client.get_workflow_handle(f"referral-{accepted['id']}")
     before = simulator.stats().transport_duplicates.get("receipt-lost", 0)
+
+    async def acknowledged() -> bool:
+        flow = (await stack.api.get(f"/flows/{accepted['id']}", headers=stack.headers(Role.COORDINATOR))).json()
+        return flow["step"] != "referral"
+
+    await wait_for(acknowledged)  # a coordinator resends once the referral's own resend window is over
     await handle.execute_update(
         PathwayWorkflow.resend, ResendRequest(actor="test-coordinator", reason="the hospital lost it")
     )
