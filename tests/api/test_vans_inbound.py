@@ -33,6 +33,7 @@ from store.db import make_engine
 from store.models import InboundEnvelope, InboundMessage, sealed_as
 from tests.api.test_inbound import GP, HOSPITAL, appointment, silent_referral
 from tests.conftest import LoopbackServer, Stack, free_port, post_as_partner, token, wait_for
+from tests.console.conftest import console_client
 
 pytestmark = pytest.mark.e2e
 
@@ -237,6 +238,9 @@ async def test_a_bad_envelope_gets_a_clear_4xx_and_is_kept_for_triage(
     assert listed.status_code == 200
     assert listed.json()[0]["id"] == kept.id and listed.json()[0]["reason_code"] == code
     assert "body_enc" not in listed.json()[0]
+    async with console_client(stack) as console:
+        page = await console.get("/console/triage")
+    assert page.status_code == 200 and f'data-envelope-id="{kept.id}"' in page.text and code in page.text
 
 
 async def test_an_envelope_must_come_from_the_partner_and_be_for_careflow(vans_stack: Stack) -> None:
