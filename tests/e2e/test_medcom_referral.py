@@ -1,6 +1,7 @@
 """The referral on MedCom's draft model, end to end on a real dev server, worker, API and simulated
-hospitals over HTTP: accepted, rejected and forwarded triage, a rescheduled booking, a
-regarding-referral question each way."""
+hospitals, over both transports (FHIR $process-message and VANSEnvelopes): accepted, rejected,
+forwarded and reprioritised triage, a rescheduled booking, a regarding-referral question each way,
+the referral updated and cancelled."""
 
 from __future__ import annotations
 
@@ -26,14 +27,18 @@ GP, HOSPITAL, SECOND_HOSPITAL = "100000000000001", "200000000000001", "200000000
 
 
 @pytest_asyncio.fixture
-async def partners(stack: Stack) -> AsyncIterator[Stack]:
-    """The session's simulated partners, their behaviour restored after the test."""
-    simulator = stack.simulator_app.state.simulator
+async def partners(any_stack: Stack) -> AsyncIterator[Stack]:
+    """The session's stack over each transport (FHIR $process-message, VANSEnvelopes), its simulated
+    partners' behaviour restored after the test."""
+    simulator = any_stack.simulator_app.state.simulator
     before = simulator.behaviour
+    envelopes = simulator.stats().envelopes_received
     try:
-        yield stack
+        yield any_stack
     finally:
         simulator.behaviour = before
+    if any_stack.transport == "vans":
+        assert simulator.stats().envelopes_received > envelopes, "the partners received VANSEnvelopes"
 
 
 def behave(stack: Stack, **changes: object) -> None:
@@ -142,7 +147,8 @@ async def test_accepted_with_a_rescheduled_booking_runs_to_treatment(partners: S
     handle = partners.client.get_workflow_handle_for(MedcomReferralPathway.run, f"medcom-referral-{flow_id}")
     state = await handle.query(MedcomReferralPathway.pathway_state)
     assert state.rules_version == "2026-1" and state.status.value == "completed"
-    await record_history(partners.client, handle.id, "medcom-referral-accepted-rescheduled")
+    if partners.transport == "process-message":
+        await record_history(partners.client, handle.id, "medcom-referral-accepted-rescheduled")
 
 
 async def test_rejected_triage_escalates_with_the_receivers_reason_and_ends(partners: Stack) -> None:
@@ -171,7 +177,8 @@ async def test_forwarded_triage_follows_the_referral_to_the_new_receiver(partner
     handle = partners.client.get_workflow_handle_for(MedcomReferralPathway.run, f"medcom-referral-{flow_id}")
     state = await handle.query(MedcomReferralPathway.pathway_state)
     assert state.party_changes == {"performer": SECOND_HOSPITAL}
-    await record_history(partners.client, handle.id, "medcom-referral-forwarded")
+    if partners.transport == "process-message":
+        await record_history(partners.client, handle.id, "medcom-referral-forwarded")
 
 
 async def test_regarding_referral_questions_both_ways_are_answered(partners: Stack) -> None:
