@@ -7,7 +7,7 @@ from pydantic import BaseModel
 
 from messaging.bundle import as_dict, as_list, resources
 from messaging.model import MessageKind, ValidationIssue
-from messaging.resources import BuildContext, based_on_service_request, coded
+from messaging.resources import ACT_CODE_SYSTEM, BuildContext, based_on_service_request, coded, ref
 from messaging.terminology import MEDCOM_CS_BASE, MEDCOM_EVENT_SYSTEM
 from messaging.types.base import MessageType, focus_of, issue
 
@@ -24,6 +24,14 @@ class CareCommunicationContent(BaseModel):
     category: str = "other"  # MedComCareCommunicationCategories code
     topic: str = ""
     service_request_id: str | None = None  # ties the communication to a careflow pathway, if any
+    # A reply: the MessageHeader it answers (Provenance reply-message, entity revision); keep the thread id.
+    previous_header_id: str | None = None
+    # The hospital stay it is about: an Encounter with the episode-of-care id the stay's
+    # HospitalNotifications carry (system: the hospital's SOR endpoint), echoed as MedCom requires.
+    episode_of_care_id: str | None = None
+    episode_of_care_system: str | None = None
+    encounter_status: str = "in-progress"
+    encounter_class: str = "IMP"
 
 
 def build(ctx: BuildContext, content: CareCommunicationContent) -> tuple[list[dict], list[dict]]:
@@ -41,7 +49,24 @@ def build(ctx: BuildContext, content: CareCommunicationContent) -> tuple[list[di
         communication["topic"] = {"text": content.topic}
     if content.service_request_id:
         communication["basedOn"] = based_on_service_request(content.service_request_id)
-    return [communication], []
+    if content.previous_header_id:
+        ctx.previous_header_id, ctx.activity = content.previous_header_id, "reply-message"
+    others: list[dict] = []
+    if content.episode_of_care_id:
+        identifier = {"value": content.episode_of_care_id}
+        if content.episode_of_care_system:
+            identifier = {"system": content.episode_of_care_system, **identifier}
+        encounter = {
+            "resourceType": "Encounter",
+            "id": ctx.id("encounter"),
+            "status": content.encounter_status,
+            "class": {"system": ACT_CODE_SYSTEM, "code": content.encounter_class},
+            "subject": ctx.patient_ref,
+            "episodeOfCare": [{"identifier": identifier}],
+        }
+        communication["encounter"] = {"reference": ref(encounter)}
+        others.append(encounter)
+    return [communication], others
 
 
 def check_thread_and_category(bundle: dict) -> list[ValidationIssue]:

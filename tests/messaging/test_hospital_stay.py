@@ -367,3 +367,52 @@ def test_careflows_messages_have_the_shape_of_medcoms_examples(medcom_examples: 
     ours = _shape(script.bundles[-1])
     theirs = _shape(example)
     assert ours == theirs
+
+
+def test_a_care_communication_about_the_stay_echoes_its_episode_and_replies_in_thread(medcom_examples: Path) -> None:
+    """The dialogue's messages: the episode-of-care id of the stay in an Encounter (as MedCom's
+    carecoordination example), a reply's Provenance reply-message naming the message it answers."""
+    from messaging.types.care_communication import CareCommunicationContent
+
+    example = json.loads(
+        (medcom_examples / "carecommunication" / "Bundle-k7bfbc0c-553d-11ed-bdc3-0242ac120002.json").read_text()
+    )
+    envelope = Envelope(
+        message_header_id="30000000-0000-4000-8000-000000000001",
+        bundle_id="30000000-0000-4000-8000-000000000002",
+        timestamp=ADMITTED + timedelta(hours=3),
+        sender=MUNICIPALITY,
+        receiver=HOSPITAL,
+        patient=PatientData(cpr=SYNTHETIC_CPR),
+    )
+    content = CareCommunicationContent(
+        communication_id="59aac95e-ca57-4b04-b075-9880b7e6441c",
+        text="Hvornår forventes udskrivelse?",
+        category="carecoordination",
+        previous_header_id="00000000-0000-4000-8000-000000000000",
+        episode_of_care_id=EPISODE,
+        episode_of_care_system="https://sor2.sum.dsdn.dk/#id=" + HOSPITAL.sor,
+    )
+    bundle = build_message(MessageKind.CARE_COMMUNICATION, envelope, content)
+    assert validate_message(bundle) == []
+
+    def shape(b: dict) -> dict:
+        communication = _resources(b, "Communication")[0]
+        encounter = _resources(b, "Encounter")[0]
+        provenance = _resources(b, "Provenance")[-1]
+        return {
+            "types": sorted({r["resourceType"] for r in _all(b)} - {"Practitioner", "PractitionerRole"}),
+            "encounter": communication["encounter"]["reference"] == f"Encounter/{encounter['id']}",
+            "episode": sorted(encounter["episodeOfCare"][0]["identifier"]),
+            "profile": encounter["meta"]["profile"],
+            "activity": provenance["activity"]["coding"][0]["code"],
+            "roles": [e["role"] for e in provenance["entity"] if e["role"] == "revision"],
+        }
+
+    assert shape(bundle) == shape(example)
+    parsed = parse_message(bundle)
+    assert parsed.correlation.episode_of_care_id == EPISODE
+    assert parsed.correlation.thread_id == content.communication_id
+    assert [(p.activity, p.previous_header_id) for p in parsed.provenance] == [
+        ("reply-message", "00000000-0000-4000-8000-000000000000")
+    ]
