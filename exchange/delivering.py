@@ -48,6 +48,7 @@ def signal_for(message: InboundMessage, summary: str = "") -> InboundMessageSign
         response_code=AckCode(message.response_code) if message.response_code else None,
         summary=summary,
         patient_hash=message.patient_hash,
+        thread_id=message.thread_id,
     )
 
 

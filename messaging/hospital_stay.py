@@ -86,6 +86,7 @@ class Sent:
     sent_at: datetime
     event: str
     data: dict[str, Any]
+    reported_at: datetime | None = None  # when the report was taken: its time unless it names one (default: sent_at)
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,7 @@ class Stay:
         first, *later = sent
         self._record(self._admit(first.message_header_id), first, None, "revision")
         for report in later:
-            self._apply(self.plan(report.event, report.data, report.sent_at), report)
+            self._apply(self.plan(report.event, report.data, report.reported_at or report.sent_at), report)
 
     # ----- what the stay is now ----------------------------------------------------------------
 
@@ -198,6 +199,8 @@ class Stay:
             raise Refused("the event cannot happen before the hospital stay started")
         if current.deceased:
             raise Refused("the patient has died: only the death notice can be corrected or cancelled")
+        if current.status == "finished":
+            raise Refused("the stay has already ended: only its discharge notice can be corrected or cancelled")
         if event == LEAVE_START:
             if current.encounter_class != "IMP" or current.status != "in-progress":
                 raise Refused("a leave starts from an inpatient stay in progress")
@@ -220,12 +223,8 @@ class Stay:
             )
             notice = replace(notice, current_activity=notice.activity)
         elif event == DISCHARGE:
-            if current.status != "in-progress":
-                raise Refused(
-                    "a discharge home ends a stay in progress (report the end of the leave first)"
-                    if current.status == "onleave"
-                    else "the stay has already ended"
-                )
+            if current.status == "onleave":
+                raise Refused("a discharge home ends a stay in progress: report the end of the leave first")
             kind = "inpatient" if current.encounter_class == "IMP" else "emergency"
             activity = f"discharge-{kind}-home"
             notice = replace(
@@ -239,8 +238,6 @@ class Stay:
                 current_activity=activity,
             )
         elif event == DEATH:
-            if current.status == "finished":
-                raise Refused("the stay has already ended")
             notice = replace(
                 current,
                 event=DEATH,

@@ -143,6 +143,7 @@ class SendContext:
     received: tuple[InboundMessageSignal, ...]  # partners' messages applied so far (no acknowledgements)
     reported: tuple[EventReport, ...]  # earlier reports of `alongside` events, oldest first (not this one)
     now: datetime
+    reported_at: datetime | None = None  # when this report was taken (None while it is being validated)
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,9 @@ class OnEvent:
     after: str | None = None
     ends: bool = False
     refuse: Callable[[SendContext], str | None] | None = None
+    # A reason the report came too late (a timing rule): the message still goes, and the pathway
+    # escalates with the reason.
+    late: Callable[[SendContext], str | None] | None = None
 
     @property
     def kind(self) -> str:

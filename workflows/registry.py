@@ -9,10 +9,11 @@ from collections.abc import Iterable
 
 from careflow.deadlines import DEFAULT_RULE_BOOK
 from workflows.declare import AwaitEvent, AwaitOneOf, AwaitReply, OnEvent, OnMessage, Send, SendOnEvent, walk
+from workflows.hospital_notification import HospitalNotificationPathway
 from workflows.referral import ReferralPathwayWorkflow
 from workflows.steps import PathwayWorkflow
 
-BUILT_IN: tuple[type[PathwayWorkflow], ...] = (ReferralPathwayWorkflow,)
+BUILT_IN: tuple[type[PathwayWorkflow], ...] = (ReferralPathwayWorkflow, HospitalNotificationPathway)
 
 
 class PathwayError(ValueError):

@@ -374,6 +374,7 @@ class PathwayWorkflow:
         """An event outside messaging (a discharge), reported through the API or the console."""
         on_event = self._on_event(report.event)
         if on_event is not None:
+            report.reported_at = workflow.now()
             self._reports.append(report)
             self._answer_questions(on_event)
             self._event(
@@ -534,6 +535,8 @@ class PathwayWorkflow:
         self.state.outbound.append(outbound)
         if not isinstance(step, OnEvent):
             self._enter_step(step.name)
+        elif step.late is not None and (late := step.late(context)):
+            await self.escalate(step.name, late)
         attempt = 0
         while True:
             # Count the acknowledgements before the send: a partner may acknowledge before it answers
@@ -1030,6 +1033,7 @@ class PathwayWorkflow:
             received=tuple(self._received),
             reported=tuple(earlier),
             now=workflow.now(),
+            reported_at=report.reported_at if report else None,
         )
 
     async def _run_reports(self) -> None:
