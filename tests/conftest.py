@@ -173,19 +173,22 @@ class Stack:
     simulator_url: str
     simulator_app: object
     worker_metrics: object = None  # careflow.metrics.WorkerMetrics of the stack's worker
+    transport: str = "process-message"  # the partner transport: "process-message" or "vans"
 
     def headers(self, role: Role, sor: str | None = None) -> dict[str, str]:
         return auth(self.settings, role, sor)
 
 
-@pytest_asyncio.fixture(scope="session")
-async def stack(dev_server: WorkflowEnvironment, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+@asynccontextmanager
+async def running_stack(dev_server: WorkflowEnvironment, data: Path, transport: str = "") -> AsyncIterator[Stack]:
+    """careflow's worker, API and the simulated partners on loopback ports, on the dev server;
+    `transport` ("vans" or "process-message"; "": each directory entry's own) is the partner
+    transport every process uses (Settings.partner_transport)."""
     from api.main import create_app
     from careflow.metrics import WorkerMetrics
     from simulator.app import Behaviour, create_simulator
     from workers.main import build_worker
 
-    data = tmp_path_factory.mktemp("stack")
     api_port, simulator_port = free_port(), free_port()
     api_url, simulator_url = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{simulator_port}"
     settings = Settings(
@@ -197,6 +200,7 @@ async def stack(dev_server: WorkflowEnvironment, tmp_path_factory: pytest.TempPa
         simulator_port=simulator_port,
         directory_path=write_directory(data / "directory.json", api_url=api_url, simulator_url=simulator_url),
         pathway_modules=TEST_PATHWAY_MODULES,
+        partner_transport=transport,
     )
     migrate(settings.sqlalchemy_url)
     client = await encrypted_client(dev_server, settings)
@@ -222,7 +226,34 @@ async def stack(dev_server: WorkflowEnvironment, tmp_path_factory: pytest.TempPa
                     simulator_url=simulator_url,
                     simulator_app=simulator_app,
                     worker_metrics=worker_metrics,
+                    transport=transport or "process-message",
                 )
+
+
+@pytest_asyncio.fixture(scope="session")
+async def stack(dev_server: WorkflowEnvironment, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    """The stack with every partner on FHIR `$process-message` (each directory entry's own transport)."""
+    async with running_stack(dev_server, tmp_path_factory.mktemp("stack")) as running:
+        yield running
+
+
+@pytest_asyncio.fixture(scope="session")
+async def vans_stack(dev_server: WorkflowEnvironment, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    """The same stack with every simulated partner, and careflow's own organisations, on the VANS
+    transport (VANSEnvelopes both ways)."""
+    async with running_stack(dev_server, tmp_path_factory.mktemp("vans-stack"), "vans") as running:
+        yield running
+
+
+TRANSPORTS = ("process-message", "vans")
+
+
+@pytest.fixture(params=TRANSPORTS)
+def any_stack(request: pytest.FixtureRequest) -> Stack:
+    """Runs the test twice: on `stack` (FHIR $process-message) and on `vans_stack` (VANSEnvelopes).
+    An e2e test of a pathway takes `any_stack` instead of `stack` to run over both transports;
+    `any_stack.transport` says which this run is."""
+    return request.getfixturevalue("stack" if request.param == "process-message" else "vans_stack")
 
 
 def referral_payload(cpr: str = "0101505123", receiving_sor: str = "200000000000001") -> dict:
