@@ -178,3 +178,31 @@ async def test_a_stay_whose_leave_and_admission_are_cancelled(any_stack: Stack) 
         "cancel-start-leave-inpatient",
         "cancel-admit-inpatient",
     ]
+
+
+async def test_the_console_draws_the_stay_and_reports_its_events(stack: Stack) -> None:
+    """The flow page shows the admission and close in sequence and the stay's events beside it; a
+    coordinator reports a leave from there and its notification goes out and is acknowledged."""
+    from tests.console.conftest import console_client, csrf_of
+
+    flow_id = await _start(stack, "0505505127")
+    await _all_acknowledged(stack, flow_id, 1)
+    async with console_client(stack) as console:
+
+        async def page_text() -> str | None:
+            page = await console.get(f"/console/flows/{flow_id}")
+            drawn = 'class="steps-beside"' in page.text and 'data-event="leave-start"' in page.text
+            return page.text if drawn else None
+
+        text = await wait_for(page_text, timeout=40)
+        beside = text.split('class="steps-beside"', 1)[1].split("</ul>", 1)[0]
+        for step in ("leave-start", "leave-end", "discharge", "death", "revise", "cancel", "municipality-writes"):
+            assert f'data-step="{step}"' in beside, step
+        assert 'data-step="admission"' not in beside and 'data-step="admission"' in text
+        assert "Advis om sygehusophold" in text or "Hospital stay to the municipality" in text
+        done = await console.post(
+            f"/console/flows/{flow_id}/events/leave-start", data={"csrf_token": csrf_of(text), "reason": "orlov"}
+        )
+        assert done.status_code == 303
+    flow = await _all_acknowledged(stack, flow_id, 2)
+    assert any(e["step"] == "leave-start" and e["kind"] == "sent" for e in flow["timeline"])
