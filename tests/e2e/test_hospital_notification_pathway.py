@@ -6,8 +6,13 @@ acknowledged by the municipality and validates with careflow's validator."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import httpx
 import pytest
 from sqlmodel import Session, select
 
@@ -17,9 +22,13 @@ from messaging.validate import validate_message
 from store.db import make_engine
 from store.models import OutboundMessage, sealed_as
 from tests.conftest import Stack, record_history, wait_for
+from tests.e2e.dev_run import start_dev, wait_for_banner
 from workflows.hospital_notification import DEMO_ADMITTING_HOSPITAL, HospitalNotificationPathway
 
 pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+FIVE = ("--flows", "5", "--timeout", "150")
 
 HN = "hospital-notification-message"
 CC = "care-communication-message"
@@ -206,3 +215,49 @@ async def test_the_console_draws_the_stay_and_reports_its_events(stack: Stack) -
         assert done.status_code == 303
     flow = await _all_acknowledged(stack, flow_id, 2)
     assert any(e["step"] == "leave-start" and e["kind"] == "sent" for e in flow["timeline"])
+
+
+@pytest.mark.parametrize("transport", ["", "vans"])
+def test_make_run_seeds_a_stay_and_the_demo_drives_five(tmp_path: Path, transport: str) -> None:
+    """`careflow dev` (what `make run` starts) seeds one stay; `careflow demo --pathway
+    hospital-notification --flows 5` drives five through admission, leave, return, a message and
+    discharge to their close."""
+    dev, _, env = start_dev(tmp_path, demo_referrals=1, transport=transport)
+    try:
+        assert "careflow is running." in wait_for_banner(dev, 120)
+        demo = subprocess.run(
+            [sys.executable, "-m", "careflow", "demo", "--pathway", HospitalNotificationPathway.name, *FIVE],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        assert demo.returncode == 0, demo.stdout + demo.stderr
+        summary = next(line for line in demo.stdout.splitlines() if line.startswith("demo: "))
+        print(summary)  # the summary line the report quotes
+        assert "flows 5, completed 5, escalated 0, failed 0, unsettled 0" in summary
+        events = int(summary.split("events reported ")[1].split(",")[0])
+        assert events >= 5 * 5, "leave start and end, a message, discharge and close for each stay"
+        coordinator = subprocess.run(
+            [sys.executable, "-m", "careflow", "token", "--role", "coordinator"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        flows = httpx.get(
+            f"{env['CAREFLOW_PUBLIC_URL']}/flows",
+            params={"pathway": HospitalNotificationPathway.name, "limit": 50},
+            headers={"Authorization": f"Bearer {coordinator}"},
+            timeout=30,
+        ).json()["items"]
+        assert len(flows) == 6, "the seeded stay and the demo's five"
+    finally:
+        dev.send_signal(signal.SIGINT)
+        try:
+            dev.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            dev.kill()
+            raise
