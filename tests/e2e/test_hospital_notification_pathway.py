@@ -261,3 +261,43 @@ def test_make_run_seeds_a_stay_and_the_demo_drives_five(tmp_path: Path, transpor
         except subprocess.TimeoutExpired:
             dev.kill()
             raise
+
+
+async def test_the_municipality_writes_about_the_stay_and_gets_an_answer_in_its_thread(any_stack: Stack) -> None:
+    """A new CareCommunication from the municipality finds the stay by its episode-of-care id, awaits
+    the department's answer, and the answer keeps its thread and names it as the message answered."""
+    stack = any_stack
+    simulator = stack.simulator_app.state.simulator
+    before = simulator.behaviour
+    simulator.behaviour = before.model_copy(update={"dialogue_fraction": 1.0})
+    try:
+        flow_id = await _start(stack, "0606505128")
+
+        async def written() -> dict | None:
+            flow = await _flow(stack, flow_id)
+            inbound = [m for m in flow["messages"] if m["direction"] == "in" and m["event_code"] == CC]
+            return inbound[0] if inbound and inbound[0]["status"] == "delivered" else None
+
+        question = await wait_for(written, timeout=60)
+    finally:
+        simulator.behaviour = before
+    handle = stack.client.get_workflow_handle(HospitalNotificationPathway.workflow_id(flow_id))
+
+    async def awaits_our_answer() -> bool:
+        state = await handle.query(HospitalNotificationPathway.pathway_state)
+        return any(s.name == "municipality-writes" and s.deadline for s in state.steps)
+
+    assert await wait_for(awaits_our_answer, timeout=30)
+    await _report(stack, flow_id, "reply", text="Borgeren forventes udskrevet i morgen.")
+    await _all_acknowledged(stack, flow_id, 2)
+    answer = _stored(stack, flow_id)[-1]
+    resources = [e["resource"] for e in answer["entry"]]
+    provenance = next(r for r in resources if r["resourceType"] == "Provenance")
+    assert provenance["activity"]["coding"][0]["code"] == "reply-message"
+    assert provenance["entity"] == [
+        {"role": "revision", "what": {"reference": f"MessageHeader/{question['message_header_id']}"}}
+    ]
+    encounter = next(r for r in resources if r["resourceType"] == "Encounter")
+    assert encounter["episodeOfCare"][0]["identifier"]["value"] == flow_id, "the stay's episode of care, echoed"
+    assert validate_message(answer) == []
+    await _report(stack, flow_id, "close")
