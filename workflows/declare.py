@@ -52,6 +52,8 @@ class Send:
     message: str  # event code of a registered message type
     to: str  # party role
     content: ContentFrom = service_request_content
+    # A reason the message goes too late (a timing rule): it still goes, and the pathway escalates.
+    late: Callable[[SendContext], str | None] | None = None
 
     @property
     def kind(self) -> str:  # the first engine's name for the message

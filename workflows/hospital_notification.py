@@ -173,7 +173,15 @@ def refusal(event: str):  # noqa: ANN201
 
 def late(ctx: SendContext) -> str | None:
     """MedCom's real-time rule: an event reported longer after it happened than report_within."""
-    at = EventData.model_validate(ctx.event or {}).at
+    return _late(EventData.model_validate(ctx.event or {}).at, ctx)
+
+
+def admitted_late(ctx: SendContext) -> str | None:
+    """The same rule for the admission: the pathway started that long after the patient arrived."""
+    return _late(_admission(ctx.input).admitted_at, ctx)
+
+
+def _late(at: datetime | None, ctx: SendContext) -> str | None:
     reported = ctx.reported_at or ctx.now
     limit = HospitalStayTimings.model_validate(ctx.input.timings).report_within
     if at is not None and reported - at > limit:
@@ -265,7 +273,8 @@ class HospitalNotificationPathway(PathwayWorkflow):
     earlier message; CareCommunications the department writes or answers. Awaits: each message's
     acknowledgement (30 min, 2 resends, then escalation; fatal-error escalates at once), the
     municipality's CareCommunications, each answered within a day or escalated, and the stay's close.
-    Escalates: an event reported more than 15 minutes after it happened (MedCom: real time).
+    Escalates: an admission or event reported more than 15 minutes after it happened (MedCom: real
+    time).
     Refuses (409): what the standard's governance forbids (future-dated events, a leave outside an
     inpatient stay, a discharge while on leave, corrections of anything but the latest notice).
     Timings: CAREFLOW_PATHWAYS__HOSPITAL_NOTIFICATION__<FIELD>.
@@ -283,7 +292,7 @@ class HospitalNotificationPathway(PathwayWorkflow):
         Party("municipality", "home municipality", field="municipality_sor", directory_kind="municipality"),
     )
     steps = (
-        Send("admission", HN, to="municipality", content=admission_notice),
+        Send("admission", HN, to="municipality", content=admission_notice, late=admitted_late),
         AwaitEvent("closed", event="close", title="stay closed"),
     )
     alongside = (

@@ -535,6 +535,8 @@ class PathwayWorkflow:
         self.state.outbound.append(outbound)
         if not isinstance(step, OnEvent):
             self._enter_step(step.name)
+            if isinstance(step, Send) and step.late is not None and (late := step.late(self._context(None, []))):
+                await self.escalate(step.name, late)
         elif step.late is not None and (late := step.late(context)):
             await self.escalate(step.name, late)
         attempt = 0

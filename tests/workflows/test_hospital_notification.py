@@ -214,17 +214,20 @@ async def test_late_report_and_unanswered_municipality_escalate_and_cancelled_ad
     now = await env.get_current_time()
     stay = await Stay.start(env, settings, admitted_at=(now - timedelta(hours=5)).isoformat())
     await stay.ack(0)
-    await stay.report("leave-start", at=(now - timedelta(hours=2)).isoformat())
     state = await stay.state_when(lambda s: bool(s.open_escalations))
     [late] = state.open_escalations
+    assert late.step == "admission" and "reported 300 minutes after it happened" in late.reason
+    await stay.report("leave-start", at=(now - timedelta(hours=2)).isoformat())
+    state = await stay.state_when(lambda s: len(s.open_escalations) == 2)
+    late = state.open_escalations[1]
     assert late.step == "leave-start" and "reported 120 minutes after it happened" in late.reason
     await stay.ack(1)
     # the municipality writes; a day passes without an answer
     await stay.signal(MessageKind.CARE_COMMUNICATION)
     await stay.state_when(lambda s: any(x.name == "municipality-writes" and x.deadline for x in s.steps))
     await env.sleep(timedelta(hours=25))
-    state = await stay.state_when(lambda s: len(s.open_escalations) == 2)
-    assert "no answer to the care communication" in state.open_escalations[1].reason
+    state = await stay.state_when(lambda s: len(s.open_escalations) == 3)
+    assert "no answer to the care communication" in state.open_escalations[2].reason
     # cancelling the admission is refused while a later notice is in force; then AN_STOR, AN_STIN
     await stay.refused("cancel-admission", "cancel the later ones first")
     await stay.report("cancel")
