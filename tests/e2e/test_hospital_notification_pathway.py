@@ -20,7 +20,7 @@ from careflow.auth import Role
 from careflow.crypto import KeyRing
 from messaging.validate import validate_message
 from store.db import make_engine
-from store.models import OutboundMessage, sealed_as
+from store.models import InboundMessage, OutboundMessage, sealed_as
 from tests.conftest import Stack, record_history, wait_for
 from tests.e2e.dev_run import start_dev, wait_for_banner
 from workflows.hospital_notification import DEMO_ADMITTING_HOSPITAL, HospitalNotificationPathway
@@ -299,5 +299,11 @@ async def test_the_municipality_writes_about_the_stay_and_gets_an_answer_in_its_
     ]
     encounter = next(r for r in resources if r["resourceType"] == "Encounter")
     assert encounter["episodeOfCare"][0]["identifier"]["value"] == flow_id, "the stay's episode of care, echoed"
+    with Session(make_engine(stack.settings.sqlalchemy_url)) as session:
+        thread = session.exec(
+            select(InboundMessage.thread_id).where(InboundMessage.message_header_id == question["message_header_id"])
+        ).one()
+    communication = next(r for r in resources if r["resourceType"] == "Communication")
+    assert thread and communication["identifier"] == [{"value": f"urn:uuid:{thread}"}], "the municipality's thread"
     assert validate_message(answer) == []
     await _report(stack, flow_id, "close")

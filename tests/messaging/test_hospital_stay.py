@@ -417,3 +417,20 @@ def test_a_care_communication_about_the_stay_echoes_its_episode_and_replies_in_t
     assert [(p.activity, p.previous_header_id) for p in parsed.provenance] == [
         ("reply-message", "00000000-0000-4000-8000-000000000000")
     ]
+
+
+@pytest.mark.parametrize(
+    ("break_it", "rule"),
+    [
+        (lambda b: _resources(b, "Provenance")[0]["activity"]["coding"][0].update(code="new-message"), "activity"),
+        (lambda b: _resources(b, "Patient")[0]["identifier"][0].update(system="urn:oid:1.2.208.176.1.6.1.1"), "cpr"),
+        (lambda b: _resources(b, "Encounter")[0].pop("extension"), "leave"),
+        (lambda b: _resources(b, "Encounter")[0].update(status="cancelled"), "encounter"),
+    ],
+    ids=["not a notification activity", "replacement CPR", "on leave without its start", "status cancelled"],
+)
+def test_the_validator_holds_notifications_to_medcoms_invariants(medcom_examples: Path, break_it, rule: str) -> None:  # noqa: ANN001
+    example = json.loads((medcom_examples / "hospitalnotification" / EXAMPLES["STOR"]).read_text(encoding="utf-8"))
+    assert validate_message(example) == []
+    break_it(example)
+    assert {i.rule for i in validate_message(example)} >= {f"hospital-notification-{rule}"}
