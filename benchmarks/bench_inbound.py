@@ -168,7 +168,7 @@ async def run(args: argparse.Namespace, data: Path) -> int:
         messages = replies(stack, opened, args.transport)
         print(
             f"inbound: {len(opened)} pathways open ({waiting} waiting for their appointment), {len(messages)} "
-            f"replies to post (load average {load_average()})",
+            f"replies to post over {args.transport} (load average {load_average()})",
             flush=True,
         )
         latencies: list[float] = []
@@ -204,8 +204,7 @@ async def run(args: argparse.Namespace, data: Path) -> int:
             if profiler:
                 print(f"  flame graph: {', '.join(map(str, profiler.stop()))}")
         print(
-            f"inbound ({args.transport}): posted {len(messages)} with {args.concurrency} in flight: "
-            f"{len(messages) / posted:.1f} "
+            f"inbound: posted {len(messages)} with {args.concurrency} in flight: {len(messages) / posted:.1f} "
             f"messages/s over {posted:.1f}s, "
             f"answers {dict(sorted(statuses.items()))}; POST {p50_p99(latencies)}"
         )

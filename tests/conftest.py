@@ -256,6 +256,28 @@ def any_stack(request: pytest.FixtureRequest) -> Stack:
     return request.getfixturevalue("stack" if request.param == "process-message" else "vans_stack")
 
 
+async def post_as_partner(stack: Stack, bundle: dict | bytes, sender_sor: str | None = None) -> httpx.Response:
+    """Post a partner's message to careflow as the simulated partners do: over the transport the
+    stack's directory names for its receiver (the Bundle to `$process-message`, or a VANSEnvelope to
+    `/vans/envelope`), with the sender's partner token (`sender_sor`: default the MessageHeader's)."""
+    from datetime import UTC, datetime
+
+    from messaging import load_directory, parse_message
+    from messaging.transport import prepare_request
+
+    parsed = parse_message(json.loads(bundle) if isinstance(bundle, bytes) else bundle)
+    directory = load_directory(stack.settings)
+    request = prepare_request(
+        directory,
+        bundle,
+        sender=directory.get(sender_sor or parsed.sender.sor).organization,
+        receiver=directory.get(parsed.receiver.sor).organization,
+        sent=datetime.now(UTC),
+    )
+    headers = {**request.headers, **stack.headers(Role.PARTNER, sender_sor or parsed.sender.sor)}
+    return await stack.api.post(request.url, content=request.body, headers=headers)
+
+
 def referral_payload(cpr: str = "0101505123", receiving_sor: str = "200000000000001") -> dict:
     """A synthetic patient: born 2050 by the CPR's own rules, so the number belongs to nobody."""
     return {

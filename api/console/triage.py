@@ -22,6 +22,7 @@ from api.console.web import (
 )
 from api.deps import SessionDep, TemporalDep
 from api.scoping import in_scope
+from exchange.enveloping import refused_envelopes
 from exchange.triage import Triage, TriageRefused, held
 from store.models import AuditEntry, Flow
 from workflows.models import EventReport
@@ -45,7 +46,9 @@ def _whole_region(user: ConsoleUser) -> None:
 def triage_page(request: Request, user: CurrentCoordinator, session: SessionDep) -> Response:
     """Messages that match no flow (or came after their flow ended), oldest first."""
     _whole_region(user)
-    return render(request, "triage.html", {"user": user, "items": held(session)})
+    return render(
+        request, "triage.html", {"user": user, "items": held(session), "envelopes": refused_envelopes(session, 50)}
+    )
 
 
 @router.post("/triage/{message_id}/{action}")

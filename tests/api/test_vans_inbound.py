@@ -32,7 +32,8 @@ from messaging.vans import (
 from store.db import make_engine
 from store.models import InboundEnvelope, InboundMessage, sealed_as
 from tests.api.test_inbound import GP, HOSPITAL, appointment, silent_referral
-from tests.conftest import LoopbackServer, Stack, free_port, token, wait_for
+from tests.conftest import LoopbackServer, Stack, free_port, post_as_partner, token, wait_for
+from tests.console.conftest import console_client
 
 pytestmark = pytest.mark.e2e
 
@@ -60,13 +61,7 @@ def post_envelope(stack: Stack, body: bytes, *, url: str | None = None, sor: str
 
 def post_message(stack: Stack, body: bytes):  # noqa: ANN201
     """A partner's message over the stack's transport: bare, or in an envelope."""
-    if stack.transport == "vans":
-        return post_envelope(stack, envelope_of(body))
-    return stack.api.post(
-        "/fhir/$process-message",
-        content=body,
-        headers={**stack.headers(Role.PARTNER, HOSPITAL.sor), "Content-Type": "application/fhir+json"},
-    )
+    return post_as_partner(stack, body, HOSPITAL.sor)
 
 
 def engine_of(stack: Stack):  # noqa: ANN201
@@ -243,6 +238,9 @@ async def test_a_bad_envelope_gets_a_clear_4xx_and_is_kept_for_triage(
     assert listed.status_code == 200
     assert listed.json()[0]["id"] == kept.id and listed.json()[0]["reason_code"] == code
     assert "body_enc" not in listed.json()[0]
+    async with console_client(stack) as console:
+        page = await console.get("/console/triage")
+    assert page.status_code == 200 and f'data-envelope-id="{kept.id}"' in page.text and code in page.text
 
 
 async def test_an_envelope_must_come_from_the_partner_and_be_for_careflow(vans_stack: Stack) -> None:
@@ -376,6 +374,12 @@ async def test_careflows_resend_is_a_new_envelope_for_the_same_message(vans_stac
     accepted = await silent_referral(stack, "1111505123")
     handle = stack.client.get_workflow_handle(f"referral-{accepted['id']}")
     before = simulator.stats().transport_duplicates.get("receipt-lost", 0)
+
+    async def acknowledged() -> bool:
+        flow = (await stack.api.get(f"/flows/{accepted['id']}", headers=stack.headers(Role.COORDINATOR))).json()
+        return flow["step"] != "referral"
+
+    await wait_for(acknowledged)  # a coordinator resends once the referral's own resend window is over
     await handle.execute_update(
         PathwayWorkflow.resend, ResendRequest(actor="test-coordinator", reason="the hospital lost it")
     )
