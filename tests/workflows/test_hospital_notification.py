@@ -246,3 +246,37 @@ async def test_late_report_and_unanswered_municipality_escalate_and_cancelled_ad
     ]
     assert _current(notices[-1])[1][0][0] == "removal" and _current(notices[-1])[2] == "entered-in-error"
     await record_history(await encrypted_client(env, settings), stay.handle.id, "hospital-notification-cancelled")
+
+
+async def test_a_death_notice_is_resent_until_acknowledged_and_can_be_cancelled(
+    env_settings: tuple[WorkflowEnvironment, Settings],
+) -> None:
+    """MORS under MedCom's resend rule (same MessageHeader.id, a new Bundle.id after 30 minutes);
+    after it only the death notice may be corrected or cancelled (AN_MORS: Patient.deceased false)."""
+    env, settings = env_settings
+    stay = await Stay.start(env, settings)
+    await stay.ack(0)
+    await stay.report("death")
+    await stay.state_when(lambda s: len(s.outbound) == 2 and len(s.outbound[1].bundle_ids) == 1)
+    await env.sleep(timedelta(minutes=31))
+    state = await stay.state_when(lambda s: len(s.outbound[1].bundle_ids) == 2)
+    assert not state.open_escalations, "one resend is within the rule"
+    await stay.ack(1)
+    await stay.refused("discharge", "the patient has died")
+    await stay.report("cancel")
+    await stay.ack(2)
+    await stay.report("close")
+    assert (await stay.handle.result()).status is PathwayStatus.COMPLETED
+    death, cancelled = stay.sent()[1:]
+    patients = [
+        next(e["resource"] for e in b["entry"] if e["resource"]["resourceType"] == "Patient")
+        for b in (death, cancelled)
+    ]
+    assert [p.get("deceasedBoolean") for p in patients] == [True, False]
+    assert _current(death) == (
+        "admit-inpatient",
+        [("revision", stay.sent()[0]["entry"][0]["resource"]["id"])],
+        "finished",
+    )
+    assert _current(cancelled)[0] == "admit-inpatient" and _current(cancelled)[1][0][0] == "removal"
+    assert _current(cancelled)[2] == "in-progress"
