@@ -29,7 +29,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from messaging.identifiers import SOR_ENDPOINT_PREFIX
     from messaging.model import MessageKind
-    from messaging.types.care_communication import CareCommunicationContent
+    from messaging.types.care_communication import CATEGORIES, CareCommunicationContent
     from messaging.types.hospital_notification import HospitalNotificationContent
     from workflows.declare import AwaitEvent, OnEvent, OnMessage, Party, Send, SendContext
     from workflows.examples import DEMO_MUNICIPALITY, synthetic_patient
@@ -217,14 +217,34 @@ def _latest_from_municipality(ctx: SendContext):  # noqa: ANN202
     return next((m for m in reversed(ctx.received) if m.kind == CC and m.sender_sor == municipality), None)
 
 
+def _words(ctx: SendContext) -> dict[str, str]:
+    """The message's category (default carecoordination) and, for the category other, its topic."""
+    words = {"category": str(ctx.event.get("category") or "carecoordination")}
+    if ctx.event.get("topic"):
+        words["topic"] = str(ctx.event["topic"])
+    return words
+
+
 def write(ctx: SendContext) -> CareCommunicationContent:
     """The department writes to the municipality: a new thread about the stay."""
     return CareCommunicationContent(
         communication_id=_thread_id(ctx),
         text=str(ctx.event.get("text") or "Vi har et spørgsmål vedrørende borgerens forløb."),
-        category=str(ctx.event.get("category") or "carecoordination"),
+        **_words(ctx),
         **_about_the_stay(ctx),
     )
+
+
+def bad_words(ctx: SendContext) -> str | None:
+    """A CareCommunication's words MedCom would refuse: an unknown category, other without a topic."""
+    words = _words(ctx)
+    if words["category"] not in CATEGORIES:
+        return f"category must be one of MedCom's CareCommunication categories: {', '.join(CATEGORIES)}"
+    if words["category"] == "other" and not words.get("topic"):
+        return "a message of category other needs a topic"
+    if len(str(ctx.event.get("text") or "")) > 10000:
+        return "text is longer than 10000 characters"
+    return None
 
 
 def reply(ctx: SendContext) -> CareCommunicationContent:
@@ -234,7 +254,7 @@ def reply(ctx: SendContext) -> CareCommunicationContent:
     return CareCommunicationContent(
         communication_id=question.thread_id or _thread_id(ctx),
         text=str(ctx.event.get("text") or "Tak for henvendelsen. Vi vender tilbage ved udskrivelsen."),
-        category=str(ctx.event.get("category") or "carecoordination"),
+        **_words(ctx),
         previous_header_id=question.message_header_id,
         **_about_the_stay(ctx),
     )
@@ -243,7 +263,7 @@ def reply(ctx: SendContext) -> CareCommunicationContent:
 def nothing_to_answer(ctx: SendContext) -> str | None:
     if _latest_from_municipality(ctx) is None:
         return "the municipality has written nothing to answer: write a new message instead"
-    return None
+    return bad_words(ctx)
 
 
 def _on(event: str, title: str, **kwargs: Any) -> OnEvent:
@@ -322,6 +342,7 @@ class HospitalNotificationPathway(PathwayWorkflow):
             content=write,
             title="message to the municipality",
             after="admission",
+            refuse=bad_words,
         ),
     )
 

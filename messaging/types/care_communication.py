@@ -14,6 +14,28 @@ from messaging.types.base import MessageType, focus_of, issue
 CATEGORY_SYSTEM = MEDCOM_CS_BASE + "medcom-careCommunication-categoryCodes"
 # kept under its old name in messaging.build
 CARE_COMMUNICATION_CATEGORY_SYSTEM = CATEGORY_SYSTEM
+# MedCom's category codes, here for code that may not read the terminology files (a workflow checking
+# a report); tests/messaging/test_hospital_stay.py keeps it equal to the code system.
+CATEGORIES = (
+    "alcohol-and-drug-treatment",
+    "assistive-devices",
+    "carecoordination",
+    "decease",
+    "discharge",
+    "examination-results",
+    "healthcare",
+    "home-care-assessment",
+    "medicine",
+    "nursing",
+    "outpatient",
+    "psychiatry-social-disability",
+    "regarding-referral",
+    "telemedicine",
+    "training",
+    "acute-ambulant",
+    "extended-care-responsibility",
+    "other",
+)
 
 
 class CareCommunicationContent(BaseModel):

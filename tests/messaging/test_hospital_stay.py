@@ -434,3 +434,10 @@ def test_the_validator_holds_notifications_to_medcoms_invariants(medcom_examples
     assert validate_message(example) == []
     break_it(example)
     assert {i.rule for i in validate_message(example)} >= {f"hospital-notification-{rule}"}
+
+
+def test_the_care_communication_categories_a_workflow_checks_are_medcoms() -> None:
+    from messaging.terminology import get_terminology
+    from messaging.types.care_communication import CATEGORIES, CATEGORY_SYSTEM
+
+    assert set(CATEGORIES) == set(get_terminology().code_systems[CATEGORY_SYSTEM].codes)

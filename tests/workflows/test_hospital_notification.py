@@ -100,10 +100,10 @@ class Stay:
             EventReport(event=event, actor="test-clinician", role="clinician", data=data),
         )
 
-    async def refused(self, event: str, reason: str) -> None:
+    async def refused(self, event: str, reason: str, **data: object) -> None:
         """The report is refused, with the reason the API would answer 409 with."""
         with pytest.raises(WorkflowUpdateFailedError) as caught:
-            await self.report(event)
+            await self.report(event, **data)
         assert reason in str(getattr(caught.value.cause, "message", caught.value.cause))
 
     def sent(self) -> list[dict]:
@@ -164,6 +164,8 @@ async def test_admit_leave_return_revise_dialogue_discharge_close(
 
     # the municipality writes (a new thread about the stay); the department answers in its thread
     await stay.refused("reply", "nothing to answer")
+    await stay.refused("write", "needs a topic", category="other")
+    await stay.refused("write", "MedCom's CareCommunication categories", category="gossip")
     question = await stay.signal(MessageKind.CARE_COMMUNICATION, thread_id="0c6d3ad4-8f5a-4c3e-9a57-0c1c4f2e9b10")
     await stay.state_when(lambda s: any(x.name == "municipality-writes" and x.deadline for x in s.steps))
     await stay.report("reply", text="Udskrivelse forventes i morgen.")
