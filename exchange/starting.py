@@ -145,6 +145,7 @@ def prepare_flow(
         id=flow_id,
         workflow_id=pathway.workflow_id(flow_id),
         pathway=pathway.name,
+        step=pathway.steps[0].name,  # the read model's default is the referral pathway's first step
         referring_sor=parties[pathway.acting_for].sor,
         receiving_sor=parties[pathway.counterpart].sor,
         priority=str(data.get("priority", "routine")),

@@ -81,8 +81,17 @@ def destination(receiver_ref: str, receiver: Organization, use: str = "primary")
 
 
 def provenance_resource(
-    provenance_id: str, header_id: str, timestamp: str, activity: str, agent_ref: str, previous_header_id: str | None
+    provenance_id: str,
+    header_id: str,
+    timestamp: str,
+    activity: str,
+    agent_ref: str,
+    previous_header_id: str | None,
+    role: str = "revision",
 ) -> dict:
+    """The Provenance of one message: target its header, what it did (activity), and — when it
+    follows, corrects (role revision) or cancels (role removal) an earlier message — that message's
+    header as entity.what."""
     resource: dict = {
         "resourceType": "Provenance",
         "id": provenance_id,
@@ -93,7 +102,7 @@ def provenance_resource(
         "agent": [{"who": {"reference": agent_ref}}],
     }
     if previous_header_id:
-        resource["entity"] = [{"role": "revision", "what": {"reference": f"MessageHeader/{previous_header_id}"}}]
+        resource["entity"] = [{"role": role, "what": {"reference": f"MessageHeader/{previous_header_id}"}}]
     return resource
 
 
@@ -124,8 +133,16 @@ class BuildContext:
         self.patient = (
             patient_resource(envelope.patient, derived_id(self.header_id, "patient")) if envelope.patient else None
         )
-        # Provenance activity; hospital notifications replace it with their own activity code.
+        # This message's Provenance: a builder may set the earlier message it follows (entity.what),
+        # its role (revision, or removal for a cancellation) and the activity (hospital
+        # notifications use their own activity codes).
+        self.previous_header_id = envelope.previous_header_id
+        self.entity_role = "revision"
         self.activity = "reply-message" if envelope.previous_header_id else "new-message"
+        # The Provenances of earlier messages that this one restates (a hospital stay's history),
+        # placed before its own; and extensions of the MessageHeader (reportOfAdmission).
+        self.history: list[dict] = []
+        self.header_extensions: list[dict] = []
 
     def id(self, role: str) -> str:
         return derived_id(self.header_id, role)

@@ -42,6 +42,7 @@ from messaging import (
 )
 from messaging import referral_draft as draft
 from messaging.formats import from_xml
+from messaging.identifiers import SOR_ENDPOINT_PREFIX
 from messaging.model import (
     AckCode,
     AppointmentContent,
@@ -67,7 +68,7 @@ from messaging.vans import (
     build_receipt,
     parse_envelope,
 )
-from workflows.declare import AwaitEvent, AwaitOneOf, AwaitReply, Send, SendOnEvent
+from workflows.declare import AwaitEvent, AwaitOneOf, AwaitReply, OnMessage, Send, SendOnEvent
 from workflows.registry import Pathways
 from workflows.steps import PathwayWorkflow
 
@@ -107,6 +108,11 @@ class Behaviour(BaseModel):
     answer_delay: float = 0.0  # answer careflow's POST this late: its acknowledgement can overtake the answer
     copies: int = 1  # post every message this many times (the extra ones concurrently)
     post_attempts: int = 30  # partners retry posting to careflow, bounded
+    # A pathway that carries a dialogue alongside (a hospital stay's CareCommunications): after this
+    # share of careflow's messages the partner writes one of its own; careflow's new messages are
+    # always answered in their thread, careflow's replies never (the dialogue ends there).
+    dialogue_fraction: float = 0.3
+    dialogue_delay: float = 0.3
 
 
 @dataclass(frozen=True)
@@ -206,6 +212,8 @@ class PartnerSimulator:
             self.cancelled.add(message.service_request_id)
         elif self.behaviour.answers_referral(partner_sor, message.pathway):
             self._spawn(self._answer(partner_sor, message, original))
+            if self.dialogue_kinds(partner_sor, message):
+                self._spawn(self._converse(partner_sor, message, original))
 
     async def _acknowledge(self, message: ParsedMessage, original: dict) -> None:
         if self.behaviour.ack_code == "none":
@@ -334,7 +342,7 @@ class PartnerSimulator:
 
     async def _answer(self, partner_sor: str, message: ParsedMessage, original: dict | None = None) -> None:
         service_request = message.service_request_id or ""
-        if message.kind == MessageKind.CARE_COMMUNICATION:
+        if message.kind == MessageKind.CARE_COMMUNICATION and _regarding_referral(original or {}):
             replies = self._answer_question(partner_sor, message, original or {})
         else:
             replies = self.plan(partner_sor, message)
@@ -384,13 +392,56 @@ class PartnerSimulator:
         """A CareCommunication about a referral from careflow: a question is answered in its thread;
         an answer to the partner's own question is only acknowledged."""
         thread = message.correlation.thread_id
-        if not thread or thread in self.threads_asked or not _regarding_referral(original):
+        if not thread or thread in self.threads_asked:
             return []
         try:
             partner = self.directory.get(partner_sor)
         except UnknownOrganization:
             return []
         return [Reply(MessageKind.CARE_COMMUNICATION.value, partner.organization, thread_id=thread)]
+
+    def dialogue_kinds(self, partner_sor: str, message: ParsedMessage) -> set[str]:
+        """The message types the pathway named in the message awaits from this partner alongside its
+        steps (OnMessage declarations: a dialogue), the partner's role found by its directory kind."""
+        pathway = self.pathways.get(message.pathway) if message.pathway else None
+        if pathway is None:
+            return set()
+        try:
+            kind = self.directory.get(partner_sor).kind
+        except UnknownOrganization:
+            return set()
+        roles = {p.role for p in pathway.parties if (p.kind or p.directory_kind) == kind}
+        return {
+            item.message
+            for item in getattr(pathway, "alongside", ())
+            if isinstance(item, OnMessage) and item.sender in roles
+        }
+
+    async def _converse(self, partner_sor: str, message: ParsedMessage, original: dict) -> None:
+        """The partner's side of a dialogue: answer careflow's new CareCommunication in its thread;
+        after any other message, now and then, write one of its own about the same episode of care."""
+        b = self.behaviour
+        current = next((p for p in message.provenance if p.target_header_id == message.message_header_id), None)
+        if message.kind == MessageKind.CARE_COMMUNICATION:
+            if current is None or current.activity != "new-message":
+                return  # careflow's reply: the thread rests
+            content = dialogue_content(message, original, reply=True)
+        elif random.random() < b.dialogue_fraction:
+            content = dialogue_content(message, original, reply=False)
+        else:
+            return
+        await asyncio.sleep(b.dialogue_delay)
+        sender = self.directory.get(partner_sor).organization
+        envelope = Envelope(
+            message_header_id=str(uuid.uuid4()),
+            bundle_id=str(uuid.uuid4()),
+            timestamp=datetime.now(UTC),
+            sender=sender,
+            receiver=message.sender,
+            patient=message.patient,
+        )
+        kind = MessageKind.CARE_COMMUNICATION
+        await self._post(sender.sor, message.sender.sor, build_message(kind, envelope, content), kind)
 
     async def _post(self, sender_sor: str, receiver_sor: str, bundle: dict, kind: str) -> None:
         """Post to the receiver like a partner system would, over the transport the directory names
@@ -518,6 +569,42 @@ def _regarding_referral(bundle: dict) -> bool:
         for coding in category.get("coding", []) or []
         if isinstance(coding, dict)
     )
+
+
+DIALOGUE_CATEGORIES = ("carecoordination", "discharge", "nursing", "medicine")
+DIALOGUE_TEXTS = {
+    "carecoordination": "Borgeren modtager hjemmepleje morgen og aften. Hvornår forventes udskrivelse?",
+    "discharge": "Vi planlægger hjemtagelse. Er der behov for hjælpemidler ved udskrivelsen?",
+    "nursing": "Borgeren har et tryksår på venstre hæl, som vi har fulgt. Hvordan ser det ud nu?",
+    "medicine": "Har der været ændringer i borgerens medicin under indlæggelsen?",
+}
+
+
+def dialogue_content(message: ParsedMessage, original: dict, *, reply: bool) -> CareCommunicationContent:
+    """A municipality's CareCommunication about the hospital stay a message concerns (synthetic text):
+    a reply keeps the thread and category of careflow's message and names it as the one answered;
+    a new message opens a thread. Both echo the stay's episode-of-care id (MedCom's rule)."""
+    category = _category(original) if reply else random.choice(DIALOGUE_CATEGORIES)
+    episode = message.correlation.episode_of_care_id
+    return CareCommunicationContent(
+        communication_id=(message.correlation.thread_id or str(uuid.uuid4())) if reply else str(uuid.uuid4()),
+        text="Tak for svaret, vi følger op." if reply else DIALOGUE_TEXTS.get(category, "Spørgsmål om borgeren."),
+        category=category,
+        previous_header_id=message.message_header_id if reply else None,
+        episode_of_care_id=episode,
+        episode_of_care_system=(SOR_ENDPOINT_PREFIX + message.sender.sor) if episode and message.sender else None,
+    )
+
+
+def _category(original: dict) -> str:
+    for entry in original.get("entry") or []:
+        resource = entry.get("resource") or {} if isinstance(entry, dict) else {}
+        if resource.get("resourceType") == "Communication":
+            for category in resource.get("category") or []:
+                for coding in category.get("coding") or []:
+                    if isinstance(coding, dict) and isinstance(coding.get("code"), str):
+                        return coding["code"]
+    return "carecoordination"
 
 
 def create_simulator(

@@ -52,6 +52,8 @@ class Send:
     message: str  # event code of a registered message type
     to: str  # party role
     content: ContentFrom = service_request_content
+    # A reason the message goes too late (a timing rule): it still goes, and the pathway escalates.
+    late: Callable[[SendContext], str | None] | None = None
 
     @property
     def kind(self) -> str:  # the first engine's name for the message
@@ -143,6 +145,7 @@ class SendContext:
     received: tuple[InboundMessageSignal, ...]  # partners' messages applied so far (no acknowledgements)
     reported: tuple[EventReport, ...]  # earlier reports of `alongside` events, oldest first (not this one)
     now: datetime
+    reported_at: datetime | None = None  # when this report was taken (None while it is being validated)
 
 
 @dataclass(frozen=True)
@@ -163,9 +166,9 @@ class OnEvent:
     after: str | None = None
     ends: bool = False
     refuse: Callable[[SendContext], str | None] | None = None
-    # The MessageHeader.id of the partner's message this one answers (its Provenance then records a
-    # reply-message to it); None: a new message.
-    replies_to: Callable[[SendContext], str | None] | None = None
+    # A reason the report came too late (a timing rule): the message still goes, and the pathway
+    # escalates with the reason.
+    late: Callable[[SendContext], str | None] | None = None
 
     @property
     def kind(self) -> str:

@@ -106,13 +106,14 @@ def _questions(ctx: SendContext) -> list[InboundMessageSignal]:
 
 
 def _answer(ctx: SendContext) -> CareCommunicationContent:
-    """The answer keeps the thread of the receiver's latest question."""
+    """The answer keeps the thread of the receiver's latest question, and replies to it."""
     question = _questions(ctx)[-1]
     return CareCommunicationContent(
         communication_id=question.thread_id or _thread(ctx, len(ctx.sent)),
         text=ctx.event["text"],
         category=REGARDING_REFERRAL,
         service_request_id=ctx.input.flow_id,
+        previous_header_id=question.message_header_id,
     )
 
 
@@ -214,7 +215,6 @@ class MedcomReferralPathway(PathwayWorkflow):
             content=_answer,
             title="Answer to the receiver's question",
             refuse=_refuse_answer,
-            replies_to=lambda ctx: _questions(ctx)[-1].message_header_id,
         ),
     )
 

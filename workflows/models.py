@@ -191,7 +191,7 @@ class InboundMessageSignal(BaseModel):
     patient_hash: str | None = None
     outcome: str | None = None  # a decision the message carries (e.g. a triage Task's status)
     forward_to: str | None = None  # the SOR code a forwarding decision names (the new receiver)
-    thread_id: str | None = None  # a CareCommunication's thread (Communication.identifier): a reply keeps it
+    thread_id: str | None = None  # a CareCommunication's thread: a reply to it keeps it
 
 
 class CoordinatorAction(BaseModel):
@@ -227,6 +227,9 @@ class EventReport(CoordinatorAction):
     role: str
     data: dict[str, Any] = Field(default_factory=dict)
     reason: str = ""
+    # When the pathway took it (set by the workflow for alongside events, never by the reporter): a
+    # content builder that defaults an event's time to "when reported" gets the same time again later.
+    reported_at: datetime | None = None
 
 
 class ActionResult(BaseModel):

@@ -9,11 +9,16 @@ from collections.abc import Iterable
 
 from careflow.deadlines import DEFAULT_RULE_BOOK
 from workflows.declare import AwaitEvent, AwaitOneOf, AwaitReply, OnEvent, OnMessage, Send, SendOnEvent, walk
+from workflows.hospital_notification import HospitalNotificationPathway
 from workflows.medcom_referral import MedcomReferralPathway
 from workflows.referral import ReferralPathwayWorkflow
 from workflows.steps import PathwayWorkflow
 
-BUILT_IN: tuple[type[PathwayWorkflow], ...] = (ReferralPathwayWorkflow, MedcomReferralPathway)
+BUILT_IN: tuple[type[PathwayWorkflow], ...] = (
+    ReferralPathwayWorkflow,
+    HospitalNotificationPathway,
+    MedcomReferralPathway,
+)
 
 
 class PathwayError(ValueError):

@@ -231,7 +231,6 @@ class PathwayWorkflow:
         self._next_report = 0
         self._sending_alongside: str | None = None
         self._contents: dict[str, dict[str, Any]] = {}  # built once per MessageHeader.id: resends are identical
-        self._replying_to: dict[str, str] = {}  # MessageHeader.id -> the partner's message it answers
         self._questions: list[_Question] = []
         self._answers = 0
         self._main_done = False
@@ -375,6 +374,7 @@ class PathwayWorkflow:
         """An event outside messaging (a discharge), reported through the API or the console."""
         on_event = self._on_event(report.event)
         if on_event is not None:
+            report.reported_at = workflow.now()
             self._reports.append(report)
             self._answer_questions(on_event)
             self._event(
@@ -530,13 +530,15 @@ class PathwayWorkflow:
         if isinstance(step, OnEvent):
             context = self._context(report, self._reports[: self._next_report])
             self._contents[header_id] = self._as_data(step.content(context))
-            if step.replies_to is not None and (answered := step.replies_to(context)):
-                self._replying_to[header_id] = answered
             self._sending_alongside = step.name
             self._step_state(step.name).status = StepStatus.WAITING  # beside the main step: not the current one
         self.state.outbound.append(outbound)
         if not isinstance(step, OnEvent):
             self._enter_step(step.name)
+            if isinstance(step, Send) and step.late is not None and (late := step.late(self._context(None, []))):
+                await self.escalate(step.name, late)
+        elif step.late is not None and (late := step.late(context)):
+            await self.escalate(step.name, late)
         attempt = 0
         while True:
             # Count the acknowledgements before the send: a partner may acknowledge before it answers
@@ -786,7 +788,6 @@ class PathwayWorkflow:
                 receiver=self.party(step.to),
                 patient=self.input.patient,
                 pathway=self.name,
-                previous_header_id=self._replying_to.get(outbound.message_header_id),
             ),
             content=self._content(step, outbound.message_header_id),
         )
@@ -1034,6 +1035,7 @@ class PathwayWorkflow:
             received=tuple(self._received),
             reported=tuple(earlier),
             now=workflow.now(),
+            reported_at=report.reported_at if report else None,
         )
 
     async def _run_reports(self) -> None:

@@ -7,7 +7,7 @@ from pydantic import BaseModel
 
 from messaging.bundle import as_dict, as_list, resources
 from messaging.model import MessageKind, ValidationIssue
-from messaging.resources import BuildContext, based_on_service_request, coded
+from messaging.resources import ACT_CODE_SYSTEM, BuildContext, based_on_service_request, coded, ref
 from messaging.terminology import MEDCOM_CS_BASE, MEDCOM_EVENT_SYSTEM
 from messaging.types.base import MessageType, focus_of, issue
 
@@ -16,6 +16,28 @@ REGARDING_REFERRAL = "regarding-referral"
 PRIORITIES = ("routine", "asap")
 # kept under its old name in messaging.build
 CARE_COMMUNICATION_CATEGORY_SYSTEM = CATEGORY_SYSTEM
+# MedCom's category codes, here for code that may not read the terminology files (a workflow checking
+# a report); tests/messaging/test_hospital_stay.py keeps it equal to the code system.
+CATEGORIES = (
+    "alcohol-and-drug-treatment",
+    "assistive-devices",
+    "carecoordination",
+    "decease",
+    "discharge",
+    "examination-results",
+    "healthcare",
+    "home-care-assessment",
+    "medicine",
+    "nursing",
+    "outpatient",
+    "psychiatry-social-disability",
+    "regarding-referral",
+    "telemedicine",
+    "training",
+    "acute-ambulant",
+    "extended-care-responsibility",
+    "other",
+)
 
 
 class CareCommunicationContent(BaseModel):
@@ -27,6 +49,14 @@ class CareCommunicationContent(BaseModel):
     topic: str = ""
     service_request_id: str | None = None  # ties the communication to a careflow pathway, if any
     priority: str | None = None  # routine | asap: MedCom allows it only with category regarding-referral
+    # A reply: the MessageHeader it answers (Provenance reply-message, entity revision); keep the thread id.
+    previous_header_id: str | None = None
+    # The hospital stay it is about: an Encounter with the episode-of-care id the stay's
+    # HospitalNotifications carry (system: the hospital's SOR endpoint), echoed as MedCom requires.
+    episode_of_care_id: str | None = None
+    episode_of_care_system: str | None = None
+    encounter_status: str = "in-progress"
+    encounter_class: str = "IMP"
 
 
 def build(ctx: BuildContext, content: CareCommunicationContent) -> tuple[list[dict], list[dict]]:
@@ -48,7 +78,24 @@ def build(ctx: BuildContext, content: CareCommunicationContent) -> tuple[list[di
         communication["priority"] = content.priority
     if content.service_request_id:
         communication["basedOn"] = based_on_service_request(content.service_request_id)
-    return [communication], []
+    if content.previous_header_id:
+        ctx.previous_header_id, ctx.activity = content.previous_header_id, "reply-message"
+    others: list[dict] = []
+    if content.episode_of_care_id:
+        identifier = {"value": content.episode_of_care_id}
+        if content.episode_of_care_system:
+            identifier = {"system": content.episode_of_care_system, **identifier}
+        encounter = {
+            "resourceType": "Encounter",
+            "id": ctx.id("encounter"),
+            "status": content.encounter_status,
+            "class": {"system": ACT_CODE_SYSTEM, "code": content.encounter_class},
+            "subject": ctx.patient_ref,
+            "episodeOfCare": [{"identifier": identifier}],
+        }
+        communication["encounter"] = {"reference": ref(encounter)}
+        others.append(encounter)
+    return [communication], others
 
 
 def check_thread_and_category(bundle: dict) -> list[ValidationIssue]:

@@ -57,6 +57,7 @@ def test_careflow_dev_runs_the_readme_referral_and_stops_on_ctrl_c(tmp_path: Pat
             demo = http.get(f"{api_url}/flows", headers={"Authorization": f"Bearer {coordinator}"}).json()
             assert sorted(f["pathway"] for f in demo["items"]) == [
                 "home-care-request",
+                "hospital-notification",
                 "lab-order",
                 "medcom-referral",
                 "referral",
