@@ -72,8 +72,10 @@ def _cancel(ctx: SendContext) -> draft.CancelReferralContent:
 
 def _thread(ctx: SendContext, index: int) -> str:
     """The thread of careflow's question sent as the pathway's `index`-th message: derived, so the
-    workflow stays deterministic and the pathway knows its own threads again."""
-    return str(uuid.uuid5(QUESTION_THREADS, f"{ctx.input.flow_id}/{index}"))
+    workflow stays deterministic and the pathway knows its own threads again; shaped as the UUID v4
+    MedCom asks for (from a name-based hash, not from randomness)."""
+    derived = uuid.uuid5(QUESTION_THREADS, f"{ctx.input.flow_id}/{index}")
+    return str(uuid.UUID(bytes=derived.bytes, version=4))
 
 
 def _question(ctx: SendContext) -> CareCommunicationContent:

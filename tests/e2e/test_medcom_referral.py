@@ -6,6 +6,7 @@ the referral updated and cancelled."""
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import AsyncIterator
 
 import pytest
@@ -212,6 +213,7 @@ async def test_regarding_referral_questions_both_ways_are_answered(partners: Sta
         ("reply-message", asked_by_receiver["message_header_id"])
     ]
     assert [p.activity for p in parse_message(own).provenance] == ["new-message"]
+    assert uuid.UUID(parse_message(own).correlation.thread_id).version == 4, "a new thread's id is a UUID v4"
     assert communication(own)["priority"] == "asap" and communication(answer).get("priority") is None
     assert question.status.value == "done", "every question the receiver asked is answered"
     assert not state.escalations
