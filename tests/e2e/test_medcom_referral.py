@@ -160,6 +160,10 @@ async def test_rejected_triage_escalates_with_the_receivers_reason_and_ends(part
     assert escalation["step"] == "triage" and "rejected" in escalation["detail"]
     assert "opfylder ikke visitationskriterierne" in escalation["detail"], "the receiver's reason is named"
     assert not any(code == draft.BOOKING for code, _ in inbound(done))
+    if partners.transport == "process-message":
+        workflow_id = f"medcom-referral-{flow_id}"
+        await partners.client.get_workflow_handle(workflow_id).result()
+        await record_history(partners.client, workflow_id, "medcom-referral-rejected")
 
 
 async def test_forwarded_triage_follows_the_referral_to_the_new_receiver(partners: Stack) -> None:
@@ -217,6 +221,8 @@ async def test_regarding_referral_questions_both_ways_are_answered(partners: Sta
     assert communication(own)["priority"] == "asap" and communication(answer).get("priority") is None
     assert question.status.value == "done", "every question the receiver asked is answered"
     assert not state.escalations
+    if partners.transport == "process-message":
+        await record_history(partners.client, handle.id, "medcom-referral-questions")
 
 
 async def test_reprioritised_triage_awaits_the_decision_still(partners: Stack) -> None:
