@@ -75,6 +75,8 @@ def build_message(code: str, envelope: Envelope, content: BaseModel | dict) -> d
         "source": {"endpoint": SOR_ENDPOINT_PREFIX + envelope.sender.sor},
         "focus": [{"reference": ref(r)} for r in focus],
     }
+    if ctx.definition:
+        header["definition"] = ctx.definition
     if envelope.pathway:
         header = {
             "resourceType": "MessageHeader",
@@ -83,10 +85,16 @@ def build_message(code: str, envelope: Envelope, content: BaseModel | dict) -> d
             **{k: v for k, v in header.items() if k not in ("resourceType", "id")},
         }
     provenance = provenance_resource(
-        ctx.id("provenance"), ctx.header_id, ctx.timestamp, ctx.activity, ref(ctx.sender), envelope.previous_header_id
+        ctx.id("provenance"),
+        ctx.header_id,
+        ctx.timestamp,
+        ctx.activity,
+        ref(ctx.sender),
+        ctx.previous_header_id,
+        ctx.entity_role,
     )
     patient = [ctx.patient] if message_type.patient and ctx.patient is not None else []
-    resources = [header, *patient, *focus, *others, ctx.sender, ctx.receiver, provenance]
+    resources = [header, *patient, *focus, *others, ctx.sender, ctx.receiver, *ctx.history, provenance]
     bundle = {"resourceType": "Bundle", "id": envelope.bundle_id, "type": "message", "timestamp": ctx.timestamp}
     bundle["entry"] = [entry(r) for r in resources]
     # MedCom's released types declare their profiles (the Bundle's is the type's `profile`);

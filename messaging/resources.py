@@ -81,7 +81,13 @@ def destination(receiver_ref: str, receiver: Organization, use: str = "primary")
 
 
 def provenance_resource(
-    provenance_id: str, header_id: str, timestamp: str, activity: str, agent_ref: str, previous_header_id: str | None
+    provenance_id: str,
+    header_id: str,
+    timestamp: str,
+    activity: str,
+    agent_ref: str,
+    previous_header_id: str | None,
+    role: str = "revision",
 ) -> dict:
     resource: dict = {
         "resourceType": "Provenance",
@@ -93,7 +99,7 @@ def provenance_resource(
         "agent": [{"who": {"reference": agent_ref}}],
     }
     if previous_header_id:
-        resource["entity"] = [{"role": "revision", "what": {"reference": f"MessageHeader/{previous_header_id}"}}]
+        resource["entity"] = [{"role": role, "what": {"reference": f"MessageHeader/{previous_header_id}"}}]
     return resource
 
 
@@ -126,6 +132,15 @@ class BuildContext:
         )
         # Provenance activity; hospital notifications replace it with their own activity code.
         self.activity = "reply-message" if envelope.previous_header_id else "new-message"
+        # The message this one answers, revises or retracts (entity.what) and how (entity.role:
+        # revision, or removal for a retraction); a type's builder may set them from its content.
+        self.previous_header_id = envelope.previous_header_id
+        self.entity_role = "revision"
+        # The Provenances of the earlier messages of this message's history, in order, which
+        # precede this message's own (a modified or retracted HomeCareObservation carries them).
+        self.history: list[dict] = []
+        # MessageHeader.definition: the MessageDefinition (and version) the message follows, if any
+        self.definition: str | None = None
 
     def id(self, role: str) -> str:
         return derived_id(self.header_id, role)
