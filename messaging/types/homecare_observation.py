@@ -155,7 +155,11 @@ def _observation(ctx: BuildContext, index: int, measurement: HomeCareMeasurement
 
 
 def _author(ctx: BuildContext, author: ObservationAuthor) -> list[dict]:
-    practitioner: dict = {"resourceType": "Practitioner", "id": ctx.id("practitioner"), "name": [{"given": [author.name]}]}
+    practitioner: dict = {
+        "resourceType": "Practitioner",
+        "id": ctx.id("practitioner"),
+        "name": [{"given": [author.name]}],
+    }
     if author.phone:
         practitioner["telecom"] = [{"system": "phone", "value": author.phone}]
     role = {

@@ -109,7 +109,7 @@ def shape(bundle: dict) -> dict:
         "event": (header["eventCoding"]["system"], header["eventCoding"]["code"]),
         "definition": header.get("definition"),
         "profiles": sorted(
-            {(r["resourceType"], p) for _, r in resources(bundle) for p in as_list(as_dict(r.get("meta")).get("profile"))}
+            {(r["resourceType"], p) for _, r in resources(bundle) for p in as_dict(r.get("meta")).get("profile", [])}
         ),
         "resource types": sorted({r["resourceType"] for _, r in resources(bundle)}),
         "sender identifiers": sorted(i["system"] for i in sender["identifier"]),
@@ -123,7 +123,9 @@ def shape(bundle: dict) -> dict:
                 for o in observations
             }
         ),
-        "unitless values": sorted({tuple(sorted(o["valueQuantity"])) for o in observations if "code" in o["valueQuantity"]}),
+        "unitless values": sorted(
+            {tuple(sorted(o["valueQuantity"])) for o in observations if "code" in o["valueQuantity"]}
+        ),
         "own provenance": [
             (
                 _coding(p["activity"]),
