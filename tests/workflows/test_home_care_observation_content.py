@@ -1,0 +1,147 @@
+"""The home-care observation pathway's content builders: each version of the report as the pathway
+sends it, built from the input and the reported events, and what the simulated GP makes of each."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from messaging import Envelope, build_message, parse_message, validate_message
+from messaging.bundle import resources
+from messaging.model import MessageKind, Organization, PatientData
+from simulator.app import revises_earlier, sample_content
+from workflows.home_care_observation import (
+    DEMO_ACUTE_TEAM,
+    DEMO_VISITING_GP,
+    HomeCareObservationInput,
+    example_input,
+    modified_content,
+    observation_content,
+    refuse_modification,
+    refuse_retraction,
+    retracted_content,
+)
+from workflows.models import OutboundState, PathwayInput
+
+KIND = MessageKind.HOMECARE_OBSERVATION.value
+SENT_AT = datetime(2026, 1, 15, 9, 45, tzinfo=UTC)
+TEAM = Organization(sor=DEMO_ACUTE_TEAM, ean="5790040000119", name="Akutteam, Demo Kommune")
+GP = Organization(sor=DEMO_VISITING_GP, ean="5790010000118", name="Lægerne Demoby")
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the engine hands an OnEvent's content builder (workflows.declare.SendContext's fields)."""
+
+    input: PathwayInput
+    event: dict[str, Any]
+    sent: tuple[OutboundState, ...] = ()
+    received: tuple = ()
+    now: datetime = field(default=SENT_AT)
+
+
+def pathway_input() -> PathwayInput:
+    start = HomeCareObservationInput.model_validate(example_input(random.Random(7)))
+    return PathwayInput(
+        flow_id=str(uuid.uuid4()),
+        pathway="home-care-observation",
+        patient=PatientData.model_validate(start.patient.model_dump()),
+        parties={"team": TEAM, "gp": GP},
+        data=start.model_dump(mode="json", exclude={"patient"}),
+    )
+
+
+def sent(step: str, minutes: int, ack: str | None = "ok") -> OutboundState:
+    return OutboundState(
+        step=step,
+        kind=KIND,
+        message_header_id=str(uuid.uuid4()),
+        first_sent_at=SENT_AT + timedelta(minutes=minutes),
+        receiver_sor=GP.sor,
+        ack_code=ack,
+    )
+
+
+def built(content: object, header_id: str, patient: PatientData) -> dict:
+    envelope = Envelope(
+        message_header_id=header_id,
+        bundle_id=str(uuid.uuid4()),
+        timestamp=SENT_AT,
+        sender=TEAM,
+        receiver=GP,
+        patient=patient,
+        pathway="home-care-observation",
+    )
+    return build_message(KIND, envelope, content)
+
+
+CORRECTION = {
+    "observations": [{"code": "NPU08676", "value": 39.1, "unit": "°C"}],
+    "conclusion": "Temperatur målt igen: 39,1.",
+}
+
+
+def test_the_first_version_is_the_input_as_a_valid_report() -> None:
+    given = pathway_input()
+    content = observation_content(given)
+    assert content.activity == "new-message" and content.report_id == given.flow_id
+    assert content.gp_initials == given.data["gp_initials"] and len(content.observations) == 4
+    assert validate_message(built(content, str(uuid.uuid4()), given.patient)) == []
+
+
+def test_a_modification_revises_the_latest_version_and_carries_the_history() -> None:
+    given = pathway_input()
+    first, second = sent("observation", 0), sent("modified", 10)
+    content = modified_content(Context(given, CORRECTION, (first, second)))
+    assert content.activity == "modified-message"
+    assert content.replaces_header_id == second.message_header_id
+    assert [(h.message_header_id, h.activity, h.previous_header_id) for h in content.history] == [
+        (first.message_header_id, "new-message", None),
+        (second.message_header_id, "modified-message", first.message_header_id),
+    ]
+    assert [m.value for m in content.observations] == [39.1]
+    bundle = built(content, str(uuid.uuid4()), given.patient)
+    assert validate_message(bundle) == []
+    assert len(list(resources(bundle, "Provenance"))) == 3
+
+
+def test_a_retraction_removes_the_latest_version_with_its_reason() -> None:
+    given = pathway_input()
+    first = sent("observation", 0)
+    content = retracted_content(Context(given, {"reason": "Sendt på forkert CPR-nummer"}, (first,)))
+    assert content.activity == "retract-message" and content.replaces_header_id == first.message_header_id
+    assert content.conclusion == "Sendt på forkert CPR-nummer"
+    bundle = built(content, str(uuid.uuid4()), given.patient)
+    assert validate_message(bundle) == []
+    own = [p for _, p in resources(bundle, "Provenance") if p.get("entity")]
+    assert own[0]["entity"] == [{"role": "removal", "what": {"reference": f"MessageHeader/{first.message_header_id}"}}]
+
+
+def test_reports_that_cannot_be_sent_are_refused_with_a_reason() -> None:
+    given = pathway_input()
+    first = sent("observation", 0)
+    assert refuse_modification(Context(given, CORRECTION, ())) == "the observation has not been sent yet"
+    assert refuse_modification(Context(given, CORRECTION, (first,))) is None
+    assert "observations" in refuse_modification(Context(given, {"conclusion": "x"}, (first,)))
+    assert "12 characters" in refuse_modification(
+        Context(given, {"observations": [{"code": "NPU08676", "value": 38.123456789012}]}, (first,))
+    )
+    assert "reason" in refuse_retraction(Context(given, {}, (first,)))
+    retracted = (first, sent("retracted", 5, ack=None))
+    assert refuse_modification(Context(given, CORRECTION, retracted)) == "the report has been retracted"
+    assert refuse_retraction(Context(given, {"reason": "igen"}, retracted)) == "the report has been retracted"
+
+
+def test_the_simulated_gp_answers_the_report_but_not_its_later_versions() -> None:
+    given = pathway_input()
+    first = sent("observation", 0)
+    new = parse_message(built(observation_content(given), first.message_header_id, given.patient))
+    modified = parse_message(built(modified_content(Context(given, CORRECTION, (first,))), "m", given.patient))
+    retracted = parse_message(built(retracted_content(Context(given, {"reason": "x"}, (first,))), "r", given.patient))
+    assert [revises_earlier(m) for m in (new, modified, retracted)] == [False, True, True]
+    answer = sample_content(MessageKind.CARE_COMMUNICATION.value, "", answering=KIND)
+    assert answer.category == "examination-results" and answer.service_request_id is None
+    assert sample_content(MessageKind.CARE_COMMUNICATION.value, "x").category == "other"
