@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from workflows.declare import SendContext
 
 HOMECARE_OBSERVATION = MessageKind.HOMECARE_OBSERVATION.value
-# The demo directory's acute-care team (careflow sends for it) and the simulated GP who asked for visits.
-DEMO_ACUTE_TEAM, DEMO_VISITING_GP = "400000000000011", "100000000000011"
+# The demo directory's acute-care team (careflow acts for it) and a simulated GP (entries from the VANS work).
+DEMO_ACUTE_TEAM, DEMO_VISITING_GP = "400000000000002", "100000000000002"
 
 # The pathway's sending steps, and the Provenance activity of the version each sends.
 OBSERVATION, MODIFIED_STEP, RETRACTED_STEP = "observation", "modified", "retracted"

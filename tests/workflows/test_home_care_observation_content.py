@@ -28,8 +28,8 @@ from workflows.models import OutboundState, PathwayInput
 
 KIND = MessageKind.HOMECARE_OBSERVATION.value
 SENT_AT = datetime(2026, 1, 15, 9, 45, tzinfo=UTC)
-TEAM = Organization(sor=DEMO_ACUTE_TEAM, ean="5790040000119", name="Akutteam, Demo Kommune")
-GP = Organization(sor=DEMO_VISITING_GP, ean="5790010000118", name="Lægerne Demoby")
+TEAM = Organization(sor=DEMO_ACUTE_TEAM, ean="5790040000027", name="Demo Kommune Akutteam")
+GP = Organization(sor=DEMO_VISITING_GP, ean="5790010000026", name="Lægehuset Vesterbro (simulated GP)")
 
 
 @dataclass(frozen=True)
