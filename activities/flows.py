@@ -37,6 +37,9 @@ class FlowActivities:
                 flow.next_deadline = state.next_deadline
                 flow.open_escalations = len(state.open_escalations)
                 flow.steps_json = json.dumps([step.model_dump(mode="json") for step in state.steps])
+                if state.party_changes:  # the API confines inbound messages to the parties as they are now
+                    parties = json.loads(flow.parties_json or "{}")
+                    flow.parties_json = json.dumps({**parties, **state.party_changes})
                 flow.updated_at = utcnow()
                 if state.status.value in ("completed", "cancelled") and flow.completed_at is None:
                     flow.completed_at = utcnow()

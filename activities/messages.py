@@ -13,6 +13,7 @@ from temporalio.exceptions import ApplicationError
 from activities.models import ActivityErrors, SendMessageRequest, SendMessageResult
 from careflow.crypto import KeyRing
 from messaging import Directory, NotAccepted, UnknownOrganization, build_message, parse_message, to_json
+from messaging.model import Organization
 from store.models import OutboundMessage, sealed_as, utcnow
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,16 @@ class MessageActivities:
         self.http = http
         self.directory = directory
         self.key_ring = key_ring
+
+    @activity.defn
+    def resolve_organization(self, sor: str) -> Organization:
+        """The directory's organisation for a SOR code a partner named (a referral forwarded to it)."""
+        try:
+            return self.directory.get(sor).organization
+        except UnknownOrganization:
+            raise ApplicationError(
+                f"SOR {sor} is not in the directory", type=ActivityErrors.UNKNOWN_ORGANIZATION, non_retryable=True
+            ) from None
 
     @activity.defn
     async def send_message(self, request: SendMessageRequest) -> SendMessageResult:

@@ -39,6 +39,15 @@ class PathwayPublic(BaseModel):
     starts: list[dict]
     timings: dict
     input_schema: dict
+    alongside: list[dict] = []
+    legal_rules: list[str] = []
+
+
+class ApplyRulesIn(BaseModel):
+    """A coordinator's decision that a running pathway keeps another version of the legal deadline rules."""
+
+    version: str = Field(min_length=1, max_length=32)
+    reason: str = Field(min_length=1, max_length=2000)
 
 
 class EventIn(BaseModel):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
+from functools import lru_cache
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -315,3 +316,9 @@ DEFAULT_RULE_BOOK = DeadlineRuleBook(versions=(RULES_2026_1,))
 def load_rule_book(path: Path) -> DeadlineRuleBook:
     """An operator's rule book from a JSON file (I/O: call it at process start, never in a workflow)."""
     return DeadlineRuleBook.model_validate_json(path.read_bytes())
+
+
+@lru_cache(maxsize=8)
+def rule_book(path: Path | None) -> DeadlineRuleBook:
+    """The rule book a deployment configures (setting deadline_rules_path), else the shipped one."""
+    return load_rule_book(path) if path else DEFAULT_RULE_BOOK

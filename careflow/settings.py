@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     pathways: dict[str, dict[str, Any]] = Field(default_factory=dict)
     # Modules with more pathway declarations than the built-in ones (JSON list in the environment).
     pathway_modules: list[str] = Field(default_factory=list)
+    # Legal deadline rules (careflow.deadlines): a JSON rule book with every version; empty: the
+    # rules careflow ships. A new version applies to pathways started from its valid_from day.
+    deadline_rules_path: Path | None = None
 
     # Outbound HTTP to partner systems
     send_timeout: timedelta = timedelta(seconds=10)

@@ -154,6 +154,8 @@ async def run_demo(
         escalated: set[str] = set()  # flows with an escalation (open when seen)
         finished_at: dict[str, float] = {}
         reported: set[tuple[str, str]] = set()
+        scripts = {flow_id: declaration.demo_events(rng) for flow_id in flow_ids}  # alongside events, in order
+        first_step = declaration.steps[0].name
         while pending and time.monotonic() - started < timeout:
             # One paged list request sees every flow's status; details are fetched once at the end.
             try:
@@ -163,7 +165,17 @@ async def run_demo(
                     status[flow["id"]] = flow["status"]
                     if flow["open_escalations"]:
                         escalated.add(flow["id"])
-                    if flow["step"] in event_steps and (flow["id"], flow["step"]) not in reported:
+                    script = scripts.get(flow["id"])
+                    if script and flow["step"] != first_step and flow["status"] not in SETTLED:
+                        # One alongside event per look at the flow: admitted, on leave, back, discharged.
+                        event, data = script.pop(0)
+                        answer = await http.post(
+                            f"/flows/{flow['id']}/events/{event}",
+                            json={"reason": "demo", "data": data},
+                            headers=clinician(flow["referring_sor"]),
+                        )
+                        events_reported += answer.status_code == 200
+                    elif flow["step"] in event_steps and (flow["id"], flow["step"]) not in reported:
                         # The demo plays the clinician: it reports the event the flow waits for.
                         reported.add((flow["id"], flow["step"]))
                         answer = await http.post(

@@ -16,11 +16,12 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from careflow.crypto import KeyRing, cpr_lookup_hash
+from careflow.deadlines import rule_book
 from careflow.settings import Settings
 from messaging import Directory, NotAccepted, UnknownOrganization
 from messaging.model import Organization
 from store.audit import audit_session, chain_key
-from store.models import AuditEntry, Flow, sealed_as
+from store.models import AuditEntry, Flow, sealed_as, utcnow
 from workflows.models import PathwayInput, PathwayStart
 from workflows.registry import messages_sent
 from workflows.steps import PathwayWorkflow
@@ -135,6 +136,10 @@ def prepare_flow(
         data=data,
         timings=settings.timings(pathway.name, pathway.timings_model).model_dump(mode="json"),
         patient_hash=cpr_hash,
+        # The legal deadline rules in force today stay with the pathway (a later version does not move them).
+        rules=rule_book(settings.deadline_rules_path).in_force(utcnow()).model_dump(mode="json")
+        if pathway.legal_rules()
+        else None,
     )
     flow = Flow(
         id=flow_id,

@@ -1,7 +1,8 @@
 """Pathways only the tests declare (loaded through the `pathway_modules` setting, like a region's own):
 a consultation that branches on the receiver's answer and ends on a clinician's event, a dialogue
-that an inbound CareCommunication starts, and a booking whose result deadline counts from the
-appointment."""
+that an inbound CareCommunication starts, a booking whose result deadline counts from the
+appointment, a stay whose updates are events reported any number of times beside a dialogue, and a
+referral the receiver may forward elsewhere, with legal deadlines."""
 
 from __future__ import annotations
 
@@ -13,7 +14,19 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from messaging.model import CareCommunicationContent, MessageKind, ParsedMessage
-    from workflows.declare import AwaitOneOf, AwaitReply, Outcome, Party, Send, SendOnEvent, StartOn
+    from workflows.declare import (
+        AwaitEvent,
+        AwaitOneOf,
+        AwaitReply,
+        OnEvent,
+        OnMessage,
+        Outcome,
+        Party,
+        Send,
+        SendContext,
+        SendOnEvent,
+        StartOn,
+    )
     from workflows.models import PathwayInput, PathwayStart, Timings
     from workflows.steps import PathwayWorkflow
 
@@ -159,5 +172,98 @@ class BookingPathway(PathwayWorkflow):
             sender="performer",
             deadline="result_deadline",
             deadline_from="appointment",
+        ),
+    )
+
+
+class StayInput(PathwayStart):
+    hospital_sor: str = SOR
+    municipality_sor: str = SOR
+
+
+class StayTimings(Timings):
+    answer_deadline: timedelta = timedelta(days=2)
+
+
+def stay_update(ctx: SendContext) -> CareCommunicationContent:
+    """Each update names how many messages went before it: what the content builder sees is tested."""
+    return CareCommunicationContent(
+        communication_id=ctx.input.flow_id,
+        text=f"{ctx.event.get('text', 'update')} after {len(ctx.sent)} sent, {len(ctx.received)} received",
+    )
+
+
+def no_end_before_an_update(ctx: SendContext) -> str | None:
+    return None if any(r.event == "update" for r in ctx.reported) else "a stay ends after an update"
+
+
+@workflow.defn
+class StayTestPathway(PathwayWorkflow):
+    """A hospital stay told to the municipality: updates any number of times, the municipality's
+    questions answered by an update within two days, until the stay ends or is closed."""
+
+    name = "stay"
+    title, title_da = "Stay", "Ophold"
+    input_model = StayInput
+    timings_model = StayTimings
+    cancellation = None
+    parties = (
+        Party("requester", "hospital", field="hospital_sor"),
+        Party("performer", "municipality", field="municipality_sor"),
+    )
+    steps = (
+        Send(
+            "notice",
+            MessageKind.CARE_COMMUNICATION,
+            to="performer",
+            content=lambda i: CareCommunicationContent(communication_id=i.flow_id, text="indlagt"),
+        ),
+        AwaitEvent("closed", event="close", title="stay closed"),
+    )
+    alongside = (
+        OnEvent("update", event="update", message=MessageKind.CARE_COMMUNICATION, to="performer", content=stay_update),
+        OnEvent(
+            "end",
+            event="end",
+            message=MessageKind.CARE_COMMUNICATION,
+            to="performer",
+            content=stay_update,
+            after="notice",
+            ends=True,
+            refuse=no_end_before_an_update,
+        ),
+        OnMessage(
+            "question", MessageKind.CARE_COMMUNICATION, sender="performer", answer="update", deadline="answer_deadline"
+        ),
+    )
+
+
+class ForwardingInput(PathwayStart):
+    gp_sor: str = SOR
+    hospital_sor: str = SOR
+    reason: str = "Vurdering"
+    track: str = "standard"
+
+
+@workflow.defn
+class ForwardingTestPathway(PathwayWorkflow):
+    """A referral the receiver may forward to another hospital (which then decides), with the legal
+    deadline for informing the patient counted from the referral's receipt."""
+
+    name = "forwarding"
+    title, title_da = "Forwarding", "Videresendelse"
+    input_model = ForwardingInput
+    track_field = "track"
+    parties = (Party("requester", "GP", field="gp_sor"), Party("performer", "hospital", field="hospital_sor"))
+    steps = (
+        Send("referral", MessageKind.REFERRAL, to="performer"),
+        AwaitOneOf(
+            "triage",
+            {
+                "booked": Outcome(MessageKind.APPOINTMENT),
+                "forwarded": Outcome(MessageKind.REFERRAL, when="forwarded", reassign="performer", again=True),
+            },
+            sender="performer",
+            legal=("patient-informed", "cancer-assessment-start"),
         ),
     )

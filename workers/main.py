@@ -44,6 +44,7 @@ PASSTHROUGH = (
     "httpx",
     "sqlalchemy",
     "sqlmodel",
+    "holidays",  # careflow.deadlines' calendar
 )
 
 
@@ -66,7 +67,7 @@ def build_worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=workflows if workflows is not None else Pathways.load(settings.pathway_modules).workflows,
-        activities=[messages.send_message, flows.record_state],
+        activities=[messages.send_message, messages.resolve_organization, flows.record_state],
         activity_executor=executor,
         workflow_runner=SandboxedWorkflowRunner(
             restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 if TYPE_CHECKING:
-    from workflows.models import PathwayInput
+    from workflows.models import EventReport, InboundMessageSignal, OutboundState, PathwayInput
 
 # Roles that may report an external event by default (the API checks them against the token).
 EVENT_ROLES = ("clinician", "coordinator")
@@ -68,6 +69,7 @@ class AwaitReply:
     sender: str  # party role
     deadline: str | None = None  # name of a timedelta field of the pathway's timings
     deadline_from: str | None = None  # an earlier reply step: the deadline counts from that reply
+    legal: tuple[str, ...] = ()  # legal deadline rules (careflow.deadlines ids) this reply meets
 
     @property
     def kind(self) -> str:
@@ -84,6 +86,10 @@ class Outcome:
     steps: tuple[Step, ...] = ()
     escalate: bool = False
     end: bool = False
+    # The reply names another organisation (InboundMessageSignal.forward_to, a SOR code): it takes
+    # this party role from then on (a referral forwarded to another hospital).
+    reassign: str | None = None
+    again: bool = False  # after this outcome's steps, await the same step again (the new receiver decides)
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,7 @@ class AwaitOneOf:
     outcomes: dict[str, Outcome]
     sender: str
     deadline: str | None = None
+    legal: tuple[str, ...] = ()  # legal deadline rules (careflow.deadlines ids) the decision meets
 
 
 @dataclass(frozen=True)
@@ -105,6 +112,7 @@ class AwaitEvent:
     title: str = ""
     roles: tuple[str, ...] = EVENT_ROLES
     deadline: str | None = None
+    legal: tuple[str, ...] = ()  # legal deadline rules (careflow.deadlines ids) the event meets
 
 
 @dataclass(frozen=True)
@@ -122,6 +130,63 @@ class SendOnEvent:
 
 
 Step = Send | AwaitReply | AwaitOneOf | AwaitEvent | SendOnEvent
+
+
+@dataclass(frozen=True)
+class SendContext:
+    """What an `OnEvent`'s content builder (and its `refuse`) sees. Plain data, read in the workflow:
+    building from it must be deterministic."""
+
+    input: PathwayInput
+    event: dict[str, Any]  # the reported event's data ({} for none)
+    sent: tuple[OutboundState, ...]  # what the pathway has sent so far, oldest first (not this message)
+    received: tuple[InboundMessageSignal, ...]  # partners' messages applied so far (no acknowledgements)
+    reported: tuple[EventReport, ...]  # earlier reports of `alongside` events, oldest first (not this one)
+    now: datetime
+
+
+@dataclass(frozen=True)
+class OnEvent:
+    """Alongside the steps: an event that may be reported any number of times (from when the step
+    named `after` has finished), in any order with the others. Each report sends `message` to `to`,
+    built by `content`, and awaits its acknowledgement with the resend rule; reports are handled one at
+    a time, in the order reported. `refuse` gives a reason to refuse a report (the API answers 409).
+    `ends`: the pathway completes once this message has been sent and acknowledged."""
+
+    name: str
+    event: str
+    message: str
+    to: str
+    content: Callable[[SendContext], BaseModel | dict[str, Any]]
+    title: str = ""
+    roles: tuple[str, ...] = EVENT_ROLES
+    after: str | None = None
+    ends: bool = False
+    refuse: Callable[[SendContext], str | None] | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True)
+class OnMessage:
+    """Alongside the steps: a message a party may send any number of times (a CareCommunication in a
+    dialogue), kept and shown on the timeline. With `answer` (an OnEvent's name) and `deadline` (a
+    timedelta field of the timings) each one must be answered in time, or the pathway escalates."""
+
+    name: str
+    message: str
+    sender: str  # party role
+    answer: str | None = None
+    deadline: str | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.message
+
+
+Alongside = OnEvent | OnMessage
 
 
 @dataclass(frozen=True)

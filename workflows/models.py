@@ -69,6 +69,9 @@ class PathwayInput(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)  # the input model's fields but the patient
     timings: dict[str, Any] = Field(default_factory=dict)  # the pathway's timings model, as JSON
     patient_hash: str | None = None  # keyed hash of the CPR: inbound messages are checked against it
+    # The legal deadline rules in force when the pathway started (careflow.deadlines.DeadlineRules as
+    # JSON), for pathways whose steps meet legal deadlines; a coordinator may apply a newer version.
+    rules: dict[str, Any] | None = None
     # The first (referral-only) shape, still in the histories of running referral pathways.
     referring: Organization | None = None
     receiving: Organization | None = None
@@ -112,6 +115,7 @@ class StepState(BaseModel):
     deadline: datetime | None = None
     completed_at: datetime | None = None
     message_header_id: str | None = None
+    legal_deadline: datetime | None = None  # the earliest legal deadline (careflow.deadlines) not yet breached
 
 
 class OutboundState(BaseModel):
@@ -145,6 +149,9 @@ class PathwayState(BaseModel):
     escalations: list[EscalationState] = Field(default_factory=list)
     received_header_ids: list[str] = Field(default_factory=list)
     refused_header_ids: list[str] = Field(default_factory=list)  # delivered, refused: wrong sender or patient
+    # Parties that changed while the pathway ran (role -> SOR), e.g. a referral forwarded elsewhere.
+    party_changes: dict[str, str] = Field(default_factory=dict)
+    rules_version: str | None = None  # the legal deadline rules the pathway keeps (None: none apply)
     version: int = 0
 
     @property
@@ -154,7 +161,11 @@ class PathwayState(BaseModel):
     @property
     def next_deadline(self) -> datetime | None:
         deadlines = [
-            s.deadline for s in self.steps if s.deadline and s.status in (StepStatus.WAITING, StepStatus.OVERDUE)
+            d
+            for s in self.steps
+            if s.status in (StepStatus.WAITING, StepStatus.OVERDUE)
+            for d in (s.deadline, s.legal_deadline)
+            if d is not None
         ]
         return min(deadlines) if deadlines else None
 
@@ -179,6 +190,7 @@ class InboundMessageSignal(BaseModel):
     # pathway's (None: not known, or delivered before this was carried). Not patient data in clear.
     patient_hash: str | None = None
     outcome: str | None = None  # a decision the message carries (e.g. a triage Task's status)
+    forward_to: str | None = None  # the SOR code a forwarding decision names (the new receiver)
 
 
 class CoordinatorAction(BaseModel):
@@ -201,6 +213,10 @@ class ExtendDeadlineRequest(CoordinatorAction):
 
 class CompleteStepRequest(CoordinatorAction):
     step: str
+
+
+class ApplyRulesRequest(CoordinatorAction):
+    rules: dict[str, Any]  # careflow.deadlines.DeadlineRules as JSON: the version to keep from now on
 
 
 class EventReport(CoordinatorAction):

@@ -7,7 +7,8 @@ import importlib
 import inspect
 from collections.abc import Iterable
 
-from workflows.declare import AwaitEvent, AwaitOneOf, AwaitReply, Send, SendOnEvent
+from careflow.deadlines import DEFAULT_RULE_BOOK
+from workflows.declare import AwaitEvent, AwaitOneOf, AwaitReply, OnEvent, OnMessage, Send, SendOnEvent, walk
 from workflows.referral import ReferralPathwayWorkflow
 from workflows.steps import PathwayWorkflow
 
@@ -46,6 +47,24 @@ def check(pathway: type[PathwayWorkflow]) -> None:
             raise PathwayError(
                 f"{where}, step {step.name!r}: deadline_from {step.deadline_from!r} is not an earlier step"
             )
+        for outcome in step.outcomes.values() if isinstance(step, AwaitOneOf) else ():
+            if outcome.reassign and outcome.reassign not in roles:
+                raise PathwayError(f"{where}, step {step.name!r}: reassigns no party {outcome.reassign!r}")
+        known_rules = {r.id for version in DEFAULT_RULE_BOOK.versions for r in version.rules}
+        for rule in getattr(step, "legal", ()):
+            if rule not in known_rules:
+                raise PathwayError(f"{where}, step {step.name!r}: no legal deadline rule {rule!r}")
+    main = {s.name for s in walk(pathway.steps)}
+    on_events = {s.name for s in pathway.alongside if isinstance(s, OnEvent)}
+    for step in pathway.alongside:
+        if isinstance(step, OnEvent) and step.after and step.after not in main:
+            raise PathwayError(f"{where}, step {step.name!r}: after {step.after!r} is not one of its steps")
+        if isinstance(step, OnMessage) and step.answer and step.answer not in on_events:
+            raise PathwayError(f"{where}, step {step.name!r}: its answer {step.answer!r} is no OnEvent")
+    if pathway.treatment_offer_accepted_step and pathway.treatment_offer_accepted_step not in main:
+        raise PathwayError(f"{where}: treatment_offer_accepted_step is not one of its steps")
+    if pathway.track_field and pathway.track_field not in pathway.input_model.model_fields:
+        raise PathwayError(f"{where}: the input model has no track field {pathway.track_field!r}")
     for role in (pathway.acting_for, pathway.counterpart):
         if role not in roles:
             raise PathwayError(f"{where}: acting_for/counterpart {role!r} is not one of its parties")
@@ -58,7 +77,7 @@ def messages_sent(pathway: type[PathwayWorkflow]) -> dict[str, set[str]]:
     """Party role -> the message types the pathway sends it (the directory must accept them)."""
     sent: dict[str, set[str]] = {}
     for step in pathway.all_steps():
-        if isinstance(step, Send | SendOnEvent):
+        if isinstance(step, Send | SendOnEvent | OnEvent):
             sent.setdefault(step.to, set()).add(step.message)
     return sent
 
@@ -71,11 +90,13 @@ def messages_awaited(pathway: type[PathwayWorkflow]) -> list[tuple[str, str]]:
             awaited.append((step.message, step.sender))
         elif isinstance(step, AwaitOneOf):
             awaited += [(o.message, step.sender) for o in step.outcomes.values()]
+        elif isinstance(step, OnMessage):
+            awaited.append((step.message, step.sender))
     return awaited
 
 
-def events(pathway: type[PathwayWorkflow]) -> list[AwaitEvent | SendOnEvent]:
-    return [s for s in pathway.all_steps() if isinstance(s, AwaitEvent | SendOnEvent)]
+def events(pathway: type[PathwayWorkflow]) -> list[AwaitEvent | SendOnEvent | OnEvent]:
+    return [s for s in pathway.all_steps() if isinstance(s, AwaitEvent | SendOnEvent | OnEvent)]
 
 
 class Pathways:
@@ -171,6 +192,7 @@ def describe(pathway: type[PathwayWorkflow], timings: object | None = None) -> d
                 "party": s.sender,
                 "deadline": deadline(s.deadline),
                 "deadline_from": s.deadline_from,
+                "legal": list(s.legal),
             }
         if isinstance(s, AwaitOneOf):
             outcomes = [
@@ -181,6 +203,8 @@ def describe(pathway: type[PathwayWorkflow], timings: object | None = None) -> d
                     "when": o.when,
                     "escalate": o.escalate,
                     "end": o.end,
+                    "reassign": o.reassign,
+                    "again": o.again,
                     "steps": [step(x) for x in o.steps],
                 }
                 for name, o in s.outcomes.items()
@@ -190,6 +214,7 @@ def describe(pathway: type[PathwayWorkflow], timings: object | None = None) -> d
                 "kind": "await-one-of",
                 "party": s.sender,
                 "deadline": deadline(s.deadline),
+                "legal": list(s.legal),
                 "outcomes": outcomes,
             }
         if isinstance(s, SendOnEvent):
@@ -204,6 +229,29 @@ def describe(pathway: type[PathwayWorkflow], timings: object | None = None) -> d
                 "party": s.to,
                 "deadline": deadline(s.deadline),
             }
+        if isinstance(s, OnEvent):
+            return {
+                "name": s.name,
+                "kind": "on-event",
+                "event": s.event,
+                "title": s.title or s.event,
+                "roles": list(s.roles),
+                "message": s.message,
+                "message_label": message_label(s.message),
+                "party": s.to,
+                "after": s.after,
+                "ends": s.ends,
+            }
+        if isinstance(s, OnMessage):
+            return {
+                "name": s.name,
+                "kind": "on-message",
+                "message": s.message,
+                "message_label": message_label(s.message),
+                "party": s.sender,
+                "answer": s.answer,
+                "deadline": deadline(s.deadline),
+            }
         assert isinstance(s, AwaitEvent)
         return {
             "name": s.name,
@@ -212,6 +260,7 @@ def describe(pathway: type[PathwayWorkflow], timings: object | None = None) -> d
             "title": s.title or s.event,
             "roles": list(s.roles),
             "deadline": deadline(s.deadline),
+            "legal": list(s.legal),
         }
 
     return {
@@ -225,6 +274,8 @@ def describe(pathway: type[PathwayWorkflow], timings: object | None = None) -> d
             for p in pathway.parties
         ],
         "steps": [step(s) for s in pathway.steps],
+        "alongside": [step(s) for s in pathway.alongside],
+        "legal_rules": sorted(pathway.legal_rules()),
         "starts": [{"message": t.message, "message_label": message_label(t.message)} for t in pathway.starts],
         "timings": timings.model_dump(mode="json") if hasattr(timings, "model_dump") else {},
         "input_schema": pathway.input_model.model_json_schema(),

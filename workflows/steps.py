@@ -9,7 +9,9 @@ A pathway module subclasses `Pathway`, fills in its declarations and decorates t
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
@@ -21,10 +23,26 @@ with workflow.unsafe.imports_passed_through():
     from activities.flows import FlowActivities
     from activities.messages import MessageActivities
     from activities.models import ActivityErrors, RecordStateRequest, SendMessageRequest, TimelineEvent
+    from careflow.deadlines import ClockStart, Deadline, DeadlineRules, Track, compute_deadline
     from messaging.model import AckCode, Envelope, MessageKind, Organization, message_label
-    from workflows.declare import AwaitEvent, AwaitOneOf, AwaitReply, Party, Send, SendOnEvent, StartOn, Step, walk
+    from workflows.declare import (
+        Alongside,
+        AwaitEvent,
+        AwaitOneOf,
+        AwaitReply,
+        OnEvent,
+        OnMessage,
+        Party,
+        Send,
+        SendContext,
+        SendOnEvent,
+        StartOn,
+        Step,
+        walk,
+    )
     from workflows.models import (
         ActionResult,
+        ApplyRulesRequest,
         CancelRequest,
         CompleteStepRequest,
         EscalationState,
@@ -88,6 +106,17 @@ class PathwayCancelled(Exception):
     pass
 
 
+@dataclass
+class _Question:
+    """A dialogue message (OnMessage) that awaits an answer by a deadline."""
+
+    step: OnMessage
+    message: InboundMessageSignal
+    due: datetime | None
+    answered: bool = False
+    escalated: bool = False
+
+
 class PathwayEnded(Exception):
     """A branch ended the pathway early (e.g. a referral the receiver rejected for good)."""
 
@@ -114,6 +143,13 @@ class PathwayWorkflow:
     counterpart: ClassVar[str] = "performer"
     cancellation: ClassVar[str | None] = MessageKind.CANCELLATION.value
     partner_cancellation: ClassVar[str | None] = None
+    # What may happen any number of times beside the steps: events that send (OnEvent), messages
+    # partners may send (OnMessage).
+    alongside: ClassVar[tuple[Alongside, ...]] = ()
+    # Legal deadlines: the input field naming the flow's track ("standard"/"cancer"; None: standard),
+    # and the step whose finishing starts the clock of "from an accepted treatment offer" rules.
+    track_field: ClassVar[str | None] = None
+    treatment_offer_accepted_step: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """A declared pathway gets the engine's `run`: its author writes no `run` that only forwards."""
@@ -138,13 +174,24 @@ class PathwayWorkflow:
         return None
 
     @classmethod
+    def demo_events(cls, rng: Any) -> list[tuple[str, dict[str, Any]]]:
+        """Alongside events the demo reports, in order, once the first step is done: (event, data).
+        The demo reports the main steps' events (AwaitEvent, SendOnEvent) after these."""
+        return []
+
+    @classmethod
     def workflow_id(cls, flow_id: str) -> str:
         # Never patient data: the flow id is a random UUID.
         return f"{cls.name}-{flow_id}"
 
     @classmethod
-    def all_steps(cls) -> list[Step]:
-        return walk(cls.steps)
+    def all_steps(cls) -> list[Step | Alongside]:
+        return [*walk(cls.steps), *cls.alongside]
+
+    @classmethod
+    def legal_rules(cls) -> set[str]:
+        """The legal deadline rules the pathway's steps meet (empty: it keeps no rules)."""
+        return {rule for s in walk(cls.steps) for rule in getattr(s, "legal", ())}
 
     def _initial_state(self, pathway_input: PathwayInput) -> PathwayState:
         return PathwayState(
@@ -178,6 +225,18 @@ class PathwayWorkflow:
         self._event_seq = 0
         self._lean_projections = False
         self._partner_changes: bool | None = None
+        # Alongside steps, dialogue and legal deadlines (only pathways that declare them use these).
+        self._received: list[InboundMessageSignal] = []
+        self._reports: list[EventReport] = []  # alongside events, in the order reported
+        self._next_report = 0
+        self._sending_alongside: str | None = None
+        self._contents: dict[str, dict[str, Any]] = {}  # built once per MessageHeader.id: resends are identical
+        self._questions: list[_Question] = []
+        self._answers = 0
+        self._main_done = False
+        self._end_requested: str | None = None
+        self._clocks: dict[str, datetime] = {}
+        self._legal_escalated: set[str] = set()
 
     # ----- handlers -----------------------------------------------------------------------
 
@@ -201,8 +260,13 @@ class PathwayWorkflow:
                 )
             return
         detail = message_label(message.kind) + (f" {message.response_code.value}" if message.response_code else "")
+        if message.kind != MessageKind.ACKNOWLEDGEMENT and self.alongside:
+            self._received.append(message)
+        dialogue = self._dialogue_step(message.kind) if self.alongside else None
         if message.kind == MessageKind.ACKNOWLEDGEMENT and message.response_to:
             self._acks.setdefault(message.response_to, []).append(message)
+        elif dialogue is not None:
+            self._question(dialogue, message)
         elif self.partner_cancellation and message.kind == self.partner_cancellation and self._changes_enabled():
             self._partner_cancel = message
         elif message.kind not in self._replies:
@@ -259,6 +323,8 @@ class PathwayWorkflow:
             raise ValueError("a resend is already under way")
         if any(isinstance(s, Send | SendOnEvent) and s.name == self.state.step for s in self.all_steps()):
             raise ValueError("the message is still within its acknowledgement window: careflow resends it by itself")
+        if self._sending_alongside is not None:
+            raise ValueError("a message is still within its acknowledgement window: careflow resends it by itself")
 
     @workflow.update
     async def extend_deadline(self, request: ExtendDeadlineRequest) -> ActionResult:
@@ -306,6 +372,17 @@ class PathwayWorkflow:
     @workflow.update
     async def report_event(self, report: EventReport) -> ActionResult:
         """An event outside messaging (a discharge), reported through the API or the console."""
+        on_event = self._on_event(report.event)
+        if on_event is not None:
+            self._reports.append(report)
+            self._answer_questions(on_event)
+            self._event(
+                "event",
+                on_event.name,
+                f"{self._event_title(report.event)} reported" + (f": {report.reason}" if report.reason else ""),
+                actor=report.actor,
+            )
+            return ActionResult(detail=f"{report.event} recorded; its {message_label(on_event.message)} follows")
         self._events[report.event] = report
         step = next(
             (s.name for s in self.all_steps() if isinstance(s, AwaitEvent | SendOnEvent) and s.event == report.event),
@@ -327,6 +404,10 @@ class PathwayWorkflow:
             PathwayStatus.FAILED,
         ):
             raise ValueError("the pathway has ended")
+        on_event = self._on_event(report.event)
+        if on_event is not None:
+            self._validate_alongside_event(on_event, report)
+            return
         steps = [s for s in self.all_steps() if isinstance(s, AwaitEvent | SendOnEvent) and s.event == report.event]
         if not steps:
             raise ValueError(f"the {self.name} pathway awaits no event {report.event!r}")
@@ -334,6 +415,41 @@ class PathwayWorkflow:
             raise ValueError(f"role {report.role} may not report {report.event!r}")
         if report.event in self._events:
             raise ValueError(f"{report.event!r} has already been reported")
+
+    def _validate_alongside_event(self, step: OnEvent, report: EventReport) -> None:
+        if report.role != "admin" and report.role not in step.roles:
+            raise ValueError(f"role {report.role} may not report {report.event!r}")
+        if self._main_done or self._end_requested:
+            raise ValueError("the pathway is closing")
+        if step.after and self._step_state(step.after).status not in (StepStatus.DONE, StepStatus.DONE_OUTSIDE):
+            raise ValueError(f"{report.event!r} can be reported once {step.after!r} is done")
+        if step.refuse is not None and (reason := step.refuse(self._context(report, self._reports))):
+            raise ValueError(reason)
+
+    @workflow.update
+    async def apply_rules(self, request: ApplyRulesRequest) -> ActionResult:
+        """Keep another version of the legal deadline rules from now on (a coordinator's decision)."""
+        assert self.input is not None and self.state is not None
+        old = self.state.rules_version
+        self.input.rules = request.rules
+        self.state.rules_version = str(request.rules["version"])
+        self._deadline_changes += 1  # a waiting step recomputes its legal deadlines
+        self._event(
+            "action",
+            self.state.step,
+            f"legal deadline rules {old} replaced by {self.state.rules_version}: {request.reason}",
+            actor=request.actor,
+        )
+        return ActionResult(detail=f"legal deadline rules {self.state.rules_version} apply")
+
+    @apply_rules.validator
+    def _validate_apply_rules(self, request: ApplyRulesRequest) -> None:
+        self._require_active_and_reason(request.reason)
+        if not self.legal_rules():
+            raise ValueError(f"the {self.name} pathway keeps no legal deadlines")
+        rules = DeadlineRules.model_validate(request.rules)
+        if self.state is not None and rules.version == self.state.rules_version:
+            raise ValueError(f"the pathway already keeps rules {rules.version}")
 
     # ----- step helpers -------------------------------------------------------------------
 
@@ -343,6 +459,8 @@ class PathwayWorkflow:
         self._lean_projections = workflow.patched(LEAN_PROJECTIONS)
         self._changes_enabled()  # decided (and recorded) once, at the start of new pathways
         workflow.upsert_search_attributes([SA_PATHWAY.value_set(pathway_input.pathway)])
+        if pathway_input.rules and self.legal_rules():
+            self.state.rules_version = str(pathway_input.rules.get("version"))
         if not self._lean_projections:
             await self.record()  # the API made the read-model row: nothing new to project yet
         return await self.run_steps()
@@ -350,9 +468,17 @@ class PathwayWorkflow:
     async def run_steps(self) -> PathwayResult:
         """Run the declared steps in order, then complete. Cancellation ends it at any wait."""
         assert self.state is not None
+        background = (
+            [asyncio.create_task(self._run_reports()), asyncio.create_task(self._watch_questions())]
+            if self.alongside
+            else []
+        )
         try:
             try:
                 await self._run(self.steps)
+                self._main_done = True
+                await asyncio.gather(*background)  # reports already made are sent before completing
+                self._check_cancel()
             except PathwayEnded:
                 pass
             self.state.status = PathwayStatus.COMPLETED
@@ -368,6 +494,8 @@ class PathwayWorkflow:
                 self._event(
                     "action", self.state.step, f"pathway cancelled: {self._cancel.reason}", actor=self._cancel.actor
                 )
+        self._main_done = True
+        await asyncio.gather(*background)
         await self.record()
         await workflow.wait_condition(workflow.all_handlers_finished)
         return PathwayResult(
@@ -388,7 +516,7 @@ class PathwayWorkflow:
                 await self.await_event(step)
                 await self.send_and_await_ack(step)
 
-    async def send_and_await_ack(self, step: Send | SendOnEvent) -> None:
+    async def send_and_await_ack(self, step: Send | SendOnEvent | OnEvent, report: EventReport | None = None) -> None:
         """Send, then apply MedCom's rule: no acknowledgement within the timeout → resend with the
         same MessageHeader.id and a new Bundle.id, at most `max_resends` times, then escalate.
         `transient-error` follows the resend rule; `fatal-error` escalates at once."""
@@ -398,8 +526,14 @@ class PathwayWorkflow:
         outbound = OutboundState(
             step=step.name, kind=step.message, message_header_id=header_id, receiver_sor=self.party(step.to).sor
         )
+        if isinstance(step, OnEvent):
+            context = self._context(report, self._reports[: self._next_report])
+            self._contents[header_id] = self._as_data(step.content(context))
+            self._sending_alongside = step.name
+            self._step_state(step.name).status = StepStatus.WAITING  # beside the main step: not the current one
         self.state.outbound.append(outbound)
-        self._enter_step(step.name)
+        if not isinstance(step, OnEvent):
+            self._enter_step(step.name)
         attempt = 0
         while True:
             # Count the acknowledgements before the send: a partner may acknowledge before it answers
@@ -422,9 +556,11 @@ class PathwayWorkflow:
             self._check_cancel()
             ack = self._latest_ack(header_id)
             if ack is None and self._reply_arrived_after(step):
+                self._start_clock(ClockStart.REFERRAL_RECEIVED)
                 break  # the reply implies receipt
             if ack is not None and ack.response_code is AckCode.OK:
                 outbound.ack_code = AckCode.OK
+                self._start_clock(ClockStart.REFERRAL_RECEIVED)
                 break
             if ack is not None and ack.response_code is AckCode.FATAL_ERROR:
                 outbound.ack_code = AckCode.FATAL_ERROR
@@ -440,6 +576,10 @@ class PathwayWorkflow:
                 break
             attempt += 1
         self._finish_step(step.name, StepStatus.DONE, header_id)
+        if isinstance(step, OnEvent):
+            self._sending_alongside = None
+            await self.record()
+            return
         if not self._lean_projections:
             await self.record()  # otherwise the next step's (or the final) projection carries it
 
@@ -452,6 +592,7 @@ class PathwayWorkflow:
             arrived=lambda: step.message if step.message in self._replies else None,
             overdue=f"no {message_label(step.message)} by its deadline",
             counted_from=self.steps_by_name().get(step.deadline_from) if step.deadline_from else None,
+            legal=step.legal,
         )
 
     async def await_one_of(self, step: AwaitOneOf) -> None:
@@ -465,7 +606,9 @@ class PathwayWorkflow:
             return None
 
         labels = " or ".join(message_label(o.message) for o in step.outcomes.values())
-        chosen = await self._await(step.name, step.deadline, arrived=arrived, overdue=f"no {labels} by its deadline")
+        chosen = await self._await(
+            step.name, step.deadline, arrived=arrived, overdue=f"no {labels} by its deadline", legal=step.legal
+        )
         outcome = step.outcomes.get(chosen or "")
         if outcome is None:
             return  # done outside careflow
@@ -478,9 +621,15 @@ class PathwayWorkflow:
         )
         if outcome.escalate:
             await self.escalate(step.name, f"{chosen} by the partner" + (f": {reply.summary}" if reply.summary else ""))
+        if outcome.reassign:
+            await self._reassign(outcome.reassign, reply, step.name)
         await self._run(outcome.steps)
         if outcome.end:
             raise PathwayEnded()
+        if outcome.again:
+            self._replies.pop(outcome.message, None)  # the next decision is a new message
+            self._reply_times.pop(outcome.message, None)
+            await self.await_one_of(step)
 
     async def await_event(self, step: AwaitEvent | SendOnEvent) -> None:
         """Wait for an event reported through the API or console, with the step's deadline."""
@@ -489,6 +638,7 @@ class PathwayWorkflow:
             step.deadline,
             arrived=lambda: step.event if step.event in self._events else None,
             overdue=f"no {self._event_title(step.event)} reported by its deadline",
+            legal=getattr(step, "legal", ()),
         )
 
     async def _await(
@@ -499,6 +649,7 @@ class PathwayWorkflow:
         arrived: Callable[[], str | None],
         overdue: str,
         counted_from: Step | None = None,
+        legal: tuple[str, ...] = (),
     ) -> str | None:
         """The waiting every step shares: escalate once when the deadline passes and keep waiting;
         a coordinator may extend the deadline, resend, or record the step as done outside careflow.
@@ -541,8 +692,13 @@ class PathwayWorkflow:
                 state.status = StepStatus.OVERDUE
                 await self.escalate(name, overdue)
                 continue
+            if legal and await self._legal_breaches(name, state, legal):
+                continue
             changes, replaced = self._deadline_changes, self._replaced
             wait_for = remaining if remaining is not None and remaining > timedelta(0) else None
+            if legal and state.legal_deadline is not None:
+                until_legal = state.legal_deadline - workflow.now()
+                wait_for = min(wait_for, until_legal) if wait_for is not None else until_legal
             try:
                 await workflow.wait_condition(
                     lambda: (
@@ -611,7 +767,7 @@ class PathwayWorkflow:
 
     # ----- internals ----------------------------------------------------------------------
 
-    async def _send(self, step: Send | SendOnEvent, outbound: OutboundState, attempt: int) -> bool:
+    async def _send(self, step: Send | SendOnEvent | OnEvent, outbound: OutboundState, attempt: int) -> bool:
         assert self.input and self.state
         bundle_id = str(workflow.uuid4())
         request = SendMessageRequest(
@@ -628,7 +784,7 @@ class PathwayWorkflow:
                 patient=self.input.patient,
                 pathway=self.name,
             ),
-            content=self._content(step),
+            content=self._content(step, outbound.message_header_id),
         )
         try:
             await workflow.execute_activity_method(
@@ -654,9 +810,11 @@ class PathwayWorkflow:
         )
         return True
 
-    def _content(self, step: Send | SendOnEvent) -> dict[str, Any]:
+    def _content(self, step: Send | SendOnEvent | OnEvent, header_id: str = "") -> dict[str, Any]:
         """The message's content, as plain data for its type's content model (built in the activity)."""
         assert self.input is not None
+        if header_id in self._contents:
+            return self._contents[header_id]
         if isinstance(step, SendOnEvent):
             report = self._events.get(step.event)
             data = report.data if report else {}
@@ -667,6 +825,10 @@ class PathwayWorkflow:
             )
         else:
             content = step.content(self.input)
+        return self._as_data(content)
+
+    @staticmethod
+    def _as_data(content: Any) -> dict[str, Any]:
         return content.model_dump(mode="json") if hasattr(content, "model_dump") else dict(content)
 
     async def _resend_last(self) -> None:
@@ -683,9 +845,9 @@ class PathwayWorkflow:
             self._resend = None
             await self.record()
 
-    def _outbound_step(self, outbound: OutboundState) -> Send | SendOnEvent:
+    def _outbound_step(self, outbound: OutboundState) -> Send | SendOnEvent | OnEvent:
         declared = self.steps_by_name().get(outbound.step)
-        if isinstance(declared, Send | SendOnEvent) and declared.message == outbound.kind:
+        if isinstance(declared, Send | SendOnEvent | OnEvent) and declared.message == outbound.kind:
             return declared
         return self._cancellation_step(outbound.step)
 
@@ -728,11 +890,13 @@ class PathwayWorkflow:
             escalation.resolved_at, escalation.resolution = workflow.now(), resolution
 
     def _stopped(self) -> bool:
-        return self._cancel is not None or self._partner_cancel is not None
+        return self._cancel is not None or self._partner_cancel is not None or self._end_requested is not None
 
     def _check_cancel(self) -> None:
-        if self._stopped():
+        if self._cancel is not None or self._partner_cancel is not None:
             raise PathwayCancelled()
+        if self._end_requested is not None:
+            raise PathwayEnded()
 
     def _latest_ack(self, header_id: str) -> InboundMessageSignal | None:
         acks = self._acks.get(header_id)
@@ -762,8 +926,8 @@ class PathwayWorkflow:
             raise ValueError(f"the {self.name} pathway has no party {role!r} in its input") from None
 
     @classmethod
-    def steps_by_name(cls) -> dict[str, Step]:
-        return {s.name: s for s in walk(cls.steps)}
+    def steps_by_name(cls) -> dict[str, Step | Alongside]:
+        return {s.name: s for s in cls.all_steps()}
 
     def _changes_enabled(self) -> bool:
         if self._partner_changes is None:
@@ -806,6 +970,7 @@ class PathwayWorkflow:
         }
         if kind == self.partner_cancellation:
             roles.add(self.counterpart)
+        roles |= {s.sender for s in self.alongside if isinstance(s, OnMessage) and s.message == kind}
         parties = self.input.parties
         return {parties[r].sor for r in roles if r in parties} if roles else {p.sor for p in parties.values()}
 
@@ -848,6 +1013,190 @@ class PathwayWorkflow:
     def _finish_step(self, name: str, status: StepStatus, header_id: str | None = None) -> None:
         step = self._step_state(name)
         step.status, step.completed_at, step.message_header_id = status, workflow.now(), header_id
+        if name == self.treatment_offer_accepted_step:
+            self._start_clock(ClockStart.TREATMENT_OFFER_ACCEPTED)
+
+    # ----- alongside steps: events any number of times, dialogue ---------------------------
+
+    def _on_event(self, event: str) -> OnEvent | None:
+        return next((s for s in self.alongside if isinstance(s, OnEvent) and s.event == event), None)
+
+    def _context(self, report: EventReport | None, earlier: list[EventReport]) -> SendContext:
+        assert self.input is not None and self.state is not None
+        return SendContext(
+            input=self.input,
+            event=dict(report.data) if report else {},
+            sent=tuple(o.model_copy() for o in self.state.outbound),
+            received=tuple(self._received),
+            reported=tuple(earlier),
+            now=workflow.now(),
+        )
+
+    async def _run_reports(self) -> None:
+        """Send what each alongside event asks for, one report at a time, in the order reported."""
+        while True:
+            await workflow.wait_condition(
+                lambda: self._next_report < len(self._reports) or self._main_done or self._stopped()
+            )
+            if self._stopped() or self._next_report >= len(self._reports):
+                return
+            report = self._reports[self._next_report]
+            step = self._on_event(report.event)
+            assert step is not None
+            try:
+                await self.send_and_await_ack(step, report)
+            except (PathwayCancelled, PathwayEnded):
+                return
+            self._next_report += 1
+            if step.ends:
+                self._end_requested = step.name  # the main steps stop at their next wait
+                return
+
+    def _dialogue_step(self, kind: str) -> OnMessage | None:
+        """The OnMessage a partner's message belongs to, unless a main step still awaits its type."""
+        step = next((s for s in self.alongside if isinstance(s, OnMessage) and s.message == kind), None)
+        if step is None:
+            return None
+        for awaiting in walk(self.steps):
+            kinds = (
+                {o.message for o in awaiting.outcomes.values()}
+                if isinstance(awaiting, AwaitOneOf)
+                else {awaiting.message}
+                if isinstance(awaiting, AwaitReply)
+                else set()
+            )
+            status = self._step_state(awaiting.name).status if self.state else StepStatus.PENDING
+            if kind in kinds and status in (StepStatus.PENDING, StepStatus.WAITING, StepStatus.OVERDUE):
+                return None  # the main step's reply
+        return step
+
+    def _question(self, step: OnMessage, message: InboundMessageSignal) -> None:
+        """Keep a dialogue message; with an answer and a deadline, it awaits the answer."""
+        period: timedelta | None = getattr(self.timings, step.deadline) if step.deadline else None
+        if step.answer and period is not None:
+            self._questions.append(_Question(step=step, message=message, due=workflow.now() + period))
+            self._show_questions(step)
+
+    def _answer_questions(self, answer: OnEvent) -> None:
+        """An answer answers every open message it is the answer to (a reply goes to the latest)."""
+        answered = False
+        for question in self._questions:
+            if question.step.answer == answer.name and not question.answered:
+                question.answered = answered = True
+        if answered:
+            self._answers += 1
+            for step in {q.step.name: q.step for q in self._questions if q.step.answer == answer.name}.values():
+                self._resolve_escalations(step.name, f"answered: {self._event_title(answer.event)}")
+                self._show_questions(step)
+
+    def _show_questions(self, step: OnMessage) -> None:
+        """The dialogue step waits while it has unanswered messages, with the earliest deadline."""
+        if self.state is None:
+            return
+        state = self._step_state(step.name)
+        open_ = [q for q in self._questions if q.step is step and not q.answered]
+        if not open_:
+            state.status, state.deadline, state.completed_at = StepStatus.DONE, None, workflow.now()
+            return
+        state.status = StepStatus.OVERDUE if any(q.escalated for q in open_) else StepStatus.WAITING
+        state.deadline = min((q.due for q in open_ if q.due and not q.escalated), default=None)
+
+    async def _watch_questions(self) -> None:
+        """Escalate dialogue messages left unanswered past their deadline."""
+        while True:
+            waiting = [q for q in self._questions if not q.answered and not q.escalated and q.due is not None]
+            due = min((q.due for q in waiting if q.due), default=None)
+            count, answers = len(self._questions), self._answers
+            try:
+                await workflow.wait_condition(
+                    lambda: (
+                        self._main_done or self._stopped() or len(self._questions) != count or self._answers != answers
+                    ),
+                    timeout=max(due - workflow.now(), timedelta(0)) if due else None,
+                )
+            except TimeoutError:
+                pass
+            if self._main_done or self._stopped():
+                return
+            for question in waiting:
+                if not question.answered and question.due and workflow.now() >= question.due:
+                    question.escalated = True
+                    self._show_questions(question.step)
+                    await self.escalate(
+                        question.step.name,
+                        f"no answer to the {message_label(question.message.kind)} received "
+                        f"{question.message.received_at:%Y-%m-%d %H:%M} by its deadline",
+                    )
+
+    # ----- parties that change, legal deadlines ----------------------------------------------
+
+    async def _reassign(self, role: str, reply: InboundMessageSignal, step: str) -> None:
+        """The partner named another organisation for this role: it takes the role from now on."""
+        assert self.input is not None and self.state is not None
+        if not reply.forward_to:
+            await self.escalate(step, f"{message_label(reply.kind)} names no organisation to forward to")
+            return
+        try:
+            organization = await workflow.execute_activity_method(
+                MessageActivities.resolve_organization,
+                reply.forward_to,
+                start_to_close_timeout=RECORD_TIMEOUT,
+                retry_policy=DATABASE_RETRY,
+            )
+        except ActivityError as err:
+            await self.escalate(step, f"forwarded to SOR {reply.forward_to}, which careflow cannot reach: {err.cause}")
+            return
+        previous = self.input.parties.get(role)
+        self.input.parties[role] = organization
+        self.state.party_changes[role] = organization.sor
+        self._event(
+            "forwarded",
+            step,
+            f"forwarded from SOR {previous.sor if previous else '?'} to {organization.name} (SOR {organization.sor})",
+            reply.message_header_id,
+        )
+        await self.record()
+
+    def _start_clock(self, clock: ClockStart) -> None:
+        if self.legal_rules():
+            self._clocks.setdefault(clock.value, workflow.now())
+
+    def _legal_deadlines(self, rule_ids: tuple[str, ...]) -> list[Deadline]:
+        """The deadlines of the rules named, on the flow's track, whose clock has started."""
+        assert self.input is not None
+        if not self.input.rules:
+            return []
+        rules = DeadlineRules.model_validate(self.input.rules)
+        track = Track(self.input.data.get(self.track_field) or Track.STANDARD) if self.track_field else Track.STANDARD
+        deadlines = []
+        for rule_id in rule_ids:
+            try:
+                rule = rules.rule(rule_id)
+            except KeyError:
+                continue  # a later version may drop a rule
+            started = self._clocks.get(rule.starts_at.value)
+            if track in rule.tracks and started is not None:
+                deadlines.append(compute_deadline(rules, rule_id, started))
+        return deadlines
+
+    async def _legal_breaches(self, name: str, state: StepState, legal: tuple[str, ...]) -> bool:
+        """Escalate each legal deadline of the step that has passed (once, naming the rule); keep the
+        earliest one still ahead on the step. True when it escalated."""
+        escalated = False
+        ahead: list[datetime] = []
+        for deadline in self._legal_deadlines(legal):
+            key = f"{name}:{deadline.rule_id}"
+            if key in self._legal_escalated:
+                continue
+            if deadline.is_breached(workflow.now()):
+                self._legal_escalated.add(key)
+                state.status = StepStatus.OVERDUE
+                await self.escalate(name, deadline.escalation_reason())
+                escalated = True
+            else:
+                ahead.append(deadline.due_at)
+        state.legal_deadline = min(ahead) if ahead else None
+        return escalated
 
     def _resolve_escalations(self, step: str, resolution: str) -> None:
         assert self.state is not None

@@ -31,7 +31,7 @@ from messaging import Directory, from_xml
 from messaging.formats import looks_like_xml
 from store.audit import search_detail
 from store.models import AuditEntry, Escalation, Flow, FlowStatus, InboundMessage, OutboundMessage, sealed_as, utcnow
-from workflows.declare import AwaitEvent, SendOnEvent
+from workflows.declare import AwaitEvent, OnEvent, SendOnEvent
 from workflows.registry import Pathways, messages_sent
 
 router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)
@@ -289,9 +289,11 @@ def _steps(flow: Flow, pathways: Pathways) -> list[dict]:
     steps = json.loads(flow.steps_json or "[]")
     if not steps and flow.pathway in pathways:
         steps = [{"name": s.name, "status": "pending", "deadline": None} for s in pathways[flow.pathway].all_steps()]
+    beside = {s.name for s in pathways[flow.pathway].alongside} if flow.pathway in pathways else set()
     for step in steps:
         step["deadline"] = datetime.fromisoformat(step["deadline"]) if step.get("deadline") else None
         step["current"] = step["name"] == flow.step and flow.status in OPEN_STATUSES
+        step["alongside"] = step["name"] in beside  # drawn beside the sequence: may happen any number of times
     return steps
 
 
@@ -366,18 +368,25 @@ def _flow_page(
             "open_escalations": [e for e in detail.escalations if e.resolved_at is None],
             "now": utcnow(),
             "default_deadline": _default_deadline(flow),
-            "awaited_event": _awaited_event(flow, request.app.state.pathways),
+            "awaited_events": _awaited_events(flow, request.app.state.pathways),
         },
     )
 
 
-def _awaited_event(flow: Flow, pathways: Pathways) -> dict | None:
-    """The event the flow's current step waits for (reported from this page), if any."""
+def _awaited_events(flow: Flow, pathways: Pathways) -> list[dict]:
+    """The events a coordinator may report from this page: the one the current step waits for, and
+    those the pathway takes at any time (its `alongside` events; the workflow refuses what it cannot take)."""
     pathway = pathways.get(flow.pathway)
-    step = pathway.steps_by_name().get(flow.step) if pathway and flow.status in OPEN_STATUSES else None
-    if isinstance(step, AwaitEvent | SendOnEvent) and ("coordinator" in step.roles):
-        return {"event": step.event, "title": step.title or step.event}
-    return None
+    if pathway is None or flow.status not in OPEN_STATUSES:
+        return []
+    step = pathway.steps_by_name().get(flow.step)
+    found = [step] if isinstance(step, AwaitEvent | SendOnEvent) else []
+    found += [s for s in pathway.alongside if isinstance(s, OnEvent)]
+    return [
+        {"event": s.event, "title": s.title or s.event, "alongside": isinstance(s, OnEvent)}
+        for s in found
+        if "coordinator" in s.roles
+    ]
 
 
 def _default_deadline(flow: Flow) -> str:

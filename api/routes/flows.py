@@ -21,13 +21,14 @@ from api.deps import (
     TemporalDep,
 )
 from api.flows_query import FlowFilter, flow_detail, list_flows
-from api.schemas import CprSearch, EventIn, FlowDetail, FlowPublic, Page
+from api.schemas import ApplyRulesIn, CprSearch, EventIn, FlowDetail, FlowPublic, Page
 from api.scoping import BREAK_GLASS_HEADER, in_scope, visible_organisations
 from careflow.auth import Role
 from careflow.crypto import cpr_lookup_hash
+from careflow.deadlines import rule_book
 from store.audit import search_detail
 from store.models import AuditEntry, Flow
-from workflows.models import ActionResult, EventReport
+from workflows.models import ActionResult, ApplyRulesRequest, EventReport
 from workflows.registry import events
 from workflows.steps import PathwayWorkflow
 
@@ -179,6 +180,57 @@ async def report_event(
     try:
         return await temporal.get_workflow_handle(flow.workflow_id).execute_update(
             PathwayWorkflow.report_event, report, rpc_timeout=timedelta(seconds=20)
+        )
+    except WorkflowUpdateFailedError as err:
+        cause = err.cause
+        raise HTTPException(409, f"refused by the pathway: {getattr(cause, 'message', '') or cause}") from None
+    except RPCError as err:
+        if err.status is RPCStatusCode.NOT_FOUND:
+            raise HTTPException(409, "the flow has ended") from None
+        raise HTTPException(503, "the workflow service is unreachable; try again") from None
+
+
+@router.post(
+    "/{flow_id}/rules",
+    response_model=ActionResult,
+    responses={
+        404: {"description": "no such flow or rule version"},
+        409: {"description": "refused by the pathway (ended, keeps no legal deadlines, already on that version)"},
+    },
+)
+async def apply_rules(
+    flow_id: str,
+    body: ApplyRulesIn,
+    user: Coordinator,
+    session: SessionDep,
+    settings: SettingsDep,
+    temporal: TemporalDep,
+) -> ActionResult:
+    """Apply another version of the legal deadline rules to a running pathway: its waiting steps'
+    legal deadlines are computed again from the new rules (a coordinator's decision, audited)."""
+    flow = session.get(Flow, flow_id)
+    if flow is None:
+        raise HTTPException(404, f"no flow {flow_id}")
+    if not in_scope(flow, visible_organisations(user.role, user.organisations)):
+        raise HTTPException(403, "this pathway is outside your organisations")
+    try:
+        rules = rule_book(settings.deadline_rules_path).get(body.version)
+    except KeyError:
+        raise HTTPException(404, f"no legal deadline rules version {body.version!r}") from None
+    session.add(
+        AuditEntry(
+            actor=user.subject,
+            role=user.role.value,
+            action=f"apply-rules:{rules.version}",
+            flow_id=flow_id,
+            detail=body.reason,
+        )
+    )
+    session.commit()
+    request = ApplyRulesRequest(actor=user.subject, reason=body.reason, rules=rules.model_dump(mode="json"))
+    try:
+        return await temporal.get_workflow_handle(flow.workflow_id).execute_update(
+            PathwayWorkflow.apply_rules, request, rpc_timeout=timedelta(seconds=20)
         )
     except WorkflowUpdateFailedError as err:
         cause = err.cause

@@ -64,7 +64,21 @@ async def test_get_pathways_lists_every_declaration(stack: Stack) -> None:
         "party": "performer",
         "deadline": {"timing": "appointment_deadline", "seconds": 30 * 86400.0},
         "deadline_from": None,
+        "legal": [],
     }
+    assert pathways["stay"]["alongside"][0] == {
+        "name": "update",
+        "kind": "on-event",
+        "event": "update",
+        "title": "update",
+        "roles": ["clinician", "coordinator"],
+        "message": "care-communication-message",
+        "message_label": "care communication (korrespondance)",
+        "party": "performer",
+        "after": None,
+        "ends": False,
+    }
+    assert pathways["forwarding"]["legal_rules"] == ["cancer-assessment-start", "patient-informed"]
     assert (
         "receiving_sor" in referral["input_schema"]["properties"] and "patient" in referral["input_schema"]["required"]
     )
@@ -393,3 +407,54 @@ async def test_a_message_in_the_same_thread_goes_to_the_flow_it_continues(stack:
         return state is not None and {first, second} <= set(state.received_header_ids)
 
     await wait_for(both_applied, timeout=30)
+
+
+async def test_legal_rules_are_pinned_at_start_and_a_coordinator_applies_another_version(stack: Stack) -> None:
+    """forwarding keeps legal deadlines: the version in force at start stays with the flow; applying
+    a version is a coordinator's, audited, and refused when it is no change or unknown."""
+    body = {"patient": {"cpr": "0303505124"}, "gp_sor": GP.sor, "hospital_sor": HOSPITAL.sor, "track": "cancer"}
+    started = await stack.api.post("/pathways/forwarding/flows", json=body, headers=stack.headers(Role.CLINICIAN))
+    assert started.status_code == 202, started.text
+    flow_id = started.json()["id"]
+    state = await _state(stack, f"forwarding-{flow_id}")
+    assert state.rules_version == "2026-1"
+    as_clinician = await stack.api.post(
+        f"/flows/{flow_id}/rules", json={"version": "2026-1", "reason": "x"}, headers=stack.headers(Role.CLINICIAN)
+    )
+    assert as_clinician.status_code == 403
+    coordinator = stack.headers(Role.COORDINATOR)
+    unknown = await stack.api.post(
+        f"/flows/{flow_id}/rules", json={"version": "1999-9", "reason": "x"}, headers=coordinator
+    )
+    assert unknown.status_code == 404 and "1999-9" in unknown.text
+    same = await stack.api.post(
+        f"/flows/{flow_id}/rules", json={"version": "2026-1", "reason": "x"}, headers=coordinator
+    )
+    assert same.status_code == 409 and "already keeps rules 2026-1" in same.text
+    audited = _rows(stack, select(AuditEntry.action).where(AuditEntry.flow_id == flow_id))
+    assert "apply-rules:2026-1" in audited
+
+
+async def test_an_event_beside_the_steps_is_refused_with_the_declarations_reason(stack: Stack) -> None:
+    # careflow speaks for the demo GP (acknowledgements to it reach careflow's endpoint)
+    body = {"patient": {"cpr": "0303505124"}, "hospital_sor": GP.sor, "municipality_sor": "400000000000001"}
+    headers = stack.headers(Role.CLINICIAN, GP.sor)
+    started = await stack.api.post("/pathways/stay/flows", json=body, headers=headers)
+    assert started.status_code == 202, started.text
+    flow_id = started.json()["id"]
+
+    async def noticed() -> bool:
+        state = await _state(stack, f"stay-{flow_id}")
+        return state.step == "closed"
+
+    await wait_for(noticed, timeout=40)
+    end = await stack.api.post(f"/flows/{flow_id}/events/end", json={}, headers=headers)
+    assert end.status_code == 409 and "a stay ends after an update" in end.text
+    update = await stack.api.post(f"/flows/{flow_id}/events/update", json={"data": {"text": "orlov"}}, headers=headers)
+    assert update.status_code == 200, update.text
+    end = await stack.api.post(f"/flows/{flow_id}/events/end", json={}, headers=headers)
+    assert end.status_code == 200, end.text
+    detail = await _flow_status(stack, flow_id, "completed")
+    assert [e["detail"] for e in detail["timeline"] if e["kind"] == "event"][:2] == ["update reported", "end reported"]
+    sent = _rows(stack, select(OutboundMessage.event_code).where(OutboundMessage.flow_id == flow_id))
+    assert sent == ["care-communication-message"] * 3

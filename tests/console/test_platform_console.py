@@ -9,6 +9,7 @@ import uuid
 import pytest
 from sqlmodel import select
 
+from careflow.auth import Role
 from store.models import AuditEntry, Flow, InboundMessage
 from tests.api.test_inbound import appointment, post
 from tests.api.test_platform import _care_communication, _flow_status, _rows
@@ -81,3 +82,29 @@ async def test_held_messages_are_decided_on_the_triage_page(stack: Stack) -> Non
         "fatal-error",
         "test-coordinator",
     )
+
+
+async def test_events_beside_the_steps_are_drawn_apart_and_reportable(stack: Stack) -> None:
+    """stay: its updates and end may be reported at any time; they are drawn beside the sequence."""
+    body = {"patient": {"cpr": "0303505124"}, "hospital_sor": "100000000000001", "municipality_sor": "400000000000001"}
+    started = await stack.api.post(
+        "/pathways/stay/flows", json=body, headers=stack.headers(Role.CLINICIAN, "100000000000001")
+    )
+    flow_id = started.json()["id"]
+    async with console_client(stack) as console:
+
+        async def page_text() -> str | None:
+            page = await console.get(f"/console/flows/{flow_id}")
+            return page.text if 'class="steps-beside"' in page.text and 'data-event="update"' in page.text else None
+
+        text = await wait_for(page_text, timeout=40)
+        assert 'data-event="end"' in text
+        beside = text.split('class="steps-beside"', 1)[1].split("</ul>", 1)[0]
+        assert 'data-step="update"' in beside and 'data-step="question"' in beside
+        assert 'data-step="notice"' not in beside
+        done = await console.post(
+            f"/console/flows/{flow_id}/events/update", data={"csrf_token": csrf_of(text), "reason": "orlov"}
+        )
+        assert done.status_code == 303
+    audit = _rows(stack, select(AuditEntry.action).where(AuditEntry.flow_id == flow_id))
+    assert "console-report-event:update" in audit
