@@ -4,7 +4,7 @@ measurements at a visit the GP asked for, their modified and retracted versions,
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 from temporalio import workflow
@@ -20,11 +20,10 @@ with workflow.unsafe.imports_passed_through():
         HomeCareObservationContent,
         ObservationAuthor,
     )
+    from workflows.declare import AwaitReply, OnEvent, Party, Send, SendContext
     from workflows.examples import synthetic_patient
-    from workflows.models import OutboundState, PathwayInput, PathwayStart
-
-if TYPE_CHECKING:
-    from workflows.declare import SendContext
+    from workflows.models import OutboundState, PathwayInput, PathwayStart, Timings
+    from workflows.steps import PathwayWorkflow
 
 HOMECARE_OBSERVATION = MessageKind.HOMECARE_OBSERVATION.value
 # The demo directory's acute-care team (careflow acts for it) and a simulated GP (entries from the VANS work).
@@ -33,6 +32,8 @@ DEMO_ACUTE_TEAM, DEMO_VISITING_GP = "400000000000002", "100000000000002"
 # The pathway's sending steps, and the Provenance activity of the version each sends.
 OBSERVATION, MODIFIED_STEP, RETRACTED_STEP = "observation", "modified", "retracted"
 ACTIVITY = {OBSERVATION: NEW, MODIFIED_STEP: MODIFIED, RETRACTED_STEP: RETRACTED}
+# The events by which the team corrects or retracts the report (POST /flows/{id}/events/{event}).
+MODIFY, CANCEL = "modify", "cancel"
 
 
 class VisitReport(BaseModel):
@@ -102,46 +103,61 @@ def history(versions: list[OutboundState]) -> list[dict[str, Any]]:
     ]
 
 
-def modified_content(ctx: SendContext) -> HomeCareObservationContent:
-    """A modified version: the corrected report, revising the latest version sent."""
-    correction = ObservationCorrection.model_validate(ctx.event)
+def _latest(ctx: SendContext) -> HomeCareObservationContent:
+    """The report as its latest version has it: the input, corrected by the modifications reported."""
+    content = observation_content(ctx.input)
+    for report in ctx.reported:
+        if report.event == MODIFY:
+            correction = ObservationCorrection.model_validate(report.data)
+            content = content.model_copy(
+                update={
+                    "observations": correction.observations,
+                    "conclusion": correction.conclusion,
+                    "effective": correction.visit_at or content.effective,
+                    "gp_initials": correction.gp_initials or content.gp_initials,
+                }
+            )
+    return content
+
+
+def _version(ctx: SendContext, content: HomeCareObservationContent, activity: str) -> HomeCareObservationContent:
     versions = versions_sent(ctx.sent)
-    first = observation_content(ctx.input)
     return HomeCareObservationContent.model_validate(
         {
-            **first.model_dump(mode="json"),
-            "observations": [m.model_dump(mode="json") for m in correction.observations],
-            "conclusion": correction.conclusion,
-            "effective": correction.visit_at or first.effective,
-            "gp_initials": correction.gp_initials or first.gp_initials,
-            "activity": MODIFIED,
+            **content.model_dump(mode="json"),
+            "activity": activity,
             "replaces_header_id": versions[-1].message_header_id,
             "history": history(versions),
         }
     )
+
+
+def modified_content(ctx: SendContext) -> HomeCareObservationContent:
+    """A modified version: the corrected report, whole, revising the latest version sent."""
+    correction = ObservationCorrection.model_validate(ctx.event)
+    latest = _latest(ctx)
+    corrected = latest.model_copy(
+        update={
+            "observations": correction.observations,
+            "conclusion": correction.conclusion,
+            "effective": correction.visit_at or latest.effective,
+            "gp_initials": correction.gp_initials or latest.gp_initials,
+        }
+    )
+    return _version(ctx, corrected, MODIFIED)
 
 
 def retracted_content(ctx: SendContext) -> HomeCareObservationContent:
-    """The retraction: the report once more, its conclusion the reason, removing the latest version.
-    (It carries the first version's observations, as MedCom's example does: the whole report is void.)"""
+    """The retraction: the latest version once more, its conclusion the reason (MedCom), removing it."""
     reason = ObservationRetraction.model_validate(ctx.event).reason
-    versions = versions_sent(ctx.sent)
-    return HomeCareObservationContent.model_validate(
-        {
-            **observation_content(ctx.input).model_dump(mode="json"),
-            "conclusion": reason,
-            "activity": RETRACTED,
-            "replaces_header_id": versions[-1].message_header_id,
-            "history": history(versions),
-        }
-    )
+    return _version(ctx, _latest(ctx).model_copy(update={"conclusion": reason}), RETRACTED)
 
 
 def _refusal(ctx: SendContext, model: type[BaseModel]) -> str | None:
     versions = versions_sent(ctx.sent)
     if not versions:
         return "the observation has not been sent yet"
-    if any(o.step == RETRACTED_STEP for o in ctx.sent if o.kind == HOMECARE_OBSERVATION):
+    if any(r.event == CANCEL for r in ctx.reported) or any(o.step == RETRACTED_STEP for o in ctx.sent):
         return "the report has been retracted"
     try:
         model.model_validate(ctx.event)
@@ -181,3 +197,71 @@ def example_input(rng: Any) -> dict[str, Any]:  # noqa: ANN401
         ),
         "author": {"name": rng.choice(["Mia", "Jonas", "Sara"]), "phone": "+45 70000000"},
     }
+
+
+# --- the pathway -----------------------------------------------------------------------------------
+
+
+class HomeCareObservationTimings(Timings):
+    """The GP's answer is due within hours: the visit was acute. MedCom sets no such deadline; this is
+    careflow's, per deployment: CAREFLOW_PATHWAYS__HOME_CARE_OBSERVATION__ANSWER_DEADLINE."""
+
+    answer_deadline: timedelta = timedelta(hours=4)
+
+
+@workflow.defn
+class HomeCareObservationPathway(PathwayWorkflow):
+    """Home-care observations to the GP (MedCom HomeCareObservation 1.2). The GP asked the municipal
+    acute-care team to visit a patient; careflow sends, in the team's name, the team's measurements and
+    assessment to that GP, and follows the report until the GP answers.
+
+    Sends: the HomeCareObservation (DiagnosticReport HomeCareReport, its Observations) to the GP. Once it
+    is acknowledged, the team may report `modify` (the corrected report, whole) any number of times:
+    each sends a modified version (activity modified-message, revising the latest version); and `cancel`
+    (with the reason): a retraction (retract-message, the reason in the conclusion), after which the
+    pathway ends. Every version has MedCom's resend rule on its acknowledgement and carries the
+    Provenances of the versions before it. Awaits: the GP's answer, a CareCommunication (category
+    examination-results), within `answer_deadline` (4 hours); late, it escalates and keeps waiting.
+    A coordinator's cancel sends nothing (the team retracts with `cancel`)."""
+
+    name = "home-care-observation"
+    title, title_da = "Home-care observations to the GP", "Hjemmeplejeobservationer til egen læge"
+    input_model = HomeCareObservationInput
+    timings_model = HomeCareObservationTimings
+    parties = (
+        Party("team", "municipal acute-care team", field="team_sor", kind="municipality"),
+        Party("gp", "GP who asked for the visit", field="gp_sor", kind="gp"),
+    )
+    acting_for, counterpart = "team", "gp"
+    cancellation = None
+    steps = (
+        Send(OBSERVATION, HOMECARE_OBSERVATION, to="gp", content=observation_content),
+        AwaitReply("answer", MessageKind.CARE_COMMUNICATION, sender="gp", deadline="answer_deadline"),
+    )
+    alongside = (
+        OnEvent(
+            MODIFIED_STEP,
+            MODIFY,
+            HOMECARE_OBSERVATION,
+            to="gp",
+            content=modified_content,
+            title="observations corrected",
+            after=OBSERVATION,
+            refuse=refuse_modification,
+        ),
+        OnEvent(
+            RETRACTED_STEP,
+            CANCEL,
+            HOMECARE_OBSERVATION,
+            to="gp",
+            content=retracted_content,
+            title="report retracted",
+            after=OBSERVATION,
+            ends=True,
+            refuse=refuse_retraction,
+        ),
+    )
+
+    @classmethod
+    def example(cls, rng: Any) -> dict[str, Any]:  # noqa: ANN401
+        return example_input(rng)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,6 +12,7 @@ from messaging import Envelope, build_message, parse_message, validate_message
 from messaging.bundle import resources
 from messaging.model import MessageKind, Organization, PatientData
 from simulator.app import revises_earlier, sample_content
+from workflows.declare import SendContext
 from workflows.home_care_observation import (
     DEMO_ACUTE_TEAM,
     DEMO_VISITING_GP,
@@ -24,7 +24,7 @@ from workflows.home_care_observation import (
     refuse_retraction,
     retracted_content,
 )
-from workflows.models import OutboundState, PathwayInput
+from workflows.models import EventReport, OutboundState, PathwayInput
 
 KIND = MessageKind.HOMECARE_OBSERVATION.value
 SENT_AT = datetime(2026, 1, 15, 9, 45, tzinfo=UTC)
@@ -32,15 +32,11 @@ TEAM = Organization(sor=DEMO_ACUTE_TEAM, ean="5790040000027", name="Demo Kommune
 GP = Organization(sor=DEMO_VISITING_GP, ean="5790010000026", name="Lægehuset Vesterbro (simulated GP)")
 
 
-@dataclass(frozen=True)
-class Context:
-    """What the engine hands an OnEvent's content builder (workflows.declare.SendContext's fields)."""
-
-    input: PathwayInput
-    event: dict[str, Any]
-    sent: tuple[OutboundState, ...] = ()
-    received: tuple = ()
-    now: datetime = field(default=SENT_AT)
+def Context(  # noqa: N802 - reads like the SendContext it makes
+    given: PathwayInput, event: dict[str, Any], sent: tuple[OutboundState, ...] = (), reported: tuple = ()
+) -> SendContext:
+    """What the engine hands an OnEvent's content builder and its refusal."""
+    return SendContext(input=given, event=event, sent=sent, received=(), reported=reported, now=SENT_AT)
 
 
 def pathway_input() -> PathwayInput:
@@ -48,7 +44,7 @@ def pathway_input() -> PathwayInput:
     return PathwayInput(
         flow_id=str(uuid.uuid4()),
         pathway="home-care-observation",
-        patient=PatientData.model_validate(start.patient.model_dump()),
+        patient=start.patient.data(),
         parties={"team": TEAM, "gp": GP},
         data=start.model_dump(mode="json", exclude={"patient"}),
     )
@@ -133,6 +129,18 @@ def test_reports_that_cannot_be_sent_are_refused_with_a_reason() -> None:
     retracted = (first, sent("retracted", 5, ack=None))
     assert refuse_modification(Context(given, CORRECTION, retracted)) == "the report has been retracted"
     assert refuse_retraction(Context(given, {"reason": "igen"}, retracted)) == "the report has been retracted"
+    # a retraction reported but not yet sent already closes the report to corrections
+    queued = (EventReport(event="cancel", actor="team", role="clinician", data={"reason": "forkert CPR"}),)
+    assert refuse_modification(Context(given, CORRECTION, (first,), queued)) == "the report has been retracted"
+
+
+def test_a_retraction_after_a_correction_restates_the_corrected_report() -> None:
+    given = pathway_input()
+    first, second = sent("observation", 0), sent("modified", 10)
+    corrected = (EventReport(event="modify", actor="team", role="clinician", data=CORRECTION),)
+    content = retracted_content(Context(given, {"reason": "Forkert patient"}, (first, second), corrected))
+    assert [m.value for m in content.observations] == [39.1]
+    assert content.conclusion == "Forkert patient" and content.replaces_header_id == second.message_header_id
 
 
 def test_the_simulated_gp_answers_the_report_but_not_its_later_versions() -> None:
