@@ -210,3 +210,36 @@ async def test_a_late_answer_escalates_then_completes_the_pathway(stack: Stack) 
     assert escalation["resolved_at"] is not None
     assert len(_received(stack, flow_id, "care-communication-message")) == 1
     await record_history(stack.client, HomeCareObservationPathway.workflow_id(flow_id), "home-care-observation-late")
+
+
+async def test_the_console_draws_its_steps_and_offers_its_events(stack: Stack) -> None:
+    """The report and the answer in sequence, its corrections and retraction beside them; the console's
+    event form carries a note but no corrected measurements, so the pathway refuses it and says why."""
+    from tests.console.conftest import console_client, csrf_of
+
+    with _Simulator(stack, quiet_partners=[DEMO_VISITING_GP], quiet_in=["home-care-observation"]):
+        flow_id = await _start(stack, 4)
+        await wait_for(lambda: _acked(stack, flow_id, 1), timeout=60)
+        async with console_client(stack) as console:
+
+            async def page_text() -> str | None:
+                page = await console.get(f"/console/flows/{flow_id}")
+                return page.text if 'data-event="modify"' in page.text else None
+
+            text = await wait_for(page_text, timeout=40)
+            sequence, beside = text.split('class="steps-beside"', 1)
+            assert 'data-step="observation"' in sequence and 'data-step="answer"' in sequence
+            beside = beside.split("</ul>", 1)[0]
+            assert 'data-step="modified"' in beside and 'data-step="retracted"' in beside
+            assert 'data-event="cancel"' in text
+            refused = await console.post(
+                f"/console/flows/{flow_id}/events/modify",
+                data={"csrf_token": csrf_of(text), "reason": "ny måling"},
+                follow_redirects=True,
+            )
+            assert (
+                "the event&#39;s data does not fit" in refused.text or "the event's data does not fit" in refused.text
+            )
+        retracted = await _event(stack, flow_id, "cancel", {"reason": "Forkert modtager"})
+        assert retracted.status_code == 200, retracted.text
+        await _until(stack, flow_id, lambda f: f["status"] == "completed")
