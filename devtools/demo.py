@@ -74,7 +74,10 @@ def acting_sor(declaration: type, body: dict) -> str:
 
 
 def dev_pathways(settings: Settings) -> Pathways:
-    return Pathways.load(settings.pathway_modules or DEV_PATHWAY_MODULES)
+    """The pathways the dev stack runs: the modules the settings name, if they name any (not only by
+    default), else careflow's own and the tutorial's."""
+    named = "pathway_modules" in settings.model_fields_set
+    return Pathways.load(settings.pathway_modules if named else DEV_PATHWAY_MODULES)
 
 
 async def seed_demo(settings: Settings, count: int) -> None:
