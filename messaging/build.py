@@ -75,8 +75,8 @@ def build_message(code: str, envelope: Envelope, content: BaseModel | dict) -> d
         "source": {"endpoint": SOR_ENDPOINT_PREFIX + envelope.sender.sor},
         "focus": [{"reference": ref(r)} for r in focus],
     }
-    if ctx.definition:
-        header["definition"] = ctx.definition
+    if ctx.header_extensions:
+        header = {"resourceType": "MessageHeader", "id": ctx.header_id, "extension": ctx.header_extensions, **header}
     if envelope.pathway:
         header = {
             "resourceType": "MessageHeader",
@@ -84,6 +84,8 @@ def build_message(code: str, envelope: Envelope, content: BaseModel | dict) -> d
             "meta": {"tag": [{"system": CAREFLOW_PATHWAY_TAG_SYSTEM, "code": envelope.pathway}]},
             **{k: v for k, v in header.items() if k not in ("resourceType", "id")},
         }
+    if ctx.definition:
+        header["definition"] = ctx.definition
     provenance = provenance_resource(
         ctx.id("provenance"),
         ctx.header_id,

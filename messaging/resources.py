@@ -89,6 +89,9 @@ def provenance_resource(
     previous_header_id: str | None,
     role: str = "revision",
 ) -> dict:
+    """The Provenance of one message: target its header, what it did (activity), and — when it
+    follows, corrects (role revision) or cancels (role removal) an earlier message — that message's
+    header as entity.what."""
     resource: dict = {
         "resourceType": "Provenance",
         "id": provenance_id,
@@ -127,20 +130,21 @@ class BuildContext:
         self.timestamp = fhir_instant(envelope.timestamp)
         self.sender = organization_resource(envelope.sender)
         self.receiver = organization_resource(envelope.receiver)
+        # MessageHeader.definition: the MessageDefinition (and version) the message follows, if any
+        self.definition: str | None = None
         self.patient = (
             patient_resource(envelope.patient, derived_id(self.header_id, "patient")) if envelope.patient else None
         )
-        # Provenance activity; hospital notifications replace it with their own activity code.
-        self.activity = "reply-message" if envelope.previous_header_id else "new-message"
-        # The message this one answers, revises or retracts (entity.what) and how (entity.role:
-        # revision, or removal for a retraction); a type's builder may set them from its content.
+        # This message's Provenance: a builder may set the earlier message it follows (entity.what),
+        # its role (revision, or removal for a cancellation) and the activity (hospital
+        # notifications use their own activity codes).
         self.previous_header_id = envelope.previous_header_id
         self.entity_role = "revision"
-        # The Provenances of the earlier messages of this message's history, in order, which
-        # precede this message's own (a modified or retracted HomeCareObservation carries them).
+        self.activity = "reply-message" if envelope.previous_header_id else "new-message"
+        # The Provenances of earlier messages that this one restates (a hospital stay's history),
+        # placed before its own; and extensions of the MessageHeader (reportOfAdmission).
         self.history: list[dict] = []
-        # MessageHeader.definition: the MessageDefinition (and version) the message follows, if any
-        self.definition: str | None = None
+        self.header_extensions: list[dict] = []
 
     def id(self, role: str) -> str:
         return derived_id(self.header_id, role)
