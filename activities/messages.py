@@ -1,8 +1,10 @@
-"""Activities that talk to partner systems: build and send MedCom messages."""
+"""Activities that talk to partner systems: build and send MedCom messages, over the transport the
+directory names for the receiver (messaging/transport.py): the workflow never knows which."""
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 import httpx
 from sqlalchemy import Engine
@@ -13,7 +15,10 @@ from temporalio.exceptions import ApplicationError
 from activities.models import ActivityErrors, SendMessageRequest, SendMessageResult
 from careflow.crypto import KeyRing
 from messaging import Directory, NotAccepted, UnknownOrganization, build_message, parse_message, to_json
+from messaging.directory import Route
 from messaging.model import Organization
+from messaging.transport import OutboundRequest, prepare_request, receipt_in
+from messaging.vans import EnvelopeError, NoVansDocumentType, ReceiptKind
 from store.models import OutboundMessage, sealed_as, utcnow
 
 log = logging.getLogger(__name__)
@@ -42,7 +47,7 @@ class MessageActivities:
         the stored message, never a second one."""
         envelope = request.envelope
         try:
-            entry = self.directory.require_accepts(envelope.receiver.sor, request.kind)
+            self.directory.require_accepts(envelope.receiver.sor, request.kind)
         except UnknownOrganization:
             raise ApplicationError(
                 f"receiver SOR {envelope.receiver.sor} is not in the directory",
@@ -52,47 +57,69 @@ class MessageActivities:
         except NotAccepted as err:
             raise ApplicationError(str(err), type=ActivityErrors.NOT_ACCEPTED, non_retryable=True) from None
 
-        body = self._stored_or_new(request, entry.endpoint)
+        route = self.directory.route(envelope.receiver.sor)
+        body, first_built = self._stored_or_new(request, route)
         try:
-            response = await self.http.post(
-                entry.endpoint, content=body, headers={"Content-Type": "application/fhir+json"}
+            # SentDateTime is when the message was first built: a retry of this Bundle.id is the
+            # identical envelope (a transport duplicate to the receiver), a resend a new one.
+            outbound = prepare_request(
+                self.directory, body, sender=envelope.sender, receiver=envelope.receiver, sent=first_built, route=route
             )
+        except (NoVansDocumentType, EnvelopeError) as err:
+            raise ApplicationError(
+                f"cannot put the message to SOR {envelope.receiver.sor} in a VANSEnvelope: {err}",
+                type=ActivityErrors.NOT_ACCEPTED,
+                non_retryable=True,
+            ) from None
+        try:
+            response = await self.http.post(outbound.url, content=outbound.body, headers=outbound.headers)
         except httpx.HTTPError as err:
             log.warning("send to %s failed (%s), will retry", envelope.receiver.sor, type(err).__name__)
             raise
-        self._record_result(envelope.bundle_id, response.status_code)
+        receipt = receipt_in(outbound, response.content) if response.status_code < 500 else None
+        self._record_result(envelope.bundle_id, response.status_code, outbound, receipt.kind if receipt else None)
         if response.status_code >= 500:
             raise RuntimeError(f"partner {envelope.receiver.sor} answered {response.status_code}")  # retried
-        if response.status_code >= 400:
+        if response.status_code >= 400 or (receipt is not None and receipt.kind is not ReceiptKind.POSITIVE):
+            reason = (
+                f"negative VANS receipt {receipt.kind.value}: {receipt.error_description or receipt.error_code}"
+                if receipt is not None and receipt.kind is not ReceiptKind.POSITIVE
+                else _reason(response)
+            )
             raise ApplicationError(
-                f"partner {envelope.receiver.sor} refused the message ({response.status_code}): {_reason(response)}",
+                f"partner {envelope.receiver.sor} refused the message ({response.status_code}): {reason}",
                 type=ActivityErrors.PARTNER_REJECTED,
                 non_retryable=True,
             )
         log.info(
-            "sent %s %s (bundle %s) to %s",
+            "sent %s %s (bundle %s) to %s over %s",
             request.kind,
             envelope.message_header_id,
             envelope.bundle_id,
             envelope.receiver.sor,
+            outbound.transport,
         )
         return SendMessageResult(bundle_id=envelope.bundle_id, http_status=response.status_code)
 
-    def _stored_or_new(self, request: SendMessageRequest, endpoint: str) -> bytes:
+    def _stored_or_new(self, request: SendMessageRequest, route: Route) -> tuple[bytes, datetime]:
+        """The message's Bundle (JSON) and when it was first built: built and stored once per Bundle.id."""
         envelope = request.envelope
         with Session(self.engine) as session:
             stored = session.exec(
                 select(OutboundMessage).where(OutboundMessage.bundle_id == envelope.bundle_id)
             ).first()
             if stored is not None:
-                return self.key_ring.decrypt_text(
+                body = self.key_ring.decrypt_text(
                     stored.body_enc, sealed_as(OutboundMessage, "body_enc", stored.bundle_id)
                 ).encode()
+                return body, _aware(stored.created_at)
             bundle = build_message(request.kind, envelope, request.message_content())
             correlation = parse_message(bundle).correlation
             body = to_json(bundle)
+            created = utcnow()
             session.add(
                 OutboundMessage(
+                    created_at=created,
                     thread_id=correlation.thread_id,
                     episode_of_care_id=correlation.episode_of_care_id,
                     message_header_id=envelope.message_header_id,
@@ -102,23 +129,36 @@ class MessageActivities:
                     event_code=request.kind,
                     attempt=request.attempt,
                     receiver_sor=envelope.receiver.sor,
-                    endpoint=endpoint,
+                    endpoint=route.url,
+                    transport=route.transport,
                     body_enc=self.key_ring.encrypt_text(
                         body.decode(), sealed_as(OutboundMessage, "body_enc", envelope.bundle_id)
                     ),
                 )
             )
             session.commit()
-            return body
+            return body, created
 
-    def _record_result(self, bundle_id: str, status: int) -> None:
+    def _record_result(
+        self, bundle_id: str, status: int, outbound: OutboundRequest, receipt: ReceiptKind | None
+    ) -> None:
         with Session(self.engine) as session:
             stored = session.exec(select(OutboundMessage).where(OutboundMessage.bundle_id == bundle_id)).one()
             stored.http_status = status
+            stored.transport = outbound.transport
+            stored.endpoint = outbound.url
+            stored.envelope_identifier = outbound.envelope_identifier
+            if receipt is not None:
+                stored.transport_receipt = receipt.value
             if status < 300:
                 stored.sent_at = stored.sent_at or utcnow()
             session.add(stored)
             session.commit()
+
+
+def _aware(moment: datetime) -> datetime:
+    """A stored timestamp with its zone (SQLite gives them back naive; they were written in UTC)."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _reason(response: httpx.Response) -> str:

@@ -97,6 +97,9 @@ def flow_detail(session: Session, flow: Flow, key_ring: KeyRing) -> FlowDetail:
             ack_code=m.ack_code,
             age_seconds=(now - _aware(m.created_at)).total_seconds(),
             waiting=m.ack_code is None,
+            transport=m.transport,
+            envelope_identifier=m.envelope_identifier,
+            transport_receipt=m.transport_receipt,
         )
         for m in outbound
     ] + [

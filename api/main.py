@@ -14,7 +14,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from api import console
 from api.console.web import declared_terms
 from api.errors import install_error_handlers
-from api.routes import codec, fhir, flows, health, metrics, pathways, referrals, reports, triage
+from api.routes import codec, fhir, flows, health, metrics, pathways, referrals, reports, triage, vans
 from api.security import BodyLimitMiddleware, CodecCORSMiddleware, DeniedAuditMiddleware, ResponseHeadersMiddleware
 from careflow.codec import EncryptionCodec
 from careflow.crypto import KeyRing
@@ -25,7 +25,8 @@ from careflow.tokens import verifier_from_settings
 from careflow.tracing import Tracing
 from exchange.delivering import Deliverer, Handoff, deliver_and_acknowledge, send_acknowledgement
 from exchange.receiving import Receiver
-from messaging import Directory
+from messaging import load_directory
+from messaging.vans import MAX_ENVELOPE_BYTES
 from store.audit import chain_key
 from store.db import make_engine, migrate
 from workflows.registry import Pathways
@@ -54,7 +55,7 @@ def create_app(
         app.state.temporal_codec = EncryptionCodec(
             app.state.key_ring, strict=False
         )  # the UI's codec endpoint shows what is there
-        app.state.directory = Directory.load(settings.directory_path)
+        app.state.directory = load_directory(settings)
         app.state.pathways = Pathways.load(settings.pathway_modules)
         app.state.console_terms = declared_terms(app.state.pathways)  # once: the console's words
         app.state.receiver = Receiver(app.state.key_ring, settings, app.state.directory, app.state.pathways)
@@ -103,7 +104,14 @@ def create_app(
     # before any route, parser or authentication.
     app.add_middleware(DeniedAuditMiddleware)
     app.add_middleware(
-        BodyLimitMiddleware, limits={"/fhir/": settings.max_message_bytes, "/codec/": settings.max_codec_bytes}
+        BodyLimitMiddleware,
+        # /vans/: MedCom's own maximum; the deployment's (max_envelope_bytes) is the route's, which keeps
+        # what it refuses for triage
+        limits={
+            "/fhir/": settings.max_message_bytes,
+            "/vans/": MAX_ENVELOPE_BYTES,
+            "/codec/": settings.max_codec_bytes,
+        },
     )
     app.add_middleware(ResponseHeadersMiddleware)
     app.add_middleware(CodecCORSMiddleware, origins=settings.codec_cors_origins)
@@ -124,6 +132,7 @@ def create_app(
         flows.router,
         reports.router,
         fhir.router,
+        vans.router,
         triage.router,
         codec.router,
         console.router,

@@ -117,6 +117,10 @@ class MessagePublic(BaseModel):
     ack_code: str | None
     age_seconds: float
     waiting: bool  # out: no acknowledgement yet; in: not yet delivered to its pathway
+    # out: how it travelled ("process-message" or "vans"), its VANSEnvelope's id and the transport receipt
+    transport: str | None = None
+    envelope_identifier: str | None = None
+    transport_receipt: str | None = None
 
 
 class FlowDetail(FlowPublic):

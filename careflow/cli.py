@@ -32,6 +32,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
     # `careflow dev` is dev mode by definition, for itself and (through the environment) its children.
     os.environ["CAREFLOW_ENV"] = "dev"
+    if args.transport:  # through the environment, so the worker, API and simulator use it too
+        os.environ["CAREFLOW_PARTNER_TRANSPORT"] = args.transport
     get_settings.cache_clear()
     return run_dev(get_settings(), demo_referrals=args.demo_referrals, simulator_behaviour=args.simulator_behaviour)
 
@@ -217,6 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--simulator-behaviour",
         default=None,
         help="JSON of simulator.app.Behaviour (default: answers after 2 s; the demo lab never answers)",
+    )
+    dev.add_argument(
+        "--transport",
+        choices=["process-message", "vans"],
+        default=None,
+        help="run every simulated partner (and careflow's own organisations) over this transport "
+        "(sets CAREFLOW_PARTNER_TRANSPORT; default: each directory entry's own)",
     )
     dev.set_defaults(func=cmd_dev)
     sub.add_parser("worker", help="run a worker (and the relay)").set_defaults(func=cmd_worker)

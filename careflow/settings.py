@@ -7,7 +7,7 @@ import binascii
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -109,6 +109,11 @@ class Settings(BaseSettings):
     cpr_hash_key: str = ""
 
     directory_path: Path = PROJECT_ROOT / "messaging" / "data" / "demo-directory.json"
+    # "vans" or "process-message": every directory entry with an endpoint for it uses that transport,
+    # whatever its own says (`careflow dev --transport vans`, the e2e tests over VANS); "": each its own.
+    partner_transport: Literal["", "process-message", "vans"] = ""
+    # The largest VANSEnvelope careflow takes in (MedCom allows 100 MB wrapped; a deployment may say less).
+    max_envelope_bytes: int = 20 * 1024 * 1024
     medcom_examples_dir: Path = PROJECT_ROOT.parent / "shared" / "medcom-examples"
     medcom_terminology_dir: Path = PROJECT_ROOT.parent / "shared" / "medcom-terminology"
 

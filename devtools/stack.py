@@ -178,7 +178,11 @@ def refresh_partner_tokens(settings: Settings, issuer: DevIssuer) -> None:
     from messaging import Directory
 
     port = f":{settings.simulator_port}/"
-    sors = [e.sor for e in Directory.load(settings.directory_path).entries if port in e.endpoint]
+    sors = [
+        e.sor
+        for e in Directory.load(settings.directory_path).entries
+        if not e.careflow_acts_for and any(port in (url or "") for url in (e.endpoint, e.vans_endpoint))
+    ]
     write_partner_tokens(Path(settings.data_dir) / PARTNER_TOKENS_FILE, issuer, sors)
 
 

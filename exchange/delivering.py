@@ -7,6 +7,7 @@ Used by the API right after storing a message, and by the relay for whatever is 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -20,8 +21,11 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from careflow.crypto import KeyRing
-from messaging import Directory, UnknownOrganization
+from messaging import Directory, MessageError, UnknownOrganization, parse_message
+from messaging.directory import Route
 from messaging.model import AckCode, MessageKind
+from messaging.transport import OutboundRequest, prepare_request, receipt_in
+from messaging.vans import EnvelopeError, NoVansDocumentType, ReceiptKind
 from store.models import Flow, InboundMessage, sealed_as, utcnow
 from workflows.models import InboundMessageSignal, PathwayInput
 from workflows.registry import Pathways
@@ -151,6 +155,7 @@ class Handoff:
     message_id: int
     target: Target | None
     acknowledgement: tuple[str, str] | None
+    duplicate: bool = False  # a MessageHeader.id seen before: only its acknowledgement is sent again
 
 
 async def deliver_and_acknowledge(
@@ -218,16 +223,19 @@ async def send_acknowledgement(
 async def _post_acknowledgement(
     engine: Engine, http: httpx.AsyncClient, directory: Directory, message_id: int, ack_body: str, sender: str
 ) -> bool:
-    """POST one acknowledgement to its sender's endpoint; True when it need not be sent again."""
+    """POST one acknowledgement to its sender, over the transport the directory names for it; True
+    when it need not be sent again."""
     try:
-        endpoint = directory.get(sender).endpoint
+        route = directory.route(sender)
+        outbound = _acknowledgement_request(directory, route, ack_body)
     except UnknownOrganization:
         log.warning("no endpoint for SOR %s: acknowledgement of message %s kept unsent", sender, message_id)
         return False
+    except (MessageError, NoVansDocumentType, EnvelopeError) as err:
+        log.warning("acknowledgement of message %s cannot be sent to %s: %s", message_id, sender, err)
+        return True  # it cannot travel this way, ever: retrying changes nothing
     try:
-        response = await http.post(
-            endpoint, content=ack_body.encode(), headers={"Content-Type": "application/fhir+json"}
-        )
+        response = await http.post(outbound.url, content=outbound.body, headers=outbound.headers)
     except httpx.HTTPError as err:
         await asyncio.to_thread(_count_attempt, engine, message_id, "ack_attempts")
         log.warning("acknowledgement of message %s not sent (%s): the relay will retry", message_id, type(err).__name__)
@@ -235,9 +243,28 @@ async def _post_acknowledgement(
     if response.status_code >= 500:
         await asyncio.to_thread(_count_attempt, engine, message_id, "ack_attempts")
         return False
-    if response.status_code >= 400:
-        log.warning("acknowledgement of message %s refused by %s with %s", message_id, sender, response.status_code)
+    receipt = receipt_in(outbound, response.content)
+    if response.status_code >= 400 or (receipt is not None and receipt.kind is not ReceiptKind.POSITIVE):
+        log.warning(
+            "acknowledgement of message %s refused by %s with %s%s",
+            message_id,
+            sender,
+            response.status_code,
+            f" ({receipt.kind.value})" if receipt is not None else "",
+        )
     return True
+
+
+def _acknowledgement_request(directory: Directory, route: Route, ack_body: str) -> OutboundRequest:
+    if route.transport == "process-message":  # as it is: no parsing on the hot path
+        return OutboundRequest(url=route.url, headers={"Content-Type": "application/fhir+json"}, body=ack_body.encode())
+    bundle = json.loads(ack_body)
+    parsed = parse_message(bundle)
+    if parsed.sender is None or parsed.receiver is None:
+        raise MessageError("the acknowledgement names no sender or receiver")
+    return prepare_request(
+        directory, bundle, sender=parsed.sender, receiver=parsed.receiver, sent=utcnow(), route=route
+    )
 
 
 def _unsent_acknowledgement(engine: Engine, key_ring: KeyRing, message_id: int) -> tuple[str, str] | None:

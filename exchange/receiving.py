@@ -1,6 +1,12 @@
 """Receiving a partner's message: store it, correlate it to a flow, confine it to that flow's parties
 and patient, and decide the answer and the acknowledgement — in one transaction, before any answer.
 
+MedCom's receiver rules (reliable messaging): a MessageHeader.id seen before is a duplicate — it is
+neither stored nor delivered again, but its stored acknowledgement is sent again (same content and
+MessageHeader.id, a new Bundle.id and timestamp, as MedCom's resend rule says for any message); a
+Bundle.id seen before under another MessageHeader.id is an error (Bundle.ids are never reused): the
+message is stored as rejected, answered 409 and acknowledged fatal-error.
+
 Correlation, in order: an acknowledgement by `MessageHeader.response.identifier`; a reply by the
 ServiceRequest identifier it carries (basedOn); by the Provenance chain (the earlier MessageHeader it
 answers, sent or received by careflow). A message that matches no flow starts a pathway that
@@ -59,7 +65,7 @@ class Receiver:
         stored the first time and no hand-off."""
         existing = _existing(session, parsed.message_header_id)
         if existing is not None:
-            return existing, None
+            return existing, self._duplicate(existing)
         issues = validate_message(as_json)
         row = InboundMessage(
             message_header_id=parsed.message_header_id,
@@ -79,7 +85,8 @@ class Receiver:
             if parsed.patient and parsed.patient.cpr
             else None,
         )
-        decision = self._decide(session, parsed, issues, row)
+        reused = _bundle_reused(session, parsed)
+        decision = self._bundle_reused(row, issues, reused) if reused else self._decide(session, parsed, issues, row)
         row.answer_status, row.answer_body = decision.status, json.dumps(decision.answer)
         ack_json = self.acknowledge(row, parsed, as_json, decision.ack, issues) if decision.ack is not None else None
         session.add(row)
@@ -93,10 +100,36 @@ class Receiver:
         except IntegrityError:
             # The same MessageHeader.id committed a moment ago (another request or API process).
             session.rollback()
-            return _existing(session, parsed.message_header_id), None
+            existing = _existing(session, parsed.message_header_id)
+            return existing, self._duplicate(existing)
         return row, Handoff(
             row.id, self._target(session, row, decision), (ack_json, row.sender_sor) if ack_json else None
         )
+
+    def _duplicate(self, existing: InboundMessage) -> Handoff:
+        """A duplicate's hand-off: nothing to deliver; the first acknowledgement, sent again (if one
+        was made: a message held for triage is acknowledged when a coordinator decides)."""
+        ack = None
+        if existing.ack_enc is not None:
+            first = self.key_ring.decrypt_text(
+                existing.ack_enc, sealed_as(InboundMessage, "ack_enc", existing.message_header_id)
+            )
+            ack = (resent(first), existing.sender_sor)
+        log.info("duplicate message %s: the first acknowledgement is sent again", existing.message_header_id)
+        return Handoff(existing.id, None, ack, duplicate=True)
+
+    def _bundle_reused(self, row: InboundMessage, issues: list[ValidationIssue], earlier: str) -> Decision:
+        reason = (
+            f"Bundle.id {row.bundle_id} was received before with another MessageHeader.id ({earlier}): "
+            "a Bundle.id must never be reused"
+        )
+        issues.append(
+            ValidationIssue(
+                rule="medcom-bundle-id-reused", path="Bundle.id", message=reason, error_code="MSG_DUPLICATE_ID"
+            )
+        )
+        row.delivery_status, row.status_reason = DeliveryStatus.REJECTED, reason
+        return Decision(409, operation_outcome(reason, code="duplicate", expression=["Bundle.id"]), AckCode.FATAL_ERROR)
 
     def _target(self, session: Session, row: InboundMessage, decision: Decision) -> Target | None:
         """Where the stored message goes, from what this transaction already holds."""
@@ -331,6 +364,26 @@ def _record_acknowledgement(session: Session, parsed: ParsedMessage) -> None:
             session.add(sent)
         else:
             log.info("late or duplicate acknowledgement for %s ignored", parsed.response_identifier)
+
+
+def resent(acknowledgement: str) -> str:
+    """The stored acknowledgement as sent again: identical content and MessageHeader.id, with a new
+    Bundle.id and Bundle.timestamp (MedCom: a resent acknowledgement changes its envelope id and send
+    time, never its content)."""
+    bundle = json.loads(acknowledgement)
+    bundle["id"] = str(uuid.uuid4())
+    bundle["timestamp"] = utcnow().isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return json.dumps(bundle)
+
+
+def _bundle_reused(session: Session, parsed: ParsedMessage) -> str | None:
+    """The MessageHeader.id a Bundle.id was first received with, when it was another one."""
+    return session.exec(
+        select(InboundMessage.message_header_id)
+        .where(InboundMessage.bundle_id == parsed.bundle_id)
+        .where(InboundMessage.message_header_id != parsed.message_header_id)
+        .limit(1)
+    ).first()
 
 
 def _existing(session: Session, header_id: str) -> InboundMessage | None:

@@ -5,7 +5,7 @@ The message types are plug-ins: one module each in messaging/types/, listed in i
 from messaging import model as _model
 from messaging.acknowledge import build_acknowledgement, needs_acknowledgement
 from messaging.build import build_message
-from messaging.directory import Directory, DirectoryEntry, load_default_directory
+from messaging.directory import Directory, DirectoryEntry, load_default_directory, load_directory
 from messaging.errors import DirectoryError, MessageError, NotAccepted, UnknownOrganization
 from messaging.formats import from_xml, to_json, to_xml
 from messaging.model import *  # noqa: F401,F403  (the domain models are part of this package's API)
@@ -32,6 +32,7 @@ __all__ = [
     "Directory",
     "DirectoryEntry",
     "load_default_directory",
+    "load_directory",
     "MessageError",
     "DirectoryError",
     "UnknownOrganization",

@@ -1,7 +1,18 @@
-"""The address book of messaging partners: SOR code, EAN, endpoint and the message types each accepts.
+"""The address book of messaging partners: SOR code, EAN, endpoints, the transport each uses, the
+message types each accepts, and the organisations careflow acts for.
 
 Loaded from a JSON file the operator maintains (settings.directory_path); every row is checked on
 load, so a bad row is named at start-up instead of failing a send later.
+
+Transport (messaging/transport.py): `process-message` posts the Bundle to the partner's FHIR
+`$process-message` URL (`endpoint`); `vans` posts the VANSEnvelope around it to `vans_endpoint`. An
+entry names the transport it uses and may have endpoints for both. `careflow_acts_for`: careflow
+sends and receives for this organisation, so both its endpoints are careflow's own inbound routes —
+whatever partners send it (acknowledgements of what careflow sent in its name included) arrives here.
+
+Some message types have no VANS document type in MedCom's catalogue (careflow's own types,
+HomeCareObservation): the one agreed with the partner is in `vans_documents` (event code ->
+{"name", "version"}), for every partner at the file's top level, per entry to override.
 """
 
 from __future__ import annotations
@@ -10,7 +21,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator
 
 from messaging.errors import DirectoryError, NotAccepted, UnknownOrganization
 from messaging.identifiers import is_valid_gln, is_valid_sor
@@ -18,6 +29,22 @@ from messaging.model import Organization
 from messaging.types import message_label
 
 PartnerKind = Literal["hospital-department", "gp", "lab", "municipality", "careflow"]
+TransportName = Literal["process-message", "vans"]
+TRANSPORTS: tuple[TransportName, ...] = ("process-message", "vans")
+
+
+class VansDocumentAgreement(BaseModel):
+    """A VANS document type agreed with a partner for a message type MedCom's catalogue lacks."""
+
+    name: str = Field(min_length=1, max_length=100)
+    version: str = Field(min_length=1, max_length=20)
+
+
+class Route(BaseModel):
+    """How a message reaches an organisation: the transport and the URL to POST to."""
+
+    transport: TransportName
+    url: str
 
 
 class DirectoryEntry(BaseModel):
@@ -25,8 +52,12 @@ class DirectoryEntry(BaseModel):
     ean: str
     name: str = Field(min_length=1)
     kind: PartnerKind
-    endpoint: str  # URL of the partner's $process-message
+    transport: TransportName = "process-message"  # the one this partner uses
+    endpoint: str | None = Field(default=None, validate_default=True)  # URL of the partner's $process-message
+    vans_endpoint: str | None = Field(default=None, validate_default=True)  # URL its VANSEnvelopes are posted to
+    careflow_acts_for: bool = False  # careflow sends and receives in this organisation's name
     accepts: list[str]  # event codes, optionally "code|version"
+    vans_documents: dict[str, VansDocumentAgreement] = Field(default_factory=dict)
 
     @field_validator("sor")
     @classmethod
@@ -42,12 +73,20 @@ class DirectoryEntry(BaseModel):
             raise ValueError("EAN must be 13 digits with a valid GS1 check digit")
         return value
 
-    @field_validator("endpoint")
+    @field_validator("endpoint", "vans_endpoint")
     @classmethod
-    def _endpoint(cls, value: str) -> str:
+    def _endpoint(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            needed = {"endpoint": "process-message", "vans_endpoint": "vans"}[info.field_name]
+            if info.data.get("transport") == needed:
+                raise ValueError(f"required by the entry's transport {needed!r}")
+            return value
         if not value.startswith(("http://", "https://")):
             raise ValueError("endpoint must be an http(s) URL")
         return value
+
+    def url_for(self, transport: TransportName) -> str | None:
+        return self.endpoint if transport == "process-message" else self.vans_endpoint
 
     @field_validator("accepts")
     @classmethod
@@ -72,15 +111,27 @@ class DirectoryEntry(BaseModel):
 
 
 class Directory:
-    """Lookup by SOR (the address) or EAN; `require_accepts` guards every send."""
+    """Lookup by SOR (the address) or EAN; `require_accepts` guards every send; `route` says how a
+    message reaches an organisation.
 
-    def __init__(self, entries: list[DirectoryEntry]) -> None:
+    `transport`: every entry that has an endpoint for this transport uses it, whatever its own
+    (settings.partner_transport: the dev stack and the e2e tests run all partners over VANS so)."""
+
+    def __init__(
+        self,
+        entries: list[DirectoryEntry],
+        *,
+        transport: TransportName | None = None,
+        vans_documents: dict[str, VansDocumentAgreement] | None = None,
+    ) -> None:
         self._entries = list(entries)
         self._by_sor = {e.sor: e for e in self._entries}
         self._by_ean = {e.ean: e for e in self._entries}
+        self.transport = transport
+        self.vans_documents = dict(vans_documents or {})
 
     @classmethod
-    def load(cls, path: str | Path) -> Directory:
+    def load(cls, path: str | Path, *, transport: TransportName | None = None) -> Directory:
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
@@ -88,10 +139,21 @@ class Directory:
         rows = data.get("entries") if isinstance(data, dict) else data
         if not isinstance(rows, list):
             raise DirectoryError(["file must hold a list of entries (or an object with 'entries')"])
-        return cls.from_rows(rows)
+        agreed = data.get("vans_documents", {}) if isinstance(data, dict) else {}
+        try:
+            documents = {k: VansDocumentAgreement.model_validate(v) for k, v in dict(agreed).items()}
+        except (ValidationError, TypeError, ValueError) as exc:
+            raise DirectoryError([f"vans_documents: {type(exc).__name__}"]) from None
+        return cls.from_rows(rows, transport=transport, vans_documents=documents)
 
     @classmethod
-    def from_rows(cls, rows: list) -> Directory:
+    def from_rows(
+        cls,
+        rows: list,
+        *,
+        transport: TransportName | None = None,
+        vans_documents: dict[str, VansDocumentAgreement] | None = None,
+    ) -> Directory:
         problems: list[str] = []
         entries: list[DirectoryEntry] = []
         seen_sor: dict[str, int] = {}
@@ -113,7 +175,7 @@ class Directory:
             entries.append(entry)
         if problems:
             raise DirectoryError(problems)
-        return cls(entries)
+        return cls(entries, transport=transport, vans_documents=vans_documents)
 
     @property
     def entries(self) -> list[DirectoryEntry]:
@@ -134,6 +196,33 @@ class Directory:
         except KeyError:
             raise UnknownOrganization(f"no directory entry for EAN {ean}") from None
 
+    def route(self, sor: str) -> Route:
+        """How a message for this organisation travels: the directory-wide transport if the entry
+        has an endpoint for it, else the entry's own."""
+        entry = self.get(sor)
+        if self.transport is not None and (url := entry.url_for(self.transport)) is not None:
+            return Route(transport=self.transport, url=url)
+        return Route(transport=entry.transport, url=entry.url_for(entry.transport) or "")
+
+    def acts_for(self, sor: str) -> bool:
+        """Whether careflow sends and receives in this organisation's name."""
+        entry = self._by_sor.get(sor)
+        return entry is not None and entry.careflow_acts_for
+
+    @property
+    def acted_for(self) -> list[DirectoryEntry]:
+        return [e for e in self._entries if e.careflow_acts_for]
+
+    def vans_document(self, sor: str, event_code: str) -> VansDocumentAgreement | None:
+        """The VANS document type agreed with this organisation for a message type, if any."""
+        entry = self._by_sor.get(sor)
+        for agreements in (entry.vans_documents if entry else {}, self.vans_documents):
+            for key in (event_code, "*"):  # "*": any type the catalogue lacks, "{event}" its event code
+                if key in agreements:
+                    found = agreements[key]
+                    return found.model_copy(update={"name": found.name.replace("{event}", event_code)})
+        return None
+
     def require_accepts(self, sor: str, kind: str) -> DirectoryEntry:
         entry = self.get(sor)
         if not entry.accepts_kind(kind):
@@ -141,7 +230,13 @@ class Directory:
         return entry
 
 
+def load_directory(settings) -> Directory:  # noqa: ANN001 (careflow.settings.Settings; messaging imports no careflow)
+    """The directory a careflow process uses: the operator's file, with the partner transport the
+    settings may impose (CAREFLOW_PARTNER_TRANSPORT)."""
+    return Directory.load(settings.directory_path, transport=settings.partner_transport or None)
+
+
 def load_default_directory() -> Directory:
     from careflow.settings import get_settings
 
-    return Directory.load(get_settings().directory_path)
+    return load_directory(get_settings())

@@ -3,6 +3,10 @@ servers: they acknowledge careflow's messages and answer them as the pathway dec
 for each message careflow sends a party, the replies the pathway then awaits, from that party or
 from another organisation it names (e.g. the lab's test result after a referral to a hospital).
 
+Each partner speaks both transports: FHIR `$process-message` (`/partners/{sor}/$process-message`) and
+VANSEnvelopes (`/partners/{sor}/vans`, answered with a VANS receipt; transport duplicates recognised
+on the envelope's identifiers). What it sends travels as the directory says for the receiver.
+
 Behaviour can be changed at run time (`PUT /control`) so tests can make partners slow, failing,
 silent or repetitive; `GET /stats` tells what the partners received and sent.
 """
@@ -14,7 +18,7 @@ import json
 import logging
 import random
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -32,9 +36,10 @@ from messaging import (
     UnknownOrganization,
     build_acknowledgement,
     build_message,
+    load_directory,
     parse_message,
-    to_json,
 )
+from messaging.formats import from_xml
 from messaging.model import (
     AckCode,
     AppointmentContent,
@@ -46,6 +51,17 @@ from messaging.model import (
     ParsedMessage,
     TestResultContent,
     TreatmentPlanContent,
+)
+from messaging.transport import prepare_request
+from messaging.vans import (
+    VANS_CONTENT_TYPE,
+    EnvelopeCache,
+    EnvelopeError,
+    NoVansDocumentType,
+    TransportDuplicate,
+    VansReceipt,
+    build_receipt,
+    parse_envelope,
 )
 from workflows.declare import AwaitEvent, AwaitOneOf, AwaitReply, Send, SendOnEvent
 from workflows.registry import Pathways
@@ -92,6 +108,9 @@ class Stats(BaseModel):
     post_failures: int
     refused: int = 0  # careflow's POSTs answered 503 or 4xx by the failure mode
     in_flight: int = 0  # acknowledgements and answers not yet posted (or still being retried)
+    envelopes_received: int = 0  # VANSEnvelopes careflow posted (each transmission)
+    transport_duplicates: dict[str, int] = {}  # envelopes by MedCom's duplicate case (repeated, receipt-lost, ...)
+    envelopes_refused: int = 0  # bad envelopes, answered 4xx
 
 
 class PartnerSimulator:
@@ -118,6 +137,14 @@ class PartnerSimulator:
         self.refused = 0
         self.cancelled: set[str] = set()
         self.tasks: set[asyncio.Task] = set()
+        self.envelopes = EnvelopeCache()
+        self.receipts: dict[str, bytes] = {}  # envelope identifier -> the receipt answered
+        self.first_envelope: dict[str, str] = {}  # message identifier -> its first envelope's identifier
+        self.envelopes_received = 0
+        self.envelopes_refused = 0
+        self.transport_duplicates: Counter[str] = Counter()
+        # Every acknowledgement careflow sent the partners, as received (synthetic data only), for tests.
+        self.acknowledgements: deque[dict] = deque(maxlen=5000)
 
     def stats(self) -> Stats:
         return Stats(
@@ -129,10 +156,15 @@ class PartnerSimulator:
             post_failures=self.post_failures,
             refused=self.refused,
             in_flight=len(self.tasks),
+            envelopes_received=self.envelopes_received,
+            transport_duplicates=dict(self.transport_duplicates),
+            envelopes_refused=self.envelopes_refused,
         )
 
     async def receive(self, partner_sor: str, message: ParsedMessage, original: dict) -> None:
         self.received[message.event_code] += 1
+        if message.kind == MessageKind.ACKNOWLEDGEMENT:
+            self.acknowledgements.append(original)
         if message.bundle_id in self.bundles_seen:
             self.duplicates += 1
             return
@@ -228,7 +260,12 @@ class PartnerSimulator:
             return partner.organization
         party = next((p for p in pathway.parties if p.role == role), None)
         kind = party.directory_kind if party else None
-        entry = next((e for e in self.directory.entries if e.kind == kind), None) if kind else None
+        # Never an organisation careflow acts for: careflow speaks for those itself.
+        entry = (
+            next((e for e in self.directory.entries if e.kind == kind and not e.careflow_acts_for), None)
+            if kind
+            else None
+        )
         return entry.organization if entry else None
 
     async def _answer(self, partner_sor: str, message: ParsedMessage) -> None:
@@ -254,16 +291,23 @@ class PartnerSimulator:
             )
 
     async def _post(self, sender_sor: str, receiver_sor: str, bundle: dict, kind: str) -> None:
-        """Post to the receiver's endpoint like a partner system would: retry until accepted, bounded."""
-        endpoint = self.directory.get(receiver_sor).endpoint
+        """Post to the receiver like a partner system would, over the transport the directory names
+        for it: retry until accepted, bounded."""
         try:
             token = self.partner_token(sender_sor)
-        except LookupError as err:
-            log.warning("cannot post as %s: %s", sender_sor, err)
+            outbound = prepare_request(
+                self.directory,
+                bundle,
+                sender=self.directory.get(sender_sor).organization,
+                receiver=self.directory.get(receiver_sor).organization,
+                sent=datetime.now(UTC),
+            )
+        except (LookupError, UnknownOrganization, NoVansDocumentType, EnvelopeError) as err:
+            log.warning("cannot post as %s to %s: %s", sender_sor, receiver_sor, err)
             self.post_failures += 1
             return
-        headers = {"Content-Type": "application/fhir+json", "Authorization": f"Bearer {token}"}
-        body = to_json(bundle)
+        endpoint, body = outbound.url, outbound.body
+        headers = {**outbound.headers, "Authorization": f"Bearer {token}"}
         copies = max(1, self.behaviour.copies)
         results = await asyncio.gather(*(self._post_once(endpoint, body, headers) for _ in range(copies)))
         if any(results):
@@ -289,6 +333,11 @@ class PartnerSimulator:
         task = asyncio.create_task(coroutine)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+
+def parse_to_json(body: bytes, content_type: str) -> dict:
+    """A FHIR XML message as its JSON form (the simulator keeps what it received as JSON)."""
+    return from_xml(body) if "xml" in content_type else json.loads(body)
 
 
 # Provenance activities by which a sender replaces a message it sent before (HomeCareObservation):
@@ -362,7 +411,7 @@ def create_simulator(
     tokens = partner_token or PartnerTokenFile(
         settings.simulator_tokens_file or settings.data_dir / PARTNER_TOKENS_FILE
     )
-    simulator = PartnerSimulator(settings, Directory.load(settings.directory_path), behaviour or Behaviour(), tokens)
+    simulator = PartnerSimulator(settings, load_directory(settings), behaviour or Behaviour(), tokens)
     app = FastAPI(title="careflow partner simulator")
     # Like a partner system that traces: its acknowledgement carries the trace of the message it answers.
     tracing = tracing or Tracing.from_settings(settings, "careflow-simulator")
@@ -370,9 +419,8 @@ def create_simulator(
     tracing.instrument_http(simulator.http)
     app.state.simulator = simulator
 
-    @app.post("/partners/{sor}/$process-message", status_code=202)
-    async def process_message(sor: str, request: Request) -> Response:
-        """A partner system's inbound endpoint."""
+    async def failure_mode() -> Response | None:
+        """How the behaviour's failure mode answers careflow (None: as a working partner would)."""
         b = simulator.behaviour
         if b.failure == "503":
             simulator.refused += 1
@@ -386,18 +434,63 @@ def create_simulator(
             return Response(status_code=422, content=json.dumps(outcome), media_type="application/fhir+json")
         if b.failure == "stall":
             await asyncio.sleep(b.stall_seconds)
-        body = await request.body()
+        return None
+
+    async def take(sor: str, body: bytes, content_type: str) -> Response | None:
+        """Read a FHIR message for partner `sor` and act on it (None), or why not (a 400)."""
         try:
-            message = parse_message(body, request.headers.get("content-type", "application/fhir+json"))
-            original = json.loads(body)
+            message = parse_message(body, content_type)
+            original = parse_to_json(body, content_type)
         except (MessageError, ValueError) as err:
             return Response(status_code=400, content=str(err))
         if message.receiver is None or message.receiver.sor != sor:
             return Response(status_code=400, content="message not addressed to this partner")
         await simulator.receive(sor, message, original)
-        if b.answer_delay:
-            await asyncio.sleep(b.answer_delay)
-        return Response(status_code=202)
+        if simulator.behaviour.answer_delay:
+            await asyncio.sleep(simulator.behaviour.answer_delay)
+        return None
+
+    @app.post("/partners/{sor}/$process-message", status_code=202)
+    async def process_message(sor: str, request: Request) -> Response:
+        """A partner system's inbound endpoint (FHIR $process-message)."""
+        if (failed := await failure_mode()) is not None:
+            return failed
+        refused = await take(sor, await request.body(), request.headers.get("content-type", "application/fhir+json"))
+        return refused or Response(status_code=202)
+
+    @app.post("/partners/{sor}/vans", status_code=200)
+    async def vans_envelope(sor: str, request: Request) -> Response:
+        """A partner system's VANS inbound: one envelope, answered with the transport receipt. The
+        receipt says the envelope arrived; the MedCom acknowledgement follows as its own message."""
+        if (failed := await failure_mode()) is not None:
+            return failed
+        try:
+            envelope = parse_envelope(await request.body())
+        except EnvelopeError as err:
+            simulator.envelopes_refused += 1
+            return Response(status_code=err.status, content=f"{err.code}: {err}")
+        if isinstance(envelope, VansReceipt):
+            return Response(status_code=202)  # a receipt of ours: nothing to answer
+        simulator.envelopes_received += 1
+        if envelope.receiver.value != simulator.directory.get(sor).ean:
+            simulator.envelopes_refused += 1
+            return Response(status_code=400, content="envelope not addressed to this partner's GLN")
+        case = simulator.envelopes.receive(envelope)
+        simulator.transport_duplicates[case.value] += 1
+        if case is TransportDuplicate.ENVELOPE_REUSED:
+            return Response(status_code=409, content="EnvelopeIdentifier reused for another message")
+        if case is TransportDuplicate.REPEATED:  # the same envelope again: the first receipt
+            return Response(content=simulator.receipts[envelope.envelope_identifier], media_type=VANS_CONTENT_TYPE)
+        refused = await take(sor, envelope.data, envelope.meta.mime_type)
+        if refused is not None:
+            return refused
+        if case is TransportDuplicate.RECEIPT_LOST:  # MedCom: the message again, its original receipt again
+            receipt = simulator.receipts[simulator.first_envelope[envelope.meta.identifier]]
+        else:
+            receipt = build_receipt(envelope, envelope_identifier=str(uuid.uuid4()), sent=datetime.now(UTC))
+            simulator.first_envelope.setdefault(envelope.meta.identifier, envelope.envelope_identifier)
+        simulator.receipts[envelope.envelope_identifier] = receipt
+        return Response(content=receipt, media_type=VANS_CONTENT_TYPE)
 
     @app.get("/control", response_model=Behaviour)
     def get_behaviour() -> Behaviour:

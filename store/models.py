@@ -91,7 +91,7 @@ class InboundMessage(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     message_header_id: str = Field(unique=True)
-    bundle_id: str
+    bundle_id: str = Field(index=True)  # a Bundle.id seen again under another MessageHeader.id is refused
     event_code: str
     sender_sor: str = Field(index=True)
     receiver_sor: str = ""
@@ -149,6 +149,36 @@ class OutboundMessage(SQLModel, table=True):
     http_status: int | None = None
     ack_code: str | None = None
     acked_at: datetime | None = None
+    # How it travelled (messaging/transport.py): "process-message" or "vans"; for VANS, the
+    # envelope's identifier and the transport receipt's kind (PositiveMessage, NegativeMessage, ...).
+    transport: str = Field(default="process-message", sa_column_kwargs={"server_default": "process-message"})
+    envelope_identifier: str | None = Field(default=None, index=True)
+    transport_receipt: str | None = None
+
+
+class InboundEnvelope(SQLModel, table=True):
+    """Every VANSEnvelope posted to careflow, kept so transport duplicates are recognised across
+    restarts (MedCom's cache of EnvelopeIdentifier and MetaInformation/Identifier), with the receipt
+    careflow answered. A refused envelope (not XML, bad base64, not FHIR, too large, an envelope id
+    reused) is kept too, its raw body sealed, for a coordinator to look at (GET /triage/envelopes)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    ref: str = Field(unique=True)  # a random key: the sealed body's row key
+    envelope_identifier: str | None = Field(default=None, unique=True)  # None: unreadable envelope
+    message_identifier: str | None = Field(default=None, index=True)
+    kind: str = "message"  # message | receipt (a partner's transport receipt)
+    sender_gln: str = ""
+    receiver_gln: str = ""
+    partner_sor: str = ""  # the authenticated partner that posted it
+    status: str = Field(default="accepted", index=True)  # accepted | refused
+    reason_code: str | None = None  # e.g. envelope-bad-base64
+    reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    message_header_id: str | None = Field(default=None, index=True)  # the FHIR message it carried
+    receipt: str | None = Field(default=None, sa_column=Column(Text, nullable=True))  # careflow's answer (ids only)
+    answer_status: int = 200  # the HTTP status it was answered with, given again to a repeated envelope
+    body_enc: str | None = Field(default=None, sa_column=Column(Text, nullable=True))  # refused ones only
+    size_bytes: int = 0
+    received_at: datetime = Field(default_factory=utcnow, index=True)
 
 
 def sealed_as(table: type[SQLModel], column: str, row_key: str) -> str:
@@ -162,6 +192,7 @@ ENCRYPTED_COLUMNS: dict[type[SQLModel], tuple[str, tuple[str, ...]]] = {
     Flow: ("id", ("patient_enc", "reason_enc", "start_enc")),
     InboundMessage: ("message_header_id", ("body_enc", "ack_enc")),
     OutboundMessage: ("bundle_id", ("body_enc",)),
+    InboundEnvelope: ("ref", ("body_enc",)),
 }
 
 

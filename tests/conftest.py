@@ -178,19 +178,22 @@ class Stack:
     simulator_url: str
     simulator_app: object
     worker_metrics: object = None  # careflow.metrics.WorkerMetrics of the stack's worker
+    transport: str = "process-message"  # the partner transport: "process-message" or "vans"
 
     def headers(self, role: Role, sor: str | None = None) -> dict[str, str]:
         return auth(self.settings, role, sor)
 
 
-@pytest_asyncio.fixture(scope="session")
-async def stack(dev_server: WorkflowEnvironment, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+@asynccontextmanager
+async def running_stack(dev_server: WorkflowEnvironment, data: Path, transport: str = "") -> AsyncIterator[Stack]:
+    """careflow's worker, API and the simulated partners on loopback ports, on the dev server;
+    `transport` ("vans" or "process-message"; "": each directory entry's own) is the partner
+    transport every process uses (Settings.partner_transport)."""
     from api.main import create_app
     from careflow.metrics import WorkerMetrics
     from simulator.app import Behaviour, create_simulator
     from workers.main import build_worker
 
-    data = tmp_path_factory.mktemp("stack")
     api_port, simulator_port = free_port(), free_port()
     api_url, simulator_url = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{simulator_port}"
     settings = Settings(
@@ -202,6 +205,7 @@ async def stack(dev_server: WorkflowEnvironment, tmp_path_factory: pytest.TempPa
         simulator_port=simulator_port,
         directory_path=write_directory(data / "directory.json", api_url=api_url, simulator_url=simulator_url),
         pathway_modules=TEST_PATHWAY_MODULES,
+        partner_transport=transport,
     )
     migrate(settings.sqlalchemy_url)
     client = await encrypted_client(dev_server, settings)
@@ -227,7 +231,56 @@ async def stack(dev_server: WorkflowEnvironment, tmp_path_factory: pytest.TempPa
                     simulator_url=simulator_url,
                     simulator_app=simulator_app,
                     worker_metrics=worker_metrics,
+                    transport=transport or "process-message",
                 )
+
+
+@pytest_asyncio.fixture(scope="session")
+async def stack(dev_server: WorkflowEnvironment, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    """The stack with every partner on FHIR `$process-message` (each directory entry's own transport)."""
+    async with running_stack(dev_server, tmp_path_factory.mktemp("stack")) as running:
+        yield running
+
+
+@pytest_asyncio.fixture(scope="session")
+async def vans_stack(dev_server: WorkflowEnvironment, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    """The same stack with every simulated partner, and careflow's own organisations, on the VANS
+    transport (VANSEnvelopes both ways)."""
+    async with running_stack(dev_server, tmp_path_factory.mktemp("vans-stack"), "vans") as running:
+        yield running
+
+
+TRANSPORTS = ("process-message", "vans")
+
+
+@pytest.fixture(params=TRANSPORTS)
+def any_stack(request: pytest.FixtureRequest) -> Stack:
+    """Runs the test twice: on `stack` (FHIR $process-message) and on `vans_stack` (VANSEnvelopes).
+    An e2e test of a pathway takes `any_stack` instead of `stack` to run over both transports;
+    `any_stack.transport` says which this run is."""
+    return request.getfixturevalue("stack" if request.param == "process-message" else "vans_stack")
+
+
+async def post_as_partner(stack: Stack, bundle: dict | bytes, sender_sor: str | None = None) -> httpx.Response:
+    """Post a partner's message to careflow as the simulated partners do: over the transport the
+    stack's directory names for its receiver (the Bundle to `$process-message`, or a VANSEnvelope to
+    `/vans/envelope`), with the sender's partner token (`sender_sor`: default the MessageHeader's)."""
+    from datetime import UTC, datetime
+
+    from messaging import load_directory, parse_message
+    from messaging.transport import prepare_request
+
+    parsed = parse_message(json.loads(bundle) if isinstance(bundle, bytes) else bundle)
+    directory = load_directory(stack.settings)
+    request = prepare_request(
+        directory,
+        bundle,
+        sender=directory.get(sender_sor or parsed.sender.sor).organization,
+        receiver=directory.get(parsed.receiver.sor).organization,
+        sent=datetime.now(UTC),
+    )
+    headers = {**request.headers, **stack.headers(Role.PARTNER, sender_sor or parsed.sender.sor)}
+    return await stack.api.post(request.url, content=request.body, headers=headers)
 
 
 def referral_payload(cpr: str = "0101505123", receiving_sor: str = "200000000000001") -> dict:

@@ -22,7 +22,7 @@ from careflow.metrics import WorkerMetrics
 from careflow.settings import Settings
 from careflow.temporal import connect, runtime_for
 from careflow.tracing import Tracing
-from messaging import Directory
+from messaging import load_directory
 from store.db import make_engine
 from workers.reconcile import Reconciler
 from workers.relay import Relay, repeat
@@ -60,7 +60,7 @@ def build_worker(
 ) -> Worker:
     engine = make_engine(settings.sqlalchemy_url)
     key_ring = KeyRing.parse(settings.codec_keys)
-    directory = Directory.load(settings.directory_path)
+    directory = load_directory(settings)
     messages = MessageActivities(engine, http, directory, key_ring)
     flows = FlowActivities(engine)
     return Worker(
@@ -116,7 +116,7 @@ async def run_worker(settings: Settings) -> None:
             make_engine(settings.sqlalchemy_url),
             client,
             http,
-            Directory.load(settings.directory_path),
+            load_directory(settings),
             KeyRing.parse(settings.codec_keys),
             Pathways.load(settings.pathway_modules),
             settings.task_queue,

@@ -5,20 +5,28 @@ from __future__ import annotations
 import logging
 import os
 import random
+from contextlib import suppress
+from dataclasses import dataclass
 
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session
 
 from api.deps import Partner, ReceiverDep, SessionDep
 from api.errors import FHIR_JSON, outcome_response
+from careflow.auth import Principal
 from careflow.settings import Settings
+from exchange.receiving import Receiver
 from messaging import MessageError, decode_body, parse_message
+from store.models import InboundMessage
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/fhir", tags=["inbound messages"])
 
 ACCEPTED_TYPES = ("application/fhir+json", "application/json", "application/fhir+xml", "application/xml", "text/xml")
 MAX_BODY = 5 * 1024 * 1024
+RETRY_AFTER_SECONDS = 30
 
 
 @router.post(
@@ -28,7 +36,9 @@ MAX_BODY = 5 * 1024 * 1024
         400: {"description": "unreadable message"},
         403: {"description": "sender is not the authenticated partner"},
         415: {"description": "unsupported content type"},
+        409: {"description": "Bundle.id reused with another MessageHeader.id; a fatal-error acknowledgement follows"},
         422: {"description": "invalid message; a fatal-error acknowledgement follows"},
+        503: {"description": "careflow cannot store the message just now (transient): send it again later"},
     },
     # The body is read raw (JSON or XML), so describe it for partner developers here.
     openapi_extra={
@@ -55,23 +65,56 @@ async def process_message(request: Request, partner: Partner, session: SessionDe
     body = await request.body()
     if len(body) > MAX_BODY:
         return outcome_response(413, "message too large")
+    answer = await receive_message(request, partner, session, receiver, body, content_type)
+    return Response(content=answer.body, status_code=answer.status, media_type=FHIR_JSON, headers=answer.headers)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What careflow answers a message: status and OperationOutcome, and whether it was stored."""
+
+    status: int
+    body: bytes | str
+    stored: InboundMessage | None = None
+    duplicate: bool = False
+    headers: dict[str, str] | None = None
+
+
+async def receive_message(
+    request: Request, partner: Principal, session: Session, receiver: Receiver, body: bytes, content_type: str
+) -> Answer:
+    """A partner's FHIR message, however it travelled ($process-message or inside a VANSEnvelope):
+    parse, check the sender, store with its answer and acknowledgement, hand over for delivery.
+    When the store cannot be reached nothing is kept and the answer is 503 (transient): the sender
+    resends, and nothing is acknowledged ok that careflow did not keep."""
     try:
         as_json = decode_body(body, content_type)  # once: XML conversion is the costly part
         parsed = parse_message(as_json)
     except MessageError as err:
-        return outcome_response(
+        outcome = outcome_response(
             400, [f"{i.rule}: {i.message}" for i in err.issues] or [str(err)], expression=[i.path for i in err.issues]
         )
+        return Answer(400, outcome.body)
     if parsed.sender is None or (partner.sor and parsed.sender.sor != partner.sor):
-        return outcome_response(
+        outcome = outcome_response(
             403, f"the MessageHeader sender must be the authenticated organisation (SOR {partner.sor})"
         )
-
-    row, handoff = await run_in_threadpool(receiver.receive, session, parsed, as_json, body, content_type)
+        return Answer(403, outcome.body)
+    try:
+        row, handoff = await run_in_threadpool(receiver.receive, session, parsed, as_json, body, content_type)
+    except SQLAlchemyError as err:
+        with suppress(SQLAlchemyError):
+            session.rollback()
+        log.warning("message %s not stored: store unreachable (%s)", parsed.message_header_id, type(err).__name__)
+        outcome = outcome_response(
+            503, "careflow cannot store the message just now: nothing was kept; send it again later"
+        )
+        return Answer(503, outcome.body, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+    duplicate = handoff is None or handoff.duplicate
     request.app.state.metrics.observe_inbound(
-        row.event_code, row.delivery_status, row.response_code, duplicate=handoff is None
+        row.event_code, row.delivery_status, row.response_code, duplicate=duplicate
     )
-    if handoff is not None:
+    if not duplicate:
         _maybe_crash_after_store(request.app.state.settings)
         log.info(
             "stored message %s (%s) from %s as %s",
@@ -80,10 +123,11 @@ async def process_message(request: Request, partner: Partner, session: SessionDe
             parsed.sender.sor,
             row.delivery_status,
         )
-        request.app.state.after_store(handoff)
     else:
         log.info("duplicate message %s: answering as the first time", parsed.message_header_id)
-    return Response(content=row.answer_body, status_code=row.answer_status, media_type=FHIR_JSON)
+    if handoff is not None:
+        request.app.state.after_store(handoff)
+    return Answer(row.answer_status, row.answer_body, row, duplicate)
 
 
 def _maybe_crash_after_store(settings: Settings) -> None:

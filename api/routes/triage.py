@@ -10,6 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from api.deps import Coordinator, Scope, SessionDep
+from exchange.enveloping import refused_envelopes
 from exchange.triage import Triage, TriageRefused, held
 
 
@@ -108,3 +109,25 @@ async def reject(
 ) -> HeldMessage:
     """Refuse it: the sender gets a fatal-error acknowledgement with the reason."""
     return await _act(request, _triage(request).reject, session, message_id, user.subject, user.role.value, body.reason)
+
+
+class RefusedEnvelope(BaseModel):
+    """A VANSEnvelope careflow refused (not XML, bad base64, not FHIR, too large, an envelope id
+    reused, ...): what a coordinator needs to take it up with the sender. The body stays sealed."""
+
+    id: int
+    received_at: datetime
+    partner_sor: str
+    sender_gln: str
+    receiver_gln: str
+    envelope_identifier: str | None
+    reason_code: str | None
+    reason: str | None
+    size_bytes: int
+    answer_status: int
+
+
+@router.get("/envelopes", response_model=list[RefusedEnvelope])
+def list_refused_envelopes(user: Coordinator, session: SessionDep) -> list[RefusedEnvelope]:
+    """Envelopes careflow refused at the transport level, newest first."""
+    return [RefusedEnvelope.model_validate(r, from_attributes=True) for r in refused_envelopes(session)]

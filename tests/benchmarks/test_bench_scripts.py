@@ -48,3 +48,10 @@ def test_inbound_posts_every_reply_and_the_partner_gets_every_acknowledgement() 
     out = run("bench_inbound.py", "--flows", "2", "--concurrency", "2")
     assert re.search(r"^inbound: posted 6 with 2 in flight: [\d.]+ messages/s .*answers \{202: 6\}", out, re.M)
     assert re.search(r"^inbound: acknowledgements at the partner 6/6 ", out, re.M)
+
+
+def test_inbound_over_vans_posts_envelopes_and_gets_receipts() -> None:
+    out = run("bench_inbound.py", "--flows", "2", "--concurrency", "2", "--transport", "vans")
+    assert "replies to post over vans" in out
+    assert re.search(r"^inbound: posted 6 with 2 in flight: [\d.]+ messages/s .*answers \{200: 6\}", out, re.M)
+    assert re.search(r"^inbound: acknowledgements at the partner 6/6 ", out, re.M)

@@ -167,9 +167,13 @@ def test_compose_directory_is_the_demo_directory_pointed_at_the_containers() -> 
     rewritten = [
         {
             **e,
-            "endpoint": e["endpoint"]
-            .replace("http://127.0.0.1:8000", "http://api:8000")
-            .replace("http://127.0.0.1:8100", "http://simulator:8100"),
+            **{
+                key: e[key]
+                .replace("http://127.0.0.1:8000", "http://api:8000")
+                .replace("http://127.0.0.1:8100", "http://simulator:8100")
+                for key in ("endpoint", "vans_endpoint")
+                if e.get(key)
+            },
         }
         for e in demo
     ]

@@ -13,8 +13,11 @@ from tests.conftest import free_port, write_directory
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def start_dev(tmp_path: Path, demo_referrals: int) -> tuple[subprocess.Popen, dict[str, int], dict[str, str]]:
-    """Start `careflow dev`; returns the process, its ports and the environment it runs in."""
+def start_dev(
+    tmp_path: Path, demo_referrals: int, transport: str = ""
+) -> tuple[subprocess.Popen, dict[str, int], dict[str, str]]:
+    """Start `careflow dev` (with `--transport vans`, say, every partner over VANS); returns the
+    process, its ports and the environment it runs in."""
     ports = {name: free_port() for name in ("temporal", "ui", "api", "simulator")}
     api_url = f"http://127.0.0.1:{ports['api']}"
     simulator_url = f"http://127.0.0.1:{ports['simulator']}"
@@ -31,7 +34,15 @@ def start_dev(tmp_path: Path, demo_referrals: int) -> tuple[subprocess.Popen, di
         ),
     }
     dev = subprocess.Popen(
-        [sys.executable, "-m", "careflow", "dev", "--demo-referrals", str(demo_referrals)],
+        [
+            sys.executable,
+            "-m",
+            "careflow",
+            "dev",
+            "--demo-referrals",
+            str(demo_referrals),
+            *(["--transport", transport] if transport else []),
+        ],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

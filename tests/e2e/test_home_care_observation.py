@@ -127,10 +127,20 @@ class _Simulator:
         self.simulator.behaviour = self.before
 
 
-async def test_the_report_is_acknowledged_and_the_gp_answers_in_time(stack: Stack) -> None:
+async def test_the_report_is_acknowledged_and_the_gp_answers_in_time(any_stack: Stack) -> None:
+    stack = any_stack
+    before = stack.simulator_app.state.simulator.stats()
     flow_id = await _start(stack, 1)
     flow = await _until(stack, flow_id, lambda f: f["status"] == "completed")
     assert flow["open_escalations"] == 0
+    out = [m for m in flow["messages"] if m["direction"] == "out"]
+    assert {m["transport"] for m in out} == {stack.transport}, "careflow sent over the stack's transport"
+    after = stack.simulator_app.state.simulator.stats()
+    if stack.transport == "vans":
+        assert after.envelopes_received > before.envelopes_received, "the GP got envelopes"
+        assert all(m["transport_receipt"] == "PositiveMessage" for m in out), "receipts kept apart from acks"
+    else:
+        assert after.envelopes_received == before.envelopes_received
     [(row, bundle)] = _sent_bundles(stack, flow_id)
     assert (row.receiver_sor, row.ack_code) == (DEMO_VISITING_GP, "ok")
     assert validate_message(bundle) == []
@@ -143,12 +153,13 @@ async def test_the_report_is_acknowledged_and_the_gp_answers_in_time(stack: Stac
     assert reply["entity"][0]["what"]["reference"] == f"MessageHeader/{row.message_header_id}"
     kinds = [(e["kind"], e["step"]) for e in flow["timeline"]]
     assert ("sent", "observation") in kinds and ("received", "answer") in kinds
-    await record_history(
-        stack.client, HomeCareObservationPathway.workflow_id(flow_id), "home-care-observation-answered"
-    )
+    if stack.transport == "process-message":
+        workflow_id = HomeCareObservationPathway.workflow_id(flow_id)
+        await record_history(stack.client, workflow_id, "home-care-observation-answered")
 
 
-async def test_a_modified_and_a_retracted_version_are_sent_acknowledged_and_end_it(stack: Stack) -> None:
+async def test_a_modified_and_a_retracted_version_are_sent_acknowledged_and_end_it(any_stack: Stack) -> None:
+    stack = any_stack
     with _Simulator(stack, quiet_partners=[DEMO_VISITING_GP], quiet_in=["home-care-observation"]):
         flow_id = await _start(stack, 2)
         await _until(
@@ -181,16 +192,18 @@ async def test_a_modified_and_a_retracted_version_are_sent_acknowledged_and_end_
     late = await _event(stack, flow_id, "modify", CORRECTION)
     assert late.status_code == 409
     assert flow["open_escalations"] == 0
-    await record_history(
-        stack.client, HomeCareObservationPathway.workflow_id(flow_id), "home-care-observation-modified-retracted"
-    )
+    if stack.transport == "process-message":
+        await record_history(
+            stack.client, HomeCareObservationPathway.workflow_id(flow_id), "home-care-observation-modified-retracted"
+        )
 
 
 async def _acked(stack: Stack, flow_id: str, count: int) -> bool:
     return sum(1 for row, _ in _sent_bundles(stack, flow_id) if row.ack_code == "ok") >= count
 
 
-async def test_a_late_answer_escalates_then_completes_the_pathway(stack: Stack) -> None:
+async def test_a_late_answer_escalates_then_completes_the_pathway(any_stack: Stack) -> None:
+    stack = any_stack
     timings = stack.settings.pathways
     before = timings.get("home_care_observation")
     timings["home_care_observation"] = {"answer_deadline": timedelta(seconds=2)}
@@ -209,10 +222,14 @@ async def test_a_late_answer_escalates_then_completes_the_pathway(stack: Stack) 
     assert escalation["step"] == "answer" and "care communication" in escalation["reason"]
     assert escalation["resolved_at"] is not None
     assert len(_received(stack, flow_id, "care-communication-message")) == 1
-    await record_history(stack.client, HomeCareObservationPathway.workflow_id(flow_id), "home-care-observation-late")
+    if stack.transport == "process-message":
+        await record_history(
+            stack.client, HomeCareObservationPathway.workflow_id(flow_id), "home-care-observation-late"
+        )
 
 
-async def test_the_console_draws_its_steps_and_offers_its_events(stack: Stack) -> None:
+async def test_the_console_draws_its_steps_and_offers_its_events(any_stack: Stack) -> None:
+    stack = any_stack
     """The report and the answer in sequence, its corrections and retraction beside them; the console's
     event form carries a note but no corrected measurements, so the pathway refuses it and says why."""
     from tests.console.conftest import console_client, csrf_of

@@ -160,3 +160,51 @@ def test_demo_sends_some_referrals_to_the_quiet_lab() -> None:
     assert all(under_make_run.answers_referral(RECEIVING_SOR) for _ in range(200)), (
         "the hospital always answers under make run"
     )
+
+
+def test_careflow_dev_over_vans_takes_the_readme_referral_to_completed(tmp_path: Path) -> None:
+    """`careflow dev --transport vans`: the worker, API and simulated partners all speak VANSEnvelopes."""
+    dev, ports, env = start_dev(tmp_path, demo_referrals=0, transport="vans")
+    api_url = env["CAREFLOW_PUBLIC_URL"]
+    try:
+        assert "careflow is running." in wait_for_banner(dev, 120)
+        tokens = {
+            role: subprocess.run(
+                [sys.executable, "-m", "careflow", "token", "--role", role],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+            for role in ("clinician", "coordinator")
+        }
+        with httpx.Client(timeout=30) as http:
+            referral = json.loads((ROOT / "examples" / "referral.json").read_text())
+            response = http.post(
+                f"{api_url}/referrals", json=referral, headers={"Authorization": f"Bearer {tokens['clinician']}"}
+            )
+            assert response.status_code == 202, response.text
+            flow: dict = {}
+            for _ in range(120):
+                flow = http.get(
+                    response.json()["url"], headers={"Authorization": f"Bearer {tokens['coordinator']}"}
+                ).json()
+                if flow["status"] == "completed":
+                    break
+                time.sleep(0.5)
+            assert flow["status"] == "completed"
+            out = [m for m in flow["messages"] if m["direction"] == "out"]
+            assert {m["transport"] for m in out} == {"vans"}
+            assert all(m["transport_receipt"] == "PositiveMessage" for m in out)
+            stats = http.get(f"http://127.0.0.1:{ports['simulator']}/stats").json()
+            assert stats["envelopes_received"] >= 1 and stats["transport_duplicates"].get("new", 0) >= 1
+    finally:
+        dev.send_signal(signal.SIGINT)
+        try:
+            dev.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            dev.kill()
+            raise
+    written = (tmp_path / "data" / "logs" / "api.log").read_text(errors="replace")
+    assert "POST /vans/envelope" in written, "the hospital's replies came in envelopes"

@@ -28,7 +28,10 @@ async def _flow(stack: Stack, flow_id: str) -> dict:
     return response.json()
 
 
-async def test_referral_reaches_completed_and_read_model_matches_query(stack: Stack) -> None:
+async def test_referral_reaches_completed_and_read_model_matches_query(any_stack: Stack) -> None:
+    """Over both transports: FHIR $process-message and VANSEnvelopes (the directory says which)."""
+    stack = any_stack
+    sim_before = stack.simulator_app.state.simulator.stats()
     accepted = await _start(stack)
 
     async def completed() -> dict | None:
@@ -62,7 +65,16 @@ async def test_referral_reaches_completed_and_read_model_matches_query(stack: St
     assert flow["patient"]["cpr"] == "0101505123"
     result = await handle.result()
     assert result.status.value == "completed"
-    await record_history(stack.client, handle.id, "referral-completed")
+    assert {m["transport"] for m in out} == {stack.transport}, "careflow sent over the stack's transport"
+    sim = stack.simulator_app.state.simulator.stats()
+    if stack.transport == "vans":
+        assert sim.envelopes_received > sim_before.envelopes_received, "the hospital got envelopes"
+        assert all(m["envelope_identifier"] for m in out)
+        assert all(m["transport_receipt"] == "PositiveMessage" for m in out), "receipts kept apart from acks"
+    else:
+        assert sim.envelopes_received == sim_before.envelopes_received == 0
+    if stack.transport == "process-message":
+        await record_history(stack.client, handle.id, "referral-completed")
 
 
 async def test_history_holds_no_patient_data(stack: Stack) -> None:
@@ -84,3 +96,25 @@ async def test_history_holds_no_patient_data(stack: Stack) -> None:
     assert "binary/encrypted" in raw or "YmluYXJ5L2VuY3J5cHRlZA" in raw
     description = await raw_client.get_workflow_handle(workflow_id).describe()
     assert cpr not in str(description.typed_search_attributes)
+
+
+async def test_what_partners_send_an_organisation_careflow_acts_for_comes_back_to_careflow(any_stack: Stack) -> None:
+    """careflow refers in the name of a hospital's emergency department it acts for (not the demo GP):
+    the receiving hospital's acknowledgement and replies go to that department's endpoints — careflow's
+    own — so the pathway completes, over either transport."""
+    stack = any_stack
+    department = "200000000000002"
+    body = {**referral_payload("1010505123"), "referring_sor": department}
+    response = await stack.api.post("/referrals", json=body, headers=stack.headers(Role.CLINICIAN, department))
+    assert response.status_code == 202, response.text
+    flow_id = response.json()["id"]
+
+    async def completed() -> dict | None:
+        flow = await _flow(stack, flow_id)
+        return flow if flow["status"] == "completed" else None
+
+    flow = await wait_for(completed, timeout=60)
+    inbound = [m for m in flow["messages"] if m["direction"] == "in"]
+    assert {m["event_code"] for m in inbound} >= {"acknowledgement-message", "careflow-appointment-message"}
+    assert all(m["status"] == "delivered" for m in inbound)
+    assert {m["counterpart_sor"] for m in flow["messages"] if m["direction"] == "out"} == {"200000000000001"}

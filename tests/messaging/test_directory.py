@@ -104,3 +104,38 @@ def test_unreadable_file(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(DirectoryError):
         Directory.load(tmp_path / "bad.json")
+
+
+def test_each_entry_names_its_transport_and_the_switch_overrides_it(tmp_path: Path) -> None:
+    from tests.conftest import DEMO_DIRECTORY
+
+    own = Directory.load(DEMO_DIRECTORY)
+    assert own.route(HOSPITAL_SOR).transport == "process-message"
+    assert own.route(HOSPITAL_SOR).url.endswith(f"/partners/{HOSPITAL_SOR}/$process-message")
+    vans = Directory.load(DEMO_DIRECTORY, transport="vans")
+    assert vans.route(HOSPITAL_SOR).transport == "vans"
+    assert vans.route(HOSPITAL_SOR).url == f"http://127.0.0.1:8100/partners/{HOSPITAL_SOR}/vans"
+    assert vans.route(GP_SOR).url == "http://127.0.0.1:8000/vans/envelope", "careflow's own VANS endpoint"
+    remote = next(e for e in vans.entries if e.vans_endpoint is None)
+    assert vans.route(remote.sor).transport == "process-message", "no VANS endpoint: its own transport"
+    rows = [own.get(HOSPITAL_SOR).model_dump() | {"transport": "vans", "vans_endpoint": None}]
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps({"entries": rows}))
+    with pytest.raises(DirectoryError) as caught:
+        Directory.load(path)
+    assert any(p.startswith("row 0 field 'vans_endpoint'") for p in caught.value.problems)
+
+
+def test_careflow_acts_for_its_own_organisations_whose_endpoints_are_careflows(directory: Directory) -> None:
+    acted_for = directory.acted_for
+    assert {e.sor for e in acted_for} == {GP_SOR, "200000000000002", "400000000000002"}
+    assert all(e.endpoint.startswith("http://127.0.0.1:8000/") for e in acted_for)
+    assert all(e.vans_endpoint == "http://127.0.0.1:8000/vans/envelope" for e in acted_for)
+    assert not directory.acts_for(HOSPITAL_SOR) and not directory.acts_for("999")
+
+
+def test_vans_document_agreements_for_types_without_a_catalogue_entry(directory: Directory) -> None:
+    agreed = directory.vans_document(HOSPITAL_SOR, MessageKind.REFERRAL)
+    assert (agreed.name, agreed.version) == ("CAREFLOW:careflow-referral-message", "1.0")
+    assert directory.vans_document(HOSPITAL_SOR, MessageKind.HOMECARE_OBSERVATION).version == "1.2.1"
+    assert Directory(directory.entries).vans_document(HOSPITAL_SOR, MessageKind.REFERRAL) is None
