@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, Field, ValidationError
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
@@ -43,7 +43,7 @@ class VisitReport(BaseModel):
     gp_sor: str = Field(pattern=r"^\d{6,18}$", description="SOR code of the GP practice that asked for the visit")
     gp_ydernummer: str = Field(pattern=r"^\d{6}$", description="the practice's provider number (ydernummer)")
     gp_initials: str = Field(min_length=1, max_length=20, description="initials of the GP who asked for the visit")
-    visit_at: datetime = Field(description="when the observations were made")
+    visit_at: AwareDatetime = Field(description="when the observations were made (with its UTC offset)")
     observations: list[HomeCareMeasurement] = Field(min_length=1, max_length=50)
     conclusion: str = Field(default="", max_length=5000, description="the clinical comment (overall assessment)")
     author: ObservationAuthor | None = None
@@ -59,7 +59,7 @@ class ObservationCorrection(BaseModel):
 
     observations: list[HomeCareMeasurement] = Field(min_length=1, max_length=50)
     conclusion: str = Field(default="", max_length=5000)
-    visit_at: datetime | None = None
+    visit_at: AwareDatetime | None = None
     gp_initials: str | None = Field(default=None, min_length=1, max_length=20)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, Field, field_validator, model_validator
 
 from messaging.bundle import ReferenceIndex, as_dict, as_list, fhir_instant, resources
 from messaging.model import MessageKind, ValidationIssue
@@ -56,7 +56,7 @@ class HomeCareMeasurement(BaseModel):
     value: float
     unit: str = ""  # "" or "1": a count or score without unit (UCUM "1")
     comparator: Literal["<", "<=", ">=", ">"] | None = None
-    effective: datetime | None = None  # when it was measured; default: the report's time
+    effective: AwareDatetime | None = None  # when it was measured; default: the report's time
     note: str = ""  # the analysis comment
 
     @field_validator("value")

@@ -8,6 +8,9 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+from pydantic import ValidationError
+
 from messaging import Envelope, build_message, parse_message, validate_message
 from messaging.bundle import resources
 from messaging.model import MessageKind, Organization, PatientData
@@ -153,3 +156,10 @@ def test_the_simulated_gp_answers_the_report_but_not_its_later_versions() -> Non
     answer = sample_content(MessageKind.CARE_COMMUNICATION.value, "", answering=KIND)
     assert answer.category == "examination-results" and answer.service_request_id is None
     assert sample_content(MessageKind.CARE_COMMUNICATION.value, "x").category == "other"
+
+
+def test_a_visit_time_without_its_offset_is_refused() -> None:
+    """A naive time would be read as UTC: an hour or two off in Denmark. The API answers 422."""
+    body = example_input(random.Random(3)) | {"visit_at": "2026-01-15T09:30:00"}
+    with pytest.raises(ValidationError, match="timezone"):
+        HomeCareObservationInput.model_validate(body)
