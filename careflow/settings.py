@@ -54,7 +54,6 @@ class UnsafeConfiguration(Exception):
 
 # careflow's own pathways beside the referral (workflows/registry.py BUILT_IN), one module each: the
 # MedCom pathways. Names only: settings import nothing of careflow's own.
-DEFAULT_PATHWAY_MODULES = ["workflows.home_care_observation"]
 
 
 class Settings(BaseSettings):
@@ -121,9 +120,8 @@ class Settings(BaseSettings):
     # timings model, e.g. CAREFLOW_PATHWAYS__REFERRAL__ACK_TIMEOUT=PT1M; a hyphenated name takes
     # underscores (CAREFLOW_PATHWAYS__LAB_ORDER__RESULT_DEADLINE=P3D).
     pathways: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    # Modules with more pathway declarations than the built-in ones (JSON list in the environment);
-    # by default careflow's MedCom pathways. A deployment that names its own lists these too.
-    pathway_modules: list[str] = Field(default_factory=lambda: list(DEFAULT_PATHWAY_MODULES))
+    # Modules with more pathway declarations than the built-in ones (JSON list in the environment).
+    pathway_modules: list[str] = Field(default_factory=list)
     # Legal deadline rules (careflow.deadlines): a JSON rule book with every version; empty: the
     # rules careflow ships. A new version applies to pathways started from its valid_from day.
     deadline_rules_path: Path | None = None

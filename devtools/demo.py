@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 import httpx
 
 from careflow.auth import Role
-from careflow.settings import DEFAULT_PATHWAY_MODULES, Settings
+from careflow.settings import Settings
 from careflow.tokens import dev_issuer
 from workflows.examples import synthetic_cpr, synthetic_patient
 from workflows.registry import Pathways, events
@@ -30,7 +30,7 @@ QUIET_SOR = "300000000000001"
 QUIET_SHARE = 0.1
 SETTLED = {"completed", "cancelled", "failed"}
 # What `careflow dev` loads besides the built-in pathways: the tutorial's (docs/adding-a-pathway.md).
-DEV_PATHWAY_MODULES = [*DEFAULT_PATHWAY_MODULES, "examples.pathways.lab_order", "examples.pathways.home_care_request"]
+DEV_PATHWAY_MODULES = ["examples.pathways.lab_order", "examples.pathways.home_care_request"]
 
 REASONS = [
     "Brystsmerter ved anstrengelse",
@@ -74,10 +74,8 @@ def acting_sor(declaration: type, body: dict) -> str:
 
 
 def dev_pathways(settings: Settings) -> Pathways:
-    """The pathways the dev stack runs: the modules the settings name, if they name any (not only by
-    default), else careflow's own and the tutorial's."""
-    named = "pathway_modules" in settings.model_fields_set
-    return Pathways.load(settings.pathway_modules if named else DEV_PATHWAY_MODULES)
+    """The pathways the dev stack runs: careflow's own, and the modules the settings name (else the tutorial's)."""
+    return Pathways.load(settings.pathway_modules or DEV_PATHWAY_MODULES)
 
 
 async def seed_demo(settings: Settings, count: int) -> None:

@@ -23,7 +23,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from careflow.auth import Role
 from careflow.codec import data_converter
-from careflow.settings import DEFAULT_PATHWAY_MODULES, Settings
+from careflow.settings import Settings
 from careflow.temporal import register_search_attributes, temporal_cli, temporal_test_server
 from careflow.tokens import dev_issuer
 from store.db import make_engine, migrate
@@ -31,7 +31,6 @@ from workflows.steps import SEARCH_ATTRIBUTES
 
 # Pathways declared outside careflow's own: the tutorial's, and those only the tests declare.
 TEST_PATHWAY_MODULES = [
-    *DEFAULT_PATHWAY_MODULES,
     "examples.pathways.lab_order",
     "examples.pathways.home_care_request",
     "tests.platform_pathways",

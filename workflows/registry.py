@@ -9,11 +9,16 @@ from collections.abc import Iterable
 
 from careflow.deadlines import DEFAULT_RULE_BOOK
 from workflows.declare import AwaitEvent, AwaitOneOf, AwaitReply, OnEvent, OnMessage, Send, SendOnEvent, walk
+from workflows.home_care_observation import HomeCareObservationPathway
 from workflows.hospital_notification import HospitalNotificationPathway
 from workflows.referral import ReferralPathwayWorkflow
 from workflows.steps import PathwayWorkflow
 
-BUILT_IN: tuple[type[PathwayWorkflow], ...] = (ReferralPathwayWorkflow, HospitalNotificationPathway)
+BUILT_IN: tuple[type[PathwayWorkflow], ...] = (
+    ReferralPathwayWorkflow,
+    HospitalNotificationPathway,
+    HomeCareObservationPathway,
+)
 
 
 class PathwayError(ValueError):
