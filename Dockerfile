@@ -12,6 +12,7 @@ COPY store store
 COPY simulator simulator
 COPY exchange exchange
 COPY devtools devtools
+COPY examples examples
 RUN pip install --no-cache-dir -c constraints.txt .
 USER nobody
 EXPOSE 8000

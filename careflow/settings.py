@@ -52,6 +52,10 @@ class UnsafeConfiguration(Exception):
     """A start outside dev mode with a missing, placeholder or too-short secret; names the variables."""
 
 
+# careflow's own pathways beside the referral (workflows/registry.py BUILT_IN), one module each: the
+# MedCom pathways. Names only: settings import nothing of careflow's own.
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CAREFLOW_", env_nested_delimiter="__")
 

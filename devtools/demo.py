@@ -74,6 +74,7 @@ def acting_sor(declaration: type, body: dict) -> str:
 
 
 def dev_pathways(settings: Settings) -> Pathways:
+    """The pathways the dev stack runs: careflow's own, and the modules the settings name (else the tutorial's)."""
     return Pathways.load(settings.pathway_modules or DEV_PATHWAY_MODULES)
 
 

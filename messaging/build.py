@@ -84,6 +84,8 @@ def build_message(code: str, envelope: Envelope, content: BaseModel | dict) -> d
             "meta": {"tag": [{"system": CAREFLOW_PATHWAY_TAG_SYSTEM, "code": envelope.pathway}]},
             **{k: v for k, v in header.items() if k not in ("resourceType", "id")},
         }
+    if ctx.definition:
+        header["definition"] = ctx.definition
     provenance = provenance_resource(
         ctx.id("provenance"),
         ctx.header_id,

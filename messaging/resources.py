@@ -130,6 +130,8 @@ class BuildContext:
         self.timestamp = fhir_instant(envelope.timestamp)
         self.sender = organization_resource(envelope.sender)
         self.receiver = organization_resource(envelope.receiver)
+        # MessageHeader.definition: the MessageDefinition (and version) the message follows, if any
+        self.definition: str | None = None
         self.patient = (
             patient_resource(envelope.patient, derived_id(self.header_id, "patient")) if envelope.patient else None
         )

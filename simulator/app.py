@@ -210,6 +210,8 @@ class PartnerSimulator:
             return  # a resend: acknowledged again, not answered twice
         if message.kind in self.cancellations and message.service_request_id:
             self.cancelled.add(message.service_request_id)
+        elif revises_earlier(message):
+            return  # a modified or retracted version of a message already answered (or being answered)
         elif self.behaviour.answers_referral(partner_sor, message.pathway):
             self._spawn(self._answer(partner_sor, message, original))
             if self.dialogue_kinds(partner_sor, message):
@@ -351,7 +353,7 @@ class PartnerSimulator:
             await asyncio.sleep(self._delay(reply.kind))
             if service_request in self.cancelled:
                 return
-            content = sample_content(reply.kind, service_request)
+            content = sample_content(reply.kind, service_request, answering=message.kind)
             if reply.kind == draft.TRIAGE:
                 content = triage_content(service_request, reply.when, reply.forward_to)
             elif reply.kind == draft.BOOKING:
@@ -493,10 +495,32 @@ def parse_to_json(body: bytes, content_type: str) -> dict:
     return from_xml(body) if "xml" in content_type else json.loads(body)
 
 
-def sample_content(kind: str, service_request_id: str) -> dict | object:
+# Provenance activities by which a sender replaces a message it sent before (HomeCareObservation):
+# the receiver acknowledges them and does not answer them again.
+REVISING_ACTIVITIES = frozenset({"modified-message", "retract-message"})
+
+
+def revises_earlier(message: ParsedMessage) -> bool:
+    """Whether the message's own Provenance modifies or retracts an earlier message."""
+    return any(
+        link.activity in REVISING_ACTIVITIES
+        for link in message.provenance
+        if link.target_header_id == message.message_header_id
+    )
+
+
+# The CareCommunication category a partner answers a message type with (default: other).
+ANSWER_CATEGORY = {MessageKind.HOMECARE_OBSERVATION.value: "examination-results"}
+ANSWER_TEXT = {
+    "examination-results": "Tak for målingerne. Jeg ringer til patienten i dag og aftaler videre forløb.",
+}
+
+
+def sample_content(kind: str, service_request_id: str, answering: str | None = None) -> dict | object:
     """What a partner puts in a reply of this type: a plausible example (synthetic), keyed to the
-    pathway's ServiceRequest."""
+    pathway's ServiceRequest; a CareCommunication's category follows the message it answers."""
     now = datetime.now(UTC)
+    category = ANSWER_CATEGORY.get(str(answering), "other")
     samples = {
         MessageKind.APPOINTMENT.value: lambda: AppointmentContent(
             service_request_id=service_request_id, start=now + timedelta(days=7), description="Ambulant forundersøgelse"
@@ -516,7 +540,10 @@ def sample_content(kind: str, service_request_id: str) -> dict | object:
             service_request_id=service_request_id, description="Medicinsk behandling og kontrol om 3 måneder"
         ),
         MessageKind.CARE_COMMUNICATION.value: lambda: CareCommunicationContent(
-            communication_id=str(uuid.uuid4()), text="Tak for henvendelsen.", service_request_id=service_request_id
+            communication_id=str(uuid.uuid4()),
+            text=ANSWER_TEXT.get(category, "Tak for henvendelsen."),
+            category=category,
+            service_request_id=service_request_id or None,
         ),
         MessageKind.CANCELLATION.value: lambda: {
             "service_request_id": service_request_id,

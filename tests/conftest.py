@@ -30,7 +30,11 @@ from store.db import make_engine, migrate
 from workflows.steps import SEARCH_ATTRIBUTES
 
 # Pathways declared outside careflow's own: the tutorial's, and those only the tests declare.
-TEST_PATHWAY_MODULES = ["examples.pathways.lab_order", "examples.pathways.home_care_request", "tests.platform_pathways"]
+TEST_PATHWAY_MODULES = [
+    "examples.pathways.lab_order",
+    "examples.pathways.home_care_request",
+    "tests.platform_pathways",
+]
 
 # The tests run in dev mode, said explicitly (an unset CAREFLOW_ENV means production); tests of the
 # production refusals pass env="production" themselves.

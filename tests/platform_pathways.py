@@ -187,6 +187,8 @@ class StayTimings(Timings):
 
 def stay_update(ctx: SendContext) -> CareCommunicationContent:
     """Each update names how many messages went before it: what the content builder sees is tested."""
+    if len(str(ctx.event.get("text", ""))) > 100:
+        raise ValueError("an update is at most 100 characters")
     return CareCommunicationContent(
         communication_id=ctx.input.flow_id,
         text=f"{ctx.event.get('text', 'update')} after {len(ctx.sent)} sent, {len(ctx.received)} received",

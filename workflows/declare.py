@@ -146,6 +146,7 @@ class SendContext:
     reported: tuple[EventReport, ...]  # earlier reports of `alongside` events, oldest first (not this one)
     now: datetime
     reported_at: datetime | None = None  # when this report was taken (None while it is being validated)
+    reason: str = ""  # the reporter's note (a cancellation's reason, from the console's note field)
 
 
 @dataclass(frozen=True)

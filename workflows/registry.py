@@ -9,6 +9,7 @@ from collections.abc import Iterable
 
 from careflow.deadlines import DEFAULT_RULE_BOOK
 from workflows.declare import AwaitEvent, AwaitOneOf, AwaitReply, OnEvent, OnMessage, Send, SendOnEvent, walk
+from workflows.home_care_observation import HomeCareObservationPathway
 from workflows.hospital_notification import HospitalNotificationPathway
 from workflows.medcom_referral import MedcomReferralPathway
 from workflows.referral import ReferralPathwayWorkflow
@@ -18,6 +19,7 @@ BUILT_IN: tuple[type[PathwayWorkflow], ...] = (
     ReferralPathwayWorkflow,
     HospitalNotificationPathway,
     MedcomReferralPathway,
+    HomeCareObservationPathway,
 )
 
 

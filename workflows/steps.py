@@ -106,6 +106,14 @@ class PathwayCancelled(Exception):
     pass
 
 
+def _why(err: Exception) -> str:
+    """What went wrong building a message, without the data (a pydantic error quotes its input)."""
+    if hasattr(err, "errors") and callable(err.errors):
+        fields = sorted({".".join(str(x) for x in e.get("loc", ())) for e in err.errors()})
+        return f"invalid {', '.join(fields)}" if fields else type(err).__name__
+    return str(err) if isinstance(err, ValueError) else type(err).__name__
+
+
 @dataclass
 class _Question:
     """A dialogue message (OnMessage) that awaits an answer by a deadline."""
@@ -254,7 +262,7 @@ class PathwayWorkflow:
                 self.state.refused_header_ids.append(message.message_header_id)
                 self._event(
                     "refused",
-                    self._step_for_kind(message.kind),
+                    self._step_for_message(message),
                     f"{message_label(message.kind)} refused: {refusal}",
                     message.message_header_id,
                 )
@@ -284,7 +292,7 @@ class PathwayWorkflow:
             self.state.received_header_ids.append(message.message_header_id)
             self._event(
                 "received",
-                self._step_for_kind(message.kind),
+                self._step_for_message(message),
                 detail + (f": {message.summary}" if message.summary else ""),
                 message.message_header_id,
             )
@@ -424,8 +432,13 @@ class PathwayWorkflow:
             raise ValueError("the pathway is closing")
         if step.after and self._step_state(step.after).status not in (StepStatus.DONE, StepStatus.DONE_OUTSIDE):
             raise ValueError(f"{report.event!r} can be reported once {step.after!r} is done")
-        if step.refuse is not None and (reason := step.refuse(self._context(report, self._reports))):
+        context = self._context(report, self._reports)
+        if step.refuse is not None and (reason := step.refuse(context)):
             raise ValueError(reason)
+        try:  # data a message cannot be built from is refused now, not found out when it is sent
+            step.content(context)
+        except Exception as err:  # noqa: BLE001 - a declaration's builder: any failure refuses the report
+            raise ValueError(f"no {message_label(step.message)} can be built from this report: {_why(err)}") from None
 
     @workflow.update
     async def apply_rules(self, request: ApplyRulesRequest) -> ActionResult:
@@ -529,7 +542,15 @@ class PathwayWorkflow:
         )
         if isinstance(step, OnEvent):
             context = self._context(report, self._reports[: self._next_report])
-            self._contents[header_id] = self._as_data(step.content(context))
+            try:
+                self._contents[header_id] = self._as_data(step.content(context))
+            except Exception as err:  # noqa: BLE001 - checked when reported; the state may have moved since
+                await self.escalate(
+                    step.name,
+                    f"{self._event_title(step.event)} reported, but no {message_label(step.message)} could be "
+                    f"built from it ({_why(err)}); report it again",
+                )
+                return
             self._sending_alongside = step.name
             self._step_state(step.name).status = StepStatus.WAITING  # beside the main step: not the current one
         self.state.outbound.append(outbound)
@@ -913,6 +934,14 @@ class PathwayWorkflow:
         later = self.steps[self.steps.index(step) + 1 :]
         return any(isinstance(s, AwaitReply) and s.message in self._replies for s in later)
 
+    def _step_for_message(self, message: InboundMessageSignal) -> str:
+        """The step a message shows under: an acknowledgement under the step that sent what it acknowledges."""
+        if message.kind == MessageKind.ACKNOWLEDGEMENT and self.state is not None:
+            for outbound in self.state.outbound:
+                if outbound.message_header_id == message.response_to:
+                    return outbound.step
+        return self._step_for_kind(message.kind)
+
     def _step_for_kind(self, kind: str) -> str:
         for step in self.all_steps():
             if getattr(step, "message", None) == kind or (
@@ -981,7 +1010,7 @@ class PathwayWorkflow:
 
     def _event_title(self, event: str) -> str:
         for step in self.all_steps():
-            if isinstance(step, AwaitEvent | SendOnEvent) and step.event == event and step.title:
+            if isinstance(step, AwaitEvent | SendOnEvent | OnEvent) and step.event == event and step.title:
                 return step.title
         return event.replace("-", " ").replace("_", " ")
 
@@ -1036,6 +1065,7 @@ class PathwayWorkflow:
             reported=tuple(earlier),
             now=workflow.now(),
             reported_at=report.reported_at if report else None,
+            reason=report.reason if report else "",
         )
 
     async def _run_reports(self) -> None:
@@ -1126,6 +1156,8 @@ class PathwayWorkflow:
                 pass
             if self._main_done or self._stopped():
                 return
+            if len(self._questions) != count:
+                await self.record()  # the read model shows the message waiting for its answer, with its deadline
             for question in waiting:
                 if not question.answered and question.due and workflow.now() >= question.due:
                     question.escalated = True

@@ -450,6 +450,11 @@ async def test_an_event_beside_the_steps_is_refused_with_the_declarations_reason
     await wait_for(noticed, timeout=40)
     end = await stack.api.post(f"/flows/{flow_id}/events/end", json={}, headers=headers)
     assert end.status_code == 409 and "a stay ends after an update" in end.text
+    too_long = await stack.api.post(
+        f"/flows/{flow_id}/events/update", json={"data": {"text": "x" * 101}}, headers=headers
+    )
+    assert too_long.status_code == 409
+    assert "can be built from this report: an update is at most 100 characters" in too_long.text
     update = await stack.api.post(f"/flows/{flow_id}/events/update", json={"data": {"text": "orlov"}}, headers=headers)
     assert update.status_code == 200, update.text
     end = await stack.api.post(f"/flows/{flow_id}/events/end", json={}, headers=headers)

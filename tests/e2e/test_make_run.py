@@ -56,13 +56,14 @@ def test_careflow_dev_runs_the_readme_referral_and_stops_on_ctrl_c(tmp_path: Pat
         with httpx.Client(timeout=30) as http:
             demo = http.get(f"{api_url}/flows", headers={"Authorization": f"Bearer {coordinator}"}).json()
             assert sorted(f["pathway"] for f in demo["items"]) == [
+                "home-care-observation",
                 "home-care-request",
                 "hospital-notification",
                 "lab-order",
                 "medcom-referral",
                 "referral",
                 "referral",
-            ], "demo data: the referrals, the shipped pathways and the tutorial's"
+            ], "demo data: the referrals, careflow's MedCom pathways and the tutorial's"
             referral = json.loads((ROOT / "examples" / "referral.json").read_text())
             response = http.post(
                 f"{api_url}/referrals", json=referral, headers={"Authorization": f"Bearer {token.strip()}"}
@@ -88,20 +89,23 @@ def test_careflow_dev_runs_the_readme_referral_and_stops_on_ctrl_c(tmp_path: Pat
         assert lab_orders.returncode == 0, lab_orders.stdout + lab_orders.stderr
         assert "demo: pathway lab-order, flows 3, completed 3, escalated 0, failed 0, unsettled 0" in lab_orders.stdout
         assert "result" in lab_orders.stdout, "the time to each declared step"
+        # and a MedCom pathway: the acute-care team's observations, answered by the simulated GP
+        observations = subprocess.run(
+            [sys.executable, "-m", "careflow", "demo", "--pathway", "home-care-observation", "--flows", "3"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert observations.returncode == 0, observations.stdout + observations.stderr
+        assert (
+            "demo: pathway home-care-observation, flows 3, completed 3, escalated 0, failed 0, unsettled 0"
+            in observations.stdout
+        )
         # ... and the referral on MedCom's draft model, whose treatment-started event the demo reports
         referrals = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "careflow",
-                "demo",
-                "--pathway",
-                "medcom-referral",
-                "--flows",
-                "3",
-                "--timeout",
-                "120",
-            ],
+            [sys.executable, "-m", "careflow", "demo", "--pathway", "medcom-referral", "--flows", "3"],
             cwd=ROOT,
             env=env,
             capture_output=True,

@@ -72,6 +72,8 @@ CONTENTS: dict[MessageKind, BaseModel] = {
         effective=TIMESTAMP,
         observations=[ObservationValue(code="NPU08676", display="Pt—Legeme; temp.", value=38.2, unit="Cel")],
         service_request_id=PATHWAY,
+        gp_ydernummer="061654",
+        gp_initials="O.K.M.",
     ),
 }
 CORRELATED = {k for k, c in CONTENTS.items() if getattr(c, "service_request_id", None)}
