@@ -190,6 +190,17 @@ class Receiver:
             )
             issues.append(issue)
             return _refuse(row, 422, issue.message, [issue.path], code="not-supported")
+        receiver = parsed.receiver.sor if parsed.receiver else ""
+        if not self.directory.acts_for(receiver):
+            # Misrouted: careflow takes messages only for the organisations it acts for (the directory says).
+            issue = ValidationIssue(
+                rule="careflow-acts-for",
+                path="Bundle.entry[0].resource.destination[0].receiver",
+                message=f"careflow does not receive messages for SOR {receiver or '(none)'}",
+                error_code="MSG_Receiver_Identifier_UNKNOWN" if receiver else "MSG_Receiver_Identifier_MISSING",
+            )
+            issues.append(issue)
+            return _refuse(row, 422, issue.message, [issue.path], code="not-found")
         if parsed.kind == MessageKind.ACKNOWLEDGEMENT:
             return self._acknowledgement(session, parsed, row)
         flow = self._correlate(session, parsed)

@@ -172,3 +172,21 @@ async def test_xml_message_is_accepted_like_json(stack: Stack) -> None:
 
     await wait_for(applied)
     await handle.terminate("test finished")
+
+
+async def test_a_message_for_an_organisation_careflow_does_not_act_for_is_refused(stack: Stack) -> None:
+    """Misrouted: the lab's message to the municipality reached careflow, which does not act for it."""
+    municipality = Organization(sor="400000000000001", ean="5790040000010", name="Demo Kommune Hjemmepleje")
+    envelope = Envelope(
+        message_header_id=str(uuid.uuid4()),
+        bundle_id=str(uuid.uuid4()),
+        timestamp=datetime.now(UTC),
+        sender=HOSPITAL,
+        receiver=municipality,
+        patient=PatientData(cpr="0101505123", given_name="Testa", family_name="Syntetisk"),
+    )
+    content = AppointmentContent(service_request_id=str(uuid.uuid4()), start=datetime.now(UTC) + timedelta(days=3))
+    response = await post(stack, to_json(build_message(MessageKind.APPOINTMENT, envelope, content)))
+    assert response.status_code == 422
+    assert "careflow does not receive messages for SOR 400000000000001" in response.text
+    assert operation_outcome(response)["issue"][0]["expression"] == ["Bundle.entry[0].resource.destination[0].receiver"]

@@ -52,7 +52,9 @@ async def _all_acknowledged(stack: Stack, flow_id: str, count: int) -> dict:
         flow = await _flow(stack, flow_id)
         out = {m["message_header_id"]: m for m in flow["messages"] if m["direction"] == "out"}
         done = len(out) == count and all(m["ack_code"] == "ok" for m in out.values())
-        return flow if done else None
+        # and the workflow has projected each send (its timeline line comes with the projection after the ack)
+        sent = {e["message_header_id"] for e in flow["timeline"] if e["kind"] == "sent"}
+        return flow if done and set(out) <= sent else None
 
     return await wait_for(check, timeout=60)
 
