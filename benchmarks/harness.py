@@ -183,6 +183,7 @@ class BenchStack:
             }
         )
         self.settings = Settings(
+            env="dev",  # the dev codec key, as the processes above have it
             data_dir=data,
             temporal_address=self.env["CAREFLOW_TEMPORAL_ADDRESS"],
             task_queue=self.env["CAREFLOW_TASK_QUEUE"],
