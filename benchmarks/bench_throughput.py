@@ -440,17 +440,24 @@ async def run_careflow(
 # ----- soak: worker RSS against open pathways -------------------------------------------------------
 
 
-async def run_soak(levels: list[int], concurrency: int, data: Path, pathway: str, level_timeout: float) -> None:
+async def run_soak(
+    levels: list[int], concurrency: int, data: Path, pathway: str, level_timeout: float, max_cached: int | None = None
+) -> None:
     """Open pathways that wait on their (30-day) appointment deadline: the partner acknowledges the
     referral and never answers. Worker RSS at each level."""
     from store.db import make_engine
 
+    cache = max_cached or Settings().max_cached_workflows
     print(
-        f"\n== soak: worker RSS with {', '.join(map(str, levels))} open {pathway} pathways (load average "
-        f"{load_average()})",
+        f"\n== soak: worker RSS with {', '.join(map(str, levels))} open {pathway} pathways, max_cached_workflows "
+        f"{cache} (load average {load_average()})",
         flush=True,
     )
-    stack = BenchStack(data, behaviour={**PARTNERS_AT_ONCE, "reply": False})
+    stack = BenchStack(
+        data,
+        behaviour={**PARTNERS_AT_ONCE, "reply": False},
+        extra_env={"CAREFLOW_MAX_CACHED_WORKFLOWS": str(cache)},
+    )
     try:
         stack.start_all()
         engine = make_engine(stack.settings.sqlalchemy_url)
@@ -548,7 +555,12 @@ async def main_async(args: argparse.Namespace) -> int:
         data = Path(tmp)
         if args.soak:
             await run_soak(
-                [int(n) for n in args.soak.split(",")], args.concurrency, data / "soak", args.pathway, args.soak_timeout
+                [int(n) for n in args.soak.split(",")],
+                args.concurrency,
+                data / "soak",
+                args.pathway,
+                args.soak_timeout,
+                args.max_cached,
             )
             return 0
         bare = None if args.skip_bare else await run_bare(args.flows, args.concurrency, data, args.histories, args.rate)
@@ -599,6 +611,11 @@ def main() -> int:
     parser.add_argument("--skip-careflow", action="store_true")
     parser.add_argument("--soak", help="instead: worker RSS at these numbers of open pathways, e.g. 1000,10000")
     parser.add_argument("--soak-timeout", type=float, default=900, help="seconds allowed per soak level (default 900)")
+    parser.add_argument(
+        "--max-cached",
+        type=int,
+        help="the soak's worker with this CAREFLOW_MAX_CACHED_WORKFLOWS (default: the setting's default)",
+    )
     return asyncio.run(main_async(parser.parse_args()))
 
 

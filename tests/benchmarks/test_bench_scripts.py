@@ -48,3 +48,11 @@ def test_inbound_posts_every_reply_and_the_partner_gets_every_acknowledgement() 
     out = run("bench_inbound.py", "--flows", "2", "--concurrency", "2")
     assert re.search(r"^inbound: posted 6 with 2 in flight: [\d.]+ messages/s .*answers \{202: 6\}", out, re.M)
     assert re.search(r"^inbound: acknowledgements at the partner 6/6 ", out, re.M)
+
+
+def test_soak_opens_pathways_waiting_on_deadlines_and_prints_worker_rss_per_level() -> None:
+    out = run("bench_throughput.py", "--soak", "3,6", "--max-cached", "4", "--soak-timeout", "120")
+    assert re.search(r"^== soak: worker RSS with 3, 6 open referral pathways, max_cached_workflows 4 ", out, re.M)
+    assert re.search(r"^soak: open +3 \(asked 3\) .* worker RSS +\d+ MB", out, re.M)
+    assert re.search(r"^soak: open +6 \(asked 6\) .* worker RSS +\d+ MB", out, re.M)
+    assert re.search(r"^soak: worker RSS \d+ MB at 6 vs \d+ MB at 3: [+-]\d+ %", out, re.M)
