@@ -53,6 +53,7 @@ ACTIVITIES, SIGNALS, MESSAGES = 5, 4, 8
 LOCAL_ACTIVITY_MARKER = "core_local_activity"  # a local activity's result in the history
 REFERRING_SOR, RECEIVING_SOR = "100000000000001", "200000000000001"
 WARM_UP = 2
+SOAK_CHUNK = 250  # pathways opened at once by the soak
 
 HOPS = {
     "accepted → partner received": "POST /referrals answered (Flow.created_at) → the referral's POST to the partner "
@@ -468,7 +469,13 @@ async def run_soak(
         for level in levels:
             t0 = time.monotonic()
             while len(ids) < level and time.monotonic() - t0 < level_timeout:
-                ids += await post_referrals(stack, min(500, level - len(ids)), concurrency, pathway, rng)
+                # A chunk at a time, each waiting before the next: the backlog in flight (and the
+                # memory it takes while it lasts) is the same at every level, so RSS compares open
+                # pathways, not the size of the burst that opened them.
+                chunk = await post_referrals(stack, min(SOAK_CHUNK, level - len(ids)), concurrency, pathway, rng)
+                ids += chunk
+                left = max(10.0, level_timeout - (time.monotonic() - t0))
+                await wait_settled(engine, chunk, left, step="appointment")
             waiting = await wait_settled(
                 engine, ids, max(10.0, level_timeout - (time.monotonic() - t0)), step="appointment"
             )
