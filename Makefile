@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test faults bench bench-throughput bench-inbound bench-profile install clean
+.PHONY: run test faults bench bench-throughput bench-inbound bench-soak bench-profile install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ bench-throughput: $(STAMP)
 
 bench-inbound: $(STAMP)
 	$(BIN)/python benchmarks/bench_inbound.py
+
+# Worker RSS with that many pathways open and waiting on deadlines (bounded: --soak-timeout per level).
+SOAK ?= 1000,10000
+bench-soak: $(STAMP)
+	$(BIN)/python benchmarks/bench_throughput.py --soak $(SOAK) --soak-timeout 1500
 
 # The same, with py-spy flame graphs of the API and the worker into benchmarks/results/.
 bench-profile: $(STAMP)

@@ -4,82 +4,120 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import Engine
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.models import ActivityErrors, RecordStateRequest
 from store.models import Escalation, Flow, FlowEvent, utcnow
 
+FLOWS, EVENTS, ESCALATIONS = Flow.__table__, FlowEvent.__table__, Escalation.__table__
+ENDED = ("completed", "cancelled")
+
 
 class FlowActivities:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # INSERT ... ON CONFLICT DO NOTHING (both databases careflow runs on): a retried projection
+        # writes its keyed rows once, without reading them first.
+        self._dialect = {"sqlite": sqlite, "postgresql": postgresql}.get(engine.dialect.name)
 
     @activity.defn
     def record_state(self, request: RecordStateRequest) -> None:
-        """Project the pathway's state; idempotent (events and escalations by key, flow by version)."""
+        """Project the pathway's state; idempotent (events and escalations by key, flow by version).
+        Plain SQL statements in one transaction, no ORM: this runs several times per pathway (issue 12)."""
         state = request.state
-        with Session(self.engine) as session:
-            flow = session.get(Flow, state.flow_id, with_for_update=True)
-            if flow is None:
+        now = utcnow()
+        ended = {"completed_at": func.coalesce(FLOWS.c.completed_at, now)} if state.status.value in ENDED else {}
+        with self.engine.begin() as connection:
+            updated = connection.execute(
+                update(FLOWS)
+                .where(FLOWS.c.id == state.flow_id, FLOWS.c.state_version < state.version)
+                .values(
+                    state_version=state.version,
+                    status=state.status.value,
+                    step=state.step,
+                    next_deadline=state.next_deadline,
+                    open_escalations=len(state.open_escalations),
+                    steps_json=json.dumps([step.model_dump(mode="json") for step in state.steps]),
+                    updated_at=now,
+                    **ended,
+                )
+            ).rowcount
+            exists = updated or connection.execute(select(func.count()).where(FLOWS.c.id == state.flow_id)).scalar()
+            if not exists:
                 raise ApplicationError(
                     f"flow {state.flow_id} has no read-model row",
                     type=ActivityErrors.FLOW_NOT_FOUND,
                     non_retryable=True,
                 )
-            if state.version > flow.state_version:
-                flow.state_version = state.version
-                flow.status = state.status.value
-                flow.step = state.step
-                flow.next_deadline = state.next_deadline
-                flow.open_escalations = len(state.open_escalations)
-                flow.steps_json = json.dumps([step.model_dump(mode="json") for step in state.steps])
-                if state.party_changes:  # the API confines inbound messages to the parties as they are now
-                    parties = json.loads(flow.parties_json or "{}")
-                    flow.parties_json = json.dumps({**parties, **state.party_changes})
-                flow.updated_at = utcnow()
-                if state.status.value in ("completed", "cancelled") and flow.completed_at is None:
-                    flow.completed_at = utcnow()
-                session.add(flow)
-            known = (
-                set(session.exec(select(FlowEvent.event_key).where(FlowEvent.flow_id == state.flow_id)).all())
-                if request.events
-                else set()
-            )
-            for event in request.events:
-                if event.key not in known:
-                    session.add(
-                        FlowEvent(
-                            flow_id=state.flow_id,
-                            event_key=event.key,
-                            at=event.at,
-                            kind=event.kind,
-                            step=event.step,
-                            detail=event.detail,
-                            message_header_id=event.message_header_id,
-                            actor=event.actor,
-                        )
-                    )
-            stored = {
-                e.escalation_key: e
-                for e in session.exec(select(Escalation).where(Escalation.flow_id == state.flow_id)).all()
-            }
-            for escalation in state.escalations:
-                row = stored.get(escalation.key) or Escalation(
-                    flow_id=state.flow_id,
-                    escalation_key=escalation.key,
-                    step=escalation.step,
-                    reason=escalation.reason,
-                    opened_at=escalation.opened_at,
+            if updated and state.party_changes:  # the API confines inbound messages to the parties as they are now
+                parties = json.loads(
+                    connection.execute(select(FLOWS.c.parties_json).where(FLOWS.c.id == state.flow_id)).scalar() or "{}"
                 )
-                if escalation.resolved_at and row.resolved_at is None:
-                    row.resolved_at, row.resolution = escalation.resolved_at, escalation.resolution
-                session.add(row)
-            try:
-                session.commit()
-            except IntegrityError:
-                session.rollback()
-                raise  # a concurrent attempt wrote the same keys: retry sees them as known
+                connection.execute(
+                    update(FLOWS)
+                    .where(FLOWS.c.id == state.flow_id)
+                    .values(parties_json=json.dumps({**parties, **state.party_changes}))
+                )
+            if request.events:
+                self._insert_new(
+                    connection,
+                    EVENTS,
+                    "event_key",
+                    [
+                        {
+                            "flow_id": state.flow_id,
+                            "event_key": event.key,
+                            "at": event.at,
+                            "kind": event.kind,
+                            "step": event.step,
+                            "detail": event.detail,
+                            "message_header_id": event.message_header_id,
+                            "actor": event.actor,
+                        }
+                        for event in request.events
+                    ],
+                )
+            if state.escalations:
+                self._insert_new(
+                    connection,
+                    ESCALATIONS,
+                    "escalation_key",
+                    [
+                        {
+                            "flow_id": state.flow_id,
+                            "escalation_key": escalation.key,
+                            "step": escalation.step,
+                            "reason": escalation.reason,
+                            "opened_at": escalation.opened_at,
+                        }
+                        for escalation in state.escalations
+                    ],
+                )
+                for escalation in state.escalations:
+                    if escalation.resolved_at:
+                        connection.execute(
+                            update(ESCALATIONS)
+                            .where(
+                                ESCALATIONS.c.flow_id == state.flow_id,
+                                ESCALATIONS.c.escalation_key == escalation.key,
+                                ESCALATIONS.c.resolved_at.is_(None),
+                            )
+                            .values(resolved_at=escalation.resolved_at, resolution=escalation.resolution)
+                        )
+
+    def _insert_new(self, connection, table, key: str, rows: list[dict]) -> None:  # noqa: ANN001
+        """Insert the rows whose key this flow does not have yet."""
+        if self._dialect is not None:
+            connection.execute(self._dialect.insert(table).on_conflict_do_nothing(), rows)
+            return
+        keys = [row[key] for row in rows]
+        known = set(
+            connection.execute(
+                select(table.c[key]).where(table.c.flow_id == rows[0]["flow_id"], table.c[key].in_(keys))
+            ).scalars()
+        )
+        if new := [row for row in rows if row[key] not in known]:
+            connection.execute(insert(table), new)

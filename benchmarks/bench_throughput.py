@@ -50,8 +50,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # (acknowledgement, appointment, test result, treatment plan), 8 MedCom messages over HTTP
 # (referral out; acknowledgement, appointment, test result, treatment plan in; 3 acknowledgements out).
 ACTIVITIES, SIGNALS, MESSAGES = 5, 4, 8
+LOCAL_ACTIVITY_MARKER = "core_local_activity"  # a local activity's result in the history
 REFERRING_SOR, RECEIVING_SOR = "100000000000001", "200000000000001"
 WARM_UP = 2
+SOAK_CHUNK = 250  # pathways opened at once by the soak
 
 HOPS = {
     "accepted → partner received": "POST /referrals answered (Flow.created_at) → the referral's POST to the partner "
@@ -60,9 +62,9 @@ HOPS = {
     "Temporal (delivered_at)",
     "activity ran → signalled": "bare: the activity told the driver → the driver's signal RPC returned (the "
     "partner's side of the same hop)",
-    "signalled → next activity": "WorkflowExecutionSignaled → the next ActivityTaskScheduled in the history: a "
-    "workflow task took the signal and moved on (in careflow the 4 replies arrive together, so later ones wait "
-    "behind earlier steps)",
+    "signalled → next activity": "WorkflowExecutionSignaled → the next ActivityTaskScheduled, or local activity's "
+    "marker (recorded once the local activity has run), in the history: a workflow task took the signal and moved "
+    "on (in careflow the 4 replies arrive together, so later ones wait behind earlier steps)",
     "activity scheduled → completed": "ActivityTaskScheduled → ActivityTaskCompleted in the history, per activity type",
     "reply accepted → ack at partner": "partner's reply stored (received_at) → careflow's acknowledgement accepted "
     "by the partner (ack_sent_at)",
@@ -220,20 +222,28 @@ async def run_bare(flows: int, concurrency: int, data: Path, sample: int, rate: 
 
 async def history_hops(
     client: Client, workflow_ids: list[str]
-) -> tuple[dict[str, list[float]], list[tuple[int, int, int, int]]]:
-    """Hops read from the workflows' own histories, and (events, bytes, activities, signals) per history."""
+) -> tuple[dict[str, list[float]], list[tuple[int, int, int, int, int]]]:
+    """Hops read from the workflows' own histories, and (events, bytes, activities, signals, of the
+    activities local ones) per history."""
     hops: dict[str, list[float]] = defaultdict(list)
-    sizes: list[tuple[int, int, int, int]] = []
+    sizes: list[tuple[int, int, int, int, int]] = []
     for workflow_id in workflow_ids:
         history = await client.get_workflow_handle(workflow_id).fetch_history()
         events = list(history.events)
         count = lambda kind, events=events: sum(1 for e in events if e.event_type == kind)  # noqa: E731
+        local = [
+            e
+            for e in events
+            if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+            and e.marker_recorded_event_attributes.marker_name == LOCAL_ACTIVITY_MARKER
+        ]
         sizes.append(
             (
                 len(events),
                 History(events=events).ByteSize(),
-                count(EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED),
+                count(EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED) + len(local),
                 count(EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED),
+                len(local),
             )
         )
         scheduled: dict[int, tuple[str, datetime]] = {}
@@ -242,8 +252,13 @@ async def history_hops(
             at = event.event_time.ToDatetime()
             if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
                 pending_signals.append(at)
-            elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-                scheduled[event.event_id] = (event.activity_task_scheduled_event_attributes.activity_type.name, at)
+            elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED or (
+                event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+                and event.marker_recorded_event_attributes.marker_name == LOCAL_ACTIVITY_MARKER
+            ):
+                if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+                    name = event.activity_task_scheduled_event_attributes.activity_type.name
+                    scheduled[event.event_id] = (name, at)
                 hops["signalled → next activity"].extend((at - s).total_seconds() for s in pending_signals)
                 pending_signals.clear()
             elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
@@ -426,17 +441,24 @@ async def run_careflow(
 # ----- soak: worker RSS against open pathways -------------------------------------------------------
 
 
-async def run_soak(levels: list[int], concurrency: int, data: Path, pathway: str, level_timeout: float) -> None:
+async def run_soak(
+    levels: list[int], concurrency: int, data: Path, pathway: str, level_timeout: float, max_cached: int | None = None
+) -> None:
     """Open pathways that wait on their (30-day) appointment deadline: the partner acknowledges the
     referral and never answers. Worker RSS at each level."""
     from store.db import make_engine
 
+    cache = max_cached or Settings().max_cached_workflows
     print(
-        f"\n== soak: worker RSS with {', '.join(map(str, levels))} open {pathway} pathways (load average "
-        f"{load_average()})",
+        f"\n== soak: worker RSS with {', '.join(map(str, levels))} open {pathway} pathways, max_cached_workflows "
+        f"{cache} (load average {load_average()})",
         flush=True,
     )
-    stack = BenchStack(data, behaviour={**PARTNERS_AT_ONCE, "reply": False})
+    stack = BenchStack(
+        data,
+        behaviour={**PARTNERS_AT_ONCE, "reply": False},
+        extra_env={"CAREFLOW_MAX_CACHED_WORKFLOWS": str(cache)},
+    )
     try:
         stack.start_all()
         engine = make_engine(stack.settings.sqlalchemy_url)
@@ -447,7 +469,13 @@ async def run_soak(levels: list[int], concurrency: int, data: Path, pathway: str
         for level in levels:
             t0 = time.monotonic()
             while len(ids) < level and time.monotonic() - t0 < level_timeout:
-                ids += await post_referrals(stack, min(500, level - len(ids)), concurrency, pathway, rng)
+                # A chunk at a time, each waiting before the next: the backlog in flight (and the
+                # memory it takes while it lasts) is the same at every level, so RSS compares open
+                # pathways, not the size of the burst that opened them.
+                chunk = await post_referrals(stack, min(SOAK_CHUNK, level - len(ids)), concurrency, pathway, rng)
+                ids += chunk
+                left = max(10.0, level_timeout - (time.monotonic() - t0))
+                await wait_settled(engine, chunk, left, step="appointment")
             waiting = await wait_settled(
                 engine, ids, max(10.0, level_timeout - (time.monotonic() - t0)), step="appointment"
             )
@@ -516,10 +544,11 @@ def report(bare: dict | None, careflow: dict | None, rate: float = 0) -> None:
     )
     for label, run in (("bare", bare), ("careflow", careflow)):
         if run and run["sizes"]:
-            events, size, activities, signals = (sorted(column) for column in zip(*run["sizes"], strict=False))
+            events, size, activities, signals, local = (sorted(column) for column in zip(*run["sizes"], strict=False))
             print(
                 f"  {label:<8} events {events[0]}–{events[-1]}, bytes {size[0]}–{size[-1]}, activities "
-                f"{activities[0]}–{activities[-1]}, signals {signals[0]}–{signals[-1]} ({len(events)} histories)"
+                f"{activities[0]}–{activities[-1]} (local {local[0]}–{local[-1]}), signals {signals[0]}–{signals[-1]} "
+                f"({len(events)} histories)"
             )
     print("\nhop definitions:")
     for name, meaning in HOPS.items():
@@ -533,7 +562,12 @@ async def main_async(args: argparse.Namespace) -> int:
         data = Path(tmp)
         if args.soak:
             await run_soak(
-                [int(n) for n in args.soak.split(",")], args.concurrency, data / "soak", args.pathway, args.soak_timeout
+                [int(n) for n in args.soak.split(",")],
+                args.concurrency,
+                data / "soak",
+                args.pathway,
+                args.soak_timeout,
+                args.max_cached,
             )
             return 0
         bare = None if args.skip_bare else await run_bare(args.flows, args.concurrency, data, args.histories, args.rate)
@@ -584,6 +618,11 @@ def main() -> int:
     parser.add_argument("--skip-careflow", action="store_true")
     parser.add_argument("--soak", help="instead: worker RSS at these numbers of open pathways, e.g. 1000,10000")
     parser.add_argument("--soak-timeout", type=float, default=900, help="seconds allowed per soak level (default 900)")
+    parser.add_argument(
+        "--max-cached",
+        type=int,
+        help="the soak's worker with this CAREFLOW_MAX_CACHED_WORKFLOWS (default: the setting's default)",
+    )
     return asyncio.run(main_async(parser.parse_args()))
 
 

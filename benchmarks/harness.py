@@ -183,6 +183,7 @@ class BenchStack:
             }
         )
         self.settings = Settings(
+            env="dev",  # the dev codec key, as the processes above have it
             data_dir=data,
             temporal_address=self.env["CAREFLOW_TEMPORAL_ADDRESS"],
             task_queue=self.env["CAREFLOW_TASK_QUEUE"],
@@ -245,7 +246,7 @@ class BenchStack:
 class Profiler:
     """py-spy (the `bench` extra) recording some processes into SVG flame graphs until `stop()`."""
 
-    def __init__(self, pids: dict[str, int], out: Path, rate: int = 97) -> None:
+    def __init__(self, pids: dict[str, int], out: Path, rate: int = 97, *, gil: bool = True) -> None:
         self.out = out
         out.mkdir(parents=True, exist_ok=True)
         exe = Path(sys.executable).parent / "py-spy"
@@ -261,6 +262,9 @@ class Profiler:
                     "--rate",
                     str(rate),
                     "--nonblocking",
+                    # Only the thread holding the GIL: where the CPU goes. Without it, threads waiting
+                    # for the GIL or for SQLite's lock show as busy in whatever frame they wait in.
+                    *(["--gil"] if gil else []),
                     "--format",
                     "flamegraph",
                     "--output",

@@ -130,6 +130,11 @@ class Settings(BaseSettings):
     send_timeout: timedelta = timedelta(seconds=10)
     relay_interval: timedelta = timedelta(seconds=2)
     reconcile_interval: timedelta = timedelta(minutes=1)
+    # The worker's memory knob: at most this many workflows kept in memory (≈ 140 KB each, sandboxed;
+    # docs/capacity.md). Keep it above the pathways in flight at once (a reply or deadline being
+    # worked on): below that, evicted workflows replay and throughput falls by two thirds. A pathway
+    # waiting days for a reply need not be cached: it replays its few dozen events when woken.
+    max_cached_workflows: int = Field(default=1000, ge=1)
 
     # Operations (README "Running in production"). The API migrates at start unless told not to:
     # a deployment runs `careflow setup` once instead, before API and workers.

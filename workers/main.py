@@ -72,7 +72,7 @@ def build_worker(
         workflow_runner=SandboxedWorkflowRunner(
             restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
         ),
-        max_cached_workflows=2000,  # below the flows in flight, throughput drops by two thirds
+        max_cached_workflows=settings.max_cached_workflows,  # the memory knob (settings.py)
         max_concurrent_activities=executor._max_workers,  # one thread per running activity
         interceptors=[(metrics or WorkerMetrics()).interceptor()],
     )

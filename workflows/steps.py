@@ -98,6 +98,10 @@ SECOND_REPLY_APPLIED = "second-reply-applied"
 # logged and ignored); messages from a party other than the expected one, or about another
 # patient, are refused.
 PARTNER_CHANGES = "partner-changes-and-confinement"
+# The projection runs as a local activity (no activity task through Temporal: one marker event
+# instead of three events, a dispatch and a workflow task) and the search attributes are upserted
+# only when one of them changed (issue 12: Temporal's CPU per pathway is the largest cost).
+LOCAL_PROJECTIONS = "local-projections"
 DATABASE_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10))
 RECORD_TIMEOUT = timedelta(seconds=30)
 
@@ -471,6 +475,7 @@ class PathwayWorkflow:
         """What a pathway's `run` does: set up its state, then run its declared steps."""
         self.input = pathway_input
         self._lean_projections = workflow.patched(LEAN_PROJECTIONS)
+        self._local_projections = workflow.patched(LOCAL_PROJECTIONS)
         self._changes_enabled()  # decided (and recorded) once, at the start of new pathways
         workflow.upsert_search_attributes([SA_PATHWAY.value_set(pathway_input.pathway)])
         if pathway_input.rules and self.legal_rules():
@@ -774,22 +779,30 @@ class PathwayWorkflow:
         self.state.version += 1
         if self.state.status is PathwayStatus.ESCALATED and not self.state.open_escalations:
             self.state.status = PathwayStatus.ACTIVE
-        workflow.upsert_search_attributes(
-            [
-                SA_STEP.value_set(self.state.step),
-                SA_STATUS.value_set(self.state.status.value),
-                SA_NEXT_DEADLINE.value_set(self.state.next_deadline)
-                if self.state.next_deadline
-                else SA_NEXT_DEADLINE.value_unset(),
-            ]
-        )
+        deadline = self.state.next_deadline
+        updates = [
+            (SA_STEP.name, self.state.step, SA_STEP.value_set(self.state.step)),
+            (SA_STATUS.name, self.state.status.value, SA_STATUS.value_set(self.state.status.value)),
+            (SA_NEXT_DEADLINE.name, deadline, SA_NEXT_DEADLINE.value_set(deadline) if deadline else None),
+        ]
+        local = getattr(self, "_local_projections", False)
+        if local:
+            # Only what changed since the last upsert; nothing when nothing did.
+            upserted = self.__dict__.setdefault("_upserted_attributes", {})
+            updates = [u for u in updates if upserted.get(u[0], ...) != u[1]]
+            upserted.update((name, value) for name, value, _ in updates)
+        if updates:
+            workflow.upsert_search_attributes([update or SA_NEXT_DEADLINE.value_unset() for _, _, update in updates])
         events, self._pending_events = self._pending_events, []
-        await workflow.execute_activity_method(
-            FlowActivities.record_state,
-            RecordStateRequest(state=self.state, events=events),
-            start_to_close_timeout=RECORD_TIMEOUT,
-            retry_policy=DATABASE_RETRY,
-        )
+        request = RecordStateRequest(state=self.state, events=events)
+        if local:
+            await workflow.execute_local_activity_method(
+                FlowActivities.record_state, request, start_to_close_timeout=RECORD_TIMEOUT, retry_policy=DATABASE_RETRY
+            )
+        else:
+            await workflow.execute_activity_method(
+                FlowActivities.record_state, request, start_to_close_timeout=RECORD_TIMEOUT, retry_policy=DATABASE_RETRY
+            )
 
     # ----- internals ----------------------------------------------------------------------
 

@@ -40,8 +40,8 @@ def test_throughput_prints_both_runs_their_ratio_hops_and_history_size() -> None
         assert re.search(rf"^  {process} +CPU +\d+ %.*peak RSS +\d+ MB", out, re.M), process
     for hop in ("inbound accepted → signalled", "signalled → next activity", "reply accepted → ack at partner"):
         assert re.search(rf"careflow {hop} +p50 +\d+ ms +p99 +\d+ ms", out), hop
-    assert re.search(r"^  careflow events \d+–\d+, bytes \d+–\d+, activities 5–5, signals 4–4", out, re.M)
-    assert re.search(r"^  bare +events \d+–\d+, bytes \d+–\d+, activities 5–5, signals 4–4", out, re.M)
+    assert re.search(r"^  careflow events \d+–\d+, bytes \d+–\d+, activities 5–5 \(local 4–4\), signals 4–4", out, re.M)
+    assert re.search(r"^  bare +events \d+–\d+, bytes \d+–\d+, activities 5–5 \(local 0–0\), signals 4–4", out, re.M)
 
 
 def test_inbound_posts_every_reply_and_the_partner_gets_every_acknowledgement() -> None:
@@ -55,3 +55,11 @@ def test_inbound_over_vans_posts_envelopes_and_gets_receipts() -> None:
     assert "replies to post over vans" in out
     assert re.search(r"^inbound: posted 6 with 2 in flight: [\d.]+ messages/s .*answers \{200: 6\}", out, re.M)
     assert re.search(r"^inbound: acknowledgements at the partner 6/6 ", out, re.M)
+
+
+def test_soak_opens_pathways_waiting_on_deadlines_and_prints_worker_rss_per_level() -> None:
+    out = run("bench_throughput.py", "--soak", "3,6", "--max-cached", "4", "--soak-timeout", "120")
+    assert re.search(r"^== soak: worker RSS with 3, 6 open referral pathways, max_cached_workflows 4 ", out, re.M)
+    assert re.search(r"^soak: open +3 \(asked 3\) .* worker RSS +\d+ MB", out, re.M)
+    assert re.search(r"^soak: open +6 \(asked 6\) .* worker RSS +\d+ MB", out, re.M)
+    assert re.search(r"^soak: worker RSS \d+ MB at 6 vs \d+ MB at 3: [+-]\d+ %", out, re.M)

@@ -8,9 +8,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
+from temporalio.exceptions import ApplicationError
 
 from activities.flows import FlowActivities
-from activities.models import RecordStateRequest, TimelineEvent
+from activities.models import ActivityErrors, RecordStateRequest, TimelineEvent
 from api.flows_query import FlowFilter, list_flows
 from careflow.crypto import KeyRing, cpr_lookup_hash
 from careflow.settings import DEV_CODEC_KEYS
@@ -80,6 +81,24 @@ def test_record_state_is_idempotent_and_ordered(engine) -> None:  # noqa: ANN001
     with Session(engine, expire_on_commit=False) as session:
         row = session.exec(select(Escalation).where(Escalation.flow_id == flow.id)).one()
         assert row.resolution == "extended" and row.resolved_at is not None
+
+
+def test_record_state_completes_a_flow_once_and_refuses_an_unknown_one(engine) -> None:  # noqa: ANN001
+    with Session(engine, expire_on_commit=False) as session:
+        flow = make_flow(session)
+    activities = FlowActivities(engine)
+    done = state(flow.id, 5, step="completed").model_copy(update={"status": PathwayStatus.COMPLETED})
+    activities.record_state(RecordStateRequest(state=done))
+    with Session(engine, expire_on_commit=False) as session:
+        first = session.get(Flow, flow.id).completed_at
+    assert first is not None
+    activities.record_state(RecordStateRequest(state=done.model_copy(update={"version": 6})))  # a later projection
+    with Session(engine, expire_on_commit=False) as session:
+        stored = session.get(Flow, flow.id)
+        assert (stored.status, stored.state_version, stored.completed_at) == ("completed", 6, first)
+    with pytest.raises(ApplicationError) as refused:
+        activities.record_state(RecordStateRequest(state=state(str(uuid.uuid4()), 1)))
+    assert refused.value.type == ActivityErrors.FLOW_NOT_FOUND and refused.value.non_retryable
 
 
 def test_inbound_message_header_id_is_unique(engine) -> None:  # noqa: ANN001
