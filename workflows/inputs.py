@@ -2,7 +2,8 @@
 sandbox (workers/main.py PASSTHROUGH).
 
 A pathway module re-runs in the sandbox for every workflow instance; a pydantic model declared there
-is built again each time (≈ 6 % of the worker's CPU at saturation, benchmarks/RESULTS.md round 3).
+is built again each time (6 % of the worker's CPU in round 2's profile; benchmarks/RESULTS.md
+round 3 measured 17 % less CPU per sandboxed instance with them here).
 Declared here, each is built once per worker. The pathway modules re-export them under their old names.
 Nothing here may do I/O or read the clock on a workflow's path: these models run unsandboxed (the one
 clock read, HospitalStayInput's validator, runs only where a flow is started, in the API).
