@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -20,37 +21,45 @@ from store.audit import audit_session
 from workflows.registry import Pathways
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    # Audit entries added to it are hash-chained (store/audit.py).
-    with audit_session(request.app.state.engine, request.app.state.audit_key, expire_on_commit=False) as session:
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    # Audit entries added to it are hash-chained (store/audit.py). Opening a session does no I/O,
+    # and closing one does none unless a transaction is still open (its rollback), so only that goes
+    # to a thread: a sync dependency costs FastAPI two thread hand-offs per request.
+    session = audit_session(request.app.state.engine, request.app.state.audit_key, expire_on_commit=False)
+    try:
         yield session
+    finally:
+        if session.in_transaction():
+            await asyncio.to_thread(session.close)
+        else:
+            session.close()
 
 
-def get_temporal(request: Request) -> Client:
+async def get_temporal(request: Request) -> Client:
     return request.app.state.temporal
 
 
-def get_directory(request: Request) -> Directory:
+async def get_directory(request: Request) -> Directory:
     return request.app.state.directory
 
 
-def get_key_ring(request: Request) -> KeyRing:
+async def get_key_ring(request: Request) -> KeyRing:
     return request.app.state.key_ring
 
 
-def get_engine(request: Request) -> Engine:
+async def get_engine(request: Request) -> Engine:
     return request.app.state.engine
 
 
-def get_pathways(request: Request) -> Pathways:
+async def get_pathways(request: Request) -> Pathways:
     return request.app.state.pathways
 
 
-def get_receiver(request: Request) -> Receiver:
+async def get_receiver(request: Request) -> Receiver:
     return request.app.state.receiver
 
 
@@ -68,6 +77,7 @@ _bearer = HTTPBearer(
 )
 
 
+# Sync, so FastAPI runs it in a thread: verifying may fetch the identity provider's keys (JWKS).
 def get_current_user(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Principal:
@@ -87,7 +97,7 @@ CurrentUser = Annotated[Principal, Depends(get_current_user)]
 
 
 def require_roles(*roles: Role, admin: bool = True) -> Callable[[Principal], Principal]:
-    def check(user: CurrentUser) -> Principal:
+    async def check(user: CurrentUser) -> Principal:  # async: no thread hand-off for a comparison
         if user.role not in roles and not (admin and user.role is Role.ADMIN):
             raise HTTPException(
                 403, f"role {user.role.value} may not do this; needs {' or '.join(r.value for r in roles)}"
@@ -104,7 +114,7 @@ Reader = Annotated[Principal, Depends(require_roles(Role.COORDINATOR, Role.CLINI
 
 
 # Admin does not act as a partner: a partner is an organisation, bound to its SOR.
-def get_scope(user: CurrentUser) -> frozenset[str] | None:
+async def get_scope(user: CurrentUser) -> frozenset[str] | None:
     from api.scoping import visible_organisations
 
     return visible_organisations(user.role, user.organisations)

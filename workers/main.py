@@ -39,6 +39,7 @@ PASSTHROUGH = (
     "messaging",
     "activities",
     "workflows.models",
+    "workflows.inputs",  # the pathways' input and timings models: built once, not per workflow
     "careflow",
     "store",
     "httpx",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
@@ -16,13 +16,18 @@ with workflow.unsafe.imports_passed_through():
         NEW,
         RETRACTED,
         EarlierMessage,
-        HomeCareMeasurement,
         HomeCareObservationContent,
-        ObservationAuthor,
     )
     from workflows.declare import AwaitReply, OnEvent, Party, Send, SendContext
     from workflows.examples import synthetic_patient
-    from workflows.models import OutboundState, PathwayInput, PathwayStart, Timings
+    from workflows.inputs import (
+        HomeCareObservationInput,
+        HomeCareObservationTimings,
+        ObservationCorrection,
+        ObservationRetraction,
+        VisitReport,
+    )
+    from workflows.models import OutboundState, PathwayInput
     from workflows.steps import PathwayWorkflow
 
 HOMECARE_OBSERVATION = MessageKind.HOMECARE_OBSERVATION.value
@@ -34,40 +39,6 @@ OBSERVATION, MODIFIED_STEP, RETRACTED_STEP = "observation", "modified", "retract
 ACTIVITY = {OBSERVATION: NEW, MODIFIED_STEP: MODIFIED, RETRACTED_STEP: RETRACTED}
 # The events by which the team corrects or retracts the report (POST /flows/{id}/events/{event}).
 MODIFY, CANCEL = "modify", "cancel"
-
-
-class VisitReport(BaseModel):
-    """The acute-care team's report of a visit the GP asked for (the pathway's data, without the patient)."""
-
-    team_sor: str = Field(pattern=r"^\d{6,18}$", description="SOR code of the municipal acute-care team")
-    gp_sor: str = Field(pattern=r"^\d{6,18}$", description="SOR code of the GP practice that asked for the visit")
-    gp_ydernummer: str = Field(pattern=r"^\d{6}$", description="the practice's provider number (ydernummer)")
-    gp_initials: str = Field(min_length=1, max_length=20, description="initials of the GP who asked for the visit")
-    visit_at: AwareDatetime = Field(description="when the observations were made (with its UTC offset)")
-    observations: list[HomeCareMeasurement] = Field(min_length=1, max_length=50)
-    conclusion: str = Field(default="", max_length=5000, description="the clinical comment (overall assessment)")
-    author: ObservationAuthor | None = None
-    restricted: bool = Field(default=False, description="the patient refuses that the results are shared")
-
-
-class HomeCareObservationInput(PathwayStart, VisitReport):
-    """What starts the pathway: the patient and the visit's report."""
-
-
-class ObservationCorrection(BaseModel):
-    """A `modify` event's data: the corrected report, whole (it replaces the version before it)."""
-
-    observations: list[HomeCareMeasurement] = Field(min_length=1, max_length=50)
-    conclusion: str = Field(default="", max_length=5000)
-    visit_at: AwareDatetime | None = None
-    gp_initials: str | None = Field(default=None, min_length=1, max_length=20)
-
-
-class ObservationRetraction(BaseModel):
-    """A `cancel` event's data: why the report is void (wrong patient, wrong receiver); MedCom puts the
-    reason in the report's conclusion."""
-
-    reason: str = Field(min_length=1, max_length=500)
 
 
 def observation_content(pathway_input: PathwayInput) -> HomeCareObservationContent:
@@ -200,13 +171,6 @@ def example_input(rng: Any) -> dict[str, Any]:  # noqa: ANN401
 
 
 # --- the pathway -----------------------------------------------------------------------------------
-
-
-class HomeCareObservationTimings(Timings):
-    """The GP's answer is due within hours: the visit was acute. MedCom sets no such deadline; this is
-    careflow's, per deployment: CAREFLOW_PATHWAYS__HOME_CARE_OBSERVATION__ANSWER_DEADLINE."""
-
-    answer_deadline: timedelta = timedelta(hours=4)
 
 
 @workflow.defn

@@ -8,14 +8,12 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import Field, field_validator
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from messaging.hospital_stay import (
         ADMISSION,
         CANCEL,
-        CLOCK_TOLERANCE,
         DEATH,
         DISCHARGE,
         LEAVE_END,
@@ -33,7 +31,8 @@ with workflow.unsafe.imports_passed_through():
     from messaging.types.hospital_notification import HospitalNotificationContent
     from workflows.declare import AwaitEvent, OnEvent, OnMessage, Party, Send, SendContext
     from workflows.examples import DEMO_MUNICIPALITY, synthetic_patient
-    from workflows.models import PathwayInput, PathwayStart, Timings
+    from workflows.inputs import HospitalStayInput, HospitalStayTimings
+    from workflows.models import PathwayInput
     from workflows.steps import PathwayWorkflow
 
 HN = MessageKind.HOSPITAL_NOTIFICATION.value
@@ -43,45 +42,6 @@ CC = MessageKind.CARE_COMMUNICATION.value
 DEMO_ADMITTING_HOSPITAL = "200000000000002"
 CANCEL_ADMISSION = "cancel-admission"
 STAY_EVENTS = (LEAVE_START, LEAVE_END, DISCHARGE, DEATH, REVISE, CANCEL, CANCEL_ADMISSION)
-
-
-class HospitalStayInput(PathwayStart):
-    """A patient admitted to a hospital department: the start of the stay's notifications."""
-
-    hospital_sor: str = Field(
-        pattern=r"^\d{6,18}$", description="SOR code of the hospital department (careflow sends in its name)"
-    )
-    municipality_sor: str | None = Field(
-        default=None,
-        pattern=r"^\d{6,18}$",
-        description="SOR code of the patient's home municipality (default: the directory's municipality)",
-    )
-    admitted_at: datetime = Field(description="when the patient arrived at the hospital (ISO 8601 with a zone)")
-    acute_ambulant: bool = Field(default=False, description="acute ambulant (STAA) instead of admitted (STIN)")
-    report_of_admission: bool = Field(
-        default=False, description="ask the municipality for a report of admission (indlæggelsesrapport)"
-    )
-
-    @field_validator("admitted_at")
-    @classmethod
-    def _at_the_event(cls, value: datetime) -> datetime:
-        if value.tzinfo is None:
-            raise ValueError("admitted_at needs a time zone")
-        # MedCom: notifications go at the patient's physical attendance, never for a future-dated registration
-        if value > datetime.now(UTC) + CLOCK_TOLERANCE:
-            raise ValueError("admitted_at is in the future: notify the admission when the patient arrives")
-        return value
-
-
-class HospitalStayTimings(Timings):
-    """MedCom's resend rule (30 minutes, 2 resends) and the pathway's own deadlines."""
-
-    # MedCom: HospitalNotifications are sent automatically and in real time, at the event. A report
-    # of an event this much later than it happened still goes, and escalates.
-    report_within: timedelta = timedelta(minutes=15)
-    # The municipality's CareCommunication gets an answer within a day (careflow's choice: MedCom
-    # sets no answer time; CareCommunication is never for acute matters).
-    answer_deadline: timedelta = timedelta(hours=24)
 
 
 # ----- the stay, from what the pathway has sent and been told --------------------------------------

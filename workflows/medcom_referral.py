@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
-from typing import Literal
 
-from pydantic import Field
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
@@ -25,26 +22,11 @@ with workflow.unsafe.imports_passed_through():
         SendContext,
     )
     from workflows.examples import DEMO_GP, DEMO_HOSPITAL, synthetic_patient
-    from workflows.models import InboundMessageSignal, PathwayStart, Timings
+    from workflows.inputs import MedcomReferralInput, MedcomReferralTimings
+    from workflows.models import InboundMessageSignal
     from workflows.steps import PathwayWorkflow
 
 QUESTION_THREADS = uuid.UUID("5d0f7a4e-2b1c-4e8a-9c3d-7f6e5a4b3c21")
-
-
-class MedcomReferralInput(PathwayStart):
-    """A clinician's referral of a patient to another organisation, on MedCom's draft model."""
-
-    referring_sor: str = Field(description="SOR code of the referring organisation", pattern=r"^\d{6,18}$")
-    receiving_sor: str = Field(description="SOR code of the receiving organisation", pattern=r"^\d{6,18}$")
-    reason: str = Field(min_length=1, max_length=2000)
-    priority: Literal["routine", "urgent", "asap", "stat"] = "routine"
-    track: Literal["standard", "cancer"] = Field(
-        default="standard", description="cancer: the cancer pathway's maximum waiting times apply"
-    )
-
-
-class MedcomReferralTimings(Timings):
-    question_answer_deadline: timedelta = timedelta(days=2)  # a receiver's question about the referral
 
 
 def _update(ctx: SendContext) -> draft.ReferralRequestContent:

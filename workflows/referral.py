@@ -2,31 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
-from pydantic import Field
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from messaging.model import MessageKind
     from workflows.declare import AwaitReply, Party, Send
     from workflows.examples import DEMO_GP, DEMO_HOSPITAL, synthetic_patient
-    from workflows.models import PathwayStart, PathwayTimings
+    from workflows.inputs import ReferralInput
+    from workflows.models import PathwayTimings
     from workflows.steps import PathwayWorkflow
-
-
-class ReferralInput(PathwayStart):
-    """A clinician's referral of a patient to another organisation."""
-
-    referring_sor: str = Field(description="SOR code of the referring organisation", pattern=r"^\d{6,18}$")
-    receiving_sor: str = Field(description="SOR code of the receiving organisation", pattern=r"^\d{6,18}$")
-    lab_sor: str | None = Field(
-        default=None,
-        description="SOR code of the lab that reports the test result (default: the directory's lab)",
-        pattern=r"^\d{6,18}$",
-    )
-    reason: str = Field(min_length=1, max_length=2000)
-    priority: Literal["routine", "urgent", "asap", "stat"] = "routine"
 
 
 @workflow.defn(name="ReferralPathwayWorkflow")
