@@ -208,9 +208,9 @@ def _mark(engine: Engine, message_id: int, delivered: bool, acknowledged: bool) 
         values.update(delivery_status=DeliveryStatus.DELIVERED, delivered_at=utcnow())
     if acknowledged:
         values["ack_sent_at"] = utcnow()
-    # Core, not the ORM session: one UPDATE needs no unit of work (the ORM path was most of its cost)
-    with engine.begin() as connection:
-        connection.execute(update(InboundMessage).where(col(InboundMessage.id) == message_id).values(**values))
+    with Session(engine) as session:
+        session.exec(update(InboundMessage).where(col(InboundMessage.id) == message_id).values(**values))
+        session.commit()
 
 
 def _delivery_target(engine: Engine, key_ring: KeyRing, message_id: int) -> Target | bool:
