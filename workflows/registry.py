@@ -182,22 +182,24 @@ def describe(pathway: type[PathwayWorkflow], timings: object | None = None) -> d
         value = getattr(timings, name)
         return {"timing": name, "seconds": value.total_seconds() if hasattr(value, "total_seconds") else value}
 
+    def sent(message: str, party: str) -> dict:  # the message a step sends or awaits, and its party
+        return {"message": message, "message_label": message_label(message), "party": party}
+
+    def reported(s: AwaitEvent | SendOnEvent | OnEvent) -> dict:
+        return {"event": s.event, "title": s.title or s.event, "roles": list(s.roles)}
+
     def step(s: object) -> dict:
         if isinstance(s, Send):
             return {
                 "name": s.name,
                 "kind": "send",
-                "message": s.message,
-                "message_label": message_label(s.message),
-                "party": s.to,
+                **sent(s.message, s.to),
             }
         if isinstance(s, AwaitReply):
             return {
                 "name": s.name,
                 "kind": "await-reply",
-                "message": s.message,
-                "message_label": message_label(s.message),
-                "party": s.sender,
+                **sent(s.message, s.sender),
                 "deadline": deadline(s.deadline),
                 "deadline_from": s.deadline_from,
                 "legal": list(s.legal),
@@ -229,24 +231,16 @@ def describe(pathway: type[PathwayWorkflow], timings: object | None = None) -> d
             return {
                 "name": s.name,
                 "kind": "send-on-event",
-                "event": s.event,
-                "title": s.title or s.event,
-                "roles": list(s.roles),
-                "message": s.message,
-                "message_label": message_label(s.message),
-                "party": s.to,
+                **reported(s),
+                **sent(s.message, s.to),
                 "deadline": deadline(s.deadline),
             }
         if isinstance(s, OnEvent):
             return {
                 "name": s.name,
                 "kind": "on-event",
-                "event": s.event,
-                "title": s.title or s.event,
-                "roles": list(s.roles),
-                "message": s.message,
-                "message_label": message_label(s.message),
-                "party": s.to,
+                **reported(s),
+                **sent(s.message, s.to),
                 "after": s.after,
                 "ends": s.ends,
             }
@@ -254,9 +248,7 @@ def describe(pathway: type[PathwayWorkflow], timings: object | None = None) -> d
             return {
                 "name": s.name,
                 "kind": "on-message",
-                "message": s.message,
-                "message_label": message_label(s.message),
-                "party": s.sender,
+                **sent(s.message, s.sender),
                 "answer": s.answer,
                 "deadline": deadline(s.deadline),
             }
@@ -264,9 +256,7 @@ def describe(pathway: type[PathwayWorkflow], timings: object | None = None) -> d
         return {
             "name": s.name,
             "kind": "await-event",
-            "event": s.event,
-            "title": s.title or s.event,
-            "roles": list(s.roles),
+            **reported(s),
             "deadline": deadline(s.deadline),
             "legal": list(s.legal),
         }

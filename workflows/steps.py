@@ -236,6 +236,9 @@ class PathwayWorkflow:
         self._done_outside: dict[str, CompleteStepRequest] = {}
         self._event_seq = 0
         self._lean_projections = False
+        self._local_projections = False
+        self._upserted_attributes: dict[str, Any] = {}  # search attribute -> the value last upserted
+        self._parsed_rules: DeadlineRules | None = None  # self.input.rules, parsed once per version
         self._partner_changes: bool | None = None
         # Alongside steps, dialogue and legal deadlines (only pathways that declare them use these).
         self._received: list[InboundMessageSignal] = []
@@ -785,10 +788,10 @@ class PathwayWorkflow:
             (SA_STATUS.name, self.state.status.value, SA_STATUS.value_set(self.state.status.value)),
             (SA_NEXT_DEADLINE.name, deadline, SA_NEXT_DEADLINE.value_set(deadline) if deadline else None),
         ]
-        local = getattr(self, "_local_projections", False)
+        local = self._local_projections
         if local:
             # Only what changed since the last upsert; nothing when nothing did.
-            upserted = self.__dict__.setdefault("_upserted_attributes", {})
+            upserted = self._upserted_attributes
             updates = [u for u in updates if upserted.get(u[0], ...) != u[1]]
             upserted.update((name, value) for name, value, _ in updates)
         if updates:
@@ -1219,7 +1222,9 @@ class PathwayWorkflow:
         assert self.input is not None
         if not self.input.rules:
             return []
-        rules = DeadlineRules.model_validate(self.input.rules)
+        if self._parsed_rules is None or self._parsed_rules.version != self.input.rules.get("version"):
+            self._parsed_rules = DeadlineRules.model_validate(self.input.rules)  # not at every wake-up
+        rules = self._parsed_rules
         track = Track(self.input.data.get(self.track_field) or Track.STANDARD) if self.track_field else Track.STANDARD
         deadlines = []
         for rule_id in rule_ids:
