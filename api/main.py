@@ -7,7 +7,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import httpx
 from fastapi import FastAPI
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
@@ -18,6 +17,7 @@ from api.routes import codec, fhir, flows, health, metrics, pathways, referrals,
 from api.security import BodyLimitMiddleware, CodecCORSMiddleware, DeniedAuditMiddleware, ResponseHeadersMiddleware
 from careflow.codec import EncryptionCodec
 from careflow.crypto import KeyRing
+from careflow.httpclient import bounded_client
 from careflow.metrics import ApiMetrics
 from careflow.settings import Settings, get_settings
 from careflow.temporal import connect
@@ -61,7 +61,9 @@ def create_app(
         app.state.receiver = Receiver(app.state.key_ring, settings, app.state.directory, app.state.pathways)
         # Lazy: the API starts, and stores inbound messages, even while Temporal is down.
         app.state.temporal = await connect(settings, lazy=True, interceptors=tracing.temporal_interceptors())
-        app.state.http = tracing.instrument_http(httpx.AsyncClient(timeout=settings.send_timeout.total_seconds()))
+        app.state.http = tracing.instrument_http(
+            bounded_client(settings.send_timeout.total_seconds(), in_flight=settings.http_in_flight)
+        )
         deliverer = Deliverer(
             app.state.engine, app.state.temporal, app.state.pathways, app.state.key_ring, settings.task_queue
         )

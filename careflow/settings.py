@@ -128,6 +128,8 @@ class Settings(BaseSettings):
 
     # Outbound HTTP to partner systems
     send_timeout: timedelta = timedelta(seconds=10)
+    # Requests to one partner endpoint at once, per process; more wait their turn (careflow/httpclient.py).
+    http_in_flight: int = Field(default=8, ge=1)
     relay_interval: timedelta = timedelta(seconds=2)
     reconcile_interval: timedelta = timedelta(minutes=1)
     # The worker's memory knob: at most this many workflows kept in memory (≈ 140 KB each, sandboxed;

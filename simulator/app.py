@@ -28,6 +28,7 @@ import httpx
 from fastapi import FastAPI, Request, Response
 from pydantic import BaseModel
 
+from careflow.httpclient import bounded_client
 from careflow.settings import Settings
 from careflow.tokens import PARTNER_TOKENS_FILE, PartnerTokenFile
 from careflow.tracing import Tracing
@@ -155,7 +156,7 @@ class PartnerSimulator:
         self.partner_token = partner_token  # SOR -> bearer token: the simulator is handed tokens, holds no key
         self.pathways = pathways or Pathways.load(settings.pathway_modules)
         self.cancellations = {p.cancellation for p in self.pathways if p.cancellation}
-        self.http = httpx.AsyncClient(timeout=30)
+        self.http = bounded_client(30)
         self.received: Counter[str] = Counter()
         self.bundles_seen: set[str] = set()
         self.headers_seen: dict[str, set[str]] = defaultdict(set)  # header id -> bundle ids

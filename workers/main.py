@@ -18,6 +18,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from activities.flows import FlowActivities
 from activities.messages import MessageActivities
 from careflow.crypto import KeyRing
+from careflow.httpclient import bounded_client
 from careflow.metrics import WorkerMetrics
 from careflow.settings import Settings
 from careflow.temporal import connect, runtime_for
@@ -109,7 +110,9 @@ async def run_worker(settings: Settings) -> None:
     async with AsyncExitStack() as stack:
         stack.callback(tracing.shutdown)
         http = await stack.enter_async_context(
-            tracing.instrument_http(httpx.AsyncClient(timeout=settings.send_timeout.total_seconds()))
+            tracing.instrument_http(
+                bounded_client(settings.send_timeout.total_seconds(), in_flight=settings.http_in_flight)
+            )
         )
         executor = stack.enter_context(ThreadPoolExecutor(max_workers=32))
         worker = build_worker(client, settings, http=http, executor=executor, metrics=metrics)
