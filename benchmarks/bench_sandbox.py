@@ -1,11 +1,14 @@
-"""Worker CPU per sandboxed workflow instance: replay one recorded history many times (issue 12).
+"""Worker CPU per workflow: replay one recorded history many times, per runner (issue 12).
 
     .venv/bin/python benchmarks/bench_sandbox.py [--history referral-late-appointment-local-projections] [--n 200]
+        [--runner worker --runner strict --runner unsandboxed]
 
-Every replay creates a new sandboxed instance, as the worker does for every pathway it starts (or
-evicts and takes up again): the sandbox re-runs the pathway's module, and whatever that module builds
-(pydantic models, `@workflow.defn`'s inspection) is paid again. The history itself is short, so the
-figure is mostly that cost. No Temporal server needed. Figures are printed, not asserted.
+Every replay creates a new workflow instance and runs the whole recorded pathway through it, as the
+worker does for every pathway it starts (or evicts and takes up again). The worker's runner
+(workers/runner.py: pathway modules passed through, serialization context answered outside the
+sandbox) against the strict sandbox the replay tests also run (every pathway module imported afresh
+per instance, the SDK's context round trips) and, for comparison only, no sandbox. No Temporal
+server needed. Figures are printed, not asserted.
 """
 
 from __future__ import annotations
@@ -21,13 +24,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from temporalio.client import WorkflowHistory  # noqa: E402
-from temporalio.worker import Replayer  # noqa: E402
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions  # noqa: E402
+from temporalio.worker import Replayer, UnsandboxedWorkflowRunner  # noqa: E402
 
 from careflow.codec import data_converter  # noqa: E402
 from careflow.settings import DEV_CODEC_KEYS  # noqa: E402
 from tests.conftest import TEST_PATHWAY_MODULES  # noqa: E402
-from workers.main import PASSTHROUGH  # noqa: E402
+from workers.runner import strict_runner, workflow_runner  # noqa: E402
 from workflows.registry import Pathways  # noqa: E402
 
 WARM_UP = 10
@@ -49,21 +51,30 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--history", default="referral-late-appointment-local-projections")
     parser.add_argument("--n", type=int, default=200, help="replays to time (default 200)")
+    parser.add_argument(
+        "--runner",
+        choices=["worker", "strict", "unsandboxed"],
+        action="append",
+        help="the worker's runner, the strict sandbox the replay tests also run, or no sandbox at all "
+        "(for comparison only); repeat for several (default: worker and strict)",
+    )
     args = parser.parse_args()
     path = ROOT / "tests" / "replay" / "histories" / f"{args.history}.json"
     history = WorkflowHistory.from_json(args.history, path.read_text())
-    replayer = Replayer(
-        workflows=Pathways.load(TEST_PATHWAY_MODULES).workflows,
-        data_converter=data_converter(DEV_CODEC_KEYS),  # recorded in dev mode, with the dev key
-        workflow_runner=SandboxedWorkflowRunner(
-            restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
-        ),
-    )
-    await replay(replayer, history, WARM_UP)
-    started = time.process_time()
-    await replay(replayer, history, args.n)
-    cpu = time.process_time() - started
-    print(f"{args.history}: {cpu / args.n * 1000:.2f} ms CPU per sandboxed workflow replayed (n={args.n})")
+    converter = data_converter(DEV_CODEC_KEYS)  # recorded in dev mode, with the dev key
+    workflows = Pathways.load(TEST_PATHWAY_MODULES).workflows
+    runners = {
+        "worker": lambda: workflow_runner(converter, workflows),
+        "strict": strict_runner,
+        "unsandboxed": UnsandboxedWorkflowRunner,
+    }
+    for name in args.runner or ["worker", "strict"]:
+        replayer = Replayer(workflows=workflows, data_converter=converter, workflow_runner=runners[name]())
+        await replay(replayer, history, WARM_UP)
+        started = time.process_time()
+        await replay(replayer, history, args.n)
+        cpu = time.process_time() - started
+        print(f"{args.history}, {name} runner: {cpu / args.n * 1000:.2f} ms CPU per workflow replayed (n={args.n})")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ import httpx
 from temporalio.client import Client
 from temporalio.runtime import Runtime
 from temporalio.worker import Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.flows import FlowActivities
 from activities.messages import MessageActivities
@@ -27,27 +26,13 @@ from messaging import load_directory
 from store.db import make_engine
 from workers.reconcile import Reconciler
 from workers.relay import Relay, repeat
+from workers.runner import workflow_runner
 from workflows.registry import Pathways
 
 log = logging.getLogger(__name__)
 
 # Pass our pure models and pydantic through the sandbox: reloading them per workflow run costs a
 # third to half of the throughput (DESIGN.md), and they hold no state a workflow could leak.
-PASSTHROUGH = (
-    "pydantic",
-    "pydantic_core",
-    "annotated_types",
-    "messaging",
-    "activities",
-    "workflows.models",
-    "workflows.inputs",  # the pathways' input and timings models: built once, not per workflow
-    "careflow",
-    "store",
-    "httpx",
-    "sqlalchemy",
-    "sqlmodel",
-    "holidays",  # careflow.deadlines' calendar
-)
 
 
 def build_worker(
@@ -65,15 +50,14 @@ def build_worker(
     directory = load_directory(settings)
     messages = MessageActivities(engine, http, directory, key_ring)
     flows = FlowActivities(engine)
+    workflows = workflows if workflows is not None else Pathways.load(settings.pathway_modules).workflows
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
-        workflows=workflows if workflows is not None else Pathways.load(settings.pathway_modules).workflows,
+        workflows=workflows,
         activities=[messages.send_message, messages.resolve_organization, flows.record_state],
         activity_executor=executor,
-        workflow_runner=SandboxedWorkflowRunner(
-            restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
-        ),
+        workflow_runner=workflow_runner(client.data_converter, workflows),  # workers/runner.py
         max_cached_workflows=settings.max_cached_workflows,  # the memory knob (settings.py)
         max_concurrent_activities=executor._max_workers,  # one thread per running activity
         interceptors=[(metrics or WorkerMetrics()).interceptor()],

@@ -57,7 +57,7 @@ async def test_a_clinician_refers_from_their_own_organisation_only(stack: Stack)
 
 
 async def test_each_role_sees_the_flows_it_is_party_to(stack: Stack) -> None:
-    flow_id = await _referral(stack, "1010505123")
+    flow_id = await _referral(stack, "2010505123")
     seen = {
         "referring clinician": (Role.CLINICIAN, GP, True),
         "receiving clinician": (Role.CLINICIAN, HOSPITAL, True),
@@ -80,7 +80,7 @@ async def test_each_role_sees_the_flows_it_is_party_to(stack: Stack) -> None:
         read = await stack.api.get(f"/flows/{flow_id}", headers=headers)
         assert read.status_code == (200 if visible else 403), who
         if role is Role.COORDINATOR:
-            found = (await stack.api.post("/flows/search", json={"cpr": "1010505123"}, headers=headers)).json()
+            found = (await stack.api.post("/flows/search", json={"cpr": "2010505123"}, headers=headers)).json()
             assert found["total"] == (1 if visible else 0), who
 
 

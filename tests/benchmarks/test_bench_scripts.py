@@ -65,6 +65,11 @@ def test_soak_opens_pathways_waiting_on_deadlines_and_prints_worker_rss_per_leve
     assert re.search(r"^soak: worker RSS \d+ MB at 6 vs \d+ MB at 3: [+-]\d+ %", out, re.M)
 
 
-def test_sandbox_replays_a_recorded_pathway_and_prints_cpu_per_instance() -> None:
+def test_sandbox_replays_a_recorded_pathway_and_prints_cpu_per_runner() -> None:
     out = run("bench_sandbox.py", "--n", "3")
-    assert re.search(r"^referral-late-appointment-local-projections: [\d.]+ ms CPU per sandboxed workflow", out, re.M)
+    for runner in ("worker", "strict"):
+        assert re.search(
+            rf"^referral-late-appointment-local-projections, {runner} runner: [\d.]+ ms CPU per workflow replayed \(n=3\)",
+            out,
+            re.M,
+        )
