@@ -21,6 +21,7 @@ import uuid
 from dataclasses import dataclass
 
 from pydantic import ValidationError
+from sqlalchemy import case, or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -47,6 +48,8 @@ class Decision:
     answer: dict
     ack: AckCode | None  # the acknowledgement to send back (None: none, e.g. for an acknowledgement)
     started: Prepared | None = None  # the flow this message starts, committed with it
+    flow: Flow | None = None  # the flow it correlated to, as read while deciding (not read again)
+    acknowledged: tuple[OutboundMessage, ...] = ()  # for an acknowledgement: the sends it acknowledges
 
 
 class Receiver:
@@ -63,7 +66,7 @@ class Receiver:
         a message that starts a pathway, the new flow's row). Returns the row and, when it is new,
         what its delivery needs (from memory: nothing is read again); a duplicate returns the row
         stored the first time and no hand-off."""
-        existing = _existing(session, parsed.message_header_id)
+        existing, reused = _seen(session, parsed)
         if existing is not None:
             return existing, self._duplicate(existing)
         issues = validate_message(as_json)
@@ -85,7 +88,6 @@ class Receiver:
             if parsed.patient and parsed.patient.cpr
             else None,
         )
-        reused = _bundle_reused(session, parsed)
         decision = self._bundle_reused(row, issues, reused) if reused else self._decide(session, parsed, issues, row)
         row.answer_status, row.answer_body = decision.status, json.dumps(decision.answer)
         ack_json = self.acknowledge(row, parsed, as_json, decision.ack, issues) if decision.ack is not None else None
@@ -94,8 +96,8 @@ class Receiver:
             session.add(decision.started.flow)
             session.add(decision.started.audit)
         try:
-            if parsed.kind == MessageKind.ACKNOWLEDGEMENT and parsed.response_identifier and row.flow_id:
-                _record_acknowledgement(session, parsed)  # same transaction: a crash cannot split the two
+            if decision.acknowledged and row.flow_id:
+                _record_acknowledgement(session, parsed, decision.acknowledged)  # same transaction: never split
             session.commit()  # durable before any answer
         except IntegrityError:
             # The same MessageHeader.id committed a moment ago (another request or API process).
@@ -142,7 +144,8 @@ class Receiver:
         if decision.started is not None:
             flow, start = decision.started.flow, decision.started.input
         else:
-            flow = session.get(Flow, row.flow_id)  # in the session already when the message correlated
+            # Read while deciding (the session's identity map holds it only weakly: not looked up again).
+            flow = decision.flow if decision.flow is not None else session.get(Flow, row.flow_id)
             if flow is None:
                 return None
             start = (
@@ -228,13 +231,18 @@ class Receiver:
         row.flow_id = flow.id
         if flow.status in ENDED:
             row.delivery_status, row.status_reason = DeliveryStatus.TRIAGE, f"its flow has {flow.status}"
-            return Decision(202, _accepted(parsed, f"held for a coordinator: the flow has {flow.status}"), AckCode.OK)
-        return Decision(202, _accepted(parsed), AckCode.OK)
+            return Decision(
+                202, _accepted(parsed, f"held for a coordinator: the flow has {flow.status}"), AckCode.OK, flow=flow
+            )
+        return Decision(202, _accepted(parsed), AckCode.OK, flow=flow)
 
     def _acknowledgement(self, session: Session, parsed: ParsedMessage, row: InboundMessage) -> Decision:
-        sent = session.exec(
-            select(OutboundMessage).where(OutboundMessage.message_header_id == parsed.response_identifier)
-        ).first()
+        sends = tuple(
+            session.exec(
+                select(OutboundMessage).where(OutboundMessage.message_header_id == parsed.response_identifier)
+            ).all()
+        )  # every send of the message (resends keep its MessageHeader.id)
+        sent = sends[0] if sends else None
         if sent is None:
             row.delivery_status, row.status_reason = DeliveryStatus.TRIAGE, "acknowledges no message careflow sent"
             log.warning(
@@ -260,7 +268,7 @@ class Receiver:
                 None,
             )
         row.flow_id = sent.flow_id
-        return Decision(202, _accepted(parsed), None)
+        return Decision(202, _accepted(parsed), None, acknowledged=sends)
 
     def _correlate(self, session: Session, parsed: ParsedMessage) -> Flow | None:
         """The flow a message belongs to, in order: the ServiceRequest it is based on; the earlier
@@ -368,12 +376,10 @@ def _accepted(parsed: ParsedMessage, note: str = "") -> dict:
     )
 
 
-def _record_acknowledgement(session: Session, parsed: ParsedMessage) -> None:
-    """Mark the acknowledged outbound message (all its sends), for the coordinators' views; the
-    caller commits it with the stored acknowledgement."""
-    for sent in session.exec(
-        select(OutboundMessage).where(OutboundMessage.message_header_id == parsed.response_identifier)
-    ).all():
+def _record_acknowledgement(session: Session, parsed: ParsedMessage, sends: tuple[OutboundMessage, ...]) -> None:
+    """Mark the acknowledged outbound message (all its sends, as read while deciding), for the
+    coordinators' views; the caller commits it with the stored acknowledgement."""
+    for sent in sends:
         if sent.ack_code is None:
             sent.ack_code, sent.acked_at = parsed.response_code.value if parsed.response_code else None, utcnow()
             session.add(sent)
@@ -391,14 +397,25 @@ def resent(acknowledgement: str) -> str:
     return json.dumps(bundle)
 
 
-def _bundle_reused(session: Session, parsed: ParsedMessage) -> str | None:
-    """The MessageHeader.id a Bundle.id was first received with, when it was another one."""
-    return session.exec(
-        select(InboundMessage.message_header_id)
-        .where(InboundMessage.bundle_id == parsed.bundle_id)
-        .where(InboundMessage.message_header_id != parsed.message_header_id)
+def _seen(session: Session, parsed: ParsedMessage) -> tuple[InboundMessage | None, str | None]:
+    """In one query: the message stored before under this MessageHeader.id (a duplicate), or else
+    the MessageHeader.id its Bundle.id was first received with, when that was another one (reuse)."""
+    earlier = session.exec(
+        select(InboundMessage)
+        .where(
+            or_(
+                InboundMessage.message_header_id == parsed.message_header_id,
+                InboundMessage.bundle_id == parsed.bundle_id,
+            )
+        )
+        .order_by(case((InboundMessage.message_header_id == parsed.message_header_id, 0), else_=1))
         .limit(1)
     ).first()
+    if earlier is None:
+        return None, None
+    if earlier.message_header_id == parsed.message_header_id:
+        return earlier, None
+    return None, earlier.message_header_id
 
 
 def _existing(session: Session, header_id: str) -> InboundMessage | None:
