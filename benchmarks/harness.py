@@ -1,29 +1,23 @@
-"""Shared parts of the throughput benchmarks: careflow's processes on loopback (the pattern of
-tests/faults/processes.py, copied so the benchmarks do not depend on the test tree), per-process CPU
-and peak RSS from /proc, the machine, percentiles."""
+"""Shared parts of the throughput benchmarks: careflow's processes on loopback (devtools/processes.py,
+shared with the fault suite), per-process CPU and peak RSS from /proc, the machine, percentiles."""
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from careflow.settings import Settings  # noqa: E402
-from careflow.temporal import dev_server_args, temporal_cli  # noqa: E402
-from devtools.stack import wait_for_port  # noqa: E402
+from careflow.temporal import temporal_cli  # noqa: E402
+from devtools.processes import LoopbackStack, free_port  # noqa: E402, F401 (free_port: for the scripts)
 
-DEMO_DIRECTORY = ROOT / "messaging" / "data" / "demo-directory.json"
 # Partners that answer at once: what the issue's measurements used.
 PARTNERS_AT_ONCE = {
     "ack_delay": 0,
@@ -33,12 +27,6 @@ PARTNERS_AT_ONCE = {
     "reply_delay": 0,
 }
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def load_average() -> str:
@@ -149,98 +137,24 @@ class Usage:
         return next(p.cpu_seconds for p in self.processes if p.name == name)
 
 
-class BenchStack:
+class BenchStack(LoopbackStack):
     """careflow as separate processes on loopback, as `careflow dev` runs them, each in its own
     process group; `close()` kills every group it started."""
 
+    log_tail_lines = 30
+    mark_starts = False
+
     def __init__(self, data: Path, *, behaviour: dict, extra_env: dict[str, str] | None = None) -> None:
-        self.data = data
-        self.logs = data / "logs"
-        self.logs.mkdir(parents=True, exist_ok=True)
-        self.temporal_port, self.api_port, self.simulator_port = free_port(), free_port(), free_port()
-        self.api_url = f"http://127.0.0.1:{self.api_port}"
-        self.simulator_url = f"http://127.0.0.1:{self.simulator_port}"
-        self.behaviour = behaviour
-        directory = data / "directory.json"
-        directory.write_text(
-            DEMO_DIRECTORY.read_text()
-            .replace("http://127.0.0.1:8000", self.api_url)
-            .replace("http://127.0.0.1:8100", self.simulator_url)
-        )
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("CAREFLOW_")}
-        self.env.update(
-            {
-                "CAREFLOW_ENV": "dev",
-                "CAREFLOW_DATA_DIR": str(data),
-                "CAREFLOW_TEMPORAL_ADDRESS": f"127.0.0.1:{self.temporal_port}",
-                "CAREFLOW_API_PORT": str(self.api_port),
-                "CAREFLOW_PUBLIC_URL": self.api_url,
-                "CAREFLOW_SIMULATOR_PORT": str(self.simulator_port),
-                "CAREFLOW_DIRECTORY_PATH": str(directory),
-                "CAREFLOW_TASK_QUEUE": f"careflow-bench-{uuid.uuid4().hex[:8]}",
-                "PYTHONUNBUFFERED": "1",
-                **(extra_env or {}),
-            }
-        )
-        self.settings = Settings(
-            env="dev",  # the dev codec key, as the processes above have it
-            data_dir=data,
-            temporal_address=self.env["CAREFLOW_TEMPORAL_ADDRESS"],
-            task_queue=self.env["CAREFLOW_TASK_QUEUE"],
-            api_port=self.api_port,
-            public_url=self.api_url,
-            simulator_port=self.simulator_port,
-            directory_path=directory,
-        )
-        self.processes: dict[str, subprocess.Popen] = {}
+        super().__init__(data, behaviour=behaviour, task_queue_prefix="careflow-bench", extra_env=extra_env)
 
     def start_all(self) -> None:
-        args = dev_server_args(self.settings, db_file=self.data / "temporal.db", port=self.temporal_port, ui_port=None)
-        self._start("temporal", [temporal_cli(), *args])
-        wait_for_port("127.0.0.1", self.temporal_port, 60, self.processes["temporal"])
-        subprocess.run(
-            [sys.executable, "-m", "careflow", "migrate"], env=self.env, check=True, cwd=ROOT, stdout=subprocess.DEVNULL
-        )
-        from careflow.tokens import dev_issuer
-        from devtools.stack import refresh_partner_tokens
-
-        refresh_partner_tokens(
-            self.settings, dev_issuer(self.data, create=True)
-        )  # the partners are handed tokens, not the key
-        self._start(
-            "simulator", [sys.executable, "-m", "careflow", "simulator", "--behaviour", json.dumps(self.behaviour)]
-        )
-        self._start("api", [sys.executable, "-m", "careflow", "api"])
-        self._start("worker", [sys.executable, "-m", "careflow", "worker"])
-        wait_for_port("127.0.0.1", self.simulator_port, 60, self.processes["simulator"])
-        wait_for_port("127.0.0.1", self.api_port, 60, self.processes["api"])
-
-    def pids(self) -> dict[str, int]:
-        return {name: p.pid for name, p in self.processes.items()}
-
-    def close(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                try:
-                    os.killpg(process.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
-
-    def _start(self, name: str, args: list[str]) -> None:
-        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 (lives as long as the process)
-        self.processes[name] = subprocess.Popen(
-            args, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        log.close()
-
-    def log_tail(self, name: str, lines: int = 30) -> str:
-        path = self.logs / f"{name}.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+        self.start_temporal()
+        self.migrate()
+        self.launch_simulator()
+        self.launch_api()
+        self.launch_worker()
+        self.wait_for("simulator", self.simulator_port)
+        self.wait_for("api", self.api_port)
 
 
 class Profiler:

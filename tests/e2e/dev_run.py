@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.conftest import free_port, write_directory
@@ -64,3 +68,62 @@ def wait_for_banner(dev: subprocess.Popen, timeout: float) -> str:
         if line.startswith("Ctrl-C stops everything"):
             break
     return "".join(lines)
+
+
+@dataclass
+class DevRun:
+    """A running `careflow dev`: its process, ports, environment and the banner it printed."""
+
+    process: subprocess.Popen
+    ports: dict[str, int]
+    env: dict[str, str]
+    banner: str = ""
+
+    @property
+    def api_url(self) -> str:
+        return self.env["CAREFLOW_PUBLIC_URL"]
+
+    def careflow(self, *args: str, check: bool = False, timeout: float | None = None) -> subprocess.CompletedProcess:
+        """`careflow ARGS` in the run's environment, its output captured as text."""
+        return subprocess.run(
+            [sys.executable, "-m", "careflow", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=timeout,
+        )
+
+    def token(self, role: str) -> str:
+        """What `careflow token --role ROLE` prints: the token alone on its line."""
+        return self.careflow("token", "--role", role, check=True).stdout
+
+
+@contextmanager
+def careflow_dev(
+    tmp_path: Path,
+    demo_referrals: int,
+    transport: str = "",
+    *,
+    banner_timeout: float = 120,
+    impatient_ctrl_c: bool = False,
+) -> Iterator[DevRun]:
+    """`careflow dev` started (see `start_dev`) and running, its banner printed; Ctrl-C on the way
+    out (twice with `impatient_ctrl_c`, which must not leave servers behind either), killed and
+    failed if it has not stopped 30 seconds later."""
+    process, ports, env = start_dev(tmp_path, demo_referrals, transport)
+    try:
+        banner = wait_for_banner(process, banner_timeout)
+        assert "careflow is running." in banner, banner
+        yield DevRun(process, ports, env, banner)
+    finally:
+        process.send_signal(signal.SIGINT)
+        if impatient_ctrl_c:
+            time.sleep(0.3)
+            process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise

@@ -6,9 +6,6 @@ acknowledged by the municipality and validates with careflow's validator."""
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,12 +19,11 @@ from messaging.validate import validate_message
 from store.db import make_engine
 from store.models import InboundMessage, OutboundMessage, sealed_as
 from tests.conftest import Stack, record_history, wait_for
-from tests.e2e.dev_run import start_dev, wait_for_banner
+from tests.e2e.dev_run import careflow_dev
 from workflows.hospital_notification import DEMO_ADMITTING_HOSPITAL, HospitalNotificationPathway
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
 FIVE = ("--flows", "5", "--timeout", "150")
 
 HN = "hospital-notification-message"
@@ -224,45 +220,21 @@ def test_make_run_seeds_a_stay_and_the_demo_drives_five(tmp_path: Path, transpor
     """`careflow dev` (what `make run` starts) seeds one stay; `careflow demo --pathway
     hospital-notification --flows 5` drives five through admission, leave, return, a message and
     discharge to their close."""
-    dev, _, env = start_dev(tmp_path, demo_referrals=1, transport=transport)
-    try:
-        assert "careflow is running." in wait_for_banner(dev, 120)
-        demo = subprocess.run(
-            [sys.executable, "-m", "careflow", "demo", "--pathway", HospitalNotificationPathway.name, *FIVE],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=240,
-        )
+    with careflow_dev(tmp_path, demo_referrals=1, transport=transport) as dev:
+        demo = dev.careflow("demo", "--pathway", HospitalNotificationPathway.name, *FIVE, timeout=240)
         assert demo.returncode == 0, demo.stdout + demo.stderr
         summary = next(line for line in demo.stdout.splitlines() if line.startswith("demo: "))
         print(summary)  # the summary line the report quotes
         assert "flows 5, completed 5, escalated 0, failed 0, unsettled 0" in summary
         events = int(summary.split("events reported ")[1].split(",")[0])
         assert events >= 5 * 5, "leave start and end, a message, discharge and close for each stay"
-        coordinator = subprocess.run(
-            [sys.executable, "-m", "careflow", "token", "--role", "coordinator"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
         flows = httpx.get(
-            f"{env['CAREFLOW_PUBLIC_URL']}/flows",
+            f"{dev.api_url}/flows",
             params={"pathway": HospitalNotificationPathway.name, "limit": 50},
-            headers={"Authorization": f"Bearer {coordinator}"},
+            headers={"Authorization": f"Bearer {dev.token('coordinator').strip()}"},
             timeout=30,
         ).json()["items"]
         assert len(flows) == 6, "the seeded stay and the demo's five"
-    finally:
-        dev.send_signal(signal.SIGINT)
-        try:
-            dev.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            dev.kill()
-            raise
 
 
 async def test_the_municipality_writes_about_the_stay_and_gets_an_answer_in_its_thread(any_stack: Stack) -> None:

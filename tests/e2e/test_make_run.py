@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import free_port
-from tests.e2e.dev_run import start_dev, wait_for_banner
+from tests.e2e.dev_run import careflow_dev
 
 pytestmark = pytest.mark.e2e
 
@@ -29,30 +28,13 @@ def _listening(port: int) -> bool:
 
 
 def test_careflow_dev_runs_the_readme_referral_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    dev, ports, env = start_dev(tmp_path, demo_referrals=2)
-    api_url = env["CAREFLOW_PUBLIC_URL"]
-    try:
-        text = wait_for_banner(dev, 120)
-        assert "careflow is running." in text, text
+    with careflow_dev(tmp_path, demo_referrals=2, impatient_ctrl_c=True) as dev:
+        api_url, ports = dev.api_url, dev.ports
         for url in (f"{api_url}/docs", f"{api_url}/console", f"http://127.0.0.1:{ports['ui']}"):
-            assert url in text
-        token = subprocess.run(
-            [sys.executable, "-m", "careflow", "token", "--role", "clinician"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
+            assert url in dev.banner
+        token = dev.token("clinician")
         assert token.count("\n") == 1 and token.startswith("eyJ") and token.count(".") == 2, "the token alone on stdout"
-        coordinator = subprocess.run(
-            [sys.executable, "-m", "careflow", "token", "--role", "coordinator"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        coordinator = dev.token("coordinator").strip()
         with httpx.Client(timeout=30) as http:
             demo = http.get(f"{api_url}/flows", headers={"Authorization": f"Bearer {coordinator}"}).json()
             assert sorted(f["pathway"] for f in demo["items"]) == [
@@ -78,52 +60,22 @@ def test_careflow_dev_runs_the_readme_referral_and_stops_on_ctrl_c(tmp_path: Pat
                 time.sleep(0.5)
             assert status == "completed"
         # the demo drives any declared pathway: here the tutorial's lab order
-        lab_orders = subprocess.run(
-            [sys.executable, "-m", "careflow", "demo", "--pathway", "lab-order", "--flows", "3", "--timeout", "120"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
+        lab_orders = dev.careflow("demo", "--pathway", "lab-order", "--flows", "3", "--timeout", "120", timeout=180)
         assert lab_orders.returncode == 0, lab_orders.stdout + lab_orders.stderr
         assert "demo: pathway lab-order, flows 3, completed 3, escalated 0, failed 0, unsettled 0" in lab_orders.stdout
         assert "result" in lab_orders.stdout, "the time to each declared step"
         # and a MedCom pathway: the acute-care team's observations, answered by the simulated GP
-        observations = subprocess.run(
-            [sys.executable, "-m", "careflow", "demo", "--pathway", "home-care-observation", "--flows", "3"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
+        observations = dev.careflow("demo", "--pathway", "home-care-observation", "--flows", "3", timeout=180)
         assert observations.returncode == 0, observations.stdout + observations.stderr
         assert (
             "demo: pathway home-care-observation, flows 3, completed 3, escalated 0, failed 0, unsettled 0"
             in observations.stdout
         )
         # ... and the referral on MedCom's draft model, whose treatment-started event the demo reports
-        referrals = subprocess.run(
-            [sys.executable, "-m", "careflow", "demo", "--pathway", "medcom-referral", "--flows", "3"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
+        referrals = dev.careflow("demo", "--pathway", "medcom-referral", "--flows", "3", timeout=180)
         assert referrals.returncode == 0, referrals.stdout + referrals.stderr
         assert "demo: pathway medcom-referral, flows 3, completed 3, escalated 0, failed 0" in referrals.stdout
-    finally:
-        dev.send_signal(signal.SIGINT)
-        time.sleep(0.3)
-        dev.send_signal(signal.SIGINT)  # an impatient second Ctrl-C must not leave servers behind
-        try:
-            dev.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            dev.kill()
-            raise
-    assert dev.returncode == 0
+    assert dev.process.returncode == 0
     for name, port in ports.items():
         assert not _listening(port), f"{name} still listening after Ctrl-C"
     logs = sorted((tmp_path / "data" / "logs").glob("*.log"))
@@ -177,25 +129,12 @@ def test_demo_sends_some_referrals_to_the_quiet_lab() -> None:
 
 def test_careflow_dev_over_vans_takes_the_readme_referral_to_completed(tmp_path: Path) -> None:
     """`careflow dev --transport vans`: the worker, API and simulated partners all speak VANSEnvelopes."""
-    dev, ports, env = start_dev(tmp_path, demo_referrals=0, transport="vans")
-    api_url = env["CAREFLOW_PUBLIC_URL"]
-    try:
-        assert "careflow is running." in wait_for_banner(dev, 120)
-        tokens = {
-            role: subprocess.run(
-                [sys.executable, "-m", "careflow", "token", "--role", role],
-                cwd=ROOT,
-                env=env,
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout.strip()
-            for role in ("clinician", "coordinator")
-        }
+    with careflow_dev(tmp_path, demo_referrals=0, transport="vans") as dev:
+        tokens = {role: dev.token(role).strip() for role in ("clinician", "coordinator")}
         with httpx.Client(timeout=30) as http:
             referral = json.loads((ROOT / "examples" / "referral.json").read_text())
             response = http.post(
-                f"{api_url}/referrals", json=referral, headers={"Authorization": f"Bearer {tokens['clinician']}"}
+                f"{dev.api_url}/referrals", json=referral, headers={"Authorization": f"Bearer {tokens['clinician']}"}
             )
             assert response.status_code == 202, response.text
             flow: dict = {}
@@ -210,14 +149,7 @@ def test_careflow_dev_over_vans_takes_the_readme_referral_to_completed(tmp_path:
             out = [m for m in flow["messages"] if m["direction"] == "out"]
             assert {m["transport"] for m in out} == {"vans"}
             assert all(m["transport_receipt"] == "PositiveMessage" for m in out)
-            stats = http.get(f"http://127.0.0.1:{ports['simulator']}/stats").json()
+            stats = http.get(f"http://127.0.0.1:{dev.ports['simulator']}/stats").json()
             assert stats["envelopes_received"] >= 1 and stats["transport_duplicates"].get("new", 0) >= 1
-    finally:
-        dev.send_signal(signal.SIGINT)
-        try:
-            dev.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            dev.kill()
-            raise
     written = (tmp_path / "data" / "logs" / "api.log").read_text(errors="replace")
     assert "POST /vans/envelope" in written, "the hospital's replies came in envelopes"

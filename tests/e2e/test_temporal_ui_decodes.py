@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,7 +15,7 @@ from sqlmodel import Session, col, select
 
 from store.db import make_engine
 from store.models import AuditEntry
-from tests.e2e.dev_run import start_dev, wait_for_banner
+from tests.e2e.dev_run import careflow_dev
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -51,19 +48,10 @@ def test_the_temporal_ui_of_make_run_shows_decoded_payloads(tmp_path: Path) -> N
             pytest.fail(message)
         pytest.skip(message)
     started = time.monotonic()
-    dev, ports, env = start_dev(tmp_path, demo_referrals=1)
-    try:
-        banner = wait_for_banner(dev, 60)
-        assert "careflow is running." in banner, banner
+    with careflow_dev(tmp_path, demo_referrals=1, banner_timeout=60) as dev:
+        ports = dev.ports
         ui = f"http://127.0.0.1:{ports['ui']}"
-        coordinator = subprocess.run(
-            [sys.executable, "-m", "careflow", "token", "--role", "coordinator"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        coordinator = dev.token("coordinator").strip()
         with httpx.Client(timeout=10) as http:
             flows = http.get(
                 f"http://127.0.0.1:{ports['api']}/flows",
@@ -101,13 +89,6 @@ def test_the_temporal_ui_of_make_run_shows_decoded_payloads(tmp_path: Path) -> N
         assert all(e.actor == "temporal-ui" and e.role == "dev-codec-credential" for e in entries)
         assert "dev Temporal UI credential" in entries[-1].detail and "namespace default" in entries[-1].detail
         assert time.monotonic() - started < 90
-    finally:
-        dev.send_signal(signal.SIGINT)
-        try:
-            dev.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            dev.kill()
-            raise
     logs = "".join(p.read_text(errors="replace") for p in (tmp_path / "data" / "logs").glob("*.log"))
     assert "POST /codec/ui/decode" in logs, "the API's access log saw the UI's decodes, without the credential"
     assert credential not in logs, "the dev UI credential in a log"
