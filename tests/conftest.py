@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +25,7 @@ from careflow.codec import data_converter
 from careflow.settings import Settings
 from careflow.temporal import register_search_attributes, temporal_cli, temporal_test_server
 from careflow.tokens import dev_issuer
+from devtools.processes import DEMO_DIRECTORY, free_port, write_directory  # noqa: F401 - re-exported to the tests
 from store.db import make_engine, migrate
 from workflows.steps import SEARCH_ATTRIBUTES
 
@@ -41,24 +41,6 @@ TEST_PATHWAY_MODULES = [
 os.environ["CAREFLOW_ENV"] = "dev"
 
 POSTGRES_URL = os.environ.get("CAREFLOW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-DEMO_DIRECTORY = Path(__file__).resolve().parent.parent / "messaging" / "data" / "demo-directory.json"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def write_directory(path: Path, *, api_url: str, simulator_url: str) -> Path:
-    """The demo directory with the test's own ports for careflow and the simulated partners."""
-    text = (
-        DEMO_DIRECTORY.read_text()
-        .replace("http://127.0.0.1:8000", api_url)
-        .replace("http://127.0.0.1:8100", simulator_url)
-    )
-    path.write_text(text)
-    return path
 
 
 # What a token acts for unless a test says otherwise: clinicians the demo GP (who refers),
