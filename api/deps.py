@@ -77,16 +77,20 @@ _bearer = HTTPBearer(
 )
 
 
-# Sync, so FastAPI runs it in a thread: verifying may fetch the identity provider's keys (JWKS).
-def get_current_user(
+async def get_current_user(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Principal:
     if credentials is None:
         raise HTTPException(
             401, "authentication required: send 'Authorization: Bearer <token>'", headers={"WWW-Authenticate": "Bearer"}
         )
+    verifier = request.app.state.verifier
     try:
-        principal = request.app.state.verifier.verify(credentials.credentials)
+        # On the event loop when the key is at hand (the signature check is CPU only); in a thread
+        # when the identity provider's keys (JWKS) must be fetched first.
+        principal = verifier.verify_at_hand(credentials.credentials)
+        if principal is None:
+            principal = await asyncio.to_thread(verifier.verify, credentials.credentials)
     except InvalidToken as err:
         raise HTTPException(401, f"invalid token: {err}", headers={"WWW-Authenticate": "Bearer"}) from None
     request.state.actor = (principal.subject, principal.role.value)  # for the audit of a 403

@@ -12,6 +12,7 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -61,18 +62,26 @@ def _claim(claims: dict[str, Any], path: str) -> Any:
     return value
 
 
+JWKS_LIFESPAN = 300  # seconds a JWKS fetched from a URL is used before it is fetched again
+
+
+class NotAtHand(Exception):
+    """The key must be fetched first (a JWKS URL whose cached set does not have it, or is too old)."""
+
+
 class JwksKeys:
     """Verification keys by key id, from a JWKS file (re-read when it changes) or URL (cached)."""
 
     def __init__(self, source: str) -> None:
         self.source = source
         self._client = (
-            jwt.PyJWKClient(source, cache_keys=True, lifespan=300, timeout=10)
+            jwt.PyJWKClient(source, cache_keys=True, lifespan=JWKS_LIFESPAN, timeout=10)
             if source.startswith(("https://", "http://"))
             else None
         )
         self._mtime: float | None = None
         self._keys: dict[str, jwt.PyJWK] = {}
+        self._fetched: dict[str, tuple[jwt.PyJWK, float]] = {}  # URL keys by id, with when they were fetched
 
     def key_ids(self) -> list[str]:
         if self._client is not None:
@@ -89,13 +98,26 @@ class JwksKeys:
             self._mtime = mtime
 
     def get(self, kid: str) -> jwt.PyJWK | None:
+        """The key, fetching the JWKS when it comes from a URL and the cached set is stale."""
         if self._client is not None:
             try:
-                return self._client.get_signing_key(kid)
+                key = self._client.get_signing_key(kid)
             except jwt.PyJWKClientError:
                 return None
+            self._fetched[kid] = (key, time.monotonic())
+            return key
         self._reload()
         return self._keys.get(kid)
+
+    def at_hand(self, kid: str) -> jwt.PyJWK | None:
+        """The key without network I/O (a JWKS file is a stat away; a URL's keys as fetched within
+        JWKS_LIFESPAN), or NotAtHand: then `get` fetches it."""
+        if self._client is None:
+            return self.get(kid)
+        key, fetched = self._fetched.get(kid, (None, 0.0))
+        if key is None or time.monotonic() - fetched > JWKS_LIFESPAN:
+            raise NotAtHand(kid)
+        return key
 
 
 class TokenVerifier:
@@ -103,6 +125,18 @@ class TokenVerifier:
         self.keys, self.policy, self.accept_dev_keys = keys, policy, accept_dev_keys
 
     def verify(self, token: str) -> Principal:
+        """The token's principal, or InvalidToken. May fetch the identity provider's keys."""
+        return self._verify(token, self.keys.get)
+
+    def verify_at_hand(self, token: str) -> Principal | None:
+        """The same without network I/O, for the event loop; None when the key must be fetched first
+        (then `verify`, in a thread)."""
+        try:
+            return self._verify(token, self.keys.at_hand)
+        except NotAtHand:
+            return None
+
+    def _verify(self, token: str, lookup: Callable[[str], jwt.PyJWK | None]) -> Principal:
         try:
             header = jwt.get_unverified_header(token)
         except (jwt.PyJWTError, ValueError, TypeError):
@@ -112,7 +146,7 @@ class TokenVerifier:
             raise InvalidToken(f"algorithm {algorithm!r} not accepted (RS256 or ES256)")
         if isinstance(kid, str) and kid.startswith(DEV_KID_PREFIX) and not self.accept_dev_keys:
             raise InvalidToken("signed by a dev key (refused outside dev mode)")
-        key = self.keys.get(kid) if isinstance(kid, str) else None
+        key = lookup(kid) if isinstance(kid, str) else None
         if key is None:
             raise InvalidToken("signed by an unknown key")
         try:

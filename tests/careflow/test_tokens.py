@@ -12,6 +12,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from careflow import tokens
 from careflow.auth import InvalidToken, Role
 from careflow.settings import Settings
 from careflow.tokens import (
@@ -78,6 +79,7 @@ def _sign(key: object, kid: str = "ec-1", algorithm: str = "ES256", **changes: o
 
 
 def test_a_provider_token_with_configured_claim_names_is_accepted(idp: dict) -> None:
+    assert idp["verifier"].verify_at_hand(_sign(idp["ec"])).role is Role.PARTNER  # a JWKS file: always at hand
     for key, kid, algorithm in ((idp["ec"], "ec-1", "ES256"), (idp["rsa"], "rsa-1", "RS256")):
         principal = idp["verifier"].verify(_sign(key, kid, algorithm))
         assert (principal.subject, principal.role, principal.sor) == ("user-17", Role.PARTNER, "200000000000001")
@@ -187,7 +189,7 @@ def test_dev_key_tokens_and_their_refusal_outside_dev(tmp_path: Path) -> None:
         dev_issuer(tmp_path / "elsewhere", create=False)
 
 
-def test_a_jwks_served_over_http_is_fetched_and_used(tmp_path: Path) -> None:
+def test_a_jwks_served_over_http_is_fetched_and_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The identity provider's JWKS endpoint, as a real HTTP server on loopback."""
     import functools
     import http.server
@@ -213,10 +215,21 @@ def test_a_jwks_served_over_http_is_fetched_and_used(tmp_path: Path) -> None:
             "roles": ["coordinator"],
             "sor": ["200000000000001"],
         }
-        assert (
-            verifier.verify(jwt.encode(claims, key, algorithm="ES256", headers={"kid": "idp-key-1"})).role
-            is Role.COORDINATOR
-        )
+        token = jwt.encode(claims, key, algorithm="ES256", headers={"kid": "idp-key-1"})
+        assert verifier.verify_at_hand(token) is None, "the key is not fetched yet: the API verifies in a thread"
+        assert verifier.verify(token).role is Role.COORDINATOR
+        principal = verifier.verify_at_hand(token)  # fetched: now on the event loop, no I/O
+        assert principal is not None and principal.role is Role.COORDINATOR
+        with pytest.raises(InvalidToken, match="bad signature"):  # at hand or not, the signature is checked
+            verifier.verify_at_hand(
+                jwt.encode(
+                    claims, ec.generate_private_key(ec.SECP256R1()), algorithm="ES256", headers={"kid": "idp-key-1"}
+                )
+            )
+        with monkeypatch.context() as later:  # past the cache lifetime: fetched again first
+            started = time.monotonic()
+            later.setattr(tokens.time, "monotonic", lambda: started + tokens.JWKS_LIFESPAN + 1)
+            assert verifier.verify_at_hand(token) is None
         with pytest.raises(InvalidToken, match="unknown key"):
             verifier.verify(
                 jwt.encode(
