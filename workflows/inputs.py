@@ -1,10 +1,11 @@
 """The shipped pathways' input, event and timings models: pure data, passed through the workflow
-sandbox (workers/main.py PASSTHROUGH).
+sandbox (workers/runner.py: by the worker's runner and by the strict one the replay tests run).
 
-A pathway module re-runs in the sandbox for every workflow instance; a pydantic model declared there
-is built again each time (6 % of the worker's CPU in round 2's profile; benchmarks/RESULTS.md
-round 3 measured 17 % less CPU per sandboxed instance with them here).
-Declared here, each is built once per worker. The pathway modules re-export them under their old names.
+In the strict sandbox a pathway module re-runs for every workflow instance, and a pydantic model
+declared there is built again each time (6 % of the worker's CPU in round 2's profile;
+benchmarks/RESULTS.md round 3 measured 17 % less CPU per sandboxed instance with them here). Since
+round 4 the worker passes the pathway modules through too; these stay here, built once either way.
+The pathway modules re-export them under their old names.
 Nothing here may do I/O or read the clock on a workflow's path: these models run unsandboxed (the one
 clock read, HospitalStayInput's validator, runs only where a flow is started, in the API).
 """
