@@ -399,7 +399,7 @@ async def run_careflow(
             )
         usage = Usage({**stack.pids(), "driver": os.getpid()})
         if profile:
-            profiler = Profiler({"api": stack.processes["api"].pid, "worker": stack.processes["worker"].pid}, RESULTS)
+            profiler = Profiler({name: stack.processes[name].pid for name in ("api", "worker", "simulator")}, RESULTS)
         usage.start()
         started_at = datetime.now(UTC)
         t0 = time.monotonic()
