@@ -3,12 +3,13 @@ directory names for the receiver (messaging/transport.py): the workflow never kn
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime
 
 import httpx
-from sqlalchemy import Engine
-from sqlmodel import Session, select
+from sqlalchemy import Engine, update
+from sqlmodel import Session, col, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -58,7 +59,9 @@ class MessageActivities:
             raise ApplicationError(str(err), type=ActivityErrors.NOT_ACCEPTED, non_retryable=True) from None
 
         route = self.directory.route(envelope.receiver.sor)
-        body, first_built = self._stored_or_new(request, route)
+        # The database in a thread: a busy store must not stall the worker's event loop, which runs
+        # the workflow tasks too.
+        body, first_built = await asyncio.to_thread(self._stored_or_new, request, route)
         try:
             # SentDateTime is when the message was first built: a retry of this Bundle.id is the
             # identical envelope (a transport duplicate to the receiver), a resend a new one.
@@ -77,7 +80,9 @@ class MessageActivities:
             log.warning("send to %s failed (%s), will retry", envelope.receiver.sor, type(err).__name__)
             raise
         receipt = receipt_in(outbound, response.content) if response.status_code < 500 else None
-        self._record_result(envelope.bundle_id, response.status_code, outbound, receipt.kind if receipt else None)
+        await asyncio.to_thread(
+            self._record_result, envelope.bundle_id, response.status_code, outbound, receipt.kind if receipt else None
+        )
         if response.status_code >= 500:
             raise RuntimeError(f"partner {envelope.receiver.sor} answered {response.status_code}")  # retried
         if response.status_code >= 400 or (receipt is not None and receipt.kind is not ReceiptKind.POSITIVE):
@@ -142,18 +147,26 @@ class MessageActivities:
     def _record_result(
         self, bundle_id: str, status: int, outbound: OutboundRequest, receipt: ReceiptKind | None
     ) -> None:
-        with Session(self.engine) as session:
-            stored = session.exec(select(OutboundMessage).where(OutboundMessage.bundle_id == bundle_id)).one()
-            stored.http_status = status
-            stored.transport = outbound.transport
-            stored.endpoint = outbound.url
-            stored.envelope_identifier = outbound.envelope_identifier
-            if receipt is not None:
-                stored.transport_receipt = receipt.value
+        """What the partner answered, on the stored message: one UPDATE (its first send time kept)."""
+        values: dict = {
+            "http_status": status,
+            "transport": outbound.transport,
+            "endpoint": outbound.url,
+            "envelope_identifier": outbound.envelope_identifier,
+        }
+        if receipt is not None:
+            values["transport_receipt"] = receipt.value
+        this_bundle = col(OutboundMessage.bundle_id) == bundle_id
+        with self.engine.begin() as connection:
+            updated = connection.execute(update(OutboundMessage).where(this_bundle).values(values))
+            if updated.rowcount != 1:
+                raise RuntimeError(f"outbound message {bundle_id} not stored")  # retried: it is stored first
             if status < 300:
-                stored.sent_at = stored.sent_at or utcnow()
-            session.add(stored)
-            session.commit()
+                connection.execute(
+                    update(OutboundMessage)
+                    .where(this_bundle, col(OutboundMessage.sent_at).is_(None))
+                    .values(sent_at=utcnow())
+                )
 
 
 def _aware(moment: datetime) -> datetime:
