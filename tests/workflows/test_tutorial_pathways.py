@@ -108,8 +108,10 @@ async def start_pathway(
     )
 
     async def sent() -> str | None:
+        # Sent, not only begun: a Bundle.id is on the outbound state once the send activity returned
+        # (the message is stored by then).
         state = await handle.query(pathway.pathway_state)
-        return state.outbound[0].message_header_id if state.outbound else None
+        return state.outbound[0].message_header_id if state.outbound and state.outbound[0].bundle_ids else None
 
     header_id = await wait_for(sent)
     return Running(env, client, pathway, performer, flow_id, engine, handle, header_id)
