@@ -6,6 +6,7 @@ from datetime import timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Query
+from fastapi.concurrency import run_in_threadpool
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -155,7 +156,7 @@ async def report_event(
     temporal: TemporalDep,
 ) -> ActionResult:
     """Report an event outside messaging (a discharge) to a running flow, if its pathway awaits it."""
-    flow = session.get(Flow, flow_id)
+    flow = await run_in_threadpool(session.get, Flow, flow_id)  # database work off the event loop
     pathway = pathways.get(flow.pathway) if flow else None
     if flow is None or pathway is None:
         raise HTTPException(404, f"no flow {flow_id}")
@@ -175,7 +176,7 @@ async def report_event(
             f"{' or '.join(sorted({r for s in steps for r in s.roles}))}",
         )
     session.add(AuditEntry(actor=user.subject, role=user.role.value, action=f"report-event:{event}", flow_id=flow_id))
-    session.commit()
+    await run_in_threadpool(session.commit)
     report = EventReport(event=event, actor=user.subject, role=user.role.value, reason=body.reason, data=body.data)
     try:
         return await temporal.get_workflow_handle(flow.workflow_id).execute_update(
@@ -208,7 +209,7 @@ async def apply_rules(
 ) -> ActionResult:
     """Apply another version of the legal deadline rules to a running pathway: its waiting steps'
     legal deadlines are computed again from the new rules (a coordinator's decision, audited)."""
-    flow = session.get(Flow, flow_id)
+    flow = await run_in_threadpool(session.get, Flow, flow_id)  # database work off the event loop
     if flow is None:
         raise HTTPException(404, f"no flow {flow_id}")
     if not in_scope(flow, visible_organisations(user.role, user.organisations)):
@@ -226,7 +227,7 @@ async def apply_rules(
             detail=body.reason,
         )
     )
-    session.commit()
+    await run_in_threadpool(session.commit)
     request = ApplyRulesRequest(actor=user.subject, reason=body.reason, rules=rules.model_dump(mode="json"))
     try:
         return await temporal.get_workflow_handle(flow.workflow_id).execute_update(
