@@ -32,6 +32,8 @@ from messaging.resources import (
     service_request_identifier,
 )
 from messaging.types.base import focus_of, issue, strip_uuid
+from messaging.types.cancellation import revoked_service_request
+from messaging.types.referral import REQUEST_PRIORITIES, service_request
 
 DRAFT = "dk-medcom-ref-lm 0.1.0 (draft)"
 
@@ -44,8 +46,6 @@ BOOKING = "careflow-referral-booking-message"  # the draft: REF-006, no event co
 
 # careflow's code system for the draft's Task types (the draft names no code system for Task.code).
 TRIAGE_DECISION_SYSTEM = "https://careflow.dk/fhir/CodeSystem/careflow-referral-triage-decision"
-
-REQUEST_PRIORITIES = ("routine", "urgent", "asap", "stat")
 
 
 class Decision(StrEnum):
@@ -97,21 +97,7 @@ class CancelReferralContent(BaseModel):
 
 
 def build_request(ctx: BuildContext, content: ReferralRequestContent) -> tuple[list[dict], list[dict]]:
-    if content.priority not in REQUEST_PRIORITIES:
-        raise ValueError(f"priority must be one of {', '.join(REQUEST_PRIORITIES)}")
-    request: dict = {
-        "resourceType": "ServiceRequest",
-        "id": ctx.id("service-request"),
-        "identifier": [service_request_identifier(content.service_request_id)],
-        "status": "active",
-        "intent": "order",
-        "priority": content.priority,
-        "subject": ctx.patient_ref,
-        "authoredOn": ctx.timestamp,
-        "requester": {"reference": ref(ctx.sender)},
-        "performer": [{"reference": ref(ctx.receiver)}],
-        "reasonCode": [{"text": content.reason}],
-    }
+    request = service_request(ctx, content.service_request_id, content.reason, content.priority)
     if content.track is Track.CANCER:
         request["category"] = [{"text": "kræftpakkeforløb"}]
     if content.note:
@@ -120,15 +106,7 @@ def build_request(ctx: BuildContext, content: ReferralRequestContent) -> tuple[l
 
 
 def build_cancel(ctx: BuildContext, content: CancelReferralContent) -> tuple[list[dict], list[dict]]:
-    request: dict = {
-        "resourceType": "ServiceRequest",
-        "id": ctx.id("service-request"),
-        "identifier": [service_request_identifier(content.service_request_id)],
-        "status": "revoked",
-        "intent": "order",
-        "subject": ctx.patient_ref,
-        "requester": {"reference": ref(ctx.sender)},
-    }
+    request = revoked_service_request(ctx, content.service_request_id)
     if content.reason:  # R4 ServiceRequest has no statusReason: the reason travels as a note
         request["note"] = [{"text": content.reason, "time": ctx.timestamp}]
     return [request], []

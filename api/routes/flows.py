@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Query
 from fastapi.concurrency import run_in_threadpool
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import (
@@ -178,17 +178,7 @@ async def report_event(
     session.add(AuditEntry(actor=user.subject, role=user.role.value, action=f"report-event:{event}", flow_id=flow_id))
     await run_in_threadpool(session.commit)
     report = EventReport(event=event, actor=user.subject, role=user.role.value, reason=body.reason, data=body.data)
-    try:
-        return await temporal.get_workflow_handle(flow.workflow_id).execute_update(
-            PathwayWorkflow.report_event, report, rpc_timeout=timedelta(seconds=20)
-        )
-    except WorkflowUpdateFailedError as err:
-        cause = err.cause
-        raise HTTPException(409, f"refused by the pathway: {getattr(cause, 'message', '') or cause}") from None
-    except RPCError as err:
-        if err.status is RPCStatusCode.NOT_FOUND:
-            raise HTTPException(409, "the flow has ended") from None
-        raise HTTPException(503, "the workflow service is unreachable; try again") from None
+    return await _update(temporal, flow, PathwayWorkflow.report_event, report)
 
 
 @router.post(
@@ -229,9 +219,15 @@ async def apply_rules(
     )
     await run_in_threadpool(session.commit)
     request = ApplyRulesRequest(actor=user.subject, reason=body.reason, rules=rules.model_dump(mode="json"))
+    return await _update(temporal, flow, PathwayWorkflow.apply_rules, request)
+
+
+async def _update(temporal: Client, flow: Flow, update: Any, argument: object) -> ActionResult:
+    """Run one of the pathway's updates; its refusal is 409 with the pathway's reason, an ended flow
+    409, Temporal unreachable 503."""
     try:
         return await temporal.get_workflow_handle(flow.workflow_id).execute_update(
-            PathwayWorkflow.apply_rules, request, rpc_timeout=timedelta(seconds=20)
+            update, argument, rpc_timeout=timedelta(seconds=20)
         )
     except WorkflowUpdateFailedError as err:
         cause = err.cause

@@ -15,18 +15,24 @@ class CancellationContent(BaseModel):
     reason: str
 
 
-def build(ctx: BuildContext, content: CancellationContent) -> tuple[list[dict], list[dict]]:
-    request = {
+def revoked_service_request(ctx: BuildContext, service_request_id: str) -> dict:
+    """The referral's ServiceRequest, revoked: careflow's cancellation and the draft model's
+    (messaging/referral_draft.py) both send it. R4 ServiceRequest has no statusReason: each adds
+    the reason for revoking as a note."""
+    return {
         "resourceType": "ServiceRequest",
         "id": ctx.id("service-request"),
-        "identifier": [service_request_identifier(content.service_request_id)],
+        "identifier": [service_request_identifier(service_request_id)],
         "status": "revoked",
         "intent": "order",
         "subject": ctx.patient_ref,
         "requester": {"reference": ref(ctx.sender)},
-        # R4 ServiceRequest has no statusReason: the reason for revoking travels as a note
-        "note": [{"text": content.reason, "time": ctx.timestamp}],
     }
+
+
+def build(ctx: BuildContext, content: CancellationContent) -> tuple[list[dict], list[dict]]:
+    request = revoked_service_request(ctx, content.service_request_id)
+    request["note"] = [{"text": content.reason, "time": ctx.timestamp}]
     return [request], []
 
 

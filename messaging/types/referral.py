@@ -20,23 +20,28 @@ class ReferralContent(BaseModel):
     priority: str = "routine"  # FHIR request-priority: routine | urgent | asap | stat
 
 
-def build(ctx: BuildContext, content: ReferralContent) -> tuple[list[dict], list[dict]]:
-    if content.priority not in REQUEST_PRIORITIES:
+def service_request(ctx: BuildContext, service_request_id: str, reason: str, priority: str) -> dict:
+    """The referral's ServiceRequest, an active order from sender to receiver: careflow's referral
+    and the draft model's (messaging/referral_draft.py) both send it."""
+    if priority not in REQUEST_PRIORITIES:
         raise ValueError(f"priority must be one of {', '.join(REQUEST_PRIORITIES)}")
-    request = {
+    return {
         "resourceType": "ServiceRequest",
         "id": ctx.id("service-request"),
-        "identifier": [service_request_identifier(content.service_request_id)],
+        "identifier": [service_request_identifier(service_request_id)],
         "status": "active",
         "intent": "order",
-        "priority": content.priority,
+        "priority": priority,
         "subject": ctx.patient_ref,
         "authoredOn": ctx.timestamp,
         "requester": {"reference": ref(ctx.sender)},
         "performer": [{"reference": ref(ctx.receiver)}],
-        "reasonCode": [{"text": content.reason}],
+        "reasonCode": [{"text": reason}],
     }
-    return [request], []
+
+
+def build(ctx: BuildContext, content: ReferralContent) -> tuple[list[dict], list[dict]]:
+    return [service_request(ctx, content.service_request_id, content.reason, content.priority)], []
 
 
 def check_identifier(bundle: dict) -> list[ValidationIssue]:
