@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, FailureError, RetryState
 
 with workflow.unsafe.imports_passed_through():
     from activities.flows import FlowActivities
@@ -102,6 +102,26 @@ PARTNER_CHANGES = "partner-changes-and-confinement"
 # instead of three events, a dispatch and a workflow task) and the search attributes are upserted
 # only when one of them changed (issue 12: Temporal's CPU per pathway is the largest cost).
 LOCAL_PROJECTIONS = "local-projections"
+# A send's first attempts run as a local activity (issue 12): no activity task through Temporal, so
+# one marker event instead of three events, a dispatch and a workflow task. A partner still failing
+# after them gets the regular activity and its server-side retries (which add no history while a
+# partner is down), with the same Bundle.id: the stored message is sent again, never a second one.
+SEND_LOCAL_FIRST = "send-local-first"
+LOCAL_SEND_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=4),
+    maximum_attempts=3,
+    non_retryable_error_types=PARTNER_RETRY.non_retryable_error_types,
+)
+LOCAL_SEND_TIMEOUT = timedelta(seconds=40)  # all local attempts; the workflow task heartbeats meanwhile
+# Pathways started from this version on record this one marker instead of one per change above:
+# the changes are then all in effect, and are looked up one by one only in histories recorded before
+# it. Every patch marker costs two events (Core upserts Temporal's TemporalChangeVersion search
+# attribute with it) and a visibility write; new pathways paid that five times (issue 12).
+# A change from here on gets its own patch id, checked with `_patched` like the ones above, and
+# folded into the next such marker when that is made.
+CHANGES_2026_11 = "changes-2026-11"
 DATABASE_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10))
 RECORD_TIMEOUT = timedelta(seconds=30)
 
@@ -237,9 +257,11 @@ class PathwayWorkflow:
         self._event_seq = 0
         self._lean_projections = False
         self._local_projections = False
+        self._local_sends = False
         self._upserted_attributes: dict[str, Any] = {}  # search attribute -> the value last upserted
         self._parsed_rules: DeadlineRules | None = None  # self.input.rules, parsed once per version
         self._partner_changes: bool | None = None
+        self._current_changes: bool | None = None  # CHANGES_2026_11, once checked
         # Alongside steps, dialogue and legal deadlines (only pathways that declare them use these).
         self._received: list[InboundMessageSignal] = []
         self._reports: list[EventReport] = []  # alongside events, in the order reported
@@ -287,7 +309,7 @@ class PathwayWorkflow:
         elif message.kind not in self._replies:
             self._replies[message.kind] = message
             self._reply_times[message.kind] = workflow.now()
-        elif self._changes_enabled() or workflow.patched(SECOND_REPLY_APPLIED):
+        elif self._changes_enabled() or self._patched(SECOND_REPLY_APPLIED):
             self._replies[message.kind] = message  # a rescheduled appointment replaces the first
             self._reply_times[message.kind] = workflow.now()
             self._replaced += 1
@@ -477,8 +499,9 @@ class PathwayWorkflow:
     async def run_pathway(self, pathway_input: PathwayInput) -> PathwayResult:
         """What a pathway's `run` does: set up its state, then run its declared steps."""
         self.input = pathway_input
-        self._lean_projections = workflow.patched(LEAN_PROJECTIONS)
-        self._local_projections = workflow.patched(LOCAL_PROJECTIONS)
+        self._lean_projections = self._patched(LEAN_PROJECTIONS)
+        self._local_projections = self._patched(LOCAL_PROJECTIONS)
+        self._local_sends = self._patched(SEND_LOCAL_FIRST)
         self._changes_enabled()  # decided (and recorded) once, at the start of new pathways
         workflow.upsert_search_attributes([SA_PATHWAY.value_set(pathway_input.pathway)])
         if pathway_input.rules and self.legal_rules():
@@ -575,9 +598,7 @@ class PathwayWorkflow:
             acks_before_send = len(self._acks.get(header_id, []))
             if not await self._send(step, outbound, attempt):
                 return  # the partner refused it for good: escalated
-            seen = (
-                acks_before_send if workflow.patched(ACK_BEFORE_SEND_RETURNED) else len(self._acks.get(header_id, []))
-            )
+            seen = acks_before_send if self._patched(ACK_BEFORE_SEND_RETURNED) else len(self._acks.get(header_id, []))
             try:
                 await workflow.wait_condition(
                     lambda: (
@@ -829,15 +850,16 @@ class PathwayWorkflow:
             content=self._content(step, outbound.message_header_id),
         )
         try:
-            await workflow.execute_activity_method(
-                MessageActivities.send_message,
-                request,
-                start_to_close_timeout=timedelta(seconds=30),
-                schedule_to_close_timeout=SEND_TIMEOUT,
-                retry_policy=PARTNER_RETRY,
-            )
-        except ActivityError as err:  # the send failed for good (refused, or retried past its time)
-            cause = err.cause or err
+            if not (self._local_sends and await self._send_locally(request)):
+                await workflow.execute_activity_method(
+                    MessageActivities.send_message,
+                    request,
+                    start_to_close_timeout=timedelta(seconds=30),
+                    schedule_to_close_timeout=SEND_TIMEOUT,
+                    retry_policy=PARTNER_RETRY,
+                )
+        except (ActivityError, ApplicationError) as err:  # failed for good (refused, or retried past its time)
+            cause = (err.cause if isinstance(err, ActivityError) else None) or err
             await self.escalate(step.name, f"{message_label(step.message)} could not be sent: {cause}")
             return False
         outbound.bundle_ids.append(bundle_id)
@@ -850,6 +872,33 @@ class PathwayWorkflow:
             outbound.message_header_id,
             key=f"sent-{bundle_id}",
         )
+        return True
+
+    async def _send_locally(self, request: SendMessageRequest) -> bool:
+        """The first attempts at a send, as a local activity: True when sent; False when the partner
+        is still unreachable after them (the regular activity takes over). A refusal is raised."""
+        try:
+            await workflow.execute_local_activity_method(
+                MessageActivities.send_message,
+                request,
+                start_to_close_timeout=timedelta(seconds=30),
+                schedule_to_close_timeout=LOCAL_SEND_TIMEOUT,
+                retry_policy=LOCAL_SEND_RETRY,
+            )
+        except FailureError as err:
+            # A local activity's failure arrives as the activity's own error (an ApplicationError), or
+            # as a TimeoutError when its attempts ran out of time.
+            if isinstance(err, CancelledError):
+                raise
+            cause = err.cause if isinstance(err, ActivityError) else err
+            refused = (isinstance(err, ActivityError) and err.retry_state is RetryState.NON_RETRYABLE_FAILURE) or (
+                isinstance(cause, ApplicationError)
+                and (cause.non_retryable or cause.type in (LOCAL_SEND_RETRY.non_retryable_error_types or ()))
+            )
+            if refused:
+                raise
+            workflow.logger.info("send %s: partner still failing, retried by Temporal", request.envelope.bundle_id)
+            return False
         return True
 
     def _content(self, step: Send | SendOnEvent | OnEvent, header_id: str = "") -> dict[str, Any]:
@@ -880,7 +929,7 @@ class PathwayWorkflow:
         self._event("action", outbound.step, f"resend requested: {self._resend.reason}", actor=self._resend.actor)
         await self._send(step, outbound, len(outbound.bundle_ids))
         self._resolve_escalations(outbound.step, f"resent by {self._resend.actor}: {self._resend.reason}")
-        if workflow.patched(RESEND_ANSWERS_AFTER_PROJECTION):
+        if self._patched(RESEND_ANSWERS_AFTER_PROJECTION):
             await self.record()
             self._resend = None  # answers the update: the read model already shows the resend
         else:
@@ -981,8 +1030,15 @@ class PathwayWorkflow:
 
     def _changes_enabled(self) -> bool:
         if self._partner_changes is None:
-            self._partner_changes = workflow.patched(PARTNER_CHANGES)
+            self._partner_changes = self._patched(PARTNER_CHANGES)
         return self._partner_changes
+
+    def _patched(self, patch_id: str) -> bool:
+        """`workflow.patched(patch_id)`, unless the pathway started with every change up to
+        CHANGES_2026_11 in effect (one marker for all of them, decided at its first check)."""
+        if self._current_changes is None:
+            self._current_changes = workflow.patched(CHANGES_2026_11)
+        return self._current_changes or workflow.patched(patch_id)
 
     def _refusal(self, message: InboundMessageSignal) -> str | None:
         """Why a message may not be applied to this pathway, or None. The API checks the same

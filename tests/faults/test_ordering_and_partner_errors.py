@@ -4,6 +4,7 @@ partner's reason and is not retried; a 5xx is retried with the same message, nev
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -118,27 +119,37 @@ def _outbound(stack: Stack, flow_id: str) -> list[OutboundMessage]:
         engine.dispose()
 
 
-async def _send_attempts(stack: Stack, flow_id: str) -> list[tuple[int, bool]]:
-    """(attempt, failed) of every send_message activity in the workflow's history."""
+async def _send_attempts(stack: Stack, flow_id: str) -> list[tuple[str, int, bool]]:
+    """(how, attempt, failed) of every send_message in the workflow's history, in order: "local" for
+    a local activity's marker (its last attempt), "activity" for a regular activity task."""
     history = await stack.client.get_workflow_handle(f"referral-{flow_id}").fetch_history()
-    scheduled = {
-        e.event_id
-        for e in history.events
-        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-        and e.activity_task_scheduled_event_attributes.activity_type.name == "send_message"
-    }
-    started = {
-        e.event_id: e.activity_task_started_event_attributes.attempt
-        for e in history.events
-        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
-        and e.activity_task_started_event_attributes.scheduled_event_id in scheduled
-    }
-    failed = {
-        e.activity_task_failed_event_attributes.started_event_id
-        for e in history.events
-        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED
-    }
-    return [(attempt, event_id in failed) for event_id, attempt in started.items()]
+    sends: list[tuple[str, int, bool]] = []
+    scheduled: set[int] = set()
+    started: dict[int, int] = {}  # started event id -> index in sends
+    for e in history.events:
+        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
+            marker = e.marker_recorded_event_attributes
+            if marker.marker_name != "core_local_activity":
+                continue
+            data = json.loads(marker.details["data"].payloads[0].data)  # Core's bookkeeping, plain JSON
+            if data["activity_type"] == "send_message":
+                sends.append(("local", data["attempt"], marker.HasField("failure")))
+        elif (
+            e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+            and e.activity_task_scheduled_event_attributes.activity_type.name == "send_message"
+        ):
+            scheduled.add(e.event_id)
+        elif (
+            e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+            and e.activity_task_started_event_attributes.scheduled_event_id in scheduled
+        ):
+            started[e.event_id] = len(sends)
+            sends.append(("activity", e.activity_task_started_event_attributes.attempt, False))
+        elif e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED:
+            index = started.get(e.activity_task_failed_event_attributes.started_event_id)
+            if index is not None:
+                sends[index] = (*sends[index][:2], True)
+    return sends
 
 
 async def test_test_result_before_appointment_is_kept_and_applied_at_its_step(stack: Stack) -> None:
@@ -186,7 +197,8 @@ async def test_partner_4xx_escalates_with_its_reason_and_is_not_retried(stack: S
         escalation = state.open_escalations[0]
         assert escalation.step == "referral" and reason in escalation.reason and "422" in escalation.reason
         assert simulator.refused - refused_before == 1
-    assert await _send_attempts(stack, flow_id) == [(1, True)]  # one attempt, failed for good
+    # One attempt (the local one), failed for good: not handed on to Temporal's retries.
+    assert await _send_attempts(stack, flow_id) == [("local", 1, True)]
     rows = _outbound(stack, flow_id)
     assert [(r.event_code, r.http_status, r.sent_at) for r in rows] == [(REFERRAL, 422, None)]
     assert state.outbound[0].bundle_ids == []
@@ -203,12 +215,35 @@ async def test_partner_5xx_is_retried_and_builds_one_message(stack: Stack) -> No
         await wait_for(refused_twice, timeout=20)
         simulator.behaviour = simulator.behaviour.model_copy(update={"failure": "none"})
         state = await _until_state(stack, flow_id, lambda s: s.step == "appointment", timeout=30)
-    [(attempt, failed)] = await _send_attempts(stack, flow_id)
-    assert attempt >= 3 and not failed  # two refusals, then accepted by the same activity
+    [(how, attempt, failed)] = await _send_attempts(stack, flow_id)
+    assert (how, attempt, failed) == ("local", 3, False)  # two refusals, then accepted by the same local activity
     rows = _outbound(stack, flow_id)
     assert len(rows) == 1 and rows[0].http_status == 202 and rows[0].sent_at is not None
     assert state.outbound[0].bundle_ids == [rows[0].bundle_id]
     assert {r.message_header_id for r in rows} == {state.outbound[0].message_header_id}
     # The partner saw one message: one MessageHeader.id, one Bundle.id (Temporal's retries re-sent it).
+    assert simulator.headers_per_step[(flow_id, REFERRAL)] == {rows[0].message_header_id}
+    assert simulator.headers_seen[rows[0].message_header_id] == {rows[0].bundle_id}
+
+
+async def test_a_partner_down_past_the_local_attempts_is_retried_by_temporal(stack: Stack) -> None:
+    """A send's first attempts run in the workflow task (a local activity); a partner still down after
+    them gets the regular activity and Temporal's retries, with the same message."""
+    with partners(stack, failure="503", reply=False) as simulator:
+        refused_before = simulator.refused
+        flow_id = await _start(stack, "0707505555")
+
+        async def refused_past_the_local_attempts() -> bool:
+            return simulator.refused - refused_before >= 4  # three local attempts, then the activity's first
+
+        await wait_for(refused_past_the_local_attempts, timeout=30)
+        simulator.behaviour = simulator.behaviour.model_copy(update={"failure": "none"})
+        state = await _until_state(stack, flow_id, lambda s: s.step == "appointment", timeout=30)
+    attempts = await _send_attempts(stack, flow_id)
+    assert attempts[0] == ("local", 3, True)
+    assert [how for how, _, _ in attempts[1:]] == ["activity"] and attempts[1][1] >= 2 and not attempts[1][2]
+    rows = _outbound(stack, flow_id)
+    assert len(rows) == 1 and rows[0].http_status == 202 and rows[0].sent_at is not None
+    assert state.outbound[0].bundle_ids == [rows[0].bundle_id] and not state.escalations
     assert simulator.headers_per_step[(flow_id, REFERRAL)] == {rows[0].message_header_id}
     assert simulator.headers_seen[rows[0].message_header_id] == {rows[0].bundle_id}
