@@ -129,6 +129,7 @@ class Deliverer:
                     id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                     start_signal="message_received",
                     start_signal_args=[signal],
+                    search_attributes=pathway.start_attributes(),
                 )
             else:
                 await self.client.get_workflow_handle(target.workflow_id).signal(

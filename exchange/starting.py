@@ -242,6 +242,7 @@ async def start_flow(
             id=flow.workflow_id,
             task_queue=settings.task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            search_attributes=pathway.start_attributes(),
         )
     except WorkflowAlreadyStartedError:
         raise StartRefused(409, f"this flow was already started: {url}") from None

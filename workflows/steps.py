@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, FailureError, RetryState
 
 with workflow.unsafe.imports_passed_through():
@@ -215,6 +215,12 @@ class PathwayWorkflow:
     def workflow_id(cls, flow_id: str) -> str:
         # Never patient data: the flow id is a random UUID.
         return f"{cls.name}-{flow_id}"
+
+    @classmethod
+    def start_attributes(cls) -> TypedSearchAttributes:
+        """Search attributes to start the workflow with: its pathway, set in the start itself rather
+        than upserted by the first workflow task (one event and one visibility write fewer)."""
+        return TypedSearchAttributes([SearchAttributePair(SA_PATHWAY, cls.name)])
 
     @classmethod
     def all_steps(cls) -> list[Step | Alongside]:
@@ -503,7 +509,8 @@ class PathwayWorkflow:
         self._local_projections = self._patched(LOCAL_PROJECTIONS)
         self._local_sends = self._patched(SEND_LOCAL_FIRST)
         self._changes_enabled()  # decided (and recorded) once, at the start of new pathways
-        workflow.upsert_search_attributes([SA_PATHWAY.value_set(pathway_input.pathway)])
+        if workflow.info().typed_search_attributes.get(SA_PATHWAY) != pathway_input.pathway:
+            workflow.upsert_search_attributes([SA_PATHWAY.value_set(pathway_input.pathway)])  # not set at start
         if pathway_input.rules and self.legal_rules():
             self.state.rules_version = str(pathway_input.rules.get("version"))
         if not self._lean_projections:

@@ -10,6 +10,7 @@ from temporalio.converter import DataConverter
 from careflow.auth import Role
 from tests.conftest import Stack, record_history, referral_payload, wait_for
 from workflows.referral import ReferralPathwayWorkflow
+from workflows.steps import SA_PATHWAY
 
 pytestmark = pytest.mark.e2e
 
@@ -101,6 +102,25 @@ async def test_history_holds_no_patient_data(stack: Stack) -> None:
     assert "binary/encrypted" in raw or "YmluYXJ5L2VuY3J5cHRlZA" in raw
     description = await raw_client.get_workflow_handle(workflow_id).describe()
     assert cpr not in str(description.typed_search_attributes)
+
+
+async def test_the_pathway_search_attribute_is_set_when_the_workflow_starts(stack: Stack) -> None:
+    """Set in the start itself: the workflow does not upsert it (an event and a visibility write fewer)."""
+    accepted = await _start(stack, "0303505999")
+    handle = stack.client.get_workflow_handle(f"referral-{accepted['id']}")
+    await handle.result()
+    history = await handle.fetch_history()
+    started = history.events[0].workflow_execution_started_event_attributes
+    assert "CareflowPathway" in started.search_attributes.indexed_fields
+    upserted = [
+        name
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
+        for name in e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
+    ]
+    assert "CareflowPathway" not in upserted and "CareflowStep" in upserted
+    description = await handle.describe()
+    assert description.typed_search_attributes.get(SA_PATHWAY) == "referral"
 
 
 async def test_what_partners_send_an_organisation_careflow_acts_for_comes_back_to_careflow(any_stack: Stack) -> None:
