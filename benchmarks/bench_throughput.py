@@ -377,16 +377,32 @@ def store_hops(engine, flow_ids: list[str]) -> tuple[dict[str, list[float]], dat
 
 
 async def run_careflow(
-    flows: int, concurrency: int, data: Path, sample: int, pathway: str, profile: bool, timeout: float, rate: float = 0
+    flows: int,
+    concurrency: int,
+    data: Path,
+    sample: int,
+    pathway: str,
+    profile: bool,
+    timeout: float,
+    rate: float = 0,
+    max_cached: int | None = None,
 ) -> dict:
+    cache = max_cached or Settings().max_cached_workflows
     print(
-        f"\n== careflow, whole stack: {flows} {pathway} pathways{f' at {rate}/s' if rate else ''} (load average "
-        f"{load_average()})",
+        f"\n== careflow, whole stack: {flows} {pathway} pathways{f' at {rate}/s' if rate else ''}, "
+        f"max_cached_workflows {cache} (load average {load_average()})",
         flush=True,
     )
+    if flows > cache:
+        print(
+            f"  note: {flows} pathways in flight at once exceed the worker's cache of {cache}: evicted workflows "
+            "replay their history on every step (--max-cached N)",
+            flush=True,
+        )
     from store.db import make_engine
 
-    stack = BenchStack(data, behaviour=PARTNERS_AT_ONCE)
+    cache_env = {"CAREFLOW_MAX_CACHED_WORKFLOWS": str(max_cached)} if max_cached else None
+    stack = BenchStack(data, behaviour=PARTNERS_AT_ONCE, extra_env=cache_env)
     profiler = None
     try:
         stack.start_all()
@@ -583,6 +599,7 @@ async def main_async(args: argparse.Namespace) -> int:
                 args.profile,
                 args.timeout,
                 args.rate,
+                args.max_cached,
             )
         )
     report(bare, careflow, args.rate)
@@ -621,7 +638,7 @@ def main() -> int:
     parser.add_argument(
         "--max-cached",
         type=int,
-        help="the soak's worker with this CAREFLOW_MAX_CACHED_WORKFLOWS (default: the setting's default)",
+        help="the worker with this CAREFLOW_MAX_CACHED_WORKFLOWS (default: the setting's default)",
     )
     return asyncio.run(main_async(parser.parse_args()))
 
