@@ -40,7 +40,7 @@ def test_throughput_prints_both_runs_their_ratio_hops_and_history_size() -> None
         assert re.search(rf"^  {process} +CPU +\d+ %.*peak RSS +\d+ MB", out, re.M), process
     for hop in ("inbound accepted → signalled", "signalled → next activity", "reply accepted → ack at partner"):
         assert re.search(rf"careflow {hop} +p50 +\d+ ms +p99 +\d+ ms", out), hop
-    assert re.search(r"^  careflow events \d+–\d+, bytes \d+–\d+, activities 5–5 \(local 4–4\), signals 4–4", out, re.M)
+    assert re.search(r"^  careflow events \d+–\d+, bytes \d+–\d+, activities 5–5 \(local 5–5\), signals 4–4", out, re.M)
     assert re.search(r"^  bare +events \d+–\d+, bytes \d+–\d+, activities 5–5 \(local 0–0\), signals 4–4", out, re.M)
 
 
