@@ -19,8 +19,14 @@ from workflows.registry import PATHWAYS, Pathways
 
 log = logging.getLogger(__name__)
 
-# Leave the API a moment to deliver what it just stored before the relay steps in.
+# Leave the API a moment to deliver what it just stored before the relay steps in ...
 GRACE = timedelta(seconds=3)
+# ... and longer to post its acknowledgement: the API's own post may wait for a permit to the partner
+# and then for the partner (each up to CAREFLOW_SEND_TIMEOUT, 10 s by default). A relay that stepped
+# in at 3 s sent acknowledgements still in flight a second time (bench_inbound at saturation: up to
+# 914 for 900 replies). Senders wait 30 minutes before resending a message (MedCom), so an
+# acknowledgement lost with a crashed API going out half a minute later changes nothing for them.
+ACK_GRACE = timedelta(seconds=30)
 
 
 async def repeat(one_pass: Callable[[], Awaitable[object]], interval: timedelta, name: str) -> None:
@@ -47,8 +53,10 @@ class Relay:
         self.engine, self.client, self.http, self.directory, self.key_ring = engine, client, http, directory, key_ring
         self.deliverer = Deliverer(engine, client, pathways or PATHWAYS, key_ring, task_queue)
 
-    async def run_once(self, grace: timedelta = GRACE) -> int:
-        """One pass; returns how many messages it delivered."""
+    async def run_once(self, grace: timedelta = GRACE, ack_grace: timedelta = ACK_GRACE) -> int:
+        """One pass; returns how many messages it delivered. It takes up messages stored more than
+        `grace` ago and not yet delivered, and acknowledgements made more than `ack_grace` ago and
+        not yet sent."""
         delivered = 0
         blocked_flows: set[str] = set()
         for message_id, flow_id in await asyncio.to_thread(undelivered, self.engine, grace):
@@ -58,7 +66,7 @@ class Relay:
                 delivered += 1
             else:
                 blocked_flows.add(flow_id)
-        for message_id in await asyncio.to_thread(unsent_acknowledgements, self.engine, grace):
+        for message_id in await asyncio.to_thread(unsent_acknowledgements, self.engine, ack_grace):
             await send_acknowledgement(self.engine, self.http, self.directory, self.key_ring, message_id)
         if delivered:
             log.info("relay delivered %d stored messages", delivered)

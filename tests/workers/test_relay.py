@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import httpx
 import pytest
@@ -11,12 +12,13 @@ from sqlmodel import Session, select
 
 from careflow.crypto import KeyRing
 from messaging import Directory
-from messaging.model import MessageKind
+from messaging.acknowledge import build_acknowledgement
+from messaging.model import AckCode, MessageKind
 from store.db import make_engine
-from store.models import FlowEvent, InboundMessage
-from tests.api.test_inbound import silent_referral
+from store.models import FlowEvent, InboundMessage, sealed_as, utcnow
+from tests.api.test_inbound import appointment, silent_referral
 from tests.conftest import Stack, wait_for
-from workers.relay import Relay
+from workers.relay import ACK_GRACE, Relay
 from workflows.referral import ReferralPathwayWorkflow
 
 pytestmark = pytest.mark.e2e
@@ -137,3 +139,57 @@ async def test_a_second_reply_is_applied_and_a_reply_after_the_end_is_held_for_t
             )
         ).all()
     assert any("replaces the earlier one" in detail for detail in events), events
+
+
+async def test_the_relay_leaves_an_acknowledgement_to_the_api_for_its_grace_then_sends_it(stack: Stack) -> None:
+    """An acknowledgement not yet marked sent may still be on its way from the API (waiting for a
+    permit, then for the partner): the relay sends it only once ACK_GRACE has passed, so it does not
+    go twice; after that, one lost with a crashed API goes out."""
+    engine = make_engine(stack.settings.sqlalchemy_url)
+    key_ring = KeyRing.parse(stack.settings.codec_keys)
+    header_id = str(uuid.uuid4())
+    original = json.loads(appointment(str(uuid.uuid4()), header_id))
+    ack = build_acknowledgement(
+        original, code=AckCode.OK, message_header_id=str(uuid.uuid4()), bundle_id=str(uuid.uuid4()), timestamp=utcnow()
+    )
+
+    def store(made: timedelta) -> int:
+        with Session(engine, expire_on_commit=False) as session:
+            row = InboundMessage(
+                message_header_id=header_id,
+                bundle_id=original["id"],
+                event_code=MessageKind.APPOINTMENT.value,
+                sender_sor=SENDERS[MessageKind.APPOINTMENT],
+                content_type="application/fhir+json",
+                body_enc=key_ring.encrypt_text("{}"),
+                delivery_status="triage",  # nothing to deliver: only its acknowledgement is pending
+                received_at=utcnow() - made,
+                ack_code=AckCode.OK.value,
+                ack_enc=key_ring.encrypt_text(json.dumps(ack), sealed_as(InboundMessage, "ack_enc", header_id)),
+            )
+            session.add(row)
+            session.commit()
+            return row.id
+
+    def sent_at(row_id: int) -> datetime | None:
+        with Session(engine) as session:
+            return session.get(InboundMessage, row_id).ack_sent_at
+
+    simulator = stack.simulator_app.state.simulator
+
+    def acknowledgements_at_partner() -> int:
+        return sum(1 for a in simulator.acknowledgements if a["id"] == ack["id"])
+
+    row_id = store(ACK_GRACE - timedelta(seconds=5))
+    async with httpx.AsyncClient() as http:
+        relay = Relay(engine, stack.client, http, Directory.load(stack.settings.directory_path), key_ring)
+        await relay.run_once()
+        assert sent_at(row_id) is None and acknowledgements_at_partner() == 0, "left to the API"
+        with Session(engine) as session:
+            row = session.get(InboundMessage, row_id)
+            row.received_at = utcnow() - ACK_GRACE - timedelta(seconds=1)
+            session.add(row)
+            session.commit()
+        await relay.run_once()
+    assert sent_at(row_id) is not None
+    assert acknowledgements_at_partner() == 1
