@@ -895,9 +895,9 @@ class PathwayWorkflow:
         except FailureError as err:
             # A local activity's failure arrives as the activity's own error (an ApplicationError), or
             # as a TimeoutError when its attempts ran out of time.
-            if isinstance(err, CancelledError):
-                raise
             cause = err.cause if isinstance(err, ActivityError) else err
+            if isinstance(cause, CancelledError):
+                raise  # the workflow is being cancelled: no regular activity after it
             refused = (isinstance(err, ActivityError) and err.retry_state is RetryState.NON_RETRYABLE_FAILURE) or (
                 isinstance(cause, ApplicationError)
                 and (cause.non_retryable or cause.type in (LOCAL_SEND_RETRY.non_retryable_error_types or ()))
