@@ -16,8 +16,9 @@ from careflow.crypto import KeyRing
 from messaging import validate_message
 from messaging.bundle import as_list, resources
 from store.db import make_engine
-from store.models import InboundMessage, OutboundMessage, sealed_as
+from store.models import InboundMessage, sealed_as
 from tests.conftest import Stack, record_history, wait_for
+from tests.e2e.flows import sent_bundles, view_when
 from workflows.home_care_observation import (
     DEMO_ACUTE_TEAM,
     DEMO_VISITING_GP,
@@ -41,21 +42,6 @@ def _rows(stack: Stack, query):  # noqa: ANN001, ANN202
             return session.exec(query).all()
     finally:
         engine.dispose()
-
-
-def _sent_bundles(stack: Stack, flow_id: str) -> list[tuple[OutboundMessage, dict]]:
-    """The observation versions careflow sent for the flow, first attempt of each, in order."""
-    key_ring = KeyRing.parse(stack.settings.codec_keys)
-    rows = _rows(
-        stack,
-        select(OutboundMessage)
-        .where(OutboundMessage.flow_id == flow_id, OutboundMessage.event_code == KIND, OutboundMessage.attempt == 0)
-        .order_by(OutboundMessage.id),
-    )
-    return [
-        (row, json.loads(key_ring.decrypt_text(row.body_enc, sealed_as(OutboundMessage, "body_enc", row.bundle_id))))
-        for row in rows
-    ]
 
 
 def _received(stack: Stack, flow_id: str, event_code: str) -> list[dict]:
@@ -90,20 +76,6 @@ async def _start(stack: Stack, seed: int) -> str:
     return response.json()["id"]
 
 
-async def _flow(stack: Stack, flow_id: str) -> dict:
-    response = await stack.api.get(f"/flows/{flow_id}", headers=stack.headers(Role.COORDINATOR))
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-async def _until(stack: Stack, flow_id: str, predicate, timeout: float = 60) -> dict:  # noqa: ANN001
-    async def reached() -> dict | None:
-        flow = await _flow(stack, flow_id)
-        return flow if predicate(flow) else None
-
-    return await wait_for(reached, timeout=timeout, interval=0.3)
-
-
 async def _event(stack: Stack, flow_id: str, event: str, data: dict) -> object:
     return await stack.api.post(
         f"/flows/{flow_id}/events/{event}",
@@ -131,7 +103,7 @@ async def test_the_report_is_acknowledged_and_the_gp_answers_in_time(any_stack: 
     stack = any_stack
     before = stack.simulator_app.state.simulator.stats()
     flow_id = await _start(stack, 1)
-    flow = await _until(stack, flow_id, lambda f: f["status"] == "completed")
+    flow = await view_when(stack, flow_id, lambda f: f["status"] == "completed")
     assert flow["open_escalations"] == 0
     out = [m for m in flow["messages"] if m["direction"] == "out"]
     assert {m["transport"] for m in out} == {stack.transport}, "careflow sent over the stack's transport"
@@ -141,7 +113,7 @@ async def test_the_report_is_acknowledged_and_the_gp_answers_in_time(any_stack: 
         assert all(m["transport_receipt"] == "PositiveMessage" for m in out), "receipts kept apart from acks"
     else:
         assert after.envelopes_received == before.envelopes_received
-    [(row, bundle)] = _sent_bundles(stack, flow_id)
+    [(row, bundle)] = sent_bundles(stack, flow_id, KIND)
     assert (row.receiver_sor, row.ack_code) == (DEMO_VISITING_GP, "ok")
     assert validate_message(bundle) == []
     assert _own_provenance(bundle)["activity"]["coding"][0]["code"] == "new-message"
@@ -162,7 +134,7 @@ async def test_a_modified_and_a_retracted_version_are_sent_acknowledged_and_end_
     stack = any_stack
     with _Simulator(stack, quiet_partners=[DEMO_VISITING_GP], quiet_in=["home-care-observation"]):
         flow_id = await _start(stack, 2)
-        await _until(
+        await view_when(
             stack, flow_id, lambda f: any(m["ack_code"] == "ok" for m in f["messages"] if m["direction"] == "out")
         )
         response = await _event(stack, flow_id, "modify", CORRECTION)
@@ -172,8 +144,8 @@ async def test_a_modified_and_a_retracted_version_are_sent_acknowledged_and_end_
         assert bad.status_code == 409 and "12 characters" in bad.text
         response = await _event(stack, flow_id, "cancel", {"reason": "Sendt på forkert CPR-nummer"})
         assert response.status_code == 200, response.text
-        flow = await _until(stack, flow_id, lambda f: f["status"] == "completed")
-    sent = _sent_bundles(stack, flow_id)
+        flow = await view_when(stack, flow_id, lambda f: f["status"] == "completed")
+    sent = sent_bundles(stack, flow_id, KIND)
     assert [row.ack_code for row, _ in sent] == ["ok", "ok", "ok"]
     headers = [row.message_header_id for row, _ in sent]
     assert len(set(headers)) == 3
@@ -199,7 +171,7 @@ async def test_a_modified_and_a_retracted_version_are_sent_acknowledged_and_end_
 
 
 async def _acked(stack: Stack, flow_id: str, count: int) -> bool:
-    return sum(1 for row, _ in _sent_bundles(stack, flow_id) if row.ack_code == "ok") >= count
+    return sum(1 for row, _ in sent_bundles(stack, flow_id, KIND) if row.ack_code == "ok") >= count
 
 
 async def test_a_late_answer_escalates_then_completes_the_pathway(any_stack: Stack) -> None:
@@ -210,9 +182,9 @@ async def test_a_late_answer_escalates_then_completes_the_pathway(any_stack: Sta
     try:
         with _Simulator(stack, reply_delay=6.0):
             flow_id = await _start(stack, 3)
-            escalated = await _until(stack, flow_id, lambda f: f["open_escalations"] > 0, timeout=30)
+            escalated = await view_when(stack, flow_id, lambda f: f["open_escalations"] > 0, timeout=30)
             assert escalated["status"] == "escalated"
-            flow = await _until(stack, flow_id, lambda f: f["status"] == "completed", timeout=60)
+            flow = await view_when(stack, flow_id, lambda f: f["status"] == "completed", timeout=60)
     finally:
         if before is None:
             timings.pop("home_care_observation", None)
@@ -259,4 +231,4 @@ async def test_the_console_draws_its_steps_and_offers_its_events(any_stack: Stac
             )
         retracted = await _event(stack, flow_id, "cancel", {"reason": "Forkert modtager"})
         assert retracted.status_code == 200, retracted.text
-        await _until(stack, flow_id, lambda f: f["status"] == "completed")
+        await view_when(stack, flow_id, lambda f: f["status"] == "completed")

@@ -20,6 +20,7 @@ from store.db import make_engine
 from store.models import InboundMessage, OutboundMessage, sealed_as
 from tests.conftest import Stack, record_history, wait_for
 from tests.e2e.dev_run import careflow_dev
+from tests.e2e.flows import coordinator_view
 from workflows.hospital_notification import DEMO_ADMITTING_HOSPITAL, HospitalNotificationPathway
 
 pytestmark = pytest.mark.e2e
@@ -35,17 +36,11 @@ def _clinician(stack: Stack) -> dict[str, str]:
     return stack.headers(Role.CLINICIAN, DEMO_ADMITTING_HOSPITAL)
 
 
-async def _flow(stack: Stack, flow_id: str) -> dict:
-    response = await stack.api.get(f"/flows/{flow_id}", headers=stack.headers(Role.COORDINATOR))
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
 async def _all_acknowledged(stack: Stack, flow_id: str, count: int) -> dict:
     """Wait until the flow has sent `count` messages and each is acknowledged ok by the municipality."""
 
     async def check() -> dict | None:
-        flow = await _flow(stack, flow_id)
+        flow = await coordinator_view(stack, flow_id)
         out = {m["message_header_id"]: m for m in flow["messages"] if m["direction"] == "out"}
         done = len(out) == count and all(m["ack_code"] == "ok" for m in out.values())
         # and the workflow has projected each send (its timeline line comes with the projection after the ack)
@@ -113,7 +108,7 @@ async def test_a_stay_admit_leave_return_revise_dialogue_discharge(any_stack: St
     await _report(stack, flow_id, "write", text="Hvilke hjælpemidler skal være klar?")
 
     async def answered() -> dict | None:
-        flow = await _flow(stack, flow_id)
+        flow = await coordinator_view(stack, flow_id)
         inbound = [m for m in flow["messages"] if m["direction"] == "in" and m["event_code"] == CC]
         return flow if inbound and all(m["status"] == "delivered" for m in inbound) else None
 
@@ -136,7 +131,7 @@ async def test_a_stay_admit_leave_return_revise_dialogue_discharge(any_stack: St
     await _report(stack, flow_id, "close")
 
     async def completed() -> dict | None:
-        flow = await _flow(stack, flow_id)
+        flow = await coordinator_view(stack, flow_id)
         return flow if flow["status"] == "completed" else None
 
     flow = await wait_for(completed, timeout=60)
@@ -173,7 +168,7 @@ async def test_a_stay_whose_leave_and_admission_are_cancelled(any_stack: Stack) 
     await _report(stack, flow_id, "cancel-admission")
 
     async def completed() -> dict | None:
-        flow = await _flow(stack, flow_id)
+        flow = await coordinator_view(stack, flow_id)
         return flow if flow["status"] == "completed" else None
 
     flow = await wait_for(completed, timeout=60)
@@ -248,7 +243,7 @@ async def test_the_municipality_writes_about_the_stay_and_gets_an_answer_in_its_
         flow_id = await _start(stack, "0606505128")
 
         async def written() -> dict | None:
-            flow = await _flow(stack, flow_id)
+            flow = await coordinator_view(stack, flow_id)
             inbound = [m for m in flow["messages"] if m["direction"] == "in" and m["event_code"] == CC]
             return inbound[0] if inbound and inbound[0]["status"] == "delivered" else None
 

@@ -5,7 +5,6 @@ the referral updated and cancelled."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import AsyncIterator
 
@@ -14,12 +13,12 @@ import pytest_asyncio
 from sqlmodel import Session, select
 
 from careflow.auth import Role
-from careflow.crypto import KeyRing
 from messaging import parse_message
 from messaging import referral_draft as draft
 from store.db import make_engine
-from store.models import InboundMessage, OutboundMessage, sealed_as
-from tests.conftest import Stack, record_history, wait_for
+from store.models import InboundMessage
+from tests.conftest import Stack, record_history
+from tests.e2e.flows import sent_bundles, view_when
 from workflows.medcom_referral import MedcomReferralPathway
 
 pytestmark = pytest.mark.e2e
@@ -61,20 +60,6 @@ async def start(stack: Stack, cpr: str, track: str = "standard") -> str:
     return response.json()["id"]
 
 
-async def flow(stack: Stack, flow_id: str) -> dict:
-    response = await stack.api.get(f"/flows/{flow_id}", headers=stack.headers(Role.COORDINATOR))
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-async def reaches(stack: Stack, flow_id: str, predicate, timeout: float = 60) -> dict:  # noqa: ANN001
-    async def check() -> dict | None:
-        found = await flow(stack, flow_id)
-        return found if predicate(found) else None
-
-    return await wait_for(check, timeout=timeout)
-
-
 async def report(stack: Stack, flow_id: str, event: str, data: dict | None = None) -> None:
     response = await stack.api.post(
         f"/flows/{flow_id}/events/{event}",
@@ -85,28 +70,9 @@ async def report(stack: Stack, flow_id: str, event: str, data: dict | None = Non
 
 
 async def treated(stack: Stack, flow_id: str) -> dict:
-    await reaches(stack, flow_id, lambda f: f["step"] == "treatment_started")
+    await view_when(stack, flow_id, lambda f: f["step"] == "treatment_started")
     await report(stack, flow_id, "treatment-started")
-    return await reaches(stack, flow_id, lambda f: f["status"] == "completed")
-
-
-def stored_out(stack: Stack, flow_id: str, event_code: str) -> list[dict]:
-    """The Bundles careflow sent (first send of each message), read back from the message store."""
-    key_ring = KeyRing.parse(stack.settings.codec_keys)
-    with Session(make_engine(stack.settings.sqlalchemy_url)) as session:
-        rows = session.exec(
-            select(OutboundMessage)
-            .where(OutboundMessage.flow_id == flow_id, OutboundMessage.event_code == event_code)
-            .order_by(OutboundMessage.id)
-        ).all()
-    bundles, seen = [], set()
-    for row in rows:
-        if row.message_header_id not in seen:
-            seen.add(row.message_header_id)
-            bundles.append(
-                json.loads(key_ring.decrypt_text(row.body_enc, sealed_as(OutboundMessage, "body_enc", row.bundle_id)))
-            )
-    return bundles
+    return await view_when(stack, flow_id, lambda f: f["status"] == "completed")
 
 
 def thread_of(stack: Stack, header_id: str) -> str | None:
@@ -155,7 +121,7 @@ async def test_accepted_with_a_rescheduled_booking_runs_to_treatment(partners: S
 async def test_rejected_triage_escalates_with_the_receivers_reason_and_ends(partners: Stack) -> None:
     behave(partners, outcome="rejected")
     flow_id = await start(partners, "0606505126")
-    done = await reaches(partners, flow_id, lambda f: f["status"] == "completed" or f["step"] == "completed")
+    done = await view_when(partners, flow_id, lambda f: f["status"] == "completed" or f["step"] == "completed")
     escalation = next(e for e in done["timeline"] if e["kind"] == "escalated")
     assert escalation["step"] == "triage" and "rejected" in escalation["detail"]
     assert "opfylder ikke visitationskriterierne" in escalation["detail"], "the receiver's reason is named"
@@ -190,13 +156,13 @@ async def test_regarding_referral_questions_both_ways_are_answered(partners: Sta
     behave(partners, outcome="accepted", ask_question=True)
     flow_id = await start(partners, "0808505128")
     # the receiver's question arrives and waits for careflow's answer
-    asked = await reaches(partners, flow_id, lambda f: received_questions(f) == 1)
+    asked = await view_when(partners, flow_id, lambda f: received_questions(f) == 1)
     assert asked["open_escalations"] == 0
     await report(partners, flow_id, "answer-question", {"text": "Ja, patienten møder fastende."})
     # careflow's own question: the receiver answers in the same thread, which awaits no answer
     await report(partners, flow_id, "ask-question", {"text": "Hvornår forventes svar?", "priority": "asap"})
 
-    await reaches(partners, flow_id, lambda f: received_questions(f) == 2)
+    await view_when(partners, flow_id, lambda f: received_questions(f) == 2)
     done = await treated(partners, flow_id)
     out = [m["event_code"] for m in done["messages"] if m["direction"] == "out"]
     assert out.count("care-communication-message") == 2 and all(
@@ -207,7 +173,7 @@ async def test_regarding_referral_questions_both_ways_are_answered(partners: Sta
     question = next(s for s in state.steps if s.name == "question")
     # careflow's answer keeps the receiver's thread and is recorded as a reply to its question;
     # its own question starts a thread of its own
-    sent = stored_out(partners, flow_id, "care-communication-message")
+    sent = [bundle for _, bundle in sent_bundles(partners, flow_id, "care-communication-message")]
     asked_by_receiver = next(
         m for m in done["messages"] if m["direction"] == "in" and m["event_code"] == "care-communication-message"
     )
@@ -238,15 +204,15 @@ async def test_reprioritised_triage_awaits_the_decision_still(partners: Stack) -
 async def test_the_referral_is_updated_then_cancelled_by_the_referrer(partners: Stack) -> None:
     behave(partners, quiet_partners=[HOSPITAL], quiet_in=["medcom-referral"])  # acknowledges, never decides
     flow_id = await start(partners, "1010505130")
-    await reaches(partners, flow_id, lambda f: f["step"] == "triage")
+    await view_when(partners, flow_id, lambda f: f["step"] == "triage")
     refused = await partners.api.post(
         f"/flows/{flow_id}/events/update-referral", json={"data": {}}, headers=partners.headers(Role.CLINICIAN)
     )
     assert refused.status_code == 409 and "an update names what changed" in refused.text
     await report(partners, flow_id, "update-referral", {"priority": "urgent", "note": "Forværring"})
-    await reaches(partners, flow_id, lambda f: len([m for m in f["messages"] if m["direction"] == "out"]) == 2)
+    await view_when(partners, flow_id, lambda f: len([m for m in f["messages"] if m["direction"] == "out"]) == 2)
     await report(partners, flow_id, "cancel-referral", {"reason": "Patienten ønsker ikke udredning"})
-    done = await reaches(partners, flow_id, lambda f: f["status"] in ("completed", "cancelled"))
+    done = await view_when(partners, flow_id, lambda f: f["status"] in ("completed", "cancelled"))
     out = [(m["event_code"], m["counterpart_sor"], m["ack_code"]) for m in done["messages"] if m["direction"] == "out"]
     assert out == [
         (draft.NEW_REFERRAL, HOSPITAL, "ok"),

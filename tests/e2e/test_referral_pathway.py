@@ -9,6 +9,7 @@ from temporalio.converter import DataConverter
 
 from careflow.auth import Role
 from tests.conftest import Stack, record_history, referral_payload, wait_for
+from tests.e2e.flows import coordinator_view
 from workflows.referral import ReferralPathwayWorkflow
 from workflows.steps import SA_PATHWAY
 
@@ -23,12 +24,6 @@ async def _start(stack: Stack, cpr: str = "0101505123") -> dict:
     return body
 
 
-async def _flow(stack: Stack, flow_id: str) -> dict:
-    response = await stack.api.get(f"/flows/{flow_id}", headers=stack.headers(Role.COORDINATOR))
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
 async def test_referral_reaches_completed_and_read_model_matches_query(any_stack: Stack) -> None:
     """Over both transports: FHIR $process-message and VANSEnvelopes (the directory says which)."""
     stack = any_stack
@@ -36,7 +31,7 @@ async def test_referral_reaches_completed_and_read_model_matches_query(any_stack
     accepted = await _start(stack)
 
     async def completed() -> dict | None:
-        flow = await _flow(stack, accepted["id"])
+        flow = await coordinator_view(stack, accepted["id"])
         return flow if flow["status"] == "completed" else None
 
     flow = await wait_for(completed, timeout=60)
@@ -135,7 +130,7 @@ async def test_what_partners_send_an_organisation_careflow_acts_for_comes_back_t
     flow_id = response.json()["id"]
 
     async def completed() -> dict | None:
-        flow = await _flow(stack, flow_id)
+        flow = await coordinator_view(stack, flow_id)
         return flow if flow["status"] == "completed" else None
 
     flow = await wait_for(completed, timeout=60)
