@@ -215,8 +215,13 @@ async def test_partner_5xx_is_retried_and_builds_one_message(stack: Stack) -> No
         await wait_for(refused_twice, timeout=20)
         simulator.behaviour = simulator.behaviour.model_copy(update={"failure": "none"})
         state = await _until_state(stack, flow_id, lambda s: s.step == "appointment", timeout=30)
-    [(how, attempt, failed)] = await _send_attempts(stack, flow_id)
-    assert (how, attempt, failed) == ("local", 3, False)  # two refusals, then accepted by the same local activity
+    attempts = await _send_attempts(stack, flow_id)
+    # Two refusals, then accepted by the third local attempt (or, on a machine too slow to switch the
+    # partner back within its 2 s, by the regular activity after them): the same message either way.
+    assert attempts == [("local", 3, False)] or [(how, failed) for how, _, failed in attempts] == [
+        ("local", True),
+        ("activity", False),
+    ], attempts
     rows = _outbound(stack, flow_id)
     assert len(rows) == 1 and rows[0].http_status == 202 and rows[0].sent_at is not None
     assert state.outbound[0].bundle_ids == [rows[0].bundle_id]
