@@ -376,6 +376,12 @@ def store_hops(engine, flow_ids: list[str]) -> tuple[dict[str, list[float]], dat
     return hops, last, messages
 
 
+def worker_cache(max_cached: int | None) -> tuple[int, dict[str, str]]:
+    """The worker's cache (`--max-cached`, else the setting's default) and the environment that sets it."""
+    cache = max_cached or Settings().max_cached_workflows
+    return cache, {"CAREFLOW_MAX_CACHED_WORKFLOWS": str(cache)}
+
+
 async def run_careflow(
     flows: int,
     concurrency: int,
@@ -387,7 +393,7 @@ async def run_careflow(
     rate: float = 0,
     max_cached: int | None = None,
 ) -> dict:
-    cache = max_cached or Settings().max_cached_workflows
+    cache, cache_env = worker_cache(max_cached)
     print(
         f"\n== careflow, whole stack: {flows} {pathway} pathways{f' at {rate}/s' if rate else ''}, "
         f"max_cached_workflows {cache} (load average {load_average()})",
@@ -401,7 +407,6 @@ async def run_careflow(
         )
     from store.db import make_engine
 
-    cache_env = {"CAREFLOW_MAX_CACHED_WORKFLOWS": str(max_cached)} if max_cached else None
     stack = BenchStack(data, behaviour=PARTNERS_AT_ONCE, extra_env=cache_env)
     profiler = None
     try:
@@ -464,7 +469,7 @@ async def run_soak(
     referral and never answers. Worker RSS at each level."""
     from store.db import make_engine
 
-    cache = max_cached or Settings().max_cached_workflows
+    cache, cache_env = worker_cache(max_cached)
     print(
         f"\n== soak: worker RSS with {', '.join(map(str, levels))} open {pathway} pathways, max_cached_workflows "
         f"{cache} (load average {load_average()})",
@@ -473,7 +478,7 @@ async def run_soak(
     stack = BenchStack(
         data,
         behaviour={**PARTNERS_AT_ONCE, "reply": False},
-        extra_env={"CAREFLOW_MAX_CACHED_WORKFLOWS": str(cache)},
+        extra_env=cache_env,
     )
     try:
         stack.start_all()

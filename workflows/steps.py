@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, FailureError, RetryState
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from activities.flows import FlowActivities
@@ -84,6 +84,7 @@ PARTNER_RETRY = RetryPolicy(
 # Partner retries above are bounded by time, not count: a send that has not gone through in this
 # long becomes an escalation.
 SEND_TIMEOUT = timedelta(hours=2)
+SEND_ATTEMPT_TIMEOUT = timedelta(seconds=30)  # one POST to the partner, local or regular
 # workflow.patched ids: histories recorded before a change replay the old way.
 ACK_BEFORE_SEND_RETURNED = "ack-before-send-returned"
 # Project once per step change instead of twice (finishing a step and entering the next are one
@@ -861,7 +862,7 @@ class PathwayWorkflow:
                 await workflow.execute_activity_method(
                     MessageActivities.send_message,
                     request,
-                    start_to_close_timeout=timedelta(seconds=30),
+                    start_to_close_timeout=SEND_ATTEMPT_TIMEOUT,
                     schedule_to_close_timeout=SEND_TIMEOUT,
                     retry_policy=PARTNER_RETRY,
                 )
@@ -888,7 +889,7 @@ class PathwayWorkflow:
             await workflow.execute_local_activity_method(
                 MessageActivities.send_message,
                 request,
-                start_to_close_timeout=timedelta(seconds=30),
+                start_to_close_timeout=SEND_ATTEMPT_TIMEOUT,
                 schedule_to_close_timeout=LOCAL_SEND_TIMEOUT,
                 retry_policy=LOCAL_SEND_RETRY,
             )
@@ -898,12 +899,8 @@ class PathwayWorkflow:
             cause = err.cause if isinstance(err, ActivityError) else err
             if isinstance(cause, CancelledError):
                 raise  # the workflow is being cancelled: no regular activity after it
-            refused = (isinstance(err, ActivityError) and err.retry_state is RetryState.NON_RETRYABLE_FAILURE) or (
-                isinstance(cause, ApplicationError)
-                and (cause.non_retryable or cause.type in (LOCAL_SEND_RETRY.non_retryable_error_types or ()))
-            )
-            if refused:
-                raise
+            if isinstance(cause, ApplicationError) and cause.non_retryable:
+                raise  # refused (send_message marks every refusal non-retryable)
             workflow.logger.info("send %s: partner still failing, retried by Temporal", request.envelope.bundle_id)
             return False
         return True
