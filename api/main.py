@@ -17,6 +17,7 @@ from api.routes import codec, fhir, flows, health, metrics, pathways, referrals,
 from api.security import BodyLimitMiddleware, CodecCORSMiddleware, DeniedAuditMiddleware, ResponseHeadersMiddleware
 from careflow.codec import EncryptionCodec
 from careflow.crypto import KeyRing
+from careflow.heap import settle
 from careflow.httpclient import bounded_client
 from careflow.metrics import ApiMetrics
 from careflow.settings import Settings, get_settings
@@ -85,6 +86,7 @@ def create_app(
             task.add_done_callback(tasks.discard)
 
         app.state.after_store = after_store
+        settle("api", settings)
         try:
             yield
         finally:

@@ -69,12 +69,15 @@ def cmd_api(args: argparse.Namespace) -> int:
 def cmd_simulator(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from careflow.heap import settle
     from simulator.app import Behaviour, create_simulator
 
     settings = get_settings()
     behaviour = Behaviour.model_validate_json(args.behaviour) if args.behaviour else Behaviour()
+    app = create_simulator(settings, behaviour)
+    settle("simulator", settings)
     uvicorn.run(
-        create_simulator(settings, behaviour),
+        app,
         host=settings.simulator_host,
         port=settings.simulator_port,
         log_level="warning",

@@ -140,6 +140,9 @@ class Settings(BaseSettings):
     # 1,000 has not yet turned over at 1,000 open, and RSS still rises 10 % past it) and is above
     # the 300 pathways the throughput benchmark has in flight at saturation.
     max_cached_workflows: int = Field(default=500, ge=1)
+    # Collections of the youngest generation every this many allocations (Python's default: 700;
+    # 0 keeps it). careflow/heap.py says why larger; benchmarks/RESULTS.md (round 6) what it saves.
+    gc_young_threshold: int = Field(default=10_000, ge=0)
 
     # Operations (README "Running in production"). The API migrates at start unless told not to:
     # a deployment runs `careflow setup` once instead, before API and workers.

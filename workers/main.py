@@ -17,6 +17,7 @@ from temporalio.worker import Worker
 from activities.flows import FlowActivities
 from activities.messages import MessageActivities
 from careflow.crypto import KeyRing
+from careflow.heap import settle
 from careflow.httpclient import bounded_client
 from careflow.metrics import WorkerMetrics
 from careflow.settings import Settings
@@ -115,6 +116,7 @@ async def run_worker(settings: Settings) -> None:
             asyncio.create_task(relay.run(settings.relay_interval)),
             asyncio.create_task(repeat(reconciler.run_once, settings.reconcile_interval, "reconcile")),
         ]
+        settle("worker", settings)
         try:
             await worker.run()
         finally:
