@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 
 class Role(StrEnum):
@@ -15,6 +15,8 @@ class Role(StrEnum):
 
 
 class Principal(BaseModel):
+    model_config = ConfigDict(frozen=True)  # one verified token's principal serves all its requests
+
     subject: str
     role: Role
     sor: str | None = None  # partners (and clinicians) act for their organisation's SOR code

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -120,9 +121,21 @@ class JwksKeys:
         return key
 
 
+VERIFIED_KEPT = 1024  # tokens whose signature was checked, kept with their principal (per process)
+
+
 class TokenVerifier:
+    """Verifies bearer tokens. A partner or a user sends the same token with every request until it
+    expires, and the signature check (ECDSA or RSA) is most of a verification's cost: a token that
+    verified is remembered, with the key that verified it, until it expires. It is verified again
+    when that key is no longer the one its key id names (the JWKS file changed, a URL's keys were
+    fetched anew or left the cache), and at most VERIFIED_KEPT tokens are remembered (the oldest
+    are forgotten first)."""
+
     def __init__(self, keys: JwksKeys, policy: TokenPolicy, *, accept_dev_keys: bool = False) -> None:
         self.keys, self.policy, self.accept_dev_keys = keys, policy, accept_dev_keys
+        self._verified: dict[str, tuple[Principal, jwt.PyJWK]] = {}
+        self._lock = threading.Lock()  # `verify` runs in threads, `verify_at_hand` on the event loop
 
     def verify(self, token: str) -> Principal:
         """The token's principal, or InvalidToken. May fetch the identity provider's keys."""
@@ -149,6 +162,22 @@ class TokenVerifier:
         key = lookup(kid) if isinstance(kid, str) else None
         if key is None:
             raise InvalidToken("signed by an unknown key")
+        with self._lock:
+            known = self._verified.get(token)
+        if known is not None:
+            principal, verified_by = known
+            if verified_by is key and time.time() <= principal.expires_at + self.policy.leeway.total_seconds():
+                return principal
+        principal = self._principal(self._claims(token, key, algorithm))
+        with self._lock:
+            self._verified.pop(token, None)
+            while len(self._verified) >= VERIFIED_KEPT:
+                del self._verified[next(iter(self._verified))]
+            self._verified[token] = (principal, key)
+        return principal
+
+    def _claims(self, token: str, key: jwt.PyJWK, algorithm: str) -> dict[str, Any]:
+        """The token's claims once its signature, issuer, audience and lifetime are checked."""
         try:
             claims = jwt.decode(
                 token,
@@ -169,7 +198,7 @@ class TokenVerifier:
             raise InvalidToken("bad signature") from None
         except (jwt.PyJWTError, ValueError, TypeError):
             raise InvalidToken("malformed token") from None
-        return self._principal(claims)
+        return claims
 
     def _principal(self, claims: dict[str, Any]) -> Principal:
         exp, iat = claims["exp"], claims["iat"]

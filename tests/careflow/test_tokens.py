@@ -4,6 +4,7 @@ forgery is refused. Real keys (EC and RSA), real PyJWT, no mocks."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -238,3 +239,62 @@ def test_a_jwks_served_over_http_is_fetched_and_used(tmp_path: Path, monkeypatch
             )
     finally:
         server.shutdown()
+
+
+def _count_signature_checks(verifier: TokenVerifier, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    checked: list[str] = []
+    claims = verifier._claims
+
+    def counting(token: str, key: object, algorithm: str) -> dict:
+        checked.append(token)
+        return claims(token, key, algorithm)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(verifier, "_claims", counting)
+    return checked
+
+
+def test_a_token_that_verified_is_not_checked_again_until_it_expires(
+    idp: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    verifier: TokenVerifier = idp["verifier"]
+    checked = _count_signature_checks(verifier, monkeypatch)
+    token = _sign(idp["ec"], exp=int(time.time()) + 60)
+    first = verifier.verify(token)
+    assert verifier.verify(token) == first and verifier.verify_at_hand(token) == first
+    assert checked == [token], "one signature check for three requests"
+    # Past its expiry and the leeway it is checked again (PyJWT, on its own clock, then refuses it).
+    now = time.time()
+    monkeypatch.setattr(tokens.time, "time", lambda: now + 60 + 31)
+    verifier.verify(token)
+    assert checked == [token, token]
+
+
+def test_a_remembered_token_is_refused_once_its_key_leaves_the_jwks(
+    idp: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    verifier: TokenVerifier = idp["verifier"]
+    token = _sign(idp["ec"])
+    verifier.verify(token)
+    # The identity provider rotates: the EC key is gone, another key takes its id.
+    replacement = ec.generate_private_key(ec.SECP256R1())
+    _jwks(tmp_path / "jwks.json", ("ec-1", replacement))
+    os.utime(tmp_path / "jwks.json", (time.time() + 5, time.time() + 5))  # a new mtime, however fast the test
+    with pytest.raises(InvalidToken, match="bad signature"):
+        verifier.verify(token)
+    _jwks(tmp_path / "jwks.json", ("rsa-1", idp["rsa"]))
+    os.utime(tmp_path / "jwks.json", (time.time() + 10, time.time() + 10))
+    with pytest.raises(InvalidToken, match="unknown key"):
+        verifier.verify(token)
+
+
+def test_remembered_tokens_are_bounded(idp: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tokens, "VERIFIED_KEPT", 3)
+    verifier: TokenVerifier = idp["verifier"]
+    checked = _count_signature_checks(verifier, monkeypatch)
+    issued = [_sign(idp["ec"], sub=f"user-{i}") for i in range(5)]
+    for token in issued:
+        verifier.verify(token)
+    assert len(verifier._verified) == 3
+    verifier.verify(issued[0])  # forgotten: checked again
+    verifier.verify(issued[4])  # remembered
+    assert checked == [*issued, issued[0]]
