@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import httpx
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, bindparam
 from sqlmodel import Session, col, select
 from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
@@ -203,15 +203,28 @@ async def deliver_and_acknowledge(
         await asyncio.to_thread(_mark, deliverer.engine, handoff.message_id, delivered, acknowledged)
 
 
+# Writes to one stored message, built once: a Core statement on a connection, without an ORM
+# session (identity map, unit of work) or a statement to build and key for the cache per call.
+_INBOUND = InboundMessage.__table__
+_UPDATE_INBOUND = _INBOUND.update().where(_INBOUND.c.id == bindparam("message_id"))
+_COUNT_ATTEMPT = {
+    column: _INBOUND.update().where(_INBOUND.c.id == bindparam("message_id")).values({column: _INBOUND.c[column] + 1})
+    for column in ("delivery_attempts", "ack_attempts")
+}
+
+
+def _update(engine: Engine, message_id: int, **values: object) -> None:
+    with engine.begin() as connection:
+        connection.execute(_UPDATE_INBOUND, {"message_id": message_id, **values})
+
+
 def _mark(engine: Engine, message_id: int, delivered: bool, acknowledged: bool) -> None:
     values: dict = {}
     if delivered:
         values.update(delivery_status=DeliveryStatus.DELIVERED, delivered_at=utcnow())
     if acknowledged:
         values["ack_sent_at"] = utcnow()
-    with Session(engine) as session:
-        session.exec(update(InboundMessage).where(col(InboundMessage.id) == message_id).values(**values))
-        session.commit()
+    _update(engine, message_id, **values)
 
 
 def _delivery_target(engine: Engine, key_ring: KeyRing, message_id: int) -> Target | bool:
@@ -305,9 +318,7 @@ def _unsent_acknowledgement(engine: Engine, key_ring: KeyRing, message_id: int) 
 
 
 def _mark_acknowledgement_sent(engine: Engine, message_id: int) -> None:
-    with Session(engine) as session:
-        session.exec(update(InboundMessage).where(col(InboundMessage.id) == message_id).values(ack_sent_at=utcnow()))
-        session.commit()
+    _update(engine, message_id, ack_sent_at=utcnow())
 
 
 def undelivered(engine: Engine, older_than: timedelta, limit: int = 200) -> list[tuple[int, str]]:
@@ -348,22 +359,15 @@ def unsent_acknowledgements(engine: Engine, older_than: timedelta, limit: int = 
 
 
 def _set_status(engine: Engine, message_id: int, status: str, reason: str | None = None) -> None:
-    with Session(engine) as session:
-        values: dict = {"delivery_status": status}
-        if reason is not None:
-            values["status_reason"] = reason
-        if status == DeliveryStatus.DELIVERED:
-            values["delivered_at"] = utcnow()
-        session.exec(update(InboundMessage).where(col(InboundMessage.id) == message_id).values(**values))
-        session.commit()
+    values: dict = {"delivery_status": status}
+    if reason is not None:
+        values["status_reason"] = reason
+    if status == DeliveryStatus.DELIVERED:
+        values["delivered_at"] = utcnow()
+    _update(engine, message_id, **values)
 
 
 def _count_attempt(engine: Engine, message_id: int, column: str = "delivery_attempts") -> None:
     """One more failed try at delivering (or, with column="ack_attempts", acknowledging) a message."""
-    with Session(engine) as session:
-        session.exec(
-            update(InboundMessage)
-            .where(col(InboundMessage.id) == message_id)
-            .values({column: getattr(InboundMessage, column) + 1})
-        )
-        session.commit()
+    with engine.begin() as connection:
+        connection.execute(_COUNT_ATTEMPT[column], {"message_id": message_id})

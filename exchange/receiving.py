@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass
 
 from pydantic import ValidationError
-from sqlalchemy import case, or_
+from sqlalchemy import bindparam, case, or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -397,24 +397,34 @@ def resent(acknowledgement: str) -> str:
     return json.dumps(bundle)
 
 
+_INBOUND = InboundMessage.__table__
+# Built once (bound parameters): the first query of every inbound message.
+_SEEN = (
+    select(_INBOUND.c.id, _INBOUND.c.message_header_id)
+    .where(
+        or_(
+            _INBOUND.c.message_header_id == bindparam("header_id"),
+            _INBOUND.c.bundle_id == bindparam("bundle_id"),
+        )
+    )
+    .order_by(case((_INBOUND.c.message_header_id == bindparam("header_id"), 0), else_=1))
+    .limit(1)
+)
+
+
 def _seen(session: Session, parsed: ParsedMessage) -> tuple[InboundMessage | None, str | None]:
     """In one query: the message stored before under this MessageHeader.id (a duplicate), or else
-    the MessageHeader.id its Bundle.id was first received with, when that was another one (reuse)."""
-    earlier = session.exec(
-        select(InboundMessage)
-        .where(
-            or_(
-                InboundMessage.message_header_id == parsed.message_header_id,
-                InboundMessage.bundle_id == parsed.bundle_id,
-            )
-        )
-        .order_by(case((InboundMessage.message_header_id == parsed.message_header_id, 0), else_=1))
-        .limit(1)
-    ).first()
+    the MessageHeader.id its Bundle.id was first received with, when that was another one (reuse).
+    Core, in the session's transaction: the row is loaded as an object only for a duplicate."""
+    earlier = (
+        session.connection()
+        .execute(_SEEN, {"header_id": parsed.message_header_id, "bundle_id": parsed.bundle_id})
+        .first()
+    )
     if earlier is None:
         return None, None
     if earlier.message_header_id == parsed.message_header_id:
-        return earlier, None
+        return session.get(InboundMessage, earlier.id), None
     return None, earlier.message_header_id
 
 
