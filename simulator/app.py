@@ -38,11 +38,11 @@ from messaging import (
     UnknownOrganization,
     build_acknowledgement,
     build_message,
+    decode_body,
     load_directory,
     parse_message,
 )
 from messaging import referral_draft as draft
-from messaging.formats import from_xml
 from messaging.identifiers import SOR_ENDPOINT_PREFIX
 from messaging.model import (
     AckCode,
@@ -491,11 +491,6 @@ class PartnerSimulator:
         task.add_done_callback(self.tasks.discard)
 
 
-def parse_to_json(body: bytes, content_type: str) -> dict:
-    """A FHIR XML message as its JSON form (the simulator keeps what it received as JSON)."""
-    return from_xml(body) if "xml" in content_type else json.loads(body)
-
-
 # Provenance activities by which a sender replaces a message it sent before (HomeCareObservation):
 # the receiver acknowledges them and does not answer them again.
 REVISING_ACTIVITIES = frozenset({"modified-message", "retract-message"})
@@ -674,8 +669,8 @@ def create_simulator(
     async def take(sor: str, body: bytes, content_type: str) -> Response | None:
         """Read a FHIR message for partner `sor` and act on it (None), or why not (a 400)."""
         try:
-            message = parse_message(body, content_type)
-            original = parse_to_json(body, content_type)
+            original = decode_body(body, content_type)  # read once: parsed from the JSON, kept as it came
+            message = parse_message(original)
         except (MessageError, ValueError) as err:
             return Response(status_code=400, content=str(err))
         if message.receiver is None or message.receiver.sor != sor:
