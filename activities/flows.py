@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -15,13 +15,41 @@ from store.models import Escalation, Flow, FlowEvent, utcnow
 FLOWS, EVENTS, ESCALATIONS = Flow.__table__, FlowEvent.__table__, Escalation.__table__
 ENDED = ("completed", "cancelled")
 
+# The projection's statements, built once with bound parameters (names apart from the columns'):
+# a statement built per call is built, and keyed for SQLAlchemy's cache, four times per pathway.
+_PROJECTED = {
+    column: bindparam(f"p_{name}", type_=FLOWS.c[column].type)
+    for column, name in (
+        ("state_version", "version"),
+        ("status", "status"),
+        ("step", "step"),
+        ("next_deadline", "next_deadline"),
+        ("open_escalations", "open_escalations"),
+        ("steps_json", "steps_json"),
+        ("updated_at", "now"),
+    )
+}
+_THIS_FLOW_BEHIND = (FLOWS.c.id == bindparam("p_flow_id"), FLOWS.c.state_version < bindparam("p_version"))
+_ADVANCE = update(FLOWS).where(*_THIS_FLOW_BEHIND).values(_PROJECTED)
+_ADVANCE_ENDED = (
+    update(FLOWS)
+    .where(*_THIS_FLOW_BEHIND)
+    .values({**_PROJECTED, "completed_at": func.coalesce(FLOWS.c.completed_at, _PROJECTED["updated_at"])})
+)
+_EXISTS = select(func.count()).select_from(FLOWS).where(FLOWS.c.id == bindparam("p_flow_id"))
+
 
 class FlowActivities:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         # INSERT ... ON CONFLICT DO NOTHING (both databases careflow runs on): a retried projection
         # writes its keyed rows once, without reading them first.
-        self._dialect = {"sqlite": sqlite, "postgresql": postgresql}.get(engine.dialect.name)
+        dialect = {"sqlite": sqlite, "postgresql": postgresql}.get(engine.dialect.name)
+        self._insert_or_skip = (
+            {table: dialect.insert(table).on_conflict_do_nothing() for table in (EVENTS, ESCALATIONS)}
+            if dialect is not None
+            else None
+        )
 
     @activity.defn
     def record_state(self, request: RecordStateRequest) -> None:
@@ -29,23 +57,21 @@ class FlowActivities:
         Plain SQL statements in one transaction, no ORM: this runs several times per pathway (issue 12)."""
         state = request.state
         now = utcnow()
-        ended = {"completed_at": func.coalesce(FLOWS.c.completed_at, now)} if state.status.value in ENDED else {}
         with self.engine.begin() as connection:
             updated = connection.execute(
-                update(FLOWS)
-                .where(FLOWS.c.id == state.flow_id, FLOWS.c.state_version < state.version)
-                .values(
-                    state_version=state.version,
-                    status=state.status.value,
-                    step=state.step,
-                    next_deadline=state.next_deadline,
-                    open_escalations=len(state.open_escalations),
-                    steps_json=json.dumps([step.model_dump(mode="json") for step in state.steps]),
-                    updated_at=now,
-                    **ended,
-                )
+                _ADVANCE_ENDED if state.status.value in ENDED else _ADVANCE,
+                {
+                    "p_flow_id": state.flow_id,
+                    "p_version": state.version,
+                    "p_status": state.status.value,
+                    "p_step": state.step,
+                    "p_next_deadline": state.next_deadline,
+                    "p_open_escalations": len(state.open_escalations),
+                    "p_steps_json": json.dumps([step.model_dump(mode="json") for step in state.steps]),
+                    "p_now": now,
+                },
             ).rowcount
-            exists = updated or connection.execute(select(func.count()).where(FLOWS.c.id == state.flow_id)).scalar()
+            exists = updated or connection.execute(_EXISTS, {"p_flow_id": state.flow_id}).scalar()
             if not exists:
                 raise ApplicationError(
                     f"flow {state.flow_id} has no read-model row",
@@ -110,8 +136,8 @@ class FlowActivities:
 
     def _insert_new(self, connection, table, key: str, rows: list[dict]) -> None:  # noqa: ANN001
         """Insert the rows whose key this flow does not have yet."""
-        if self._dialect is not None:
-            connection.execute(self._dialect.insert(table).on_conflict_do_nothing(), rows)
+        if self._insert_or_skip is not None:
+            connection.execute(self._insert_or_skip[table], rows)
             return
         keys = [row[key] for row in rows]
         known = set(

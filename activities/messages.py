@@ -8,8 +8,7 @@ import logging
 from datetime import UTC, datetime
 
 import httpx
-from sqlalchemy import Engine, update
-from sqlmodel import Session, col, select
+from sqlalchemy import Engine, bindparam, insert, select, update
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -23,6 +22,15 @@ from messaging.vans import EnvelopeError, NoVansDocumentType, ReceiptKind
 from store.models import OutboundMessage, sealed_as, utcnow
 
 log = logging.getLogger(__name__)
+
+# The send's statements, built once with bound parameters: a send stores its message and records
+# the partner's answer on every pathway step.
+_OUTBOUND = OutboundMessage.__table__
+_THIS_BUNDLE = _OUTBOUND.c.bundle_id == bindparam("q_bundle_id")
+_STORED = select(_OUTBOUND.c.body_enc, _OUTBOUND.c.created_at).where(_THIS_BUNDLE)
+_STORE = insert(_OUTBOUND)
+_RECORD_RESULT = update(_OUTBOUND).where(_THIS_BUNDLE)
+_FIRST_SENT = update(_OUTBOUND).where(_THIS_BUNDLE, _OUTBOUND.c.sent_at.is_(None))
 
 
 class MessageActivities:
@@ -109,39 +117,37 @@ class MessageActivities:
     def _stored_or_new(self, request: SendMessageRequest, route: Route) -> tuple[bytes, datetime]:
         """The message's Bundle (JSON) and when it was first built: built and stored once per Bundle.id."""
         envelope = request.envelope
-        with Session(self.engine) as session:
-            stored = session.exec(
-                select(OutboundMessage).where(OutboundMessage.bundle_id == envelope.bundle_id)
-            ).first()
+        with self.engine.begin() as connection:
+            stored = connection.execute(_STORED, {"q_bundle_id": envelope.bundle_id}).first()
             if stored is not None:
                 body = self.key_ring.decrypt_text(
-                    stored.body_enc, sealed_as(OutboundMessage, "body_enc", stored.bundle_id)
+                    stored.body_enc, sealed_as(OutboundMessage, "body_enc", envelope.bundle_id)
                 ).encode()
                 return body, _aware(stored.created_at)
             bundle = build_message(request.kind, envelope, request.message_content())
             correlation = parse_message(bundle).correlation
             body = to_json(bundle)
             created = utcnow()
-            session.add(
-                OutboundMessage(
-                    created_at=created,
-                    thread_id=correlation.thread_id,
-                    episode_of_care_id=correlation.episode_of_care_id,
-                    message_header_id=envelope.message_header_id,
-                    bundle_id=envelope.bundle_id,
-                    flow_id=request.flow_id,
-                    step=request.step,
-                    event_code=request.kind,
-                    attempt=request.attempt,
-                    receiver_sor=envelope.receiver.sor,
-                    endpoint=route.url,
-                    transport=route.transport,
-                    body_enc=self.key_ring.encrypt_text(
+            connection.execute(
+                _STORE,
+                {
+                    "created_at": created,
+                    "thread_id": correlation.thread_id,
+                    "episode_of_care_id": correlation.episode_of_care_id,
+                    "message_header_id": envelope.message_header_id,
+                    "bundle_id": envelope.bundle_id,
+                    "flow_id": request.flow_id,
+                    "step": request.step,
+                    "event_code": request.kind,
+                    "attempt": request.attempt,
+                    "receiver_sor": envelope.receiver.sor,
+                    "endpoint": route.url,
+                    "transport": route.transport,
+                    "body_enc": self.key_ring.encrypt_text(
                         body.decode(), sealed_as(OutboundMessage, "body_enc", envelope.bundle_id)
                     ),
-                )
+                },
             )
-            session.commit()
             return body, created
 
     def _record_result(
@@ -149,6 +155,7 @@ class MessageActivities:
     ) -> None:
         """What the partner answered, on the stored message: one UPDATE (its first send time kept)."""
         values: dict = {
+            "q_bundle_id": bundle_id,
             "http_status": status,
             "transport": outbound.transport,
             "endpoint": outbound.url,
@@ -156,17 +163,12 @@ class MessageActivities:
         }
         if receipt is not None:
             values["transport_receipt"] = receipt.value
-        this_bundle = col(OutboundMessage.bundle_id) == bundle_id
         with self.engine.begin() as connection:
-            updated = connection.execute(update(OutboundMessage).where(this_bundle).values(values))
+            updated = connection.execute(_RECORD_RESULT, values)
             if updated.rowcount != 1:
                 raise RuntimeError(f"outbound message {bundle_id} not stored")  # retried: it is stored first
             if status < 300:
-                connection.execute(
-                    update(OutboundMessage)
-                    .where(this_bundle, col(OutboundMessage.sent_at).is_(None))
-                    .values(sent_at=utcnow())
-                )
+                connection.execute(_FIRST_SENT, {"q_bundle_id": bundle_id, "sent_at": utcnow()})
 
 
 def _aware(moment: datetime) -> datetime:
