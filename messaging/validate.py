@@ -7,10 +7,13 @@ they may be patient data.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import threading
 from collections.abc import Callable
 from datetime import UTC
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from messaging.bundle import ReferenceIndex, as_dict, as_list, destination_use, header_id_of, walk_references
 from messaging.identifiers import (
@@ -112,33 +115,70 @@ def _loc_path(loc: tuple) -> str:
     return "Bundle" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
 
 
+# Resources found valid, by a digest of their content: the same organisations, practitioners and
+# patient travel in message after message, and validating one costs 0.1-0.3 ms (a pure function of
+# its content). Bounded; the oldest are forgotten first.
+VALID_KEPT = 4096
+_valid: dict[bytes, None] = {}
+_valid_lock = threading.Lock()
+
+
+def _digest(resource: dict) -> bytes:
+    canonical = json.dumps(resource, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.blake2b(canonical.encode("utf-8", errors="surrogatepass"), digest_size=16).digest()
+
+
+def _remember_valid(digest: bytes) -> None:
+    with _valid_lock:
+        while len(_valid) >= VALID_KEPT:
+            del _valid[next(iter(_valid))]
+        _valid[digest] = None
+
+
 def check_structure(c: _Check) -> None:
-    """FHIR R4 structure, as fhir.resources' R4B models see it."""
+    """FHIR R4 structure, as fhir.resources' R4B models see it: each entry's resource by its own
+    model (the Bundle model would pick the same model by resourceType, at a quarter more cost), then
+    the Bundle without them. The issues are those the Bundle model finds in one pass (checked
+    against it on mutated MedCom examples: tests/messaging/test_structure.py)."""
     from fhir.resources.R4B import get_fhir_model_class
     from fhir.resources.R4B.bundle import Bundle
 
-    known_entries = []
+    shell_entries = []
     for i, entry in enumerate(c.entries):
         resource = entry.get("resource") if isinstance(entry, dict) else None
         resource_type = resource.get("resourceType") if isinstance(resource, dict) else None
         try:
             if not isinstance(resource_type, str):
                 raise ValueError
-            get_fhir_model_class(resource_type)
+            model = get_fhir_model_class(resource_type)
         except ValueError:
             c.add("fhir-structure", f"Bundle.entry[{i}].resource.resourceType", "unknown or missing FHIR resource type")
             continue
-        known_entries.append(entry)
-    # unknown resource types were reported above; the model would only fail on them as a whole
-    candidate = {**c.bundle, "entry": known_entries} if len(known_entries) != len(c.entries) else c.bundle
+        # unknown resource types were reported above; the Bundle model would only fail on them as a whole
+        at = ("entry", len(shell_entries), "resource")
+        shell_entries.append({key: value for key, value in entry.items() if key != "resource"})
+        digest = _digest(resource)
+        if digest in _valid:
+            continue
+        if _structure_issues(c, model, resource, at):
+            continue
+        _remember_valid(digest)
+    _structure_issues(c, Bundle, {**c.bundle, "entry": shell_entries}, ())
+
+
+def _structure_issues(c: _Check, model: type[BaseModel], value: dict, at: tuple) -> bool:
+    """Validate `value` by `model`; add what it finds (locations under `at`). True when it found any."""
     try:
-        Bundle.model_validate(candidate)
+        model.model_validate(value)
     except ValidationError as exc:
         for error in exc.errors(include_input=False, include_url=False):
-            c.add("fhir-structure", _loc_path(error["loc"]), f"invalid FHIR content ({error['type']})")
+            c.add("fhir-structure", _loc_path((*at, *error["loc"])), f"invalid FHIR content ({error['type']})")
+        return True
     except (KeyError, ValueError, TypeError, AttributeError) as exc:
         # fhir.resources itself trips over some hostile input (e.g. a boolean where a url belongs)
         c.add("fhir-structure", "Bundle", f"invalid FHIR content ({type(exc).__name__})")
+        return True
+    return False
 
 
 def check_ids(c: _Check) -> None:
