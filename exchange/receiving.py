@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass
 
 from pydantic import ValidationError
-from sqlalchemy import bindparam, case, or_
+from sqlalchemy import Row, bindparam, case, insert, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -43,13 +43,43 @@ START_NAMESPACE = uuid.UUID("0b9c6f3e-2d7a-4c1e-9f4b-6a8d2e5c7b13")
 
 
 @dataclass(frozen=True)
+class FlowRef:
+    """What receiving reads of a flow (not its timeline, steps or patient): one Core query by id."""
+
+    id: str
+    status: str
+    workflow_id: str
+    pathway: str
+    cpr_hash: str
+    parties_json: str
+    referring_sor: str
+    receiving_sor: str
+    start_enc: str | None
+
+
+_FLOWS, _INBOUND, _OUTBOUND = Flow.__table__, InboundMessage.__table__, OutboundMessage.__table__
+# Built once, with bound parameters: these run for every inbound message.
+_FLOW = select(*(_FLOWS.c[name] for name in FlowRef.__dataclass_fields__)).where(_FLOWS.c.id == bindparam("flow_id"))
+_STORE = insert(_INBOUND)
+_SENDS = select(
+    _OUTBOUND.c.id, _OUTBOUND.c.message_header_id, _OUTBOUND.c.receiver_sor, _OUTBOUND.c.flow_id, _OUTBOUND.c.ack_code
+).where(_OUTBOUND.c.message_header_id == bindparam("header_id"))
+_ACKNOWLEDGED = update(_OUTBOUND).where(_OUTBOUND.c.id == bindparam("send_id"), _OUTBOUND.c.ack_code.is_(None))
+
+
+def _flow(session: Session, flow_id: str) -> FlowRef | None:
+    found = session.connection().execute(_FLOW, {"flow_id": flow_id}).first()
+    return FlowRef(**found._mapping) if found is not None else None
+
+
+@dataclass(frozen=True)
 class Decision:
     status: int
     answer: dict
     ack: AckCode | None  # the acknowledgement to send back (None: none, e.g. for an acknowledgement)
     started: Prepared | None = None  # the flow this message starts, committed with it
-    flow: Flow | None = None  # the flow it correlated to, as read while deciding (not read again)
-    acknowledged: tuple[OutboundMessage, ...] = ()  # for an acknowledgement: the sends it acknowledges
+    flow: FlowRef | None = None  # the flow it correlated to, as read while deciding (not read again)
+    acknowledged: tuple[Row, ...] = ()  # for an acknowledgement: the sends it acknowledges (id, ack_code)
 
 
 class Receiver:
@@ -91,11 +121,12 @@ class Receiver:
         decision = self._bundle_reused(row, issues, reused) if reused else self._decide(session, parsed, issues, row)
         row.answer_status, row.answer_body = decision.status, json.dumps(decision.answer)
         ack_json = self.acknowledge(row, parsed, as_json, decision.ack, issues) if decision.ack is not None else None
-        session.add(row)
         if decision.started is not None:
             session.add(decision.started.flow)
             session.add(decision.started.audit)
         try:
+            # Core, in the session's transaction: the row is not an ORM-tracked object (nothing reads it back)
+            row.id = session.connection().execute(_STORE, row.model_dump(exclude={"id"})).inserted_primary_key[0]
             if decision.acknowledged and row.flow_id:
                 _record_acknowledgement(session, parsed, decision.acknowledged)  # same transaction: never split
             session.commit()  # durable before any answer
@@ -145,7 +176,7 @@ class Receiver:
             flow, start = decision.started.flow, decision.started.input
         else:
             # Read while deciding (the session's identity map holds it only weakly: not looked up again).
-            flow = decision.flow if decision.flow is not None else session.get(Flow, row.flow_id)
+            flow = decision.flow if decision.flow is not None else _flow(session, row.flow_id)
             if flow is None:
                 return None
             start = (
@@ -238,9 +269,7 @@ class Receiver:
 
     def _acknowledgement(self, session: Session, parsed: ParsedMessage, row: InboundMessage) -> Decision:
         sends = tuple(
-            session.exec(
-                select(OutboundMessage).where(OutboundMessage.message_header_id == parsed.response_identifier)
-            ).all()
+            session.connection().execute(_SENDS, {"header_id": parsed.response_identifier})
         )  # every send of the message (resends keep its MessageHeader.id)
         sent = sends[0] if sends else None
         if sent is None:
@@ -270,12 +299,12 @@ class Receiver:
         row.flow_id = sent.flow_id
         return Decision(202, _accepted(parsed), None, acknowledged=sends)
 
-    def _correlate(self, session: Session, parsed: ParsedMessage) -> Flow | None:
+    def _correlate(self, session: Session, parsed: ParsedMessage) -> FlowRef | None:
         """The flow a message belongs to, in order: the ServiceRequest it is based on; the earlier
         message it answers (the Provenance chain); the CareCommunication thread or the episode of
         care it continues — each from a message careflow sent or received for a flow."""
         if parsed.service_request_id:
-            flow = session.get(Flow, parsed.service_request_id)
+            flow = _flow(session, parsed.service_request_id)
             if flow is not None:
                 return flow
         earlier = [link.previous_header_id for link in parsed.provenance if link.previous_header_id]
@@ -297,10 +326,10 @@ class Receiver:
                     select(table.flow_id).where(col(column).in_(values), col(table.flow_id).is_not(None)).limit(1)
                 ).first()
                 if flow_id:
-                    return session.get(Flow, flow_id)
+                    return _flow(session, flow_id)
         return None
 
-    def refusal(self, flow: Flow, parsed: ParsedMessage, row: InboundMessage) -> tuple[str, str] | None:
+    def refusal(self, flow: Flow | FlowRef, parsed: ParsedMessage, row: InboundMessage) -> tuple[str, str] | None:
         """Why this message may not go to this flow (reason, FHIRPath): another patient, or a sender
         the pathway does not expect it from. The workflow checks the same again when delivered."""
         if row.patient_hash and row.patient_hash != flow.cpr_hash:
@@ -376,15 +405,16 @@ def _accepted(parsed: ParsedMessage, note: str = "") -> dict:
     )
 
 
-def _record_acknowledgement(session: Session, parsed: ParsedMessage, sends: tuple[OutboundMessage, ...]) -> None:
+def _record_acknowledgement(session: Session, parsed: ParsedMessage, sends: tuple[Row, ...]) -> None:
     """Mark the acknowledged outbound message (all its sends, as read while deciding), for the
     coordinators' views; the caller commits it with the stored acknowledgement."""
-    for sent in sends:
-        if sent.ack_code is None:
-            sent.ack_code, sent.acked_at = parsed.response_code.value if parsed.response_code else None, utcnow()
-            session.add(sent)
-        else:
-            log.info("late or duplicate acknowledgement for %s ignored", parsed.response_identifier)
+    code = parsed.response_code.value if parsed.response_code else None
+    now = utcnow()
+    unacknowledged = [{"send_id": s.id, "ack_code": code, "acked_at": now} for s in sends if s.ack_code is None]
+    if len(unacknowledged) < len(sends):
+        log.info("late or duplicate acknowledgement for %s ignored", parsed.response_identifier)
+    if unacknowledged:
+        session.connection().execute(_ACKNOWLEDGED, unacknowledged)
 
 
 def resent(acknowledgement: str) -> str:
