@@ -24,7 +24,7 @@ from careflow.settings import Settings, get_settings
 from careflow.temporal import connect
 from careflow.tokens import verifier_from_settings
 from careflow.tracing import Tracing
-from exchange.delivering import Deliverer, Handoff, deliver_and_acknowledge, send_acknowledgement
+from exchange.delivering import Deliverer, Handoff, Marks, deliver_and_acknowledge, send_acknowledgement
 from exchange.receiving import Receiver
 from messaging import load_directory
 from messaging.vans import MAX_ENVELOPE_BYTES
@@ -69,10 +69,11 @@ def create_app(
             app.state.engine, app.state.temporal, app.state.pathways, app.state.key_ring, settings.task_queue
         )
         tasks: set[asyncio.Task] = set()
+        marks = Marks(app.state.engine)
 
         async def _deliver_and_acknowledge(stored: int | Handoff) -> None:
             if isinstance(stored, Handoff):  # just stored by this process: nothing to read again
-                await deliver_and_acknowledge(deliverer, app.state.http, app.state.directory, stored)
+                await deliver_and_acknowledge(deliverer, app.state.http, app.state.directory, stored, marks)
                 return
             await deliverer.deliver(stored)
             await send_acknowledgement(
@@ -92,6 +93,7 @@ def create_app(
         finally:
             if tasks:
                 await asyncio.wait(tasks, timeout=5)
+            await marks.close()
             await app.state.http.aclose()
             app.state.engine.dispose()
             tracing.shutdown()

@@ -7,10 +7,11 @@ Used by the API right after storing a message, and by the relay for whatever is 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import httpx
 from sqlalchemy import Engine, bindparam
@@ -186,11 +187,12 @@ class Handoff:
 
 
 async def deliver_and_acknowledge(
-    deliverer: Deliverer, http: httpx.AsyncClient, directory: Directory, handoff: Handoff
+    deliverer: Deliverer, http: httpx.AsyncClient, directory: Directory, handoff: Handoff, marks: Marks | None = None
 ) -> None:
-    """Right after storing: signal, post the acknowledgement, then write both outcomes in one
-    transaction — no re-reading of the row the route just wrote. Whatever does not succeed here
-    is left as it was stored, and the relay finishes it."""
+    """Right after storing: signal, post the acknowledgement, then write both outcomes (with `marks`,
+    in a transaction shared with the other messages finishing meanwhile) — no re-reading of the row
+    the route just wrote. Whatever does not succeed here is left as it was stored, and the relay
+    finishes it."""
     delivered = False
     if handoff.target is not None:
         delivered = await deliverer.deliver(handoff.message_id, handoff.target, mark=False)
@@ -200,7 +202,71 @@ async def deliver_and_acknowledge(
             deliverer.engine, http, directory, handoff.message_id, *handoff.acknowledgement
         )
     if delivered or acknowledged:
-        await asyncio.to_thread(_mark, deliverer.engine, handoff.message_id, delivered, acknowledged)
+        if marks is not None:
+            await marks.mark(handoff.message_id, delivered, acknowledged)
+        else:
+            await asyncio.to_thread(_mark, deliverer.engine, handoff.message_id, delivered, acknowledged)
+
+
+class Marks:
+    """Writes "delivered" and "acknowledgement sent" for the messages the API has just finished, many
+    in one transaction: whatever was marked while the previous write ran goes in the next. No timer:
+    one message alone is written at once; under load one thread hand-off and one commit serve a
+    batch instead of one message each. `mark` returns once its row is written (or raises what the
+    write raised). Unwritten marks cost nothing but time: the relay delivers again (the workflow
+    ignores a MessageHeader.id it has applied) and sends the acknowledgement again after its grace."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._pending: list[tuple[int, bool, bool, asyncio.Future[None]]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    async def mark(self, message_id: int, delivered: bool, acknowledged: bool) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._write())
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((message_id, delivered, acknowledged, done))
+        self._wake.set()
+        await done
+
+    async def _write(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._pending = self._pending, []
+            if not batch:
+                continue
+            try:
+                await asyncio.to_thread(_mark_many, self.engine, [(m, d, a) for m, d, a, _ in batch])
+            except Exception as err:  # noqa: BLE001 - each waiting caller gets it
+                for *_, done in batch:
+                    if not done.done():
+                        done.set_exception(err)
+            else:
+                for *_, done in batch:
+                    if not done.done():
+                        done.set_result(None)
+
+    async def close(self) -> None:
+        """Stop writing (after the callers have had their time: what is left, the relay finishes)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+def _mark_many(engine: Engine, marks: list[tuple[int, bool, bool]]) -> None:
+    """One transaction for many messages' marks: one executemany per kind of mark."""
+    now = utcnow()
+    kinds: dict[tuple[bool, bool], list[dict]] = {}
+    for message_id, delivered, acknowledged in marks:
+        kinds.setdefault((delivered, acknowledged), []).append(
+            {"message_id": message_id, **_mark_values(delivered, acknowledged, now)}
+        )
+    with engine.begin() as connection:
+        for rows in kinds.values():
+            connection.execute(_UPDATE_INBOUND, rows)
 
 
 # Writes to one stored message, built once: a Core statement on a connection, without an ORM
@@ -218,13 +284,17 @@ def _update(engine: Engine, message_id: int, **values: object) -> None:
         connection.execute(_UPDATE_INBOUND, {"message_id": message_id, **values})
 
 
-def _mark(engine: Engine, message_id: int, delivered: bool, acknowledged: bool) -> None:
+def _mark_values(delivered: bool, acknowledged: bool, now: datetime) -> dict:
     values: dict = {}
     if delivered:
-        values.update(delivery_status=DeliveryStatus.DELIVERED, delivered_at=utcnow())
+        values.update(delivery_status=DeliveryStatus.DELIVERED, delivered_at=now)
     if acknowledged:
-        values["ack_sent_at"] = utcnow()
-    _update(engine, message_id, **values)
+        values["ack_sent_at"] = now
+    return values
+
+
+def _mark(engine: Engine, message_id: int, delivered: bool, acknowledged: bool) -> None:
+    _update(engine, message_id, **_mark_values(delivered, acknowledged, utcnow()))
 
 
 def _delivery_target(engine: Engine, key_ring: KeyRing, message_id: int) -> Target | bool:
