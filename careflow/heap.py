@@ -1,10 +1,12 @@
 """The garbage collector's work in a long-running careflow process (API, worker, simulator).
 
-What a process loads at start — modules, fhir.resources' models, the terminology, the pathways —
-lives as long as the process, yet Python's collector walks all of it on every full collection:
-100–200 ms each on the benchmark machine, several a minute under load. `settle()` collects once,
-then freezes what is left (`gc.freeze()`: out of every later walk), so a full collection walks only
-what the process allocated since it began to serve.
+What a process loads at start — modules, the pathways, the settings — lives as long as the
+process, yet Python's collector walks all of it on every full collection: 100–200 ms each on the
+benchmark machine, several a minute under load. `settle()` freezes what is loaded when the process
+is about to serve (`gc.freeze()`: out of every later walk; it takes no time), so a full collection
+walks little more than what the process allocated since. It neither collects first nor builds the
+message models first: either would delay every start, and the fault suite restarts the API every
+few seconds (a start 1–3 s slower under load cost four times the deadline escalations).
 
 It also makes the youngest generation larger (`CAREFLOW_GC_YOUNG_THRESHOLD`, Python's default is
 700). A request or a workflow task allocates thousands of container objects that die with it;
@@ -29,12 +31,7 @@ MIDDLE = 2  # young collections per middle-generation collection
 
 
 def settle(process: str, settings: Settings) -> None:
-    """Call once a process has loaded what it keeps, before it serves. Builds the message models
-    first (`messaging.warm_up`), so that they are among what is frozen."""
-    from messaging import warm_up
-
-    warm_up()
-    gc.collect()
+    """Call once a process has loaded what it keeps, before it serves; it returns at once."""
     gc.freeze()
     if settings.gc_young_threshold:
         young = settings.gc_young_threshold
