@@ -427,7 +427,6 @@ def resent(acknowledgement: str) -> str:
     return json.dumps(bundle)
 
 
-_INBOUND = InboundMessage.__table__
 # Built once (bound parameters): the first query of every inbound message.
 _SEEN = (
     select(_INBOUND.c.id, _INBOUND.c.message_header_id)
