@@ -11,7 +11,7 @@ import contextlib
 import json
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import httpx
 from sqlalchemy import Engine, bindparam
@@ -187,11 +187,11 @@ class Handoff:
 
 
 async def deliver_and_acknowledge(
-    deliverer: Deliverer, http: httpx.AsyncClient, directory: Directory, handoff: Handoff, marks: Marks | None = None
+    deliverer: Deliverer, http: httpx.AsyncClient, directory: Directory, handoff: Handoff, marks: Marks
 ) -> None:
-    """Right after storing: signal, post the acknowledgement, then write both outcomes (with `marks`,
-    in a transaction shared with the other messages finishing meanwhile) — no re-reading of the row
-    the route just wrote. Whatever does not succeed here is left as it was stored, and the relay
+    """Right after storing: signal, post the acknowledgement, then write both outcomes (in a
+    transaction shared with the other messages finishing meanwhile) — no re-reading of the row the
+    route just wrote. Whatever does not succeed here is left as it was stored, and the relay
     finishes it."""
     delivered = False
     if handoff.target is not None:
@@ -202,10 +202,7 @@ async def deliver_and_acknowledge(
             deliverer.engine, http, directory, handoff.message_id, *handoff.acknowledgement
         )
     if delivered or acknowledged:
-        if marks is not None:
-            await marks.mark(handoff.message_id, delivered, acknowledged)
-        else:
-            await asyncio.to_thread(_mark, deliverer.engine, handoff.message_id, delivered, acknowledged)
+        await marks.mark(handoff.message_id, delivered, acknowledged)
 
 
 class Marks:
@@ -261,9 +258,12 @@ def _mark_many(engine: Engine, marks: list[tuple[int, bool, bool]]) -> None:
     now = utcnow()
     kinds: dict[tuple[bool, bool], list[dict]] = {}
     for message_id, delivered, acknowledged in marks:
-        kinds.setdefault((delivered, acknowledged), []).append(
-            {"message_id": message_id, **_mark_values(delivered, acknowledged, now)}
-        )
+        values: dict = {"message_id": message_id}
+        if delivered:
+            values.update(delivery_status=DeliveryStatus.DELIVERED, delivered_at=now)
+        if acknowledged:
+            values["ack_sent_at"] = now
+        kinds.setdefault((delivered, acknowledged), []).append(values)
     with engine.begin() as connection:
         for rows in kinds.values():
             connection.execute(_UPDATE_INBOUND, rows)
@@ -282,19 +282,6 @@ _COUNT_ATTEMPT = {
 def _update(engine: Engine, message_id: int, **values: object) -> None:
     with engine.begin() as connection:
         connection.execute(_UPDATE_INBOUND, {"message_id": message_id, **values})
-
-
-def _mark_values(delivered: bool, acknowledged: bool, now: datetime) -> dict:
-    values: dict = {}
-    if delivered:
-        values.update(delivery_status=DeliveryStatus.DELIVERED, delivered_at=now)
-    if acknowledged:
-        values["ack_sent_at"] = now
-    return values
-
-
-def _mark(engine: Engine, message_id: int, delivered: bool, acknowledged: bool) -> None:
-    _update(engine, message_id, **_mark_values(delivered, acknowledged, utcnow()))
 
 
 def _delivery_target(engine: Engine, key_ring: KeyRing, message_id: int) -> Target | bool:
